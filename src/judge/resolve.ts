@@ -1,0 +1,102 @@
+import { PersonaError } from "../errors.js";
+import { AnthropicJudge } from "./anthropic.js";
+import type { HttpClient, HttpClientOptions } from "./http.js";
+import { OpenAIJudge } from "./openai.js";
+import type { Judge } from "./types.js";
+
+/**
+ * Turns a `--judge` value into a Judge:
+ *   `demo`                          the demo world's rubric judge
+ *   `openai:MODEL[@BASEURL]`        OpenAI, or any OpenAI-compatible server at BASEURL
+ *   `anthropic:MODEL`               Anthropic Messages API
+ *   `http(s)://HOST/v1#MODEL`       OpenAI-compatible server (vLLM, llama-server, Ollama, OpenRouter)
+ *   `local:PATH.gguf`               a GGUF model run by our engine (see `setLocalJudgeFactory`)
+ */
+export interface ResolveJudgeOptions {
+  /** API key for openai/anthropic/URL judges. Defaults to the provider's env variable. */
+  apiKey?: string;
+  /** Retry, timeout and concurrency settings. Defaults to `HttpClient`'s defaults. */
+  httpOptions?: HttpClientOptions;
+  /** A client to share between judges (one concurrency limit for all). Defaults to one per judge. */
+  http?: HttpClient;
+  /** OpenAI-compatible scoring mode. Defaults to `logprobs`. */
+  mode?: "logprobs" | "text";
+  /** Least probability mass on number tokens before a logprob score is null. Defaults to 0.25. */
+  minProbabilityMass?: number;
+}
+
+/** Builds a judge from a GGUF path; installed by the engine-based local judge once it exists. */
+export type LocalJudgeFactory = (modelPath: string, opts: ResolveJudgeOptions) => Promise<Judge>;
+
+let localJudgeFactory: LocalJudgeFactory | undefined;
+
+/** Hook point for the engine-based local judge, so this module needs no engine import. */
+export function setLocalJudgeFactory(factory: LocalJudgeFactory | undefined): void {
+  localJudgeFactory = factory;
+}
+
+export const JUDGE_SPEC_HELP =
+  "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf";
+
+function bad(spec: string, why: string): PersonaError {
+  return new PersonaError("E_BAD_INPUT", `bad judge "${spec}": ${why} (expected ${JUDGE_SPEC_HELP})`);
+}
+
+export async function resolveJudge(spec: string, opts: ResolveJudgeOptions = {}): Promise<Judge> {
+  const s = spec.trim();
+  const common = {
+    apiKey: opts.apiKey,
+    httpOptions: opts.httpOptions,
+    http: opts.http,
+  };
+  const openaiExtras = { mode: opts.mode, minProbabilityMass: opts.minProbabilityMass };
+
+  if (s === "demo") return loadDemoJudge();
+
+  if (/^https?:\/\//i.test(s)) {
+    const hash = s.indexOf("#");
+    const model = hash >= 0 ? s.slice(hash + 1).trim() : "";
+    if (!model) throw bad(spec, "an OpenAI-compatible URL needs the model after '#', e.g. http://localhost:8000/v1#qwen2.5-7b");
+    return new OpenAIJudge({ ...common, ...openaiExtras, model, baseURL: s.slice(0, hash) });
+  }
+
+  const colon = s.indexOf(":");
+  const scheme = colon > 0 ? s.slice(0, colon).toLowerCase() : "";
+  const rest = colon > 0 ? s.slice(colon + 1).trim() : "";
+  switch (scheme) {
+    case "openai": {
+      // The base URL starts at the last "@http"; a model name may itself contain "@".
+      const m = /^(.*)@(https?:\/\/.+)$/i.exec(rest);
+      const model = (m ? m[1] : rest)?.trim();
+      if (!model) throw bad(spec, "missing model name");
+      return new OpenAIJudge({ ...common, ...openaiExtras, model, ...(m?.[2] && { baseURL: m[2] }) });
+    }
+    case "anthropic":
+      if (!rest) throw bad(spec, "missing model name");
+      return new AnthropicJudge({ ...common, model: rest });
+    case "local":
+      if (!rest) throw bad(spec, "missing model path");
+      if (!localJudgeFactory) {
+        throw new PersonaError("E_BAD_INPUT", `local judges are not available yet (asked for ${rest}); use an API judge or "demo"`);
+      }
+      return localJudgeFactory(rest, opts);
+    default:
+      throw bad(spec, "unknown kind");
+  }
+}
+
+/**
+ * The demo judge is imported lazily: it pulls in the demo world's corpus, which API-judge users
+ * never need. The specifier goes through a variable so this module compiles without it.
+ */
+async function loadDemoJudge(): Promise<Judge> {
+  const specifier = new URL("../demo/judge.js", import.meta.url).href;
+  let mod: { DemoJudge?: new () => Judge };
+  try {
+    mod = (await import(specifier)) as typeof mod;
+  } catch (e) {
+    throw new PersonaError("E_NOT_FOUND", `the demo judge could not be loaded: ${(e as Error).message}`, { cause: e });
+  }
+  if (typeof mod.DemoJudge !== "function") throw new PersonaError("E_INTERNAL", "demo/judge does not export DemoJudge");
+  return new mod.DemoJudge();
+}
