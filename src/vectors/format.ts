@@ -1,0 +1,265 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { PersonaError } from "../errors.js";
+import { type FloatTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
+
+/**
+ * The persona vectors file (spec §3): a safetensors file with float32 tensors `response_avg`
+ * (required), `prompt_avg`, `prompt_last`, each `[n_layer+1, n_embd]` where row l is layer l
+ * (l = 0: token embeddings, l ≥ 1: residual after block l−1), plus string metadata. Structured
+ * metadata is stored as JSON strings with snake_case fields so Python tools can read it too.
+ */
+
+/** One row per layer, row-major: row l starts at `l * nEmbd`. */
+export interface LayerMatrix {
+  nLayerPlus1: number;
+  nEmbd: number;
+  data: Float32Array;
+}
+
+export const TENSOR_NAMES = ["response_avg", "prompt_avg", "prompt_last"] as const;
+export type VectorTensorName = (typeof TENSOR_NAMES)[number];
+export const DEFAULT_TENSOR: VectorTensorName = "response_avg";
+
+export interface VectorsModelMeta {
+  /** Model name or file name, e.g. "Qwen2.5-7B-Instruct". */
+  name: string;
+  /** `general.architecture` of the GGUF, e.g. "qwen2". */
+  arch?: string;
+  nLayer: number;
+  nEmbd: number;
+  /** Hash of the model file the vectors came from, as `algo:hex`. */
+  fileHash?: string;
+}
+
+/** Where the vectors came from; other strings are allowed for future importers. */
+export type VectorsSource = "extract" | "import-pt" | (string & {});
+
+export interface PersonaVectorsMeta {
+  trait: string;
+  source: VectorsSource;
+  model?: VectorsModelMeta;
+  /** Samples kept and dropped by the filter during extraction. */
+  counts?: { kept: number; dropped: number };
+  /** Judge that scored the rollouts, e.g. "openai:gpt-4.1-mini". */
+  judge?: string;
+  /** Filter thresholds used (spec §2: trait ≥ 50 / < 50, coherence ≥ 50). */
+  thresholds?: { trait: number; coherence: number };
+  /** ISO 8601 time of writing. Defaults to now when written. */
+  createdAt?: string;
+  /** `persona-vectors@x.y.z`. Defaults to this package's version when written. */
+  toolVersion?: string;
+  /** Layer picked by a steering sweep. */
+  bestLayer?: number;
+  /** Metadata keys this version does not interpret; kept so a rewrite loses nothing. */
+  extra?: Record<string, string>;
+}
+
+export interface PersonaVectors {
+  tensors: { response_avg: LayerMatrix; prompt_avg?: LayerMatrix; prompt_last?: LayerMatrix };
+  meta: PersonaVectorsMeta;
+}
+
+/** Builds a LayerMatrix, zero-filled when `data` is omitted. */
+export function layerMatrix(nLayerPlus1: number, nEmbd: number, data?: Float32Array): LayerMatrix {
+  if (!Number.isSafeInteger(nLayerPlus1) || nLayerPlus1 < 1 || !Number.isSafeInteger(nEmbd) || nEmbd < 1) {
+    throw new PersonaError("E_SHAPE", `invalid layer matrix shape [${nLayerPlus1}, ${nEmbd}]`);
+  }
+  const d = data ?? new Float32Array(nLayerPlus1 * nEmbd);
+  if (d.length !== nLayerPlus1 * nEmbd) {
+    throw new PersonaError("E_SHAPE", `layer matrix [${nLayerPlus1}, ${nEmbd}] needs ${nLayerPlus1 * nEmbd} values, got ${d.length}`);
+  }
+  return { nLayerPlus1, nEmbd, data: d };
+}
+
+/** Row `layer` as a view (no copy) into the matrix. */
+export function row(m: LayerMatrix, layer: number): Float32Array {
+  if (!Number.isInteger(layer) || layer < 0 || layer >= m.nLayerPlus1) {
+    throw new PersonaError("E_SHAPE", `layer ${layer} is outside 0..${m.nLayerPlus1 - 1}`);
+  }
+  return m.data.subarray(layer * m.nEmbd, (layer + 1) * m.nEmbd);
+}
+
+/** The named tensor, or E_NOT_FOUND listing the tensors the file has. */
+export function selectTensor(v: PersonaVectors, name: VectorTensorName = DEFAULT_TENSOR): LayerMatrix {
+  const m = v.tensors[name];
+  if (!m) throw new PersonaError("E_NOT_FOUND", `vectors have no tensor "${name}" (present: ${presentTensors(v).join(", ")})`);
+  return m;
+}
+
+export function presentTensors(v: PersonaVectors): VectorTensorName[] {
+  return TENSOR_NAMES.filter((n) => v.tensors[n] !== undefined);
+}
+
+export function isTensorName(s: string): s is VectorTensorName {
+  return (TENSOR_NAMES as readonly string[]).includes(s);
+}
+
+/**
+ * Splits a vector reference `FILE.safetensors[#TENSOR]` (as used by `--steer` and the CLI) into
+ * the path and the tensor name, which defaults to `response_avg`.
+ */
+export function parseVectorRef(ref: string): { path: string; tensor: VectorTensorName } {
+  const hash = ref.lastIndexOf("#");
+  // A '#' inside a directory name is part of the path, not a tensor selector.
+  if (hash < 0 || /[\\/]/.test(ref.slice(hash + 1))) return { path: ref, tensor: DEFAULT_TENSOR };
+  const tensor = ref.slice(hash + 1);
+  const path = ref.slice(0, hash);
+  if (!path) throw new PersonaError("E_BAD_INPUT", `vector reference "${ref}" has no file before '#'`);
+  if (!isTensorName(tensor)) {
+    throw new PersonaError("E_BAD_INPUT", `unknown tensor "${tensor}" in "${ref}"; expected one of ${TENSOR_NAMES.join(", ")}`);
+  }
+  return { path, tensor };
+}
+
+/** Reads `FILE[#TENSOR]` and returns the selected tensor with the file's metadata. */
+export async function readVectorRef(ref: string): Promise<{ path: string; tensor: VectorTensorName; matrix: LayerMatrix; meta: PersonaVectorsMeta }> {
+  const { path, tensor } = parseVectorRef(ref);
+  const v = await readVectors(path);
+  return { path, tensor, matrix: selectTensor(v, tensor), meta: v.meta };
+}
+
+export async function readVectors(path: string): Promise<PersonaVectors> {
+  const { tensors, metadata } = await readSafetensors(path);
+  const bad = (why: string): PersonaError => new PersonaError("E_BAD_FORMAT", `${path}: not a persona vectors file: ${why}`);
+  const out: Partial<Record<VectorTensorName, LayerMatrix>> = {};
+  for (const [name, t] of tensors) {
+    if (!isTensorName(name)) throw bad(`unexpected tensor "${name}" (allowed: ${TENSOR_NAMES.join(", ")})`);
+    if (t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 1) {
+      throw bad(`tensor "${name}" has shape [${t.shape.join(", ")}], expected [n_layer+1, n_embd]`);
+    }
+    out[name] = { nLayerPlus1: t.shape[0]!, nEmbd: t.shape[1]!, data: t.data };
+  }
+  if (!out.response_avg) throw bad(`missing tensor "response_avg" (found: ${[...tensors.keys()].join(", ") || "none"})`);
+  const v: PersonaVectors = {
+    tensors: { response_avg: out.response_avg, prompt_avg: out.prompt_avg, prompt_last: out.prompt_last },
+    meta: decodeMeta(metadata, path),
+  };
+  if (!v.tensors.prompt_avg) delete v.tensors.prompt_avg;
+  if (!v.tensors.prompt_last) delete v.tensors.prompt_last;
+  validateVectors(v, path);
+  return v;
+}
+
+/** Validates then writes atomically; fills `createdAt` and `toolVersion` when absent. */
+export async function writeVectors(path: string, v: PersonaVectors): Promise<void> {
+  validateVectors(v, path);
+  const tensors = new Map<string, FloatTensor>();
+  for (const name of presentTensors(v)) {
+    const m = v.tensors[name]!;
+    tensors.set(name, { shape: [m.nLayerPlus1, m.nEmbd], data: m.data });
+  }
+  const meta: PersonaVectorsMeta = { ...v.meta, createdAt: v.meta.createdAt ?? new Date().toISOString(), toolVersion: v.meta.toolVersion ?? toolVersion() };
+  await writeSafetensors(path, tensors, encodeMeta(meta));
+}
+
+/**
+ * Merges `patch` into the file's metadata and rewrites it atomically (tensors unchanged). A key
+ * set to `undefined` in the patch is removed. Returns the new metadata.
+ */
+export async function updateVectorsMeta(path: string, patch: Partial<PersonaVectorsMeta>): Promise<PersonaVectorsMeta> {
+  const v = await readVectors(path);
+  const meta: PersonaVectorsMeta = { ...v.meta, ...patch };
+  await writeVectors(path, { tensors: v.tensors, meta });
+  return meta;
+}
+
+/**
+ * Checks that every tensor has the same `[n_layer+1, n_embd]` shape, that data lengths match,
+ * and that the model metadata (if any) agrees with the shape. Throws E_BAD_FORMAT.
+ */
+export function validateVectors(v: PersonaVectors, label: string): void {
+  const bad = (why: string): PersonaError => new PersonaError("E_BAD_FORMAT", `${label}: ${why}`);
+  const names = presentTensors(v);
+  if (!names.includes("response_avg")) throw bad(`missing tensor "response_avg"`);
+  const shapes = names.map((n) => `${n} [${v.tensors[n]!.nLayerPlus1}, ${v.tensors[n]!.nEmbd}]`);
+  const first = v.tensors.response_avg;
+  for (const n of names) {
+    const m = v.tensors[n]!;
+    if (m.nLayerPlus1 !== first.nLayerPlus1 || m.nEmbd !== first.nEmbd) throw bad(`tensor shapes differ: ${shapes.join(", ")}`);
+    if (m.data.length !== m.nLayerPlus1 * m.nEmbd) throw bad(`tensor "${n}" [${m.nLayerPlus1}, ${m.nEmbd}] holds ${m.data.length} values`);
+  }
+  if (!v.meta.trait) throw bad("metadata has no trait");
+  const model = v.meta.model;
+  if (model && (model.nLayer + 1 !== first.nLayerPlus1 || model.nEmbd !== first.nEmbd)) {
+    throw bad(`metadata says n_layer=${model.nLayer}, n_embd=${model.nEmbd} but the tensors are [${first.nLayerPlus1}, ${first.nEmbd}] (expected [n_layer+1, n_embd])`);
+  }
+  if (v.meta.bestLayer !== undefined && !(Number.isInteger(v.meta.bestLayer) && v.meta.bestLayer >= 0 && v.meta.bestLayer < first.nLayerPlus1)) {
+    throw bad(`best_layer ${v.meta.bestLayer} is outside 0..${first.nLayerPlus1 - 1}`);
+  }
+}
+
+/** `persona-vectors@<version>` of this package. */
+export function toolVersion(): string {
+  cachedVersion ??= `persona-vectors@${(JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf-8")) as { version: string }).version}`;
+  return cachedVersion;
+}
+let cachedVersion: string | undefined;
+
+const ModelJson = z.object({
+  name: z.string(),
+  arch: z.string().optional(),
+  n_layer: z.number().int().nonnegative(),
+  n_embd: z.number().int().positive(),
+  file_hash: z.string().optional(),
+});
+const CountsJson = z.object({ kept: z.number().int().nonnegative(), dropped: z.number().int().nonnegative() });
+const ThresholdsJson = z.object({ trait: z.number(), coherence: z.number() });
+
+/** Metadata keys this module owns; any other key lands in `extra`. */
+const KNOWN_KEYS = ["trait", "source", "model", "counts", "judge", "thresholds", "created_at", "tool_version", "best_layer"];
+
+function encodeMeta(m: PersonaVectorsMeta): Record<string, string> {
+  const out: Record<string, string> = { ...m.extra, trait: m.trait, source: m.source };
+  if (m.model) {
+    const { name, arch, nLayer, nEmbd, fileHash } = m.model;
+    out.model = JSON.stringify({ name, arch, n_layer: nLayer, n_embd: nEmbd, file_hash: fileHash });
+  }
+  if (m.counts) out.counts = JSON.stringify({ kept: m.counts.kept, dropped: m.counts.dropped });
+  if (m.judge !== undefined) out.judge = m.judge;
+  if (m.thresholds) out.thresholds = JSON.stringify({ trait: m.thresholds.trait, coherence: m.thresholds.coherence });
+  if (m.createdAt !== undefined) out.created_at = m.createdAt;
+  if (m.toolVersion !== undefined) out.tool_version = m.toolVersion;
+  if (m.bestLayer !== undefined) out.best_layer = String(m.bestLayer);
+  return out;
+}
+
+function decodeMeta(md: Record<string, string>, label: string): PersonaVectorsMeta {
+  const bad = (key: string, why: string): PersonaError =>
+    new PersonaError("E_BAD_FORMAT", `${label}: metadata "${key}" is invalid: ${why}`);
+  const json = <T>(key: string, schema: z.ZodType<T>): T | undefined => {
+    const raw = md[key];
+    if (raw === undefined) return undefined;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      throw bad(key, "not JSON");
+    }
+    const r = schema.safeParse(parsed);
+    if (!r.success) throw bad(key, r.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; "));
+    return r.data;
+  };
+  if (md.trait === undefined) throw new PersonaError("E_BAD_FORMAT", `${label}: metadata has no "trait"`);
+  const meta: PersonaVectorsMeta = { trait: md.trait, source: md.source ?? "unknown" };
+  const model = json("model", ModelJson);
+  if (model) {
+    meta.model = { name: model.name, nLayer: model.n_layer, nEmbd: model.n_embd };
+    if (model.arch !== undefined) meta.model.arch = model.arch;
+    if (model.file_hash !== undefined) meta.model.fileHash = model.file_hash;
+  }
+  const counts = json("counts", CountsJson);
+  if (counts) meta.counts = counts;
+  if (md.judge !== undefined) meta.judge = md.judge;
+  const thresholds = json("thresholds", ThresholdsJson);
+  if (thresholds) meta.thresholds = thresholds;
+  if (md.created_at !== undefined) meta.createdAt = md.created_at;
+  if (md.tool_version !== undefined) meta.toolVersion = md.tool_version;
+  if (md.best_layer !== undefined) {
+    if (!/^\d+$/.test(md.best_layer)) throw bad("best_layer", `"${md.best_layer}" is not a layer index`);
+    meta.bestLayer = Number(md.best_layer);
+  }
+  const extra = Object.fromEntries(Object.entries(md).filter(([k]) => !KNOWN_KEYS.includes(k)));
+  if (Object.keys(extra).length > 0) meta.extra = extra;
+  return meta;
+}

@@ -1,0 +1,239 @@
+import { randomBytes } from "node:crypto";
+import { endianness } from "node:os";
+import { open, readFile, rename, unlink } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { PersonaError } from "../errors.js";
+
+/**
+ * Reader and writer for the safetensors format: an 8-byte little-endian header length, a JSON
+ * header `{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {str: str}}`, then
+ * the raw little-endian tensor bytes (offsets are relative to the end of the header).
+ */
+
+/** A tensor as this project holds it: always float32, row-major. */
+export interface FloatTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface SafetensorsContent {
+  /** Tensors in header order, every float dtype converted to float32. */
+  tensors: Map<string, FloatTensor & { dtype: string }>;
+  /** The `__metadata__` map; empty when the file has none. */
+  metadata: Record<string, string>;
+}
+
+/** Bytes per element of every dtype the format defines, so that any file can be validated. */
+const DTYPE_SIZE: Record<string, number> = {
+  BOOL: 1,
+  U8: 1,
+  I8: 1,
+  F8_E5M2: 1,
+  F8_E4M3: 1,
+  I16: 2,
+  U16: 2,
+  F16: 2,
+  BF16: 2,
+  I32: 4,
+  U32: 4,
+  F32: 4,
+  I64: 8,
+  U64: 8,
+  F64: 8,
+};
+
+/** The reference implementation refuses headers above 100 MB; a vectors file's header is a few KB. */
+const MAX_HEADER_BYTES = 100_000_000;
+
+export async function readSafetensors(path: string): Promise<SafetensorsContent> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new PersonaError("E_NOT_FOUND", `safetensors file not found: ${path}`);
+    }
+    throw e;
+  }
+  return parseSafetensors(bytes, path);
+}
+
+/** Parses a whole safetensors file held in memory; `fileName` only labels error messages. */
+export function parseSafetensors(bytes: Uint8Array, fileName: string): SafetensorsContent {
+  const bad = (why: string): PersonaError =>
+    new PersonaError("E_BAD_FORMAT", `${fileName}: not a valid safetensors file: ${why}`);
+  if (bytes.length < 8) throw bad(`file is ${bytes.length} bytes, shorter than the 8-byte header length`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLen = view.getBigUint64(0, true);
+  if (headerLen < 2n || headerLen > BigInt(MAX_HEADER_BYTES) || headerLen > BigInt(bytes.length - 8)) {
+    throw bad(`header length ${headerLen} does not fit a file of ${bytes.length} bytes`);
+  }
+  const dataStart = 8 + Number(headerLen);
+  const dataLen = bytes.length - dataStart;
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)));
+  } catch {
+    throw bad("header is not UTF-8 JSON");
+  }
+  if (!isRecord(header)) throw bad("header is not a JSON object");
+
+  const metadata: Record<string, string> = {};
+  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
+  for (const [name, value] of Object.entries(header)) {
+    if (name === "__metadata__") {
+      if (!isRecord(value)) throw bad("__metadata__ is not an object");
+      for (const [k, v] of Object.entries(value)) {
+        if (typeof v !== "string") throw bad(`__metadata__.${k} is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    if (!isRecord(value)) throw bad(`entry "${name}" is not an object`);
+    const { dtype, shape, data_offsets: offsets } = value;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) throw bad(`tensor "${name}" has unknown dtype ${JSON.stringify(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) throw bad(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegInt)) {
+      throw bad(`tensor "${name}" has invalid data_offsets ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end || end > dataLen) {
+      throw bad(`tensor "${name}" data_offsets [${begin}, ${end}] lie outside the ${dataLen}-byte data section`);
+    }
+    const expected = (shape as number[]).reduce((a, b) => a * b, 1) * (DTYPE_SIZE[dtype] ?? 0);
+    if (expected !== end - begin) {
+      throw bad(`tensor "${name}" is ${dtype} [${shape.join(", ")}] (${expected} bytes) but its data_offsets span ${end - begin} bytes`);
+    }
+    entries.push({ name, dtype, shape: shape as number[], begin, end });
+  }
+
+  const byStart = [...entries].sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < byStart.length; i++) {
+    const prev = byStart[i - 1]!;
+    const cur = byStart[i]!;
+    if (cur.begin < prev.end) throw bad(`tensors "${prev.name}" and "${cur.name}" overlap`);
+  }
+
+  const tensors: SafetensorsContent["tensors"] = new Map();
+  for (const e of entries) {
+    const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end);
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: toFloat32(raw, e.dtype, `${fileName}: tensor "${e.name}"`) });
+  }
+  return { tensors, metadata };
+}
+
+/** Serialises float32 tensors (in the given order) and string metadata to safetensors bytes. */
+export function encodeSafetensors(tensors: ReadonlyMap<string, FloatTensor>, metadata: Record<string, string> = {}): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    if (name === "__metadata__") throw new PersonaError("E_BAD_INPUT", `"__metadata__" cannot be a tensor name`);
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    if (!t.shape.every(isNonNegInt) || numel !== t.data.length) {
+      throw new PersonaError("E_SHAPE", `tensor "${name}": shape [${t.shape.join(", ")}] does not match ${t.data.length} values`);
+    }
+    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + numel * 4] };
+    offset += numel * 4;
+  }
+  // Pad the header with spaces to a multiple of 8 so every tensor stays aligned in memory-mapped readers.
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const headerBytes = Buffer.from(json, "utf-8");
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  const view = new DataView(out.buffer);
+  view.setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let pos = 8 + headerBytes.length;
+  for (const t of tensors.values()) {
+    if (LITTLE_ENDIAN_HOST) out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+    else t.data.forEach((x, i) => view.setFloat32(pos + i * 4, x, true));
+    pos += t.data.byteLength;
+  }
+  return out;
+}
+
+export async function writeSafetensors(path: string, tensors: ReadonlyMap<string, FloatTensor>, metadata: Record<string, string> = {}): Promise<void> {
+  await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
+}
+
+/**
+ * Writes to a temp file beside `path`, fsyncs, then renames over it: a reader sees the old file or
+ * the complete new one, never a torn write.
+ */
+export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
+  const fh = await open(tmp, "w");
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await fh.close();
+  try {
+    await rename(tmp, path);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  // Persist the rename itself; some platforms cannot open a directory, which is harmless to skip.
+  const dir = await open(dirname(path), "r").catch(() => undefined);
+  await dir?.sync().catch(() => undefined);
+  await dir?.close();
+}
+
+const LITTLE_ENDIAN_HOST = endianness() === "LE";
+
+/** Converts little-endian float storage of the given dtype to a fresh Float32Array. */
+export function toFloat32(raw: Uint8Array, dtype: string, label: string): Float32Array {
+  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+  switch (dtype) {
+    case "F32": {
+      // Copy into a fresh, aligned buffer (a Buffer's slice() would not copy).
+      if (LITTLE_ENDIAN_HOST) return new Float32Array(new Uint8Array(raw).buffer);
+      const out = new Float32Array(raw.byteLength / 4);
+      for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
+      return out;
+    }
+    case "F64": {
+      const out = new Float32Array(raw.byteLength / 8);
+      for (let i = 0; i < out.length; i++) out[i] = view.getFloat64(i * 8, true);
+      return out;
+    }
+    case "F16": {
+      const out = new Float32Array(raw.byteLength / 2);
+      for (let i = 0; i < out.length; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
+      return out;
+    }
+    case "BF16": {
+      const out = new Float32Array(raw.byteLength / 2);
+      const bits = new Uint32Array(out.buffer);
+      // bfloat16 is the top half of a float32.
+      for (let i = 0; i < out.length; i++) bits[i] = view.getUint16(i * 2, true) << 16;
+      return out;
+    }
+    default:
+      throw new PersonaError("E_BAD_FORMAT", `${label} has dtype ${dtype}; only F32, F16, BF16 and F64 tensors can be read`);
+  }
+}
+
+/** IEEE 754 binary16 → number, including subnormals, infinities and NaN. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function isNonNegInt(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}

@@ -1,0 +1,290 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { crc32 as zlibCrc32, deflateRawSync } from "node:zlib";
+import { PersonaError } from "../src/errors.js";
+import { importPt, parsePt, ptToVectors } from "../src/vectors/interop/torch.js";
+import { layerNorms } from "../src/vectors/math.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const FIXTURE = path.resolve(repoRoot, "../shared/fixtures/reference/persona_vectors/Qwen3-4B/evil_response_avg_diff.pt");
+
+// ---- a minimal torch.save writer: zip members + a protocol-2 pickle, built byte by byte ----
+
+/** Zip archive with the given members; `deflate` picks the compression per member. */
+function buildZip(members: { name: string; data: Uint8Array; deflate?: boolean }[]): Uint8Array {
+  const parts: Buffer[] = [];
+  const central: Buffer[] = [];
+  let offset = 0;
+  for (const m of members) {
+    const name = Buffer.from(m.name);
+    const body = m.deflate ? deflateRawSync(m.data) : Buffer.from(m.data);
+    const crc = zlibCrc32(m.data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(m.deflate ? 8 : 0, 8);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(body.length, 18);
+    local.writeUInt32LE(m.data.length, 22);
+    local.writeUInt16LE(name.length, 26);
+    const cd = Buffer.alloc(46);
+    cd.writeUInt32LE(0x02014b50, 0);
+    cd.writeUInt16LE(20, 4);
+    cd.writeUInt16LE(20, 6);
+    cd.writeUInt16LE(m.deflate ? 8 : 0, 10);
+    cd.writeUInt32LE(crc, 16);
+    cd.writeUInt32LE(body.length, 20);
+    cd.writeUInt32LE(m.data.length, 24);
+    cd.writeUInt16LE(name.length, 28);
+    cd.writeUInt32LE(offset, 42);
+    central.push(cd, name);
+    parts.push(local, name, body);
+    offset += 30 + name.length + body.length;
+  }
+  const cdBytes = Buffer.concat(central);
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(members.length, 8);
+  eocd.writeUInt16LE(members.length, 10);
+  eocd.writeUInt32LE(cdBytes.length, 12);
+  eocd.writeUInt32LE(offset, 16);
+  return Buffer.concat([...parts, cdBytes, eocd]);
+}
+
+/** Pickle opcodes as byte builders. */
+const op = {
+  proto: () => [0x80, 2],
+  global: (mod: string, name: string) => [0x63, ...Buffer.from(`${mod}\n${name}\n`)],
+  mark: () => [0x28],
+  tuple: () => [0x74],
+  tuple2: () => [0x86],
+  emptyTuple: () => [0x29],
+  emptyDict: () => [0x7d],
+  setitems: () => [0x75],
+  binput: (i: number) => [0x71, i],
+  binget: (i: number) => [0x68, i],
+  str: (s: string) => {
+    const b = Buffer.from(s);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(b.length);
+    return [0x58, ...len, ...b];
+  },
+  int: (n: number) => {
+    if (n < 256) return [0x4b, n];
+    if (n < 65536) return [0x4d, n & 0xff, n >> 8];
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(n);
+    return [0x4a, ...b];
+  },
+  intTuple: (ns: number[]) => [...op.mark(), ...ns.flatMap(op.int), ...op.tuple()],
+  newfalse: () => [0x89],
+  reduce: () => [0x52],
+  build: () => [0x62],
+  binpersid: () => [0x51],
+  stop: () => [0x2e],
+};
+
+interface TensorSpec {
+  storageType: "FloatStorage" | "HalfStorage" | "BFloat16Storage";
+  key: string;
+  numel: number;
+  offset: number;
+  size: number[];
+  stride: number[];
+}
+
+/** `_rebuild_tensor_v2(persistent storage, offset, size, stride, False, OrderedDict())`; memo 0 caches the rebuild global. */
+function tensorOps(t: TensorSpec, first: boolean): number[] {
+  return [
+    ...(first ? [...op.global("torch._utils", "_rebuild_tensor_v2"), ...op.binput(0)] : op.binget(0)),
+    ...op.mark(),
+    ...[...op.mark(), ...op.str("storage"), ...op.global("torch", t.storageType), ...op.str(t.key), ...op.str("cpu"), ...op.int(t.numel), ...op.tuple()],
+    ...op.binpersid(),
+    ...op.int(t.offset),
+    ...op.intTuple(t.size),
+    ...op.intTuple(t.stride),
+    ...op.newfalse(),
+    ...op.global("collections", "OrderedDict"),
+    ...op.emptyTuple(),
+    ...op.reduce(),
+    ...op.tuple(),
+    ...op.reduce(),
+  ];
+}
+
+function singleTensorPickle(t: TensorSpec): Uint8Array {
+  return Uint8Array.from([...op.proto(), ...tensorOps(t, true), ...op.stop()]);
+}
+
+/** An OrderedDict of tensors, with a BUILD of instance state the way state dicts carry `_metadata`. */
+function dictPickle(entries: [string, TensorSpec][]): Uint8Array {
+  return Uint8Array.from([
+    ...op.proto(),
+    ...op.global("collections", "OrderedDict"),
+    ...op.emptyTuple(),
+    ...op.reduce(),
+    ...op.mark(),
+    ...entries.flatMap(([k, t], i) => [...op.str(k), ...tensorOps(t, i === 0)]),
+    ...op.setitems(),
+    ...op.emptyDict(),
+    ...op.build(),
+    ...op.stop(),
+  ]);
+}
+
+function ptArchive(archive: string, pkl: Uint8Array, storages: Record<string, Uint8Array>, byteorder = "little"): Uint8Array {
+  return buildZip([
+    { name: `${archive}/data.pkl`, data: pkl },
+    { name: `${archive}/byteorder`, data: Buffer.from(byteorder) },
+    ...Object.entries(storages).map(([k, data], i) => ({ name: `${archive}/data/${k}`, data, deflate: i % 2 === 1 })),
+    { name: `${archive}/version`, data: Buffer.from("3\n") },
+  ]);
+}
+
+const f32Bytes = (xs: number[], bigEndian = false): Uint8Array => {
+  const b = Buffer.alloc(xs.length * 4);
+  xs.forEach((x, i) => (bigEndian ? b.writeFloatBE(x, i * 4) : b.writeFloatLE(x, i * 4)));
+  return b;
+};
+const u16Bytes = (xs: number[]): Uint8Array => {
+  const b = Buffer.alloc(xs.length * 2);
+  xs.forEach((x, i) => b.writeUInt16LE(x, i * 2));
+  return b;
+};
+
+function isBadFormat(e: unknown): boolean {
+  return e instanceof PersonaError && e.code === "E_BAD_FORMAT";
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe("reference .pt fixture", { skip: existsSync(FIXTURE) ? false : `fixture not found at ${FIXTURE} (needs ../shared/fixtures)` }, () => {
+  test("evil_response_avg_diff.pt is a [37, 2560] tensor with the documented per-layer norms", async () => {
+    const tensors = await importPt(FIXTURE);
+    assert.equal(tensors.length, 1);
+    const [t] = tensors;
+    assert.equal(t!.name, undefined);
+    assert.deepEqual(t!.shape, [37, 2560]);
+    const norms = layerNorms({ nLayerPlus1: 37, nEmbd: 2560, data: t!.data });
+    const expected: [number, number][] = [
+      [0, 0.04597],
+      [1, 0.4932],
+      [2, 0.66689],
+      [36, 47.16904],
+    ];
+    for (const [layer, want] of expected) {
+      const got = norms[layer]!;
+      assert.ok(Math.abs(got - want) / want < 1e-4, `layer ${layer}: norm ${got}, expected ${want}`);
+    }
+  });
+
+  test("ptToVectors names the trait and tensor from the file name and the model from the folder", async () => {
+    const v = await ptToVectors(FIXTURE);
+    assert.equal(v.meta.trait, "evil");
+    assert.equal(v.meta.source, "import-pt");
+    assert.deepEqual(v.meta.model, { name: "Qwen3-4B", nLayer: 36, nEmbd: 2560 });
+    assert.equal(v.tensors.response_avg.nLayerPlus1, 37);
+    assert.equal(v.tensors.prompt_avg, undefined);
+  });
+});
+
+describe("hand-built torch files", () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "pv-torch-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("a strided view with a storage offset is materialised row-major", () => {
+    const storage = Array.from({ length: 20 }, (_, i) => i * 0.5 - 3);
+    const spec: TensorSpec = { storageType: "FloatStorage", key: "0", numel: 20, offset: 2, size: [3, 4], stride: [1, 3] };
+    const [t] = parsePt(ptArchive("archive", singleTensorPickle(spec), { "0": f32Bytes(storage) }), "strided.pt");
+    assert.deepEqual(t!.shape, [3, 4]);
+    const want: number[] = [];
+    for (let i = 0; i < 3; i++) for (let j = 0; j < 4; j++) want.push(storage[2 + i * 1 + j * 3]!);
+    assert.deepEqual([...t!.data], want);
+  });
+
+  test("a dict of float16, bfloat16 and float32 tensors (deflated storages) converts to float32", () => {
+    // IEEE half: 1, -2, 0.5, 65504, smallest subnormal 2^-24; bfloat16: 1, -3.5.
+    const half = [0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001];
+    const bf16 = [0x3f80, 0xc060];
+    const pkl = dictPickle([
+      ["response_avg", { storageType: "HalfStorage", key: "0", numel: 5, offset: 0, size: [5], stride: [1] }],
+      ["prompt_avg", { storageType: "BFloat16Storage", key: "1", numel: 2, offset: 0, size: [1, 2], stride: [2, 1] }],
+      ["prompt_last", { storageType: "FloatStorage", key: "2", numel: 3, offset: 1, size: [2], stride: [1] }],
+    ]);
+    const out = parsePt(ptArchive("sd", pkl, { "0": u16Bytes(half), "1": u16Bytes(bf16), "2": f32Bytes([7, 8, 9]) }), "dict.pt");
+    assert.deepEqual(
+      out.map((t) => [t.name, t.shape, [...t.data]]),
+      [
+        ["response_avg", [5], [1, -2, 0.5, 65504, 2 ** -24]],
+        ["prompt_avg", [1, 2], [1, -3.5]],
+        ["prompt_last", [2], [8, 9]],
+      ],
+    );
+  });
+
+  test("big-endian storages are byte-swapped", () => {
+    const spec: TensorSpec = { storageType: "FloatStorage", key: "0", numel: 3, offset: 0, size: [3], stride: [1] };
+    const [t] = parsePt(ptArchive("be", singleTensorPickle(spec), { "0": f32Bytes([1.5, -2.25, 1e10], true) }, "big"), "be.pt");
+    assert.deepEqual([...t!.data], [1.5, -2.25, Math.fround(1e10)]);
+  });
+
+  test("malformed or unsupported files are E_BAD_FORMAT naming the file", () => {
+    const ok: TensorSpec = { storageType: "FloatStorage", key: "0", numel: 4, offset: 0, size: [4], stride: [1] };
+    const good = ptArchive("a", singleTensorPickle(ok), { "0": f32Bytes([1, 2, 3, 4]) });
+    assert.doesNotThrow(() => parsePt(good, "good.pt"));
+
+    assert.throws(() => parsePt(Buffer.from("not a zip at all, just some bytes........"), "junk.pt"), (e) => isBadFormat(e) && /junk\.pt/.test((e as Error).message));
+    // A view reaching past its storage.
+    const over = ptArchive("a", singleTensorPickle({ ...ok, offset: 1 }), { "0": f32Bytes([1, 2, 3, 4]) });
+    assert.throws(() => parsePt(over, "over.pt"), (e) => isBadFormat(e) && /exceeds its storage/.test((e as Error).message));
+    // Storage bytes shorter than numel says.
+    const short = ptArchive("a", singleTensorPickle(ok), { "0": f32Bytes([1, 2, 3]) });
+    assert.throws(() => parsePt(short, "short.pt"), isBadFormat);
+    // A pickle that calls something other than torch's rebuild functions.
+    const evil = Uint8Array.from([...op.proto(), ...op.global("os", "system"), ...op.mark(), ...op.str("ls"), ...op.tuple(), ...op.reduce(), ...op.stop()]);
+    assert.throws(() => parsePt(ptArchive("a", evil, {}), "evil.pt"), (e) => isBadFormat(e) && /os\.system/.test((e as Error).message));
+    // Truncated pickle (no STOP).
+    const pkl = singleTensorPickle(ok);
+    assert.throws(() => parsePt(ptArchive("a", pkl.subarray(0, pkl.length - 1), { "0": f32Bytes([1, 2, 3, 4]) }), "trunc.pt"), isBadFormat);
+    // A corrupted byte inside a stored member fails the CRC check.
+    const corrupt = Buffer.from(good);
+    const at = corrupt.indexOf(Buffer.from("a/data.pkl")) + "a/data.pkl".length + 3;
+    corrupt[at] ^= 0xff;
+    assert.throws(() => parsePt(corrupt, "crc.pt"), (e) => isBadFormat(e) && /CRC/.test((e as Error).message));
+    // A top-level value that is neither a tensor nor a dict of tensors.
+    const list = Uint8Array.from([...op.proto(), 0x5d, ...op.stop()]);
+    assert.throws(() => parsePt(ptArchive("a", list, {}), "list.pt"), (e) => isBadFormat(e) && /a list/.test((e as Error).message));
+  });
+
+  test("ptToVectors picks up the reference's sibling files and fills the model shape", async () => {
+    const model = path.join(dir, "TinyModel");
+    await mkdir(model);
+    const spec: TensorSpec = { storageType: "FloatStorage", key: "0", numel: 6, offset: 0, size: [3, 2], stride: [2, 1] };
+    await writeFile(path.join(model, "kind_response_avg_diff.pt"), ptArchive("kind_response_avg_diff", singleTensorPickle(spec), { "0": f32Bytes([1, 2, 3, 4, 5, 6]) }));
+    await writeFile(path.join(model, "kind_prompt_last_diff.pt"), ptArchive("kind_prompt_last_diff", singleTensorPickle(spec), { "0": f32Bytes([6, 5, 4, 3, 2, 1]) }));
+    const v = await ptToVectors(path.join(model, "kind_response_avg_diff.pt"), { model: { arch: "llama" } });
+    assert.equal(v.meta.trait, "kind");
+    assert.deepEqual(v.meta.model, { name: "TinyModel", arch: "llama", nLayer: 2, nEmbd: 2 });
+    assert.deepEqual([...v.tensors.response_avg.data], [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual([...v.tensors.prompt_last!.data], [6, 5, 4, 3, 2, 1]);
+    assert.equal(v.tensors.prompt_avg, undefined);
+
+    const alone = await ptToVectors(path.join(model, "kind_response_avg_diff.pt"), { siblings: false, trait: "nice" });
+    assert.equal(alone.meta.trait, "nice");
+    assert.equal(alone.tensors.prompt_last, undefined);
+
+    // Only a prompt_last file: no response_avg for the vectors file to hold.
+    await assert.rejects(ptToVectors(path.join(model, "kind_prompt_last_diff.pt"), { siblings: false }), isBadFormat);
+    await assert.rejects(importPt(path.join(model, "missing.pt")), (e) => e instanceof PersonaError && e.code === "E_NOT_FOUND");
+  });
+});
