@@ -152,9 +152,15 @@ export async function writeTrait(dir: string, def: TraitDefinition): Promise<voi
 
 export type Polarity = "pos" | "neg";
 
-/** "a" or "an" by whether the first letter is a vowel: "an evil", "a helpful" (silent h is not handled). */
+/**
+ * "a" or "an" by the first letter's vowel, with the common exceptions in trait adjectives: a silent
+ * h ("an honest", the demo's antonym for hallucinating) and a "you"-sounding u ("a unique").
+ */
 export function indefiniteArticle(word: string): "a" | "an" {
-  return /^[aeiou]/i.test(word.trim()) ? "an" : "a";
+  const w = word.trim().toLowerCase();
+  if (/^(hon|hour|heir)/.test(w)) return "an";
+  if (/^(uni|use|usu|eu|one)/.test(w)) return "a";
+  return /^[aeiou]/.test(w) ? "an" : "a";
 }
 
 /**

@@ -1,6 +1,8 @@
 import type { Command } from "commander";
+import { register as trait } from "./trait.js";
+import { register as vectors } from "./vectors.js";
 
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [];
+export const COMMANDS: RegisterCommand[] = [trait, vectors];
