@@ -4,6 +4,7 @@
  * file appears atomically (temp file + rename).
  */
 import { randomBytes } from "node:crypto";
+import { endianness } from "node:os";
 import { open, rename, unlink } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
 import type { GgufArray, GgufValue } from "./reader.js";
@@ -42,8 +43,12 @@ interface PendingTensor {
 
 /** Little-endian growable byte buffer for the header. */
 class ByteSink {
-  private buf = Buffer.alloc(1 << 16);
+  private buf: Buffer;
   length = 0;
+
+  constructor(capacity = 1 << 16) {
+    this.buf = Buffer.alloc(capacity);
+  }
 
   private grow(n: number): void {
     if (this.length + n <= this.buf.length) return;
@@ -183,7 +188,7 @@ export class GgufWriter {
   set(key: string, type: GgufValueType, value: GgufValue): this {
     if (key === "") throw badInput("metadata key must not be empty");
     // Validate now so that a bad value fails at the call site, not at write time.
-    encodeValue(new ByteSink(), type, value, key);
+    encodeValue(new ByteSink(64), type, value, key);
     this.kv.set(key, { type, value });
     return this;
   }
@@ -259,6 +264,8 @@ export class GgufWriter {
 
   /** Writes the file atomically: to a temp file beside `path`, then renamed over it. */
   async write(path: string): Promise<void> {
+    // Tensor bytes are the host's float layout; GGUF is little-endian.
+    if (endianness() !== "LE") throw new PersonaError("E_INTERNAL", "writing GGUF needs a little-endian host");
     const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
     const fh = await open(tmp, "w");
     try {
