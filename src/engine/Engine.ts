@@ -1,0 +1,79 @@
+/**
+ * The entry point: starts the engine worker (which loads llama.cpp) and loads models into it.
+ * `await using engine = await Engine.create()` disposes everything it created.
+ */
+import { availableParallelism } from "node:os";
+import { PersonaError } from "../errors.js";
+import type { GpuChoice } from "./ffi/discover.js";
+import { Model } from "./Model.js";
+import { WorkerHost } from "./worker/host.js";
+import type { LoadModelReply } from "./worker/protocol.js";
+
+export interface EngineOptions {
+  /** Which llama.cpp build to use; GPU builds are opt-in installs. Defaults to env PERSONA_GPU or "auto". */
+  gpu?: GpuChoice;
+  /** CPU threads for decoding. Defaults to env PERSONA_THREADS or the number of cores. */
+  threads?: number;
+  /** Print llama.cpp's log lines. Defaults to false. */
+  verbose?: boolean;
+  /** Where log lines go when verbose. Defaults to stderr. */
+  onLog?: (text: string) => void;
+}
+
+export interface LoadModelOptions {
+  /** Layers offloaded to the GPU (-1 = all). Defaults to all on a GPU build, 0 on CPU. */
+  gpuLayers?: number;
+  /** Read the weights into memory instead of mapping the file (needed for training). Defaults to false. */
+  noMmap?: boolean;
+}
+
+const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];
+
+export class Engine implements AsyncDisposable {
+  private readonly models = new Set<Model>();
+  private disposed = false;
+
+  private constructor(private readonly host: WorkerHost) {}
+
+  static async create(options: EngineOptions = {}): Promise<Engine> {
+    const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
+    if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
+    const threads = options.threads ?? (Number(process.env.PERSONA_THREADS) || availableParallelism());
+    if (!Number.isInteger(threads) || threads < 1) throw new PersonaError("E_BAD_INPUT", `threads must be a positive integer`);
+    const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
+    const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads }, onLog);
+    const engine = new Engine(host);
+    try {
+      await engine.systemInfo(); // surfaces a missing library now, not at the first model
+    } catch (e) {
+      await host.close();
+      throw e;
+    }
+    return engine;
+  }
+
+  systemInfo(): Promise<{ variant: string; binsDir: string; system: string }> {
+    return this.host.call({ op: "systemInfo" });
+  }
+
+  async loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+    if (this.disposed) throw new PersonaError("E_DISPOSED", "engine disposed");
+    if (typeof path !== "string" || path === "") throw new PersonaError("E_BAD_INPUT", "model path must be a non-empty string");
+    const reply = await this.host.call<LoadModelReply>({ op: "loadModel", path, ...options });
+    const model = new Model(this.host, reply.id, reply.info, (m) => this.models.delete(m));
+    this.models.add(model);
+    return model;
+  }
+
+  /** Frees every model and stops the worker. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await Promise.all([...this.models].map((m) => m.dispose()));
+    await this.host.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * A loaded model, as seen from the main thread: metadata, tokenizer, chat template, and the three
+ * things the method needs — batched generation, residual capture, log-probabilities — each with
+ * optional steering. Every call is queued to the engine worker.
+ */
+import { PersonaError } from "../errors.js";
+import type { Job, JobResult, SamplerSettings } from "./batching.js";
+import type { SampleActivations } from "./capture.js";
+import { renderJinjaChat, validateMessages } from "./chat.js";
+import { NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
+import type {
+  CaptureOptions,
+  CaptureSample,
+  ChatMessage,
+  GenerateOptions,
+  GenerateRequest,
+  GenerationResult,
+  LogprobRequest,
+  LogprobResult,
+  ModelInfo,
+} from "./types.js";
+import type { ContextShape } from "./worker/core.js";
+import type { WorkerHost } from "./worker/host.js";
+import type { WorkerEvent } from "./worker/protocol.js";
+
+export interface GenerateCallbacks {
+  /** Called as each request finishes (in completion order). */
+  onResult?(result: GenerationResult): void;
+  /** Called for every sampled token (streaming). */
+  onToken?(index: number, token: number): void;
+  signal?: AbortSignal;
+}
+
+export interface CaptureCallbacks {
+  /** Called as each sample finishes; with it, `capture` keeps nothing and resolves to []. */
+  onSample?(index: number, activations: SampleActivations): void;
+  signal?: AbortSignal;
+}
+
+/** Mixes a base seed and a request index into an independent 32-bit seed. */
+export function requestSeed(seed: number, index: number): number {
+  let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca77)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+function checkPositiveInt(name: string, v: number, min = 1): void {
+  if (!Number.isInteger(v) || v < min) throw new PersonaError("E_BAD_INPUT", `${name} must be an integer ≥ ${min}, got ${v}`);
+}
+
+export class Model implements AsyncDisposable {
+  readonly info: ModelInfo;
+  private disposed = false;
+
+  /** @internal */
+  constructor(
+    private readonly host: WorkerHost,
+    private readonly id: number,
+    info: ModelInfo,
+    private readonly onDispose: (m: Model) => void,
+  ) {
+    this.info = info;
+  }
+
+  /** Validates steering specs against this model (width, layer range) into the engine's form. */
+  steering(specs: readonly SteeringSpec[]): ResolvedSteering {
+    return resolveSteering(specs, this.info);
+  }
+
+  tokenize(text: string, opts: { addSpecial?: boolean; parseSpecial?: boolean } = {}): Promise<Int32Array> {
+    this.ensureAlive();
+    if (typeof text !== "string") throw new PersonaError("E_BAD_INPUT", "text must be a string");
+    return this.host.call({
+      op: "tokenize",
+      modelId: this.id,
+      text,
+      addSpecial: opts.addSpecial ?? this.info.addBos,
+      parseSpecial: opts.parseSpecial ?? false,
+    });
+  }
+
+  detokenize(tokens: Int32Array | readonly number[], opts: { renderSpecial?: boolean } = {}): Promise<string> {
+    this.ensureAlive();
+    return this.host.call({
+      op: "detokenize",
+      modelId: this.id,
+      tokens: Int32Array.from(tokens),
+      renderSpecial: opts.renderSpecial ?? false,
+    });
+  }
+
+  /** Renders messages with the model's chat template (jinja; llama.cpp's built-ins as fallback). */
+  async renderChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<string> {
+    this.ensureAlive();
+    validateMessages(messages);
+    const template = this.info.chatTemplate;
+    if (!template) {
+      throw new PersonaError("E_BAD_MODEL", `${this.info.name} has no chat template; pass raw text instead (--raw)`);
+    }
+    const addGenerationPrompt = opts.addGenerationPrompt ?? true;
+    try {
+      return renderJinjaChat(template, messages, {
+        addGenerationPrompt,
+        bosToken: this.info.bosText,
+        eosToken: this.info.eosText,
+      });
+    } catch {
+      return this.host.call({ op: "builtinTemplate", modelId: this.id, messages: [...messages], addAssistant: addGenerationPrompt });
+    }
+  }
+
+  /** Templated prompt tokens; BOS is added only when the template did not already write it. */
+  async encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<Int32Array> {
+    const text = await this.renderChat(messages, opts);
+    const templateHasBos = this.info.bosText !== "" && text.startsWith(this.info.bosText);
+    return this.tokenize(text, { addSpecial: this.info.addBos && !templateHasBos, parseSpecial: true });
+  }
+
+  /**
+   * A conversation whose last message is the assistant's reply, as capture input: the prompt is
+   * the templated conversation before it (with the generation prompt), the response is the
+   * reply's raw text; the boundary is the prompt's token count, as in the reference.
+   */
+  async encodeConversation(messages: readonly ChatMessage[]): Promise<CaptureSample> {
+    validateMessages(messages);
+    const last = messages[messages.length - 1]!;
+    if (last.role !== "assistant" || messages.length < 2) {
+      throw new PersonaError("E_BAD_INPUT", "the last message must be the assistant's reply, after at least one other message");
+    }
+    const prompt = await this.encodeChat(messages.slice(0, -1), { addGenerationPrompt: true });
+    const response = await this.tokenize(last.content, { addSpecial: false, parseSpecial: false });
+    return joinSample(prompt, response);
+  }
+
+  /** Raw (untemplated) prompt/response pair; the boundary is the token count of the prompt alone. */
+  async encodePair(prompt: string, response: string): Promise<CaptureSample> {
+    const p = await this.tokenize(prompt, { parseSpecial: true });
+    const r = await this.tokenize(response, { addSpecial: false, parseSpecial: true });
+    return joinSample(p, r);
+  }
+
+  async generate(
+    requests: readonly GenerateRequest[],
+    opts: GenerateOptions & GenerateCallbacks = {},
+  ): Promise<GenerationResult[]> {
+    this.ensureAlive();
+    const sampling = samplerSettings(opts);
+    const shared = opts.steering ?? NO_STEERING;
+    const jobs: Job[] = requests.map((r, i) => {
+      if (!(r.prompt instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `request ${i}: prompt must be an Int32Array of token ids`);
+      return {
+        prompt: r.prompt,
+        sampling: { ...sampling, seed: r.seed ?? requestSeed(sampling.seed, i) },
+        ops: [...(r.steering ?? shared)],
+        capture: opts.capture ?? false,
+      };
+    });
+    if (jobs.length === 0) return [];
+    const parallel = opts.parallel ?? Math.min(jobs.length, 16);
+    checkPositiveInt("parallel", parallel);
+    const longest = Math.max(...jobs.map((j) => j.prompt.length));
+    const shape: ContextShape = {
+      nSeqMax: parallel,
+      nCtxPerSeq: longest + sampling.maxTokens + 1,
+      nBatch: Math.max(parallel, 512),
+      exact: opts.exact ?? false,
+    };
+    const results: GenerationResult[] = new Array(jobs.length);
+    await this.run(jobs, shape, opts.signal, Boolean(opts.onToken), (e) => {
+      if (e.type === "token") return opts.onToken?.(e.index, e.token);
+      const r = e.result;
+      const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
+      if (r.activations) g.activations = r.activations;
+      results[r.index] = g;
+      opts.onResult?.(g);
+    });
+    return results;
+  }
+
+  /** Residual reductions (prompt mean, last prompt token, response mean) at every layer per sample. */
+  async capture(samples: readonly CaptureSample[], opts: CaptureOptions & CaptureCallbacks = {}): Promise<SampleActivations[]> {
+    this.ensureAlive();
+    const shared = opts.steering ?? NO_STEERING;
+    const jobs: Job[] = samples.map((s, i) => {
+      if (!(s.tokens instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `sample ${i}: tokens must be an Int32Array`);
+      checkPositiveInt(`sample ${i}: promptLength`, s.promptLength);
+      if (s.promptLength > s.tokens.length) {
+        throw new PersonaError("E_BAD_INPUT", `sample ${i}: promptLength ${s.promptLength} exceeds its ${s.tokens.length} tokens`);
+      }
+      return {
+        prompt: s.tokens.subarray(0, s.promptLength),
+        forced: s.tokens.subarray(s.promptLength),
+        ops: [...(s.steering ?? shared)],
+        capture: true,
+      };
+    });
+    if (jobs.length === 0) return [];
+    const shape = this.scoringShape(jobs, opts.batchTokens, opts.exact ?? true);
+    const keep = !opts.onSample;
+    const out: SampleActivations[] = keep ? new Array(jobs.length) : [];
+    await this.run(jobs, shape, opts.signal, false, (e) => {
+      if (e.type !== "result") return;
+      const a = e.result.activations!;
+      if (keep) out[e.result.index] = a;
+      else opts.onSample!(e.result.index, a);
+    });
+    return out;
+  }
+
+  /** log P(continuation | prompt) token by token, and/or the top-k next tokens after the prompt. */
+  async logprobs(requests: readonly LogprobRequest[], opts: { signal?: AbortSignal; exact?: boolean } = {}): Promise<LogprobResult[]> {
+    this.ensureAlive();
+    const jobs: Job[] = requests.map((r, i) => {
+      if (!(r.prompt instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `request ${i}: prompt must be an Int32Array`);
+      const topK = r.topK ?? 0;
+      checkPositiveInt(`request ${i}: topK`, topK, 0);
+      return {
+        prompt: r.prompt,
+        forced: r.continuation,
+        ops: [...(r.steering ?? NO_STEERING)],
+        capture: false,
+        logprobs: { continuation: (r.continuation?.length ?? 0) > 0, topK },
+      };
+    });
+    if (jobs.length === 0) return [];
+    const out: LogprobResult[] = new Array(jobs.length);
+    await this.run(jobs, this.scoringShape(jobs, undefined, opts.exact ?? false), opts.signal, false, (e) => {
+      if (e.type !== "result") return;
+      const c = e.result.continuationLogprobs ?? new Float64Array(0);
+      out[e.result.index] = { continuation: c, total: c.reduce((a, b) => a + b, 0), top: e.result.top ?? [] };
+    });
+    return out;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.onDispose(this);
+    await this.host.call({ op: "freeModel", modelId: this.id }).catch(() => undefined);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  /** Teacher-forced work: whole sequences, all rows kept, so bound the logits buffer by vocabulary. */
+  private scoringShape(jobs: Job[], batchTokens: number | undefined, exact: boolean): ContextShape {
+    const byVocab = Math.floor(2 ** 28 / (4 * this.info.nVocab));
+    const nBatch = batchTokens ?? Math.min(512, Math.max(64, byVocab));
+    checkPositiveInt("batchTokens", nBatch);
+    const longest = Math.max(...jobs.map((j) => j.prompt.length + (j.forced?.length ?? 0)));
+    const parallel = Math.min(jobs.length, Math.max(1, Math.min(16, Math.floor((nBatch * 2) / longest) || 1)));
+    return { nSeqMax: parallel, nCtxPerSeq: longest + 1, nBatch: Math.max(nBatch, parallel), exact };
+  }
+
+  private async run(
+    jobs: Job[],
+    shape: ContextShape,
+    signal: AbortSignal | undefined,
+    streamTokens: boolean,
+    onEvent: (e: WorkerEvent) => void,
+  ): Promise<void> {
+    signal?.throwIfAborted();
+    const abort = new SharedArrayBuffer(4);
+    const flag = new Int32Array(abort);
+    const onAbort = () => Atomics.store(flag, 0, 1);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.host.call({ op: "run", modelId: this.id, jobs, shape, streamTokens, abort }, onEvent);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private ensureAlive(): void {
+    if (this.disposed) throw new PersonaError("E_DISPOSED", "model used after dispose()");
+  }
+}
+
+function joinSample(prompt: Int32Array, response: Int32Array): CaptureSample {
+  const tokens = new Int32Array(prompt.length + response.length);
+  tokens.set(prompt);
+  tokens.set(response, prompt.length);
+  return { tokens, promptLength: prompt.length };
+}
+
+function samplerSettings(o: GenerateOptions): SamplerSettings {
+  const s: SamplerSettings = {
+    temperature: o.temperature ?? 1,
+    topP: o.topP ?? 1,
+    topK: o.topK ?? 0,
+    minP: o.minP ?? 0,
+    seed: o.seed ?? 0,
+    maxTokens: o.maxTokens ?? 256,
+    minTokens: o.minTokens ?? 0,
+  };
+  if (!(s.temperature >= 0)) throw new PersonaError("E_BAD_INPUT", `temperature must be ≥ 0, got ${s.temperature}`);
+  if (!(s.topP > 0 && s.topP <= 1)) throw new PersonaError("E_BAD_INPUT", `top-p must be in (0, 1], got ${s.topP}`);
+  if (!(s.minP >= 0 && s.minP < 1)) throw new PersonaError("E_BAD_INPUT", `min-p must be in [0, 1), got ${s.minP}`);
+  checkPositiveInt("top-k", s.topK, 0);
+  checkPositiveInt("max tokens", s.maxTokens);
+  checkPositiveInt("min tokens", s.minTokens, 0);
+  if (!Number.isInteger(s.seed)) throw new PersonaError("E_BAD_INPUT", `seed must be an integer, got ${s.seed}`);
+  return s;
+}
+
+export type { JobResult };

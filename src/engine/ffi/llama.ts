@@ -1,0 +1,309 @@
+/**
+ * Every raw llama.cpp / ggml signature and struct layout the project uses, in one place.
+ * Layouts follow the headers of llama.cpp "0.4.0" / ggml "0.23.0" as shipped in
+ * @node-llama-cpp/*@3.21.1; `npm run check:ffi` compiles a C program against those headers and
+ * compares sizeof/offsetof with the declarations here. Nothing outside src/engine imports koffi.
+ */
+import koffi from "koffi";
+import type { LibraryPaths } from "./discover.js";
+
+/** Opaque native handles: koffi hands them out as external objects. */
+export type Ptr = unknown;
+
+export const GGML_TYPE_F32 = 0;
+export const GGML_TYPE_F16 = 1;
+export const LLAMA_FLASH_ATTN_TYPE_AUTO = -1;
+export const LLAMA_FLASH_ATTN_TYPE_DISABLED = 0;
+export const LLAMA_LOAD_MODE_NONE = 0;
+export const LLAMA_LOAD_MODE_MMAP = 1;
+
+/** Offsets inside `struct ggml_tensor` (336 bytes on x86-64). */
+export const GGML_TENSOR = { type: 0, ne: 16, nb: 48, data: 248, name: 256, nameLength: 64, size: 336 } as const;
+
+const ggml_log_callback = koffi.proto("void ggml_log_callback(int level, const char *text, void *user_data)");
+export const evalCallbackProto = koffi.proto("bool ggml_backend_sched_eval_callback(void *t, bool ask, void *user_data)");
+
+export const llama_model_params = koffi.struct("llama_model_params", {
+  devices: "void *",
+  tensor_buft_overrides: "void *",
+  n_gpu_layers: "int32_t",
+  split_mode: "int32_t",
+  load_mode: "int32_t",
+  lazy_mode: "int32_t",
+  main_gpu: "int32_t",
+  tensor_split: "void *",
+  progress_callback: "void *",
+  progress_callback_user_data: "void *",
+  kv_overrides: "void *",
+  vocab_only: "bool",
+  check_tensors: "bool",
+  use_extra_bufts: "bool",
+  no_host: "bool",
+  no_alloc: "bool",
+  load_mtp: "bool",
+});
+
+export const llama_context_params = koffi.struct("llama_context_params", {
+  n_ctx: "uint32_t",
+  n_batch: "uint32_t",
+  n_ubatch: "uint32_t",
+  n_seq_max: "uint32_t",
+  n_rs_seq: "uint32_t",
+  n_outputs_max: "uint32_t",
+  n_outputs_max_per_seq: "uint32_t",
+  n_threads: "int32_t",
+  n_threads_batch: "int32_t",
+  ctx_type: "int32_t",
+  rope_scaling_type: "int32_t",
+  pooling_type: "int32_t",
+  attention_type: "int32_t",
+  flash_attn_type: "int32_t",
+  rope_freq_base: "float",
+  rope_freq_scale: "float",
+  yarn_ext_factor: "float",
+  yarn_attn_factor: "float",
+  yarn_beta_fast: "float",
+  yarn_beta_slow: "float",
+  yarn_orig_ctx: "uint32_t",
+  defrag_thold: "float",
+  cb_eval: "void *",
+  cb_eval_user_data: "void *",
+  type_k: "int32_t",
+  type_v: "int32_t",
+  abort_callback: "void *",
+  abort_callback_data: "void *",
+  embeddings: "bool",
+  offload_kqv: "bool",
+  no_perf: "bool",
+  op_offload: "bool",
+  swa_full: "bool",
+  kv_unified: "bool",
+  samplers: "void *",
+  n_samplers: "size_t",
+  ctx_other: "void *",
+});
+
+export const llama_batch = koffi.struct("llama_batch", {
+  n_tokens: "int32_t",
+  token: "void *",
+  embd: "void *",
+  pos: "void *",
+  n_seq_id: "void *",
+  seq_id: "void *",
+  logits: "void *",
+});
+
+export const llama_sampler_chain_params = koffi.struct("llama_sampler_chain_params", { no_perf: "bool" });
+
+export const llama_chat_message = koffi.struct("llama_chat_message", { role: "const char *", content: "const char *" });
+
+/** What the struct declarations claim, for the layout check script. */
+export const DECLARED_LAYOUTS = {
+  llama_model_params,
+  llama_context_params,
+  llama_batch,
+  llama_sampler_chain_params,
+  llama_chat_message,
+} as const;
+
+export interface LlamaModelParams {
+  n_gpu_layers: number;
+  load_mode: number;
+  vocab_only: boolean;
+  [k: string]: unknown;
+}
+
+export interface LlamaContextParams {
+  n_ctx: number;
+  n_batch: number;
+  n_ubatch: number;
+  n_seq_max: number;
+  n_threads: number;
+  n_threads_batch: number;
+  flash_attn_type: number;
+  cb_eval: unknown;
+  cb_eval_user_data: unknown;
+  type_k: number;
+  type_v: number;
+  kv_unified: boolean;
+  no_perf: boolean;
+  [k: string]: unknown;
+}
+
+export interface LlamaBatch {
+  n_tokens: number;
+  token: Ptr;
+  embd: Ptr;
+  pos: Ptr;
+  n_seq_id: Ptr;
+  seq_id: Ptr;
+  logits: Ptr;
+}
+
+function bind(paths: LibraryPaths) {
+  const base = koffi.load(paths.ggmlBase);
+  const ggml = koffi.load(paths.ggml);
+  const llama = koffi.load(paths.llama);
+  return {
+    // ggml
+    ggml_backend_load_all_from_path: ggml.func("void ggml_backend_load_all_from_path(const char *dir_path)"),
+    ggml_backend_dev_count: ggml.func("size_t ggml_backend_dev_count()"),
+    ggml_backend_tensor_get: base.func("void ggml_backend_tensor_get(void *tensor, _Out_ float *data, size_t offset, size_t size)"),
+    ggml_backend_tensor_set: base.func("void ggml_backend_tensor_set(void *tensor, const float *data, size_t offset, size_t size)"),
+    ggml_log_set: base.func("void ggml_log_set(ggml_log_callback *cb, void *user_data)"),
+
+    // backend & logging
+    llama_backend_init: llama.func("void llama_backend_init()"),
+    llama_backend_free: llama.func("void llama_backend_free()"),
+    llama_log_set: llama.func("void llama_log_set(ggml_log_callback *cb, void *user_data)"),
+    llama_print_system_info: llama.func("const char *llama_print_system_info()"),
+    llama_supports_gpu_offload: llama.func("bool llama_supports_gpu_offload()"),
+
+    // model
+    llama_model_default_params: llama.func("llama_model_params llama_model_default_params()"),
+    llama_model_load_from_file: llama.func("void *llama_model_load_from_file(const char *path, llama_model_params params)"),
+    llama_model_free: llama.func("void llama_model_free(void *model)"),
+    llama_model_get_vocab: llama.func("void *llama_model_get_vocab(void *model)"),
+    llama_model_n_ctx_train: llama.func("int32_t llama_model_n_ctx_train(void *model)"),
+    llama_model_n_embd: llama.func("int32_t llama_model_n_embd(void *model)"),
+    llama_model_n_layer: llama.func("int32_t llama_model_n_layer(void *model)"),
+    llama_model_n_head: llama.func("int32_t llama_model_n_head(void *model)"),
+    llama_model_n_params: llama.func("uint64_t llama_model_n_params(void *model)"),
+    llama_model_size: llama.func("uint64_t llama_model_size(void *model)"),
+    llama_model_desc: llama.func("int32_t llama_model_desc(void *model, _Out_ uint8_t *buf, size_t buf_size)"),
+    llama_model_meta_val_str: llama.func(
+      "int32_t llama_model_meta_val_str(void *model, const char *key, _Out_ uint8_t *buf, size_t buf_size)",
+    ),
+    llama_model_chat_template: llama.func("const char *llama_model_chat_template(void *model, const char *name)"),
+    llama_model_has_encoder: llama.func("bool llama_model_has_encoder(void *model)"),
+
+    // vocab
+    llama_vocab_n_tokens: llama.func("int32_t llama_vocab_n_tokens(void *vocab)"),
+    llama_vocab_bos: llama.func("int32_t llama_vocab_bos(void *vocab)"),
+    llama_vocab_eos: llama.func("int32_t llama_vocab_eos(void *vocab)"),
+    llama_vocab_eot: llama.func("int32_t llama_vocab_eot(void *vocab)"),
+    llama_vocab_is_eog: llama.func("bool llama_vocab_is_eog(void *vocab, int32_t token)"),
+    llama_vocab_get_add_bos: llama.func("bool llama_vocab_get_add_bos(void *vocab)"),
+    llama_tokenize: llama.func(
+      "int32_t llama_tokenize(void *vocab, const uint8_t *text, int32_t text_len, _Out_ int32_t *tokens, int32_t n_tokens_max, bool add_special, bool parse_special)",
+    ),
+    llama_token_to_piece: llama.func(
+      "int32_t llama_token_to_piece(void *vocab, int32_t token, _Out_ uint8_t *buf, int32_t length, int32_t lstrip, bool special)",
+    ),
+    llama_detokenize: llama.func(
+      "int32_t llama_detokenize(void *vocab, const int32_t *tokens, int32_t n_tokens, _Out_ uint8_t *text, int32_t text_len_max, bool remove_special, bool unparse_special)",
+    ),
+    llama_chat_apply_template: llama.func(
+      "int32_t llama_chat_apply_template(const char *tmpl, const llama_chat_message *chat, size_t n_msg, bool add_ass, _Out_ uint8_t *buf, int32_t length)",
+    ),
+
+    // context
+    llama_context_default_params: llama.func("llama_context_params llama_context_default_params()"),
+    llama_init_from_model: llama.func("void *llama_init_from_model(void *model, llama_context_params params)"),
+    llama_free: llama.func("void llama_free(void *ctx)"),
+    llama_n_ctx: llama.func("uint32_t llama_n_ctx(void *ctx)"),
+    llama_n_batch: llama.func("uint32_t llama_n_batch(void *ctx)"),
+    llama_set_n_threads: llama.func("void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch)"),
+    llama_get_memory: llama.func("void *llama_get_memory(void *ctx)"),
+    llama_memory_clear: llama.func("void llama_memory_clear(void *mem, bool data)"),
+    llama_memory_seq_rm: llama.func("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
+    llama_batch_init: llama.func("llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)"),
+    llama_batch_free: llama.func("void llama_batch_free(llama_batch batch)"),
+    llama_decode: llama.func("int32_t llama_decode(void *ctx, llama_batch batch)"),
+    llama_get_logits_ith: llama.func("void *llama_get_logits_ith(void *ctx, int32_t i)"),
+    llama_synchronize: llama.func("void llama_synchronize(void *ctx)"),
+
+    // sampling
+    llama_sampler_chain_default_params: llama.func("llama_sampler_chain_params llama_sampler_chain_default_params()"),
+    llama_sampler_chain_init: llama.func("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
+    llama_sampler_chain_add: llama.func("void llama_sampler_chain_add(void *chain, void *smpl)"),
+    llama_sampler_init_greedy: llama.func("void *llama_sampler_init_greedy()"),
+    llama_sampler_init_dist: llama.func("void *llama_sampler_init_dist(uint32_t seed)"),
+    llama_sampler_init_top_k: llama.func("void *llama_sampler_init_top_k(int32_t k)"),
+    llama_sampler_init_top_p: llama.func("void *llama_sampler_init_top_p(float p, size_t min_keep)"),
+    llama_sampler_init_min_p: llama.func("void *llama_sampler_init_min_p(float p, size_t min_keep)"),
+    llama_sampler_init_temp: llama.func("void *llama_sampler_init_temp(float t)"),
+    llama_sampler_sample: llama.func("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
+    llama_sampler_free: llama.func("void llama_sampler_free(void *smpl)"),
+  };
+}
+
+export type LlamaApi = ReturnType<typeof bind>;
+
+let loaded: { api: LlamaApi; paths: LibraryPaths } | undefined;
+let logCallback: unknown;
+
+/**
+ * Loads the three libraries once per thread, loads the backends from the same folder and routes
+ * llama.cpp's log lines through `onLog` (dropped when absent, so the engine is quiet by default).
+ */
+export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: string) => void): LlamaApi {
+  if (loaded) {
+    if (loaded.paths.binsDir !== paths.binsDir) throw new Error(`llama.cpp is already loaded from ${loaded.paths.binsDir}`);
+    return loaded.api;
+  }
+  const api = bind(paths);
+  // Registered for the thread's lifetime: llama.cpp keeps the pointer and may log at any time.
+  logCallback = koffi.register((level: number, text: string) => onLog?.(level, text), koffi.pointer(ggml_log_callback));
+  api.llama_log_set(logCallback, null);
+  api.ggml_log_set(logCallback, null);
+  api.ggml_backend_load_all_from_path(paths.binsDir);
+  api.llama_backend_init();
+  loaded = { api, paths };
+  return api;
+}
+
+export function registerEvalCallback(fn: (tensor: Ptr, ask: boolean) => boolean): unknown {
+  return koffi.register((t: Ptr, ask: boolean) => fn(t, ask), koffi.pointer(evalCallbackProto));
+}
+
+export function unregisterCallback(handle: unknown): void {
+  koffi.unregister(handle as bigint);
+}
+
+/** Reads a NUL-terminated char[len] field of a native struct. */
+export function readCString(ptr: Ptr, offset: number, len: number): string {
+  return koffi.decode(ptr, offset, "char", len) as string;
+}
+
+export function readInt64(ptr: Ptr, offset: number): number {
+  return Number(koffi.decode(ptr, offset, "int64_t"));
+}
+
+export function readInt32(ptr: Ptr, offset: number): number {
+  return koffi.decode(ptr, offset, "int32_t") as number;
+}
+
+/** A zero-copy view of native memory; invalid after the memory is freed or rewritten. */
+export function viewFloat32(ptr: Ptr, count: number): Float32Array {
+  return new Float32Array(koffi.view(ptr, count * 4));
+}
+
+export function viewInt32(ptr: Ptr, count: number): Int32Array {
+  return new Int32Array(koffi.view(ptr, count * 4));
+}
+
+export function viewInt8(ptr: Ptr, count: number): Int8Array {
+  return new Int8Array(koffi.view(ptr, count));
+}
+
+/** Follows element `index` of a `T **` array and views `count` int32 at its target. */
+export function viewInt32Indirect(ptrArray: Ptr, index: number, count: number): Int32Array {
+  return new Int32Array(koffi.view(koffi.decode(ptrArray, index * 8, "void *"), count * 4));
+}
+
+export function pointerAddress(ptr: Ptr): bigint {
+  return koffi.address(ptr);
+}
+
+export function isNull(ptr: Ptr): boolean {
+  return ptr === null || ptr === undefined || koffi.address(ptr) === 0n;
+}
+
+export function sizeOfStruct(t: unknown): number {
+  return koffi.sizeof(t as Parameters<typeof koffi.sizeof>[0]);
+}
+
+export function offsetOfField(t: unknown, field: string): number {
+  return koffi.offsetof(t as Parameters<typeof koffi.offsetof>[0], field);
+}

@@ -1,0 +1,228 @@
+/**
+ * One llama_context plus the hook callback through which every residual capture and every
+ * steering edit runs (TransformerLens-style: one mechanism, per batch row). The scheduler asks
+ * the callback about each graph node; we answer yes for the residual tensors a decode needs
+ * (`embd` = layer 0, or `inp_scaled` where the architecture scales embeddings, as Gemma does;
+ * `l_out-k` = layer k+1), then read them, edit them in place for steering
+ * (later nodes see the edit) and fold them into per-sample accumulators.
+ */
+import { PersonaError } from "../../errors.js";
+import type { CaptureAccumulator } from "../capture.js";
+import {
+  GGML_TENSOR,
+  GGML_TYPE_F32,
+  LLAMA_FLASH_ATTN_TYPE_AUTO,
+  LLAMA_FLASH_ATTN_TYPE_DISABLED,
+  isNull,
+  readCString,
+  readInt32,
+  readInt64,
+  registerEvalCallback,
+  unregisterCallback,
+  viewFloat32,
+  type LlamaContextParams,
+  type Ptr,
+} from "../ffi/llama.js";
+import { applyOpsToRow, type RowClass, type SteeringOp } from "../steering.js";
+import { Batch } from "./Batch.js";
+import type { NativeModel } from "./NativeModel.js";
+
+export interface NativeContextOptions {
+  /** Parallel sequences. */
+  nSeqMax: number;
+  /** Total KV cells, shared by all sequences (unified KV cache). */
+  nCtx: number;
+  /** Most tokens in one decode; also the ubatch size, so each decode is one graph run. */
+  nBatch: number;
+  /** F32 KV cache and no flash attention: activations match a float reference to ~1e-6. */
+  exact: boolean;
+  threads: number;
+}
+
+/** What one decode's batch rows are: which slot owns each row and which kind of token it is. */
+export interface RowPlan {
+  nTokens: number;
+  owner: Int32Array;
+  cls: Uint8Array;
+  /** Batch indices that request logits, in order (the last block only computes these rows). */
+  outputs: Int32Array;
+  nOutputs: number;
+}
+
+export interface SlotHooks {
+  ops: readonly SteeringOp[];
+  capture: CaptureAccumulator | null;
+}
+
+interface ActivePlan {
+  rows: RowPlan;
+  slots: readonly (SlotHooks | undefined)[];
+  wanted: Uint8Array;
+  error?: unknown;
+}
+
+export class NativeContext {
+  readonly options: NativeContextOptions;
+  readonly batch: Batch;
+  private readonly ctx: Ptr;
+  private readonly memory: Ptr;
+  private readonly callback: unknown;
+  private readonly layerByName = new Map<string, number>();
+  private readonly nEmbd: number;
+  private plan: ActivePlan | undefined;
+  private scratch: Float32Array;
+  private freed = false;
+
+  constructor(
+    readonly model: NativeModel,
+    options: NativeContextOptions,
+  ) {
+    this.options = options;
+    const { api, info } = model;
+    this.nEmbd = info.nEmbd;
+    this.layerByName.set(info.architecture.startsWith("gemma") ? "inp_scaled" : "embd", 0);
+    for (let k = 0; k < info.nLayer; k++) this.layerByName.set(`l_out-${k}`, k + 1);
+    this.scratch = new Float32Array(options.nBatch * info.nEmbd);
+
+    this.callback = registerEvalCallback((t, ask) => this.onEval(t, ask));
+    const params = api.llama_context_default_params() as LlamaContextParams;
+    params.n_ctx = options.nCtx;
+    params.n_batch = options.nBatch;
+    params.n_ubatch = options.nBatch;
+    params.n_seq_max = options.nSeqMax;
+    params.n_threads = options.threads;
+    params.n_threads_batch = options.threads;
+    params.kv_unified = true; // keeps hook rows in batch order
+    params.cb_eval = this.callback;
+    params.cb_eval_user_data = null;
+    params.no_perf = true;
+    if (options.exact) {
+      params.type_k = GGML_TYPE_F32;
+      params.type_v = GGML_TYPE_F32;
+      params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+    } else {
+      params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
+    }
+    this.ctx = api.llama_init_from_model(model.handle, params);
+    if (isNull(this.ctx)) {
+      unregisterCallback(this.callback);
+      throw new PersonaError(
+        "E_NATIVE",
+        `llama.cpp could not create a context (n_ctx=${options.nCtx}, n_seq_max=${options.nSeqMax}, n_batch=${options.nBatch})${model.lastErrors()}`,
+      );
+    }
+    this.memory = api.llama_get_memory(this.ctx);
+    this.batch = new Batch(api, options.nBatch);
+  }
+
+  get handle(): Ptr {
+    return this.ctx;
+  }
+
+  /**
+   * Decodes the tokens in `this.batch`. `rows` says who owns each row; `slots[owner]` carries that
+   * owner's steering ops and capture accumulator (or nothing).
+   */
+  decode(rows: RowPlan, slots: readonly (SlotHooks | undefined)[]): void {
+    this.ensureAlive();
+    const nLayers = this.model.info.nLayer + 1;
+    const wanted = new Uint8Array(nLayers);
+    let any = false;
+    for (const s of slots) {
+      if (!s) continue;
+      if (s.capture) {
+        wanted.fill(1);
+        any = true;
+      }
+      for (const op of s.ops) {
+        wanted[op.layer] = 1;
+        any = true;
+      }
+    }
+    this.plan = any ? { rows, slots, wanted } : undefined;
+    try {
+      const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative()) as number;
+      if (rc !== 0) {
+        const why = rc === 1 ? "no KV cache slot (context too small)" : rc === 2 ? "aborted" : `error code ${rc}`;
+        throw new PersonaError("E_NATIVE", `llama_decode failed: ${why}${this.model.lastErrors()}`);
+      }
+      if (this.plan?.error) throw this.plan.error;
+    } finally {
+      this.plan = undefined;
+    }
+  }
+
+  /** Logits of batch row `i` of the last decode; a view, valid until the next decode. */
+  logits(i: number): Float32Array {
+    const p = this.model.api.llama_get_logits_ith(this.ctx, i);
+    if (isNull(p)) throw new PersonaError("E_NATIVE", `no logits for batch row ${i}`);
+    return viewFloat32(p, this.model.info.nVocab);
+  }
+
+  removeSequence(seq: number): void {
+    this.model.api.llama_memory_seq_rm(this.memory, seq, -1, -1);
+  }
+
+  clearMemory(): void {
+    this.model.api.llama_memory_clear(this.memory, true);
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.batch.free();
+    this.model.api.llama_free(this.ctx);
+    unregisterCallback(this.callback);
+  }
+
+  private ensureAlive(): void {
+    if (this.freed) throw new PersonaError("E_DISPOSED", "context used after free");
+  }
+
+  private onEval(t: Ptr, ask: boolean): boolean {
+    const plan = this.plan;
+    if (!plan) return !ask;
+    const layer = this.layerByName.get(readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength));
+    if (ask) return layer !== undefined && plan.wanted[layer] === 1;
+    if (layer === undefined || plan.error) return true;
+    try {
+      this.processLayer(t, layer, plan);
+    } catch (e) {
+      // Throwing through native frames is not safe: park the error and raise it after decode.
+      plan.error = e;
+    }
+    return true;
+  }
+
+  private processLayer(t: Ptr, layer: number, plan: ActivePlan): void {
+    const api = this.model.api;
+    const n = this.nEmbd;
+    if (readInt32(t, GGML_TENSOR.type) !== GGML_TYPE_F32 || readInt64(t, GGML_TENSOR.ne) !== n) {
+      throw new PersonaError("E_INTERNAL", `residual tensor at layer ${layer} is not F32 [${n}, *]`);
+    }
+    const nRows = readInt64(t, GGML_TENSOR.ne + 8);
+    const { rows } = plan;
+    // The last block keeps only the rows that asked for logits.
+    const rowToken =
+      nRows === rows.nTokens ? null : nRows === rows.nOutputs ? rows.outputs : undefined;
+    if (rowToken === undefined) {
+      throw new PersonaError("E_INTERNAL", `layer ${layer} has ${nRows} rows for a batch of ${rows.nTokens}`);
+    }
+    const bytes = nRows * n * 4;
+    if (this.scratch.length < nRows * n) this.scratch = new Float32Array(nRows * n);
+    const data = this.scratch.subarray(0, nRows * n);
+    api.ggml_backend_tensor_get(t, data, 0, bytes);
+    let changed = false;
+    for (let r = 0; r < nRows; r++) {
+      const tok = rowToken ? rowToken[r]! : r;
+      const owner = rows.owner[tok]!;
+      const slot = owner >= 0 ? plan.slots[owner] : undefined;
+      if (!slot) continue;
+      const row = data.subarray(r * n, (r + 1) * n);
+      const cls = rows.cls[tok]! as RowClass;
+      if (slot.ops.length > 0 && applyOpsToRow(slot.ops, layer, cls, row)) changed = true;
+      slot.capture?.add(layer, cls, row);
+    }
+    if (changed) api.ggml_backend_tensor_set(t, data, 0, bytes);
+  }
+}

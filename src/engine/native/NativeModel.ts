@@ -1,0 +1,181 @@
+/**
+ * One loaded llama_model: metadata, vocabulary, tokenizer and llama.cpp's built-in chat
+ * templates. Lives in the engine worker; the file is validated in TypeScript before llama.cpp
+ * sees it, because a malformed file can abort the process from inside native code.
+ */
+import { stat } from "node:fs/promises";
+import { PersonaError } from "../../errors.js";
+import { getString, readGguf } from "../gguf/reader.js";
+import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type LlamaModelParams, type Ptr } from "../ffi/llama.js";
+import type { ChatMessage, ModelInfo } from "../types.js";
+
+export interface NativeModelOptions {
+  /** Layers offloaded to the GPU; -1 = all. Ignored by the CPU build. */
+  gpuLayers: number;
+  /** Load without mmap (needed for training: the optimiser writes the weights). */
+  noMmap: boolean;
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: false });
+const encoder = new TextEncoder();
+
+export class NativeModel {
+  readonly handle: Ptr;
+  readonly vocab: Ptr;
+  readonly info: ModelInfo;
+  /** Token ids llama.cpp treats as end of generation. */
+  readonly eogTokens: Int32Array;
+  private freed = false;
+
+  private constructor(
+    readonly api: LlamaApi,
+    handle: Ptr,
+    info: ModelInfo,
+    private readonly recentErrors: () => string[],
+  ) {
+    this.handle = handle;
+    this.vocab = api.llama_model_get_vocab(handle);
+    this.info = info;
+    const eog: number[] = [];
+    for (let t = 0; t < info.nVocab; t++) if (api.llama_vocab_is_eog(this.vocab, t)) eog.push(t);
+    this.eogTokens = Int32Array.from(eog);
+  }
+
+  static async load(
+    api: LlamaApi,
+    path: string,
+    options: NativeModelOptions,
+    recentErrors: () => string[],
+  ): Promise<NativeModel> {
+    // Throws E_NOT_FOUND / E_BAD_MODEL with a precise reason; vocab arrays are not needed here.
+    const gguf = await readGguf(path, { maxArrayItems: 0 });
+    const arch = getString(gguf, "general.architecture") ?? "";
+    if (!arch) throw new PersonaError("E_BAD_MODEL", `${path} has no general.architecture`);
+    const generalType = getString(gguf, "general.type");
+    if (generalType !== undefined && generalType !== "model") {
+      throw new PersonaError("E_BAD_MODEL", `${path} is a GGUF of type "${generalType}", not a model`);
+    }
+    const params = api.llama_model_default_params() as LlamaModelParams;
+    params.n_gpu_layers = options.gpuLayers;
+    params.load_mode = options.noMmap ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
+    const before = recentErrors().length;
+    const handle = api.llama_model_load_from_file(path, params);
+    if (isNull(handle)) {
+      const log = recentErrors().slice(before);
+      throw new PersonaError(
+        "E_BAD_MODEL",
+        `llama.cpp could not load ${path} (architecture "${arch}")` + (log.length ? `: ${log.slice(-3).join(" | ")}` : ""),
+      );
+    }
+    const vocab = api.llama_model_get_vocab(handle);
+    const template = api.llama_model_chat_template(handle, null) as string | null;
+    const size = (await stat(path)).size;
+    const info: ModelInfo = {
+      path,
+      name: getString(gguf, "general.name") ?? path.split(/[\\/]/).pop()!,
+      architecture: arch,
+      nLayer: api.llama_model_n_layer(handle) as number,
+      nEmbd: api.llama_model_n_embd(handle) as number,
+      nHead: api.llama_model_n_head(handle) as number,
+      nVocab: api.llama_vocab_n_tokens(vocab) as number,
+      nCtxTrain: api.llama_model_n_ctx_train(handle) as number,
+      nParams: Number(api.llama_model_n_params(handle)),
+      fileSize: size,
+      chatTemplate: template ?? null,
+      bos: api.llama_vocab_bos(vocab) as number,
+      eos: api.llama_vocab_eos(vocab) as number,
+      eot: api.llama_vocab_eot(vocab) as number,
+      addBos: api.llama_vocab_get_add_bos(vocab) as boolean,
+      bosText: "",
+      eosText: "",
+    };
+    const model = new NativeModel(api, handle, info, recentErrors);
+    info.bosText = info.bos >= 0 ? model.tokenToPiece(info.bos, true) : "";
+    info.eosText = info.eos >= 0 ? model.tokenToPiece(info.eos, true) : "";
+    return model;
+  }
+
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {
+    this.ensureAlive();
+    const bytes = encoder.encode(text);
+    let out = new Int32Array(bytes.length + 8);
+    let n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial) as number;
+    if (n < 0) {
+      if (n === -2147483648) throw new PersonaError("E_BAD_INPUT", "text too long to tokenize");
+      out = new Int32Array(-n);
+      n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial) as number;
+    }
+    return out.slice(0, n);
+  }
+
+  detokenize(tokens: Int32Array, renderSpecial: boolean): string {
+    this.ensureAlive();
+    this.validateTokens(tokens);
+    let buf = new Uint8Array(tokens.length * 8 + 16);
+    let n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial) as number;
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial) as number;
+    }
+    return decoder.decode(buf.subarray(0, n));
+  }
+
+  tokenToPiece(token: number, renderSpecial: boolean): string {
+    return decoder.decode(this.tokenBytes(token, renderSpecial));
+  }
+
+  /** Raw bytes of one token (a piece may be part of a multi-byte character). */
+  tokenBytes(token: number, renderSpecial: boolean): Uint8Array {
+    this.validateTokens([token]);
+    let buf = new Uint8Array(64);
+    let n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial) as number;
+    if (n < 0) {
+      buf = new Uint8Array(-n);
+      n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial) as number;
+    }
+    return buf.slice(0, n);
+  }
+
+  /** llama.cpp's built-in (non-jinja) template engine, the fallback for templates jinja cannot run. */
+  applyBuiltinTemplate(messages: readonly ChatMessage[], addAssistant: boolean, template?: string): string {
+    this.ensureAlive();
+    const tmpl = template ?? this.info.chatTemplate;
+    if (!tmpl) throw new PersonaError("E_BAD_MODEL", `${this.info.name} has no chat template`);
+    const chat = messages.map((m) => ({ role: m.role, content: m.content }));
+    let len = chat.reduce((a, m) => a + m.content.length + m.role.length, 0) * 2 + 256;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const buf = new Uint8Array(len);
+      const n = this.api.llama_chat_apply_template(tmpl, chat, chat.length, addAssistant, buf, buf.length) as number;
+      if (n < 0) throw new PersonaError("E_BAD_MODEL", `llama.cpp does not know this chat template`);
+      if (n <= buf.length) return decoder.decode(buf.subarray(0, n));
+      len = n;
+    }
+    throw new PersonaError("E_INTERNAL", "chat template output kept growing");
+  }
+
+  validateTokens(tokens: ArrayLike<number>): void {
+    const nVocab = this.info.nVocab;
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i]!;
+      if (!Number.isInteger(t) || t < 0 || t >= nVocab) {
+        throw new PersonaError("E_BAD_INPUT", `token id ${t} at position ${i} is outside the vocabulary (0..${nVocab - 1})`);
+      }
+    }
+  }
+
+  lastErrors(): string {
+    const log = this.recentErrors();
+    return log.length ? `: ${log.slice(-2).join(" | ")}` : "";
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    this.api.llama_model_free(this.handle);
+  }
+
+  private ensureAlive(): void {
+    if (this.freed) throw new PersonaError("E_DISPOSED", "model used after dispose()");
+  }
+}
+

@@ -1,0 +1,115 @@
+/**
+ * Steering specs and their validation. A spec names a layer in the paper's convention
+ * (0 = embeddings, L = residual after block L−1); steering at L edits the output of block L−1,
+ * so layer 0 cannot be steered. Resolution checks everything native code would assert on.
+ */
+import { PersonaError } from "../errors.js";
+
+/** Which token positions an intervention touches (spec §2). */
+export type Positions = "all" | "prompt" | "response";
+
+export interface SteeringSpec {
+  /** Direction, `n_embd` floats. Not normalised for `add`. */
+  vector: Float32Array;
+  /** Layer in 1..n_layer. */
+  layer: number;
+  /** Multiplier for `add`; for `ablate`, the fraction of the component removed (1 = all). */
+  coef: number;
+  /** Defaults to "all". `response` follows the reference: the last prompt token and every generated token. */
+  positions?: Positions;
+  /** `add` adds coef·v; `ablate` removes coef·(x·v̂)v̂. Defaults to "add". */
+  mode?: "add" | "ablate";
+}
+
+/** Row classes inside one forward pass. */
+export const ROW_PROMPT = 0;
+export const ROW_LAST_PROMPT = 1;
+export const ROW_RESPONSE = 2;
+export type RowClass = typeof ROW_PROMPT | typeof ROW_LAST_PROMPT | typeof ROW_RESPONSE;
+
+const POSITION_MASKS: Record<Positions, number> = {
+  all: 0b111,
+  prompt: (1 << ROW_PROMPT) | (1 << ROW_LAST_PROMPT),
+  response: (1 << ROW_LAST_PROMPT) | (1 << ROW_RESPONSE),
+};
+
+export interface SteeringOp {
+  readonly layer: number;
+  readonly kind: "add" | "ablate";
+  /** add: coef·v; ablate: v̂ (unit). */
+  readonly vec: Float32Array;
+  readonly coef: number;
+  /** Bit set of RowClass values the op applies to. */
+  readonly mask: number;
+}
+
+declare const resolvedBrand: unique symbol;
+/** Validated steering, the only form the engine accepts. */
+export type ResolvedSteering = readonly SteeringOp[] & { readonly [resolvedBrand]: true };
+
+export const NO_STEERING = [] as unknown as ResolvedSteering;
+
+export function resolveSteering(
+  specs: readonly SteeringSpec[],
+  model: { nLayer: number; nEmbd: number },
+): ResolvedSteering {
+  const ops: SteeringOp[] = specs.map((s, i) => {
+    const where = specs.length > 1 ? ` (steering #${i + 1})` : "";
+    if (!Number.isInteger(s.layer)) throw new PersonaError("E_SHAPE", `layer must be an integer, got ${s.layer}${where}`);
+    if (s.layer === 0) {
+      throw new PersonaError(
+        "E_SHAPE",
+        `layer 0 is the token embeddings and cannot be steered; steering at layer L edits the output of block L-1, so use 1..${model.nLayer}${where}`,
+      );
+    }
+    if (s.layer < 1 || s.layer > model.nLayer) {
+      throw new PersonaError("E_SHAPE", `layer ${s.layer} is out of range 1..${model.nLayer}${where}`);
+    }
+    if (!(s.vector instanceof Float32Array) || s.vector.length !== model.nEmbd) {
+      throw new PersonaError(
+        "E_SHAPE",
+        `steering vector has ${s.vector?.length ?? 0} values but the model's n_embd is ${model.nEmbd}${where}`,
+      );
+    }
+    if (!Number.isFinite(s.coef)) throw new PersonaError("E_BAD_STEER_ARG", `coefficient must be a finite number${where}`);
+    const positions = s.positions ?? "all";
+    if (!(positions in POSITION_MASKS)) {
+      throw new PersonaError("E_BAD_STEER_ARG", `positions must be all, prompt or response, got ${positions}${where}`);
+    }
+    let norm2 = 0;
+    for (const x of s.vector) {
+      if (!Number.isFinite(x)) throw new PersonaError("E_BAD_FORMAT", `steering vector contains a non-finite value${where}`);
+      norm2 += x * x;
+    }
+    const kind = s.mode ?? "add";
+    let vec: Float32Array;
+    if (kind === "ablate") {
+      if (norm2 === 0) throw new PersonaError("E_BAD_STEER_ARG", `cannot ablate along a zero vector${where}`);
+      const inv = 1 / Math.sqrt(norm2);
+      vec = s.vector.map((x) => x * inv);
+    } else {
+      vec = s.vector.map((x) => x * s.coef);
+    }
+    return { layer: s.layer, kind, vec, coef: s.coef, mask: POSITION_MASKS[positions] };
+  });
+  return ops as unknown as ResolvedSteering;
+}
+
+/** Applies the ops for one row in place; returns whether anything changed. */
+export function applyOpsToRow(ops: readonly SteeringOp[], layer: number, rowClass: RowClass, row: Float32Array): boolean {
+  let changed = false;
+  for (const op of ops) {
+    if (op.layer !== layer || (op.mask & (1 << rowClass)) === 0) continue;
+    const v = op.vec;
+    if (op.kind === "add") {
+      for (let j = 0; j < row.length; j++) row[j]! += v[j]!;
+    } else {
+      let d = 0;
+      for (let j = 0; j < row.length; j++) d += row[j]! * v[j]!;
+      const s = d * op.coef;
+      for (let j = 0; j < row.length; j++) row[j]! -= s * v[j]!;
+    }
+    changed = true;
+  }
+  return changed;
+}

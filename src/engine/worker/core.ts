@@ -1,0 +1,153 @@
+/**
+ * Everything the engine worker does, as plain synchronous methods over native objects, so it can
+ * be driven by the worker's message loop (and nothing else touches native memory).
+ */
+import { availableParallelism } from "node:os";
+import { PersonaError } from "../../errors.js";
+import { BatchRunner, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
+import { discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
+import { loadLlama, type LlamaApi } from "../ffi/llama.js";
+import { NativeContext } from "../native/NativeContext.js";
+import { NativeModel } from "../native/NativeModel.js";
+import { NativeSampler } from "../native/NativeSampler.js";
+import type { ChatMessage, ModelInfo } from "../types.js";
+
+export interface CoreOptions {
+  gpu: GpuChoice;
+  /** Forward llama.cpp's log lines (to stderr via the host). */
+  verbose: boolean;
+  /** CPU threads for decoding. */
+  threads: number;
+}
+
+export interface ContextShape {
+  nSeqMax: number;
+  /** KV cells each sequence needs at most. */
+  nCtxPerSeq: number;
+  nBatch: number;
+  exact: boolean;
+}
+
+export interface RunRequest {
+  modelId: number;
+  jobs: Job[];
+  shape: ContextShape;
+}
+
+const GGML_LOG_LEVEL_ERROR = 4;
+
+export class EngineCore {
+  readonly api: LlamaApi;
+  readonly libraries: LibraryPaths;
+  private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext> }>();
+  private nextModelId = 1;
+  private readonly errors: string[] = [];
+  private readonly threads: number;
+
+  constructor(
+    options: CoreOptions,
+    private readonly log: (text: string) => void,
+  ) {
+    this.libraries = discoverLibraries(options.gpu);
+    this.threads = options.threads > 0 ? options.threads : Math.max(1, availableParallelism());
+    this.api = loadLlama(this.libraries, (level, text) => {
+      if (level === GGML_LOG_LEVEL_ERROR) {
+        this.errors.push(text.trim());
+        if (this.errors.length > 20) this.errors.shift();
+      }
+      if (options.verbose) this.log(text);
+    });
+  }
+
+  async loadModel(path: string, opts: { gpuLayers?: number; noMmap?: boolean }): Promise<{ id: number; info: ModelInfo }> {
+    const gpuLayers = opts.gpuLayers ?? (isGpuVariant(this.libraries.variant) ? -1 : 0);
+    const model = await NativeModel.load(this.api, path, { gpuLayers, noMmap: opts.noMmap ?? false }, () => this.errors);
+    const id = this.nextModelId++;
+    this.models.set(id, { model, contexts: new Map() });
+    return { id, info: model.info };
+  }
+
+  freeModel(id: number): void {
+    const entry = this.models.get(id);
+    if (!entry) return;
+    for (const ctx of entry.contexts.values()) ctx.free();
+    entry.model.free();
+    this.models.delete(id);
+  }
+
+  model(id: number): NativeModel {
+    const entry = this.models.get(id);
+    if (!entry) throw new PersonaError("E_DISPOSED", `model ${id} is not loaded`);
+    return entry.model;
+  }
+
+  tokenize(id: number, text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {
+    return this.model(id).tokenize(text, addSpecial, parseSpecial);
+  }
+
+  detokenize(id: number, tokens: Int32Array, renderSpecial: boolean): string {
+    return this.model(id).detokenize(tokens, renderSpecial);
+  }
+
+  applyBuiltinTemplate(id: number, messages: ChatMessage[], addAssistant: boolean): string {
+    return this.model(id).applyBuiltinTemplate(messages, addAssistant);
+  }
+
+  /** Runs jobs to completion, streaming each result as it finishes. */
+  run(req: RunRequest, hooks: RunHooks): void {
+    const model = this.model(req.modelId);
+    for (const [i, job] of req.jobs.entries()) this.validateJob(model, job, i);
+    const ctx = this.context(req.modelId, req.shape);
+    const runner = new BatchRunner(ctx, (s: SamplerSettings) => new NativeSampler(this.api, ctx, s), model.eogTokens);
+    runner.run(
+      req.jobs,
+      {
+        ...hooks,
+        onResult: (r) => {
+          if (req.jobs[r.index]!.sampling) r.text = model.detokenize(r.tokens, false);
+          hooks.onResult(r);
+        },
+      },
+      req.shape.nSeqMax,
+    );
+  }
+
+  dispose(): void {
+    for (const id of [...this.models.keys()]) this.freeModel(id);
+  }
+
+  private validateJob(model: NativeModel, job: Job, i: number): void {
+    if (job.prompt.length === 0) throw new PersonaError("E_BAD_INPUT", `request ${i} has an empty prompt`);
+    model.validateTokens(job.prompt);
+    if (job.forced) model.validateTokens(job.forced);
+    for (const op of job.ops) {
+      if (op.layer < 1 || op.layer > model.info.nLayer || op.vec.length !== model.info.nEmbd) {
+        throw new PersonaError("E_SHAPE", `request ${i}: steering does not fit the model`);
+      }
+    }
+  }
+
+  /** Reuses the model's context of the same numerics when it is large enough, else replaces it. */
+  private context(modelId: number, shape: ContextShape): NativeContext {
+    const entry = this.models.get(modelId)!;
+    const nCtx = Math.ceil((shape.nSeqMax * shape.nCtxPerSeq) / 256) * 256;
+    const existing = entry.contexts.get(shape.exact);
+    if (existing) {
+      const o = existing.options;
+      if (o.nSeqMax >= shape.nSeqMax && o.nCtx >= nCtx && o.nBatch >= shape.nBatch) return existing;
+      existing.free();
+      entry.contexts.delete(shape.exact);
+    }
+    const ctx = new NativeContext(entry.model, {
+      nSeqMax: shape.nSeqMax,
+      nCtx,
+      nBatch: shape.nBatch,
+      exact: shape.exact,
+      threads: this.threads,
+    });
+    entry.contexts.set(shape.exact, ctx);
+    return ctx;
+  }
+}
+
+export type { JobResult };

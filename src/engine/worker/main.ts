@@ -1,0 +1,88 @@
+/**
+ * Engine worker entry: owns koffi, llama.cpp and every native pointer. Requests are handled one at
+ * a time (a decode loop is synchronous), so concurrent callers queue up in the message channel.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import type { JobResult } from "../batching.js";
+import { EngineCore } from "./core.js";
+import type { RequestMessage, ResponseMessage, WorkerData } from "./protocol.js";
+
+const port = parentPort!;
+const { options } = workerData as WorkerData;
+
+function post(msg: ResponseMessage, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+function buffersOf(r: JobResult): ArrayBuffer[] {
+  const out: ArrayBuffer[] = [r.tokens.buffer as ArrayBuffer];
+  if (r.activations) {
+    out.push(r.activations.promptAvg.buffer as ArrayBuffer, r.activations.promptLast.buffer as ArrayBuffer);
+    out.push(r.activations.responseAvg.buffer as ArrayBuffer);
+  }
+  if (r.continuationLogprobs) out.push(r.continuationLogprobs.buffer as ArrayBuffer);
+  return out;
+}
+
+let core: EngineCore;
+let initError: unknown;
+try {
+  core = new EngineCore(options, (text) => post({ id: 0, kind: "log", text }));
+} catch (e) {
+  initError = e;
+}
+
+async function handle(msg: RequestMessage): Promise<unknown> {
+  if (initError) throw initError;
+  switch (msg.op) {
+    case "loadModel":
+      return core.loadModel(msg.path, msg);
+    case "freeModel":
+      return core.freeModel(msg.modelId);
+    case "tokenize":
+      return core.tokenize(msg.modelId, msg.text, msg.addSpecial, msg.parseSpecial);
+    case "detokenize":
+      return core.detokenize(msg.modelId, msg.tokens, msg.renderSpecial);
+    case "builtinTemplate":
+      return core.applyBuiltinTemplate(msg.modelId, msg.messages, msg.addAssistant);
+    case "systemInfo":
+      return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, system: core.api.llama_print_system_info() };
+    case "run": {
+      const abort = new Int32Array(msg.abort);
+      core.run(
+        { modelId: msg.modelId, jobs: msg.jobs, shape: msg.shape },
+        {
+          onResult: (result) => post({ id: msg.id, kind: "event", event: { type: "result", result } }, buffersOf(result)),
+          onToken: msg.streamTokens
+            ? (index, token) => post({ id: msg.id, kind: "event", event: { type: "token", index, token } })
+            : undefined,
+          shouldAbort: () => Atomics.load(abort, 0) !== 0,
+        },
+      );
+      return null;
+    }
+  }
+}
+
+// Promise chain = a FIFO queue: each request starts after the previous one settled.
+let queue: Promise<void> = Promise.resolve();
+port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
+  if (msg.op === "dispose") {
+    queue = queue.then(() => {
+      core?.dispose();
+      port.close();
+    });
+    return;
+  }
+  const m = msg as RequestMessage;
+  queue = queue.then(async () => {
+    try {
+      const value = await handle(m);
+      const transfer = value instanceof Int32Array ? [value.buffer as ArrayBuffer] : [];
+      post({ id: m.id, kind: "ok", value }, transfer);
+    } catch (e) {
+      const err = e as { message?: string; code?: string; stack?: string };
+      post({ id: m.id, kind: "error", error: { message: err.message ?? String(e), code: err.code, stack: err.stack } });
+    }
+  });
+});

@@ -1,0 +1,34 @@
+/** Messages between the main thread (host) and the engine worker. */
+import type { Job, JobResult } from "../batching.js";
+import type { ChatMessage, ModelInfo } from "../types.js";
+import type { ContextShape, CoreOptions } from "./core.js";
+
+export type Request =
+  | { op: "loadModel"; path: string; gpuLayers?: number; noMmap?: boolean }
+  | { op: "freeModel"; modelId: number }
+  | { op: "tokenize"; modelId: number; text: string; addSpecial: boolean; parseSpecial: boolean }
+  | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
+  | { op: "builtinTemplate"; modelId: number; messages: ChatMessage[]; addAssistant: boolean }
+  | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; streamTokens: boolean; abort: SharedArrayBuffer }
+  | { op: "systemInfo" };
+
+export type RequestMessage = { id: number } & Request;
+
+export type WorkerEvent =
+  | { type: "result"; result: JobResult }
+  | { type: "token"; index: number; token: number };
+
+export type ResponseMessage =
+  | { id: number; kind: "ok"; value: unknown }
+  | { id: number; kind: "error"; error: { message: string; code?: string; stack?: string } }
+  | { id: number; kind: "event"; event: WorkerEvent }
+  | { id: 0; kind: "log"; text: string };
+
+export interface WorkerData {
+  options: CoreOptions;
+}
+
+export interface LoadModelReply {
+  id: number;
+  info: ModelInfo;
+}
