@@ -48,6 +48,11 @@ function connect(opts: OpenAIConnectionOptions): Connection {
   };
 }
 
+/** `openai:MODEL`, plus `@BASEURL` for other servers: the same spec `resolveJudge` accepts. */
+function connectionId(model: string, baseURL: string): string {
+  return baseURL === OPENAI_DEFAULT_BASE_URL ? `openai:${model}` : `openai:${model}@${baseURL}`;
+}
+
 export interface TopLogprob {
   token: string;
   logprob: number;
@@ -98,8 +103,7 @@ export class OpenAIJudge implements Judge {
     this.model = opts.model;
     this.mode = opts.mode ?? "logprobs";
     this.minMass = opts.minProbabilityMass ?? 0.25;
-    this.id =
-      this.conn.baseURL === OPENAI_DEFAULT_BASE_URL ? `openai:${opts.model}` : `openai:${opts.model}@${this.conn.baseURL}`;
+    this.id = connectionId(opts.model, this.conn.baseURL);
   }
 
   async score(input: JudgeInput, signal?: AbortSignal): Promise<number | null> {
@@ -131,7 +135,7 @@ export class OpenAIChat implements ChatLLM {
 
   constructor(private readonly opts: OpenAIChatOptions) {
     this.conn = connect(opts);
-    this.id = `openai:${opts.model}`;
+    this.id = connectionId(opts.model, this.conn.baseURL);
   }
 
   async complete(messages: ChatMessage[], signal?: AbortSignal): Promise<string> {
