@@ -259,7 +259,7 @@ describe("hand-built torch files", () => {
     // A corrupted byte inside a stored member fails the CRC check.
     const corrupt = Buffer.from(good);
     const at = corrupt.indexOf(Buffer.from("a/data.pkl")) + "a/data.pkl".length + 3;
-    corrupt[at] ^= 0xff;
+    corrupt[at] = corrupt[at]! ^ 0xff;
     assert.throws(() => parsePt(corrupt, "crc.pt"), (e) => isBadFormat(e) && /CRC/.test((e as Error).message));
     // A top-level value that is neither a tensor nor a dict of tensors.
     const list = Uint8Array.from([...op.proto(), 0x5d, ...op.stop()]);

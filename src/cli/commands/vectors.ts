@@ -1,0 +1,198 @@
+import { access } from "node:fs/promises";
+import { type Command, Option } from "commander";
+import { PersonaError } from "../../errors.js";
+import {
+  type PersonaVectors,
+  TENSOR_NAMES,
+  type VectorTensorName,
+  isTensorName,
+  parseVectorRef,
+  presentTensors,
+  readVectors,
+  selectTensor,
+  writeVectors,
+} from "../../vectors/format.js";
+import { exportControlVector } from "../../vectors/interop/cvec.js";
+import { ptToVectors } from "../../vectors/interop/torch.js";
+import { cosinePerLayer, layerNorms } from "../../vectors/math.js";
+
+/** `persona vectors info|import|export|compare`: inspect and convert persona vector files. */
+export function register(program: Command): void {
+  const vectors = program
+    .command("vectors")
+    .description("inspect, import, export and compare persona vector files (.safetensors; reference .pt files are read too)");
+
+  vectors
+    .command("info")
+    .description("show a vectors file's tensors, metadata and per-layer norms")
+    .argument("<file>", "vectors .safetensors file (or a reference .pt file)")
+    .option("--json", "print stable JSON instead of tables")
+    .addHelpText("after", "\nExamples:\n  persona vectors info evil.safetensors\n  persona vectors info evil_response_avg_diff.pt --json\n")
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const v = await loadVectors(file);
+      const names = presentTensors(v);
+      const norms = Object.fromEntries(names.map((n) => [n, layerNorms(v.tensors[n]!)]));
+      const { nLayerPlus1, nEmbd } = v.tensors.response_avg;
+      if (opts.json) {
+        print(JSON.stringify({ file, shape: [nLayerPlus1, nEmbd], tensors: names, meta: v.meta, norms }, null, 2));
+        return;
+      }
+      const m = v.meta;
+      const lines = [
+        `file:     ${file}`,
+        `trait:    ${m.trait}`,
+        `source:   ${m.source}`,
+        `tensors:  ${names.join(", ")}  [${nLayerPlus1}, ${nEmbd}] float32 (layers 0..${nLayerPlus1 - 1}, 0 = embeddings)`,
+      ];
+      if (m.model) {
+        const extra = [m.model.arch && `arch ${m.model.arch}`, `n_layer ${m.model.nLayer}`, `n_embd ${m.model.nEmbd}`, m.model.fileHash];
+        lines.push(`model:    ${m.model.name} (${extra.filter(Boolean).join(", ")})`);
+      }
+      if (m.counts) lines.push(`samples:  ${m.counts.kept} kept, ${m.counts.dropped} dropped`);
+      if (m.judge !== undefined) lines.push(`judge:    ${m.judge}`);
+      if (m.thresholds) lines.push(`filter:   trait ≥ ${m.thresholds.trait}, coherence ≥ ${m.thresholds.coherence}`);
+      if (m.bestLayer !== undefined) lines.push(`best layer: ${m.bestLayer}`);
+      if (m.createdAt !== undefined) lines.push(`created:  ${m.createdAt}`);
+      if (m.toolVersion !== undefined) lines.push(`tool:     ${m.toolVersion}`);
+      for (const [k, val] of Object.entries(m.extra ?? {})) lines.push(`${k}: ${val}`);
+      lines.push("", "per-layer L2 norms:");
+      const rows = Array.from({ length: nLayerPlus1 }, (_, l) => [String(l), ...names.map((n) => norms[n]![l]!.toFixed(4))]);
+      lines.push(table(["layer", ...names], rows));
+      print(lines.join("\n"));
+    });
+
+  vectors
+    .command("import")
+    .description("convert the reference implementation's torch .pt file(s) into a vectors .safetensors file")
+    .argument("<file>", "a .pt file holding a [n_layer+1, n_embd] tensor or a dict of them")
+    .option("--out <file>", "output .safetensors path (defaults to the input with .safetensors)")
+    .option("--trait <name>", "trait name (defaults to the file name's prefix, e.g. evil_response_avg_diff.pt → evil)")
+    .option("--model-name <name>", "model name to record (defaults to the .pt file's folder name)")
+    .option("--arch <arch>", "model architecture to record, e.g. qwen3")
+    .option("--no-siblings", "do not pick up <trait>_prompt_avg_diff.pt / <trait>_prompt_last_diff.pt beside the file")
+    .option("--force", "overwrite the output file if it exists")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  persona vectors import persona_vectors/Qwen3-4B/evil_response_avg_diff.pt --out evil.safetensors\n  persona vectors import my_vec.pt --trait sycophantic --arch qwen2 --no-siblings\n",
+    )
+    .action(async (file: string, opts: { out?: string; trait?: string; modelName?: string; arch?: string; siblings: boolean; force?: boolean }) => {
+      const out = opts.out ?? file.replace(/\.pt$/i, "") + ".safetensors";
+      await refuseOverwrite(out, opts.force);
+      const model: { name?: string; arch?: string } = {};
+      if (opts.modelName !== undefined) model.name = opts.modelName;
+      if (opts.arch !== undefined) model.arch = opts.arch;
+      const v = await ptToVectors(file, { trait: opts.trait, model, siblings: opts.siblings });
+      await writeVectors(out, v);
+      const { nLayerPlus1, nEmbd } = v.tensors.response_avg;
+      print(`wrote ${out}: trait "${v.meta.trait}", tensors ${presentTensors(v).join(", ")} [${nLayerPlus1}, ${nEmbd}]`);
+    });
+
+  vectors
+    .command("export")
+    .description("export one or more layers of a vectors file as a llama.cpp control vector GGUF")
+    .argument("<file>", "vectors file, optionally FILE#TENSOR")
+    .option("--tensor <name>", `tensor to export: ${TENSOR_NAMES.join(", ")} (defaults to response_avg)`)
+    .addOption(new Option("--format <format>", "output format").choices(["gguf-cvec"]).default("gguf-cvec"))
+    .requiredOption("--layer <L>", "layer(s) to export, e.g. 20 or 16,20 or best (the file's best_layer); layer L becomes direction.(L-1)")
+    .option("--coef <c>", "multiply the vector by this coefficient", parseFiniteNumber, 1)
+    .option("--model-hint <arch>", "controlvector.model_hint (defaults to the file's model arch)")
+    .requiredOption("--out <file>", "output .gguf path")
+    .option("--force", "overwrite the output file if it exists")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  persona vectors export evil.safetensors --layer 20 --coef 1.5 --out evil-L20.gguf\n  persona vectors export evil.safetensors#prompt_last --layer best --out evil.gguf\n  llama-cli -m model.gguf --control-vector evil-L20.gguf   # use it in llama.cpp\n",
+    )
+    .action(async (file: string, opts: { tensor?: string; layer: string; coef: number; modelHint?: string; out: string; force?: boolean }) => {
+      const { path, tensor } = resolveTensorArg(file, opts.tensor);
+      const v = await loadVectors(path);
+      const layers = parseLayers(opts.layer, v);
+      await refuseOverwrite(opts.out, opts.force);
+      await exportControlVector(opts.out, v, { layers, tensor, coef: opts.coef, modelHint: opts.modelHint });
+      print(`wrote ${opts.out}: ${tensor} × ${opts.coef}, layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")} → ${layers.map((l) => `direction.${l - 1}`).join(", ")}`);
+    });
+
+  vectors
+    .command("compare")
+    .description("cosine similarity of two vectors files, layer by layer")
+    .argument("<a>", "first vectors file (FILE[#TENSOR], or .pt)")
+    .argument("<b>", "second vectors file (FILE[#TENSOR], or .pt)")
+    .option("--tensor <name>", `tensor to compare in both files (defaults to response_avg)`)
+    .option("--json", "print stable JSON instead of a table")
+    .addHelpText("after", "\nExamples:\n  persona vectors compare ours/evil.safetensors evil_response_avg_diff.pt\n  persona vectors compare a.safetensors b.safetensors --tensor prompt_last --json\n")
+    .action(async (a: string, b: string, opts: { tensor?: string; json?: boolean }) => {
+      const ra = resolveTensorArg(a, opts.tensor);
+      const rb = resolveTensorArg(b, opts.tensor);
+      const ma = selectTensor(await loadVectors(ra.path), ra.tensor);
+      const mb = selectTensor(await loadVectors(rb.path), rb.tensor);
+      if (ma.nLayerPlus1 !== mb.nLayerPlus1 || ma.nEmbd !== mb.nEmbd) {
+        throw new PersonaError("E_SHAPE", `cannot compare: ${a} is [${ma.nLayerPlus1}, ${ma.nEmbd}] but ${b} is [${mb.nLayerPlus1}, ${mb.nEmbd}]`);
+      }
+      const cos = cosinePerLayer(ma, mb);
+      const na = layerNorms(ma);
+      const nb = layerNorms(mb);
+      if (opts.json) {
+        // NaN (a zero row, e.g. layer 0 of some files) becomes null in JSON.
+        print(JSON.stringify({ a: ra, b: rb, shape: [ma.nLayerPlus1, ma.nEmbd], cosine: cos, normA: na, normB: nb }, null, 2));
+        return;
+      }
+      const rows = cos.map((c, l) => [String(l), fmt(c), na[l]!.toFixed(4), nb[l]!.toFixed(4)]);
+      print(`A = ${a} (${ra.tensor})\nB = ${b} (${rb.tensor})\n\n${table(["layer", "cosine", "‖A‖", "‖B‖"], rows)}`);
+    });
+}
+
+/** Reads a vectors file, or converts a reference `.pt` file on the fly. */
+async function loadVectors(path: string): Promise<PersonaVectors> {
+  return /\.pt$/i.test(path) ? ptToVectors(path) : readVectors(path);
+}
+
+/** `FILE#TENSOR` and `--tensor` name the same thing; both given and different is an error. */
+function resolveTensorArg(ref: string, flag: string | undefined): { path: string; tensor: VectorTensorName } {
+  const parsed = parseVectorRef(ref);
+  if (flag === undefined) return parsed;
+  if (!isTensorName(flag)) throw new PersonaError("E_BAD_INPUT", `unknown tensor "${flag}"; expected one of ${TENSOR_NAMES.join(", ")}`);
+  if (ref.endsWith(`#${parsed.tensor}`) && parsed.tensor !== flag) {
+    throw new PersonaError("E_BAD_INPUT", `"${ref}" selects ${parsed.tensor} but --tensor says ${flag}`);
+  }
+  return { path: parsed.path, tensor: flag };
+}
+
+function parseLayers(arg: string, v: PersonaVectors): number[] {
+  if (arg === "best") {
+    if (v.meta.bestLayer === undefined) throw new PersonaError("E_BAD_INPUT", "--layer best: the file has no best_layer (run a steering sweep first, or give a number)");
+    return [v.meta.bestLayer];
+  }
+  return arg.split(",").map((s) => {
+    if (!/^\s*\d+\s*$/.test(s)) throw new PersonaError("E_BAD_INPUT", `--layer: "${s}" is not a layer number (expected e.g. 20, 16,20 or best)`);
+    return Number(s);
+  });
+}
+
+function parseFiniteNumber(s: string): number {
+  const x = Number(s);
+  if (s.trim() === "" || !Number.isFinite(x)) throw new PersonaError("E_BAD_INPUT", `"${s}" is not a number`);
+  return x;
+}
+
+async function refuseOverwrite(path: string, force: boolean | undefined): Promise<void> {
+  if (force) return;
+  const exists = await access(path).then(
+    () => true,
+    () => false,
+  );
+  if (exists) throw new PersonaError("E_BAD_INPUT", `${path} exists; pass --force to overwrite it`);
+}
+
+function fmt(x: number): string {
+  return Number.isNaN(x) ? "n/a" : x.toFixed(4);
+}
+
+/** Right-aligned columns under a header row. */
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+function print(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
