@@ -25,6 +25,8 @@ export interface LoadModelOptions {
   gpuLayers?: number;
   /** Read the weights into memory instead of mapping the file (needed for training). Defaults to false. */
   noMmap?: boolean;
+  /** Load only metadata and vocabulary (fast; tokenizer and info only, no inference). Defaults to false. */
+  vocabOnly?: boolean;
 }
 
 const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];

@@ -26,8 +26,8 @@ import type { WorkerEvent } from "./worker/protocol.js";
 export interface GenerateCallbacks {
   /** Called as each request finishes (in completion order). */
   onResult?(result: GenerationResult): void;
-  /** Called for every sampled token (streaming). */
-  onToken?(index: number, token: number): void;
+  /** Called for every sampled token (streaming); `piece` is its bytes, which may split a UTF-8 character. */
+  onToken?(index: number, token: number, piece: Uint8Array): void;
   signal?: AbortSignal;
 }
 
@@ -167,7 +167,7 @@ export class Model implements AsyncDisposable {
     };
     const results: GenerationResult[] = new Array(jobs.length);
     await this.run(jobs, shape, opts.signal, Boolean(opts.onToken), (e) => {
-      if (e.type === "token") return opts.onToken?.(e.index, e.token);
+      if (e.type === "token") return opts.onToken?.(e.index, e.token, e.piece);
       const r = e.result;
       const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
       if (r.activations) g.activations = r.activations;

@@ -1,8 +1,11 @@
 import type { Command } from "commander";
+import { register as activations } from "./activations.js";
+import { register as generate } from "./generate.js";
+import { register as model } from "./model.js";
 import { register as trait } from "./trait.js";
 import { register as vectors } from "./vectors.js";
 
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [trait, vectors];
+export const COMMANDS: RegisterCommand[] = [model, generate, activations, trait, vectors];

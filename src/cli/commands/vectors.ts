@@ -14,6 +14,7 @@ import {
 } from "../../vectors/format.js";
 import { exportControlVector } from "../../vectors/interop/cvec.js";
 import { ptToVectors } from "../../vectors/interop/torch.js";
+import { loadVectorsFile } from "../../vectors/load.js";
 import { cosinePerLayer, layerNorms } from "../../vectors/math.js";
 
 /** `persona vectors info|import|export|compare`: inspect and convert persona vector files. */
@@ -29,7 +30,7 @@ export function register(program: Command): void {
     .option("--json", "print stable JSON instead of tables")
     .addHelpText("after", "\nExamples:\n  persona vectors info evil.safetensors\n  persona vectors info evil_response_avg_diff.pt --json\n")
     .action(async (file: string, opts: { json?: boolean }) => {
-      const v = await loadVectors(file);
+      const v = await loadVectorsFile(file);
       const names = presentTensors(v);
       const norms = Object.fromEntries(names.map((n) => [n, layerNorms(v.tensors[n]!)]));
       const { nLayerPlus1, nEmbd } = v.tensors.response_avg;
@@ -104,7 +105,7 @@ export function register(program: Command): void {
     )
     .action(async (file: string, opts: { tensor?: string; layer: string; coef: number; modelHint?: string; out: string; force?: boolean }) => {
       const { path, tensor } = resolveTensorArg(file, opts.tensor);
-      const v = await loadVectors(path);
+      const v = await loadVectorsFile(path);
       const layers = parseLayers(opts.layer, v);
       await refuseOverwrite(opts.out, opts.force);
       await exportControlVector(opts.out, v, { layers, tensor, coef: opts.coef, modelHint: opts.modelHint });
@@ -122,8 +123,8 @@ export function register(program: Command): void {
     .action(async (a: string, b: string, opts: { tensor?: string; json?: boolean }) => {
       const ra = resolveTensorArg(a, opts.tensor);
       const rb = resolveTensorArg(b, opts.tensor);
-      const ma = selectTensor(await loadVectors(ra.path), ra.tensor);
-      const mb = selectTensor(await loadVectors(rb.path), rb.tensor);
+      const ma = selectTensor(await loadVectorsFile(ra.path), ra.tensor);
+      const mb = selectTensor(await loadVectorsFile(rb.path), rb.tensor);
       if (ma.nLayerPlus1 !== mb.nLayerPlus1 || ma.nEmbd !== mb.nEmbd) {
         throw new PersonaError("E_SHAPE", `cannot compare: ${a} is [${ma.nLayerPlus1}, ${ma.nEmbd}] but ${b} is [${mb.nLayerPlus1}, ${mb.nEmbd}]`);
       }
@@ -138,11 +139,6 @@ export function register(program: Command): void {
       const rows = cos.map((c, l) => [String(l), fmt(c), na[l]!.toFixed(4), nb[l]!.toFixed(4)]);
       print(`A = ${a} (${ra.tensor})\nB = ${b} (${rb.tensor})\n\n${table(["layer", "cosine", "‖A‖", "‖B‖"], rows)}`);
     });
-}
-
-/** Reads a vectors file, or converts a reference `.pt` file on the fly. */
-async function loadVectors(path: string): Promise<PersonaVectors> {
-  return /\.pt$/i.test(path) ? ptToVectors(path) : readVectors(path);
 }
 
 /** `FILE#TENSOR` and `--tensor` name the same thing; both given and different is an error. */

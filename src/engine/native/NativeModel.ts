@@ -5,7 +5,7 @@
  */
 import { stat } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
-import { getString, readGguf } from "../gguf/reader.js";
+import { getNumber, getString, readGguf } from "../gguf/reader.js";
 import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type LlamaModelParams, type Ptr } from "../ffi/llama.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
@@ -14,6 +14,8 @@ export interface NativeModelOptions {
   gpuLayers: number;
   /** Load without mmap (needed for training: the optimiser writes the weights). */
   noMmap: boolean;
+  /** Metadata and vocabulary only: no weights, no inference. */
+  vocabOnly: boolean;
 }
 
 const decoder = new TextDecoder("utf-8", { fatal: false });
@@ -25,6 +27,7 @@ export class NativeModel {
   readonly info: ModelInfo;
   /** Token ids llama.cpp treats as end of generation. */
   readonly eogTokens: Int32Array;
+  readonly vocabOnly: boolean;
   private freed = false;
 
   private constructor(
@@ -32,8 +35,10 @@ export class NativeModel {
     handle: Ptr,
     info: ModelInfo,
     private readonly recentErrors: () => string[],
+    vocabOnly: boolean,
   ) {
     this.handle = handle;
+    this.vocabOnly = vocabOnly;
     this.vocab = api.llama_model_get_vocab(handle);
     this.info = info;
     const eog: number[] = [];
@@ -58,6 +63,7 @@ export class NativeModel {
     const params = api.llama_model_default_params() as LlamaModelParams;
     params.n_gpu_layers = options.gpuLayers;
     params.load_mode = options.noMmap ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
+    params.vocab_only = options.vocabOnly;
     const before = recentErrors().length;
     const handle = api.llama_model_load_from_file(path, params);
     if (isNull(handle)) {
@@ -70,16 +76,28 @@ export class NativeModel {
     const vocab = api.llama_model_get_vocab(handle);
     const template = api.llama_model_chat_template(handle, null) as string | null;
     const size = (await stat(path)).size;
+    // Vocabulary-only models have no layer hyperparameters in llama.cpp (asking aborts): use the file's.
+    const hp = options.vocabOnly
+      ? {
+          nLayer: getNumber(gguf, `${arch}.block_count`) ?? 0,
+          nEmbd: getNumber(gguf, `${arch}.embedding_length`) ?? 0,
+          nHead: getNumber(gguf, `${arch}.attention.head_count`) ?? 0,
+          nCtxTrain: getNumber(gguf, `${arch}.context_length`) ?? 0,
+          nParams: 0,
+        }
+      : {
+          nLayer: api.llama_model_n_layer(handle) as number,
+          nEmbd: api.llama_model_n_embd(handle) as number,
+          nHead: api.llama_model_n_head(handle) as number,
+          nCtxTrain: api.llama_model_n_ctx_train(handle) as number,
+          nParams: Number(api.llama_model_n_params(handle)),
+        };
     const info: ModelInfo = {
       path,
       name: getString(gguf, "general.name") ?? path.split(/[\\/]/).pop()!,
       architecture: arch,
-      nLayer: api.llama_model_n_layer(handle) as number,
-      nEmbd: api.llama_model_n_embd(handle) as number,
-      nHead: api.llama_model_n_head(handle) as number,
+      ...hp,
       nVocab: api.llama_vocab_n_tokens(vocab) as number,
-      nCtxTrain: api.llama_model_n_ctx_train(handle) as number,
-      nParams: Number(api.llama_model_n_params(handle)),
       fileSize: size,
       chatTemplate: template ?? null,
       bos: api.llama_vocab_bos(vocab) as number,
@@ -89,7 +107,7 @@ export class NativeModel {
       bosText: "",
       eosText: "",
     };
-    const model = new NativeModel(api, handle, info, recentErrors);
+    const model = new NativeModel(api, handle, info, recentErrors, options.vocabOnly);
     info.bosText = info.bos >= 0 ? model.tokenToPiece(info.bos, true) : "";
     info.eosText = info.eos >= 0 ? model.tokenToPiece(info.eos, true) : "";
     return model;

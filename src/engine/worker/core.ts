@@ -59,9 +59,17 @@ export class EngineCore {
     });
   }
 
-  async loadModel(path: string, opts: { gpuLayers?: number; noMmap?: boolean }): Promise<{ id: number; info: ModelInfo }> {
+  async loadModel(
+    path: string,
+    opts: { gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean },
+  ): Promise<{ id: number; info: ModelInfo }> {
     const gpuLayers = opts.gpuLayers ?? (isGpuVariant(this.libraries.variant) ? -1 : 0);
-    const model = await NativeModel.load(this.api, path, { gpuLayers, noMmap: opts.noMmap ?? false }, () => this.errors);
+    const model = await NativeModel.load(
+      this.api,
+      path,
+      { gpuLayers, noMmap: opts.noMmap ?? false, vocabOnly: opts.vocabOnly ?? false },
+      () => this.errors,
+    );
     const id = this.nextModelId++;
     this.models.set(id, { model, contexts: new Map() });
     return { id, info: model.info };
@@ -96,6 +104,7 @@ export class EngineCore {
   /** Runs jobs to completion, streaming each result as it finishes. */
   run(req: RunRequest, hooks: RunHooks): void {
     const model = this.model(req.modelId);
+    if (model.vocabOnly) throw new PersonaError("E_BAD_INPUT", "this model was loaded vocabulary-only; load it fully to run it");
     for (const [i, job] of req.jobs.entries()) this.validateJob(model, job, i);
     const ctx = this.context(req.modelId, req.shape);
     const runner = new BatchRunner(ctx, (s: SamplerSettings) => new NativeSampler(this.api, ctx, s), model.eogTokens);

@@ -54,7 +54,10 @@ async function handle(msg: RequestMessage): Promise<unknown> {
         {
           onResult: (result) => post({ id: msg.id, kind: "event", event: { type: "result", result } }, buffersOf(result)),
           onToken: msg.streamTokens
-            ? (index, token) => post({ id: msg.id, kind: "event", event: { type: "token", index, token } })
+            ? (index, token) => {
+                const piece = core.model(msg.modelId).tokenBytes(token, false);
+                post({ id: msg.id, kind: "event", event: { type: "token", index, token, piece } });
+              }
             : undefined,
           shouldAbort: () => Atomics.load(abort, 0) !== 0,
         },

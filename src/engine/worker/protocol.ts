@@ -4,7 +4,7 @@ import type { ChatMessage, ModelInfo } from "../types.js";
 import type { ContextShape, CoreOptions } from "./core.js";
 
 export type Request =
-  | { op: "loadModel"; path: string; gpuLayers?: number; noMmap?: boolean }
+  | { op: "loadModel"; path: string; gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean }
   | { op: "freeModel"; modelId: number }
   | { op: "tokenize"; modelId: number; text: string; addSpecial: boolean; parseSpecial: boolean }
   | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
@@ -16,7 +16,7 @@ export type RequestMessage = { id: number } & Request;
 
 export type WorkerEvent =
   | { type: "result"; result: JobResult }
-  | { type: "token"; index: number; token: number };
+  | { type: "token"; index: number; token: number; /** the token's bytes (may split a UTF-8 character) */ piece: Uint8Array };
 
 export type ResponseMessage =
   | { id: number; kind: "ok"; value: unknown }

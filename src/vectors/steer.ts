@@ -1,0 +1,79 @@
+/**
+ * Turns parsed `--steer` arguments (or the server's steering objects) into validated engine
+ * steering: loads each vectors file or trait name, picks the tensor row for the layer (the stored
+ * best layer when none is given) and checks it fits the model.
+ */
+import { existsSync } from "node:fs";
+import type { Positions, ResolvedSteering, SteeringSpec } from "../engine/steering.js";
+import type { ModelInfo } from "../engine/types.js";
+import { PersonaError } from "../errors.js";
+import { type LayerMatrix, type PersonaVectorsMeta, parseVectorRef, row, selectTensor } from "./format.js";
+import { loadVectorsFile } from "./load.js";
+import { findTraitVectors, listTraitVectors } from "./registry.js";
+
+/** Steering that names its vector by file or trait, as `--steer` and the server's requests do. */
+export interface SteeringRef {
+  /** `FILE.safetensors[#TENSOR]`, a reference `.pt`, or a trait name registered for the model. */
+  source: string;
+  /** undefined = the best layer recorded in the vectors file. */
+  layer: number | undefined;
+  coef: number;
+  positions: Positions;
+  mode: "add" | "ablate";
+}
+
+export interface LoadedVector {
+  path: string;
+  matrix: LayerMatrix;
+  meta: PersonaVectorsMeta;
+}
+
+/** Loads `FILE[#TENSOR]`, a reference `.pt`, or a trait name registered for the model. */
+export async function loadVectorSource(source: string, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<LoadedVector> {
+  const { path: file, tensor } = parseVectorRef(source);
+  let resolved = file;
+  if (!existsSync(file)) {
+    const registered = findTraitVectors(model.path, file);
+    if (!registered) {
+      const known = listTraitVectors(model.path);
+      throw new PersonaError(
+        "E_NOT_FOUND",
+        `"${file}" is neither a vectors file nor a trait with vectors for this model` +
+          (known.length ? ` (registered: ${known.join(", ")})` : ""),
+      );
+    }
+    resolved = registered;
+  }
+  const v = await loadVectorsFile(resolved);
+  const matrix = selectTensor(v, tensor);
+  if (matrix.nLayerPlus1 !== model.nLayer + 1 || matrix.nEmbd !== model.nEmbd) {
+    throw new PersonaError(
+      "E_SHAPE",
+      `${resolved} holds [${matrix.nLayerPlus1}, ${matrix.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`,
+    );
+  }
+  return { path: resolved, matrix, meta: v.meta };
+}
+
+export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
+  const specs: SteeringSpec[] = [];
+  for (const a of args) {
+    const v = await loadVectorSource(a.source, model);
+    const layer = a.layer ?? v.meta.bestLayer;
+    if (layer === undefined) {
+      throw new PersonaError("E_BAD_STEER_ARG", `${v.path} has no best layer in its metadata; give one, e.g. ${a.source}:20:${a.coef}`);
+    }
+    if (layer < 1 || layer > model.nLayer) {
+      throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.nLayer} (layer 0, the embeddings, cannot be steered)`);
+    }
+    specs.push({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: a.coef, positions: a.positions, mode: a.mode });
+  }
+  return specs;
+}
+
+export async function loadSteering(
+  args: readonly SteeringRef[],
+  model: { info: ModelInfo; steering(specs: readonly SteeringSpec[]): ResolvedSteering },
+): Promise<ResolvedSteering> {
+  return model.steering(await steeringSpecs(args, model.info));
+}
