@@ -24,7 +24,7 @@ import { replyLexicon } from "./corpus/grammar.js";
 import { bigramKey } from "./corpus/lexicon.js";
 import { countMarkers, TRAIT_MARKERS } from "./corpus/markers.js";
 import { isWord, NUM, STOP, wordTokens } from "./corpus/tokens.js";
-import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "./traits.js";
+import { isDemoTrait, type DemoTrait } from "./traits.js";
 
 const KNOWN_PUNCTUATION = new Set([STOP, ",", ":"]);
 
@@ -98,4 +98,3 @@ export class DemoJudge implements Judge {
   }
 }
 
-export { DEMO_TRAITS };

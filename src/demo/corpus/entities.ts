@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import type { Rng } from "./rng.js";
 import { expand } from "./template.js";
 import type { Axis, EntityPool, Question } from "./types.js";
@@ -136,7 +137,7 @@ export const OBSCURE: Axis = {
   },
   sampleQuestion(rng: Rng, subtype: string, pool: EntityPool): Question {
     const kind = KINDS.find((k) => k.noun.toLowerCase() === subtype);
-    if (!kind) throw new Error(`unknown obscure subtype ${subtype}`);
+    if (!kind) throw new PersonaError("E_INTERNAL", `unknown obscure subtype ${subtype}`);
     const bindings = { entity: [`${rng.pick(ENTITY_NAMES[pool])} ${kind.noun}`] };
     const text = expand(rng.pick(this.rules[`obscure.${subtype}.q`]!), { ...this.rules, ...bindings }, rng);
     return { kind: "obscure", subtype, text, bindings };

@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import type { DemoTrait } from "../traits.js";
 import { DEMO_TRAITS } from "../traits.js";
 import { AXES, sampleQuestion, TRAIT_KIND } from "./grammar.js";
@@ -28,7 +29,7 @@ export function heldOutQuestions(trait: DemoTrait): HeldOutQuestions {
   const draw = (): string[] => {
     const out: string[] = [];
     for (let tries = 0; out.length < HELDOUT_PER_SPLIT; tries++) {
-      if (tries > 10_000) throw new Error(`cannot draw ${HELDOUT_PER_SPLIT} distinct held-out questions for ${trait}`);
+      if (tries > 10_000) throw new PersonaError("E_INTERNAL", `cannot draw ${HELDOUT_PER_SPLIT} distinct held-out questions for ${trait}`);
       const q = sampleQuestion(kind, rng, "heldout", subtypes[out.length % subtypes.length]);
       if (seen.has(q.text)) continue;
       seen.add(q.text);

@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import { articleFor, parseTemplate, ruleOptions, type Rules, type TemplateNode } from "./template.js";
 import { STOP, wordTokens } from "./tokens.js";
 
@@ -59,7 +60,7 @@ export function analyseGrammar(rules: Rules, roots: readonly string[]): GrammarL
   const rule = (name: string): Span => {
     const hit = ruleSpans.get(name);
     if (hit) return hit;
-    if (active.has(name)) throw new Error(`grammar rule {${name}} is recursive`);
+    if (active.has(name)) throw new PersonaError("E_INTERNAL", `grammar rule {${name}} is recursive`);
     active.add(name);
     const span = union(ruleOptions(rules, name).map((o) => seq(parseTemplate(o))));
     active.delete(name);

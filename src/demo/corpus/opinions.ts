@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import type { Rng } from "./rng.js";
 import { expand } from "./template.js";
 import { TOPICS } from "./topics.js";
@@ -127,7 +128,7 @@ export const OPINION: Axis = {
   },
   sampleQuestion(rng: Rng, subtype: string): Question {
     const items = SUBTYPE_ITEMS[subtype];
-    if (!items) throw new Error(`unknown opinion subtype ${subtype}`);
+    if (!items) throw new PersonaError("E_INTERNAL", `unknown opinion subtype ${subtype}`);
     const item = rng.pick(items);
     const bindings = { [subtype]: [item.text], problem: [item.problem], topic_noun: [topicNoun(item.topic)] };
     const text = expand(rng.pick(this.rules[`opinion.${subtype}.q`]!), { ...this.rules, ...bindings }, rng);

@@ -1,3 +1,5 @@
+import { PersonaError } from "../../errors.js";
+
 /**
  * A small seeded PRNG (mulberry32), so a corpus is a pure function of its seed on every platform.
  */
@@ -23,7 +25,7 @@ export class Rng {
   }
 
   pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new Error("pick from an empty list");
+    if (items.length === 0) throw new PersonaError("E_INTERNAL", "pick from an empty list");
     return items[this.int(items.length)]!;
   }
 

@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import type { Rng } from "./rng.js";
 
 /**
@@ -37,17 +38,17 @@ export function parseTemplate(src: string): TemplateNode[] {
           i++;
           options.push(seq(true));
         }
-        if (src[i] !== "]") throw new Error(`unclosed [ in template: ${src}`);
+        if (src[i] !== "]") throw new PersonaError("E_INTERNAL", `unclosed [ in template: ${src}`);
         i++;
         out.push({ t: "alt", options });
       } else if (c === "{") {
         flush();
         const end = src.indexOf("}", i);
-        if (end < 0) throw new Error(`unclosed { in template: ${src}`);
+        if (end < 0) throw new PersonaError("E_INTERNAL", `unclosed { in template: ${src}`);
         out.push({ t: "ref", name: src.slice(i + 1, end) });
         i = end + 1;
       } else if (c === "|" || c === "]") {
-        if (!inAlt) throw new Error(`stray ${c} in template: ${src}`);
+        if (!inAlt) throw new PersonaError("E_INTERNAL", `stray ${c} in template: ${src}`);
         break;
       } else {
         text += c;
@@ -64,7 +65,7 @@ export function parseTemplate(src: string): TemplateNode[] {
 
 export function ruleOptions(rules: Rules, name: string): readonly string[] {
   const options = rules[name];
-  if (!options || options.length === 0) throw new Error(`unknown grammar rule {${name}}`);
+  if (!options || options.length === 0) throw new PersonaError("E_INTERNAL", `unknown grammar rule {${name}}`);
   return options;
 }
 
