@@ -300,10 +300,11 @@ export function isNull(ptr: Ptr): boolean {
   return ptr === null || ptr === undefined || koffi.address(ptr) === 0n;
 }
 
-export function sizeOfStruct(t: unknown): number {
-  return koffi.sizeof(t as Parameters<typeof koffi.sizeof>[0]);
-}
-
-export function offsetOfField(t: unknown, field: string): number {
-  return koffi.offsetof(t as Parameters<typeof koffi.offsetof>[0], field);
+/** A declared struct's size and field offsets, as koffi lays them out. */
+export function declaredLayout(t: unknown): { size: number; offsets: Record<string, number> } {
+  const info = koffi.type(t as Parameters<typeof koffi.type>[0]) as unknown as {
+    size: number;
+    members: Record<string, { offset: number }>;
+  };
+  return { size: info.size, offsets: Object.fromEntries(Object.entries(info.members).map(([k, m]) => [k, m.offset])) };
 }
