@@ -7,6 +7,8 @@ import { PersonaError } from "../errors.js";
 import type { Job, JobResult, SamplerSettings } from "./batching.js";
 import type { SampleActivations } from "./capture.js";
 import { renderJinjaChat, validateMessages } from "./chat.js";
+import { readGguf } from "./gguf/reader.js";
+import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
 import { NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
 import type {
   CaptureOptions,
@@ -168,6 +170,7 @@ export class Model implements AsyncDisposable {
     const results: GenerationResult[] = new Array(jobs.length);
     await this.run(jobs, shape, opts.signal, Boolean(opts.onToken), (e) => {
       if (e.type === "token") return opts.onToken?.(e.index, e.token, e.piece);
+      if (e.type !== "result") return;
       const r = e.result;
       const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
       if (r.activations) g.activations = r.activations;
@@ -230,6 +233,50 @@ export class Model implements AsyncDisposable {
       out[e.result.index] = { continuation: c, total: c.reduce((a, b) => a + b, 0), top: e.result.top ?? [] };
     });
     return out;
+  }
+
+  /**
+   * Trains every weight tensor (or those `trainable` names) in place on next-token prediction:
+   * AdamW, one window per step, linear warm-up then cosine decay. The model must be all-F32 and
+   * loaded with `noMmap: true`. Later calls on this model see the new weights; `save` writes them.
+   */
+  async train(opts: TrainOptions): Promise<TrainResult> {
+    this.ensureAlive();
+    if (opts.signal?.aborted) throw new PersonaError("E_ABORTED", "training cancelled before it started");
+    let trainable: string[] | null = null;
+    if (opts.trainable !== undefined) {
+      const f = opts.trainable;
+      const pick =
+        f instanceof RegExp
+          ? (name: string) => {
+              f.lastIndex = 0;
+              return f.test(name);
+            }
+          : f;
+      if (typeof pick !== "function") throw new PersonaError("E_BAD_INPUT", "trainable must be a RegExp or a function of the tensor name");
+      // The worker cannot call back into this thread mid-init, so resolve the names here.
+      const gguf = await readGguf(this.info.path, { maxArrayItems: 0 });
+      trainable = gguf.tensors.map((t) => t.name).filter((n) => pick(n));
+    }
+    const spec = packTrainOptions(opts, trainable);
+    const abort = new SharedArrayBuffer(4);
+    const flag = new Int32Array(abort);
+    const onAbort = () => Atomics.store(flag, 0, 1);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await this.host.call<TrainResult>({ op: "train", modelId: this.id, spec, abort }, (e) => {
+        if (e.type === "trainProgress") opts.onProgress?.(e.progress);
+      });
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Writes the current weights to `path` as a GGUF with this model's original metadata (atomically). */
+  save(path: string): Promise<void> {
+    this.ensureAlive();
+    if (typeof path !== "string" || path === "") throw new PersonaError("E_BAD_INPUT", "save path must be a non-empty string");
+    return this.host.call({ op: "saveModel", modelId: this.id, path });
   }
 
   async dispose(): Promise<void> {

@@ -97,6 +97,65 @@ export const llama_sampler_chain_params = koffi.struct("llama_sampler_chain_para
 
 export const llama_chat_message = koffi.struct("llama_chat_message", { role: "const char *", content: "const char *" });
 
+// ---- training (llama_opt_* / ggml_opt_*) -------------------------------------------------------
+
+export const GGML_TYPE_I32 = 26;
+export const GGML_OPT_OPTIMIZER_TYPE_ADAMW = 0;
+/** `ggml_tensor.flags` (int32) and its "trainable parameter" bit, which llama_opt_init sets for good. */
+export const GGML_TENSOR_FLAGS_OFFSET = 148;
+export const GGML_TENSOR_FLAG_PARAM = 4;
+
+/** 28 bytes: returned by value from the get_opt_pars callback before every optimiser step. */
+export const ggml_opt_optimizer_params = koffi.struct("ggml_opt_optimizer_params", {
+  adamw: koffi.struct({ alpha: "float", beta1: "float", beta2: "float", eps: "float", wd: "float" }),
+  sgd: koffi.struct({ alpha: "float", wd: "float" }),
+});
+
+export const llama_opt_params = koffi.struct("llama_opt_params", {
+  n_ctx_train: "uint32_t",
+  param_filter: "void *",
+  param_filter_ud: "void *",
+  get_opt_pars: "void *",
+  get_opt_pars_ud: "void *",
+  optimizer_type: "int32_t",
+});
+
+export interface OptimizerParams {
+  adamw: { alpha: number; beta1: number; beta2: number; eps: number; wd: number };
+  sgd: { alpha: number; wd: number };
+}
+
+export interface LlamaOptParams {
+  n_ctx_train: number;
+  param_filter: unknown;
+  param_filter_ud: unknown;
+  get_opt_pars: unknown;
+  get_opt_pars_ud: unknown;
+  optimizer_type: number;
+}
+
+const paramFilterProto = koffi.proto("bool llama_opt_param_filter(void *tensor, void *userdata)");
+const getOptParsProto = koffi.proto("ggml_opt_optimizer_params ggml_opt_get_optimizer_params(void *userdata)");
+
+/** Both run synchronously on the thread that calls llama_opt_init / llama_opt_epoch. */
+export function registerParamFilter(fn: (tensor: Ptr) => boolean): unknown {
+  return koffi.register((t: Ptr) => fn(t), koffi.pointer(paramFilterProto));
+}
+
+export function registerOptParsCallback(fn: () => OptimizerParams): unknown {
+  return koffi.register(() => fn(), koffi.pointer(getOptParsProto));
+}
+
+export function readPointer(ptr: Ptr, offset: number): Ptr {
+  return koffi.decode(ptr, offset, "void *");
+}
+
+export function writeInt32(ptr: Ptr, offset: number, value: number): void {
+  koffi.encode(ptr, offset, "int32_t", value);
+}
+
+// -------------------------------------------------------------------------------------------------
+
 /** What the struct declarations claim, for the layout check script. */
 export const DECLARED_LAYOUTS = {
   llama_model_params,
@@ -104,6 +163,8 @@ export const DECLARED_LAYOUTS = {
   llama_batch,
   llama_sampler_chain_params,
   llama_chat_message,
+  llama_opt_params,
+  ggml_opt_optimizer_params,
 } as const;
 
 export interface LlamaModelParams {
@@ -225,6 +286,23 @@ function bind(paths: LibraryPaths) {
     llama_sampler_init_temp: llama.func("void *llama_sampler_init_temp(float t)"),
     llama_sampler_sample: llama.func("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
     llama_sampler_free: llama.func("void llama_sampler_free(void *smpl)"),
+
+    // training: ggml_opt_* live in libggml-base
+    llama_opt_init: llama.func("void llama_opt_init(void *ctx, void *model, llama_opt_params params)"),
+    llama_opt_epoch: llama.func(
+      "void llama_opt_epoch(void *ctx, void *dataset, void *result_train, void *result_eval, int64_t idata_split, void *callback_train, void *callback_eval)",
+    ),
+    llama_model_save_to_file: llama.func("void llama_model_save_to_file(void *model, const char *path)"),
+    ggml_opt_dataset_init: base.func(
+      "void *ggml_opt_dataset_init(int type_data, int type_label, int64_t ne_datapoint, int64_t ne_label, int64_t ndata, int64_t ndata_shard)",
+    ),
+    ggml_opt_dataset_free: base.func("void ggml_opt_dataset_free(void *dataset)"),
+    ggml_opt_dataset_data: base.func("void *ggml_opt_dataset_data(void *dataset)"),
+    ggml_opt_dataset_labels: base.func("void *ggml_opt_dataset_labels(void *dataset)"),
+    ggml_opt_result_init: base.func("void *ggml_opt_result_init()"),
+    ggml_opt_result_free: base.func("void ggml_opt_result_free(void *result)"),
+    ggml_opt_result_reset: base.func("void ggml_opt_result_reset(void *result)"),
+    ggml_opt_result_loss: base.func("void ggml_opt_result_loss(void *result, _Out_ double *loss, _Out_ double *unc)"),
   };
 }
 

@@ -10,6 +10,11 @@ import { loadLlama, type LlamaApi } from "../ffi/llama.js";
 import { NativeContext } from "../native/NativeContext.js";
 import { NativeModel } from "../native/NativeModel.js";
 import { NativeSampler } from "../native/NativeSampler.js";
+import { readGguf } from "../gguf/reader.js";
+import { GgmlType, ggmlTypeName } from "../gguf/types.js";
+import type { TrainResult, TrainSpec } from "../train/options.js";
+import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
+import { saveModel } from "../train/save.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 export interface CoreOptions {
@@ -39,7 +44,7 @@ const GGML_LOG_LEVEL_ERROR = 4;
 export class EngineCore {
   readonly api: LlamaApi;
   readonly libraries: LibraryPaths;
-  private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext> }>();
+  private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext>; noMmap: boolean }>();
   private nextModelId = 1;
   private readonly errors: string[] = [];
   private readonly threads: number;
@@ -71,7 +76,7 @@ export class EngineCore {
       () => this.errors,
     );
     const id = this.nextModelId++;
-    this.models.set(id, { model, contexts: new Map() });
+    this.models.set(id, { model, contexts: new Map(), noMmap: opts.noMmap ?? false });
     return { id, info: model.info };
   }
 
@@ -119,6 +124,29 @@ export class EngineCore {
       },
       req.shape.nSeqMax,
     );
+  }
+
+  /** Trains the model's weights in place (see NativeTrainer); the model must be all-F32 and loaded without mmap. */
+  async train(modelId: number, spec: TrainSpec, hooks: TrainHooks): Promise<TrainResult> {
+    const entry = this.models.get(modelId);
+    if (!entry) throw new PersonaError("E_DISPOSED", `model ${modelId} is not loaded`);
+    const { model } = entry;
+    if (!entry.noMmap) {
+      throw new PersonaError("E_BAD_INPUT", `training writes the weights: load ${model.info.name} with noMmap: true`);
+    }
+    const gguf = await readGguf(model.info.path, { maxArrayItems: 0 });
+    const notF32 = gguf.tensors.find((t) => t.type !== GgmlType.F32);
+    if (notF32) {
+      throw new PersonaError(
+        "E_BAD_MODEL",
+        `training needs an all-F32 model; tensor ${notF32.name} of ${model.info.name} is ${ggmlTypeName(notF32.type)}`,
+      );
+    }
+    return trainModel(model, spec, this.threads, hooks);
+  }
+
+  save(modelId: number, path: string): Promise<void> {
+    return saveModel(this.model(modelId), path);
   }
 
   dispose(): void {

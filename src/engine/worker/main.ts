@@ -64,6 +64,15 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       );
       return null;
     }
+    case "train": {
+      const abort = new Int32Array(msg.abort);
+      return core.train(msg.modelId, msg.spec, {
+        onProgress: (progress) => post({ id: msg.id, kind: "event", event: { type: "trainProgress", progress } }),
+        shouldAbort: () => Atomics.load(abort, 0) !== 0,
+      });
+    }
+    case "saveModel":
+      return core.save(msg.modelId, msg.path);
   }
 }
 

@@ -1,5 +1,6 @@
 /** Messages between the main thread (host) and the engine worker. */
 import type { Job, JobResult } from "../batching.js";
+import type { TrainProgress, TrainSpec } from "../train/options.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 import type { ContextShape, CoreOptions } from "./core.js";
 
@@ -10,13 +11,16 @@ export type Request =
   | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
   | { op: "builtinTemplate"; modelId: number; messages: ChatMessage[]; addAssistant: boolean }
   | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; streamTokens: boolean; abort: SharedArrayBuffer }
-  | { op: "systemInfo" };
+  | { op: "systemInfo" }
+  | { op: "train"; modelId: number; spec: TrainSpec; abort: SharedArrayBuffer }
+  | { op: "saveModel"; modelId: number; path: string };
 
 export type RequestMessage = { id: number } & Request;
 
 export type WorkerEvent =
   | { type: "result"; result: JobResult }
-  | { type: "token"; index: number; token: number; /** the token's bytes (may split a UTF-8 character) */ piece: Uint8Array };
+  | { type: "token"; index: number; token: number; /** the token's bytes (may split a UTF-8 character) */ piece: Uint8Array }
+  | { type: "trainProgress"; progress: TrainProgress };
 
 export type ResponseMessage =
   | { id: number; kind: "ok"; value: unknown }

@@ -1,0 +1,232 @@
+/**
+ * Training inputs and outputs, their validation and the learning-rate schedule. Pure code, shared
+ * by the main thread (which packs the request) and the engine worker (which validates it again
+ * before llama.cpp sees it: a GGML_ASSERT inside llama_opt_* would kill the process).
+ */
+import { PersonaError } from "../../errors.js";
+
+export interface TrainProgress {
+  /** 1-based epoch. */
+  epoch: number;
+  epochs: number;
+  /** Optimiser steps done so far (one window each), over all epochs. */
+  step: number;
+  steps: number;
+  /** Mean training loss (nats per token) of this epoch so far. */
+  loss: number;
+  /** Learning rate of the last step. */
+  learningRate: number;
+  /** Training throughput since the start. */
+  tokensPerSecond: number;
+  /** True on the one event that closes an epoch. */
+  epochDone: boolean;
+  /** Mean validation loss, on the event that closes an epoch when there is a validation split. */
+  valLoss?: number;
+}
+
+export interface TrainOptions {
+  /**
+   * Training windows of exactly `contextLength + 1` tokens each: the model reads the first
+   * `contextLength` and is scored on predicting the last `contextLength` (next-token labels).
+   * Give either `windows` or `tokens`.
+   */
+  windows?: readonly Int32Array[];
+  /** One token stream, cut into windows of `contextLength + 1` tokens that start every `stride` tokens. */
+  tokens?: Int32Array;
+  /** Distance between window starts in `tokens`. Defaults to `contextLength` (no overlap). */
+  stride?: number;
+  /** Positions per window; at most the model's training context. */
+  contextLength: number;
+  epochs: number;
+  /** Peak AdamW learning rate. */
+  learningRate: number;
+  /** Where the cosine decay ends, on the last step. Defaults to learningRate / 10. */
+  minLearningRate?: number;
+  /** Steps of linear warm-up from learningRate / warmupSteps up to learningRate. Defaults to 0. */
+  warmupSteps?: number;
+  /** AdamW decoupled weight decay, in [0, 1]. Defaults to 0. */
+  weightDecay?: number;
+  /** Defaults to 0.9. */
+  beta1?: number;
+  /** Defaults to 0.999. */
+  beta2?: number;
+  /** Defaults to 1e-8. */
+  eps?: number;
+  /** Share of the windows (the last ones) held out for a validation loss after each epoch. Defaults to 0. */
+  valFraction?: number;
+  /** Seeds the per-epoch shuffle of the training windows. Defaults to 0. */
+  seed?: number;
+  /**
+   * Which weight tensors train (by GGUF tensor name). Defaults to all of them. llama.cpp never
+   * trains `token_embd.weight` (nor `rope_freqs.weight`), whatever this says.
+   */
+  trainable?: RegExp | ((name: string) => boolean);
+  /** Called after every step, and once more at the end of each epoch. */
+  onProgress?: (p: TrainProgress) => void;
+  /** Checked between steps; an abort stops training with E_ABORTED and leaves the weights as they are then. */
+  signal?: AbortSignal;
+}
+
+export interface TrainResult {
+  /** Mean training loss of each epoch (nats per token). */
+  losses: number[];
+  /** Mean validation loss after each epoch, when there is a validation split. */
+  valLosses?: number[];
+  steps: number;
+  /** Tokens trained on (windows × contextLength × epochs). */
+  tokens: number;
+  seconds: number;
+  tokensPerSecond: number;
+  /** Tensors the optimiser updated, and their parameter count. */
+  trainableTensors: string[];
+  trainableParams: number;
+}
+
+/** What crosses to the worker: window i is `tokens[starts[i] .. starts[i] + contextLength]` (inclusive). */
+export interface TrainSpec {
+  tokens: Int32Array;
+  starts: Int32Array;
+  contextLength: number;
+  epochs: number;
+  learningRate: number;
+  minLearningRate: number;
+  warmupSteps: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** The last `valCount` windows are the validation split. */
+  valCount: number;
+  seed: number;
+  /** Names of the tensors to train; null = all. */
+  trainable: string[] | null;
+}
+
+function bad(msg: string): PersonaError {
+  return new PersonaError("E_BAD_INPUT", msg);
+}
+
+function int(name: string, v: unknown, min: number): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min) throw bad(`${name} must be an integer ≥ ${min}, got ${String(v)}`);
+  return v;
+}
+
+function inRange(name: string, v: unknown, lo: number, hi: number, hiOpen: boolean): number {
+  if (typeof v !== "number" || !Number.isFinite(v) || v < lo || (hiOpen ? v >= hi : v > hi)) {
+    throw bad(`${name} must be in [${lo}, ${hi}${hiOpen ? ")" : "]"}, got ${String(v)}`);
+  }
+  return v;
+}
+
+/** Packs the user's options into a TrainSpec (shapes only; token ids are checked against the model by validateSpec). */
+export function packTrainOptions(o: TrainOptions, trainable: string[] | null): TrainSpec {
+  const W = int("contextLength", o.contextLength, 1);
+  let tokens: Int32Array;
+  let starts: Int32Array;
+  if ((o.windows === undefined) === (o.tokens === undefined)) throw bad("give exactly one of `windows` and `tokens`");
+  if (o.windows) {
+    if (!Array.isArray(o.windows)) throw bad("windows must be an array of Int32Array");
+    tokens = new Int32Array(o.windows.length * (W + 1));
+    starts = new Int32Array(o.windows.length);
+    o.windows.forEach((w, i) => {
+      if (!(w instanceof Int32Array)) throw bad(`window ${i} is not an Int32Array`);
+      if (w.length !== W + 1) {
+        throw bad(`window ${i} has ${w.length} tokens; each window needs contextLength + 1 = ${W + 1} (inputs plus the next-token label)`);
+      }
+      tokens.set(w, i * (W + 1));
+      starts[i] = i * (W + 1);
+    });
+  } else {
+    if (!(o.tokens instanceof Int32Array)) throw bad("tokens must be an Int32Array");
+    const stride = int("stride", o.stride ?? W, 1);
+    tokens = o.tokens;
+    const n = tokens.length >= W + 1 ? Math.floor((tokens.length - W - 1) / stride) + 1 : 0;
+    starts = Int32Array.from({ length: n }, (_, i) => i * stride);
+  }
+  const valFraction = inRange("valFraction", o.valFraction ?? 0, 0, 1, true);
+  const valCount = valFraction > 0 ? Math.max(1, Math.round(starts.length * valFraction)) : 0;
+  const lr = o.learningRate;
+  return {
+    tokens,
+    starts,
+    contextLength: W,
+    epochs: o.epochs,
+    learningRate: lr,
+    minLearningRate: o.minLearningRate ?? lr / 10,
+    warmupSteps: o.warmupSteps ?? 0,
+    weightDecay: o.weightDecay ?? 0,
+    beta1: o.beta1 ?? 0.9,
+    beta2: o.beta2 ?? 0.999,
+    eps: o.eps ?? 1e-8,
+    valCount,
+    seed: o.seed ?? 0,
+    trainable,
+  };
+}
+
+/** Everything llama_opt_* would assert on, checked against the model first. */
+export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number }): void {
+  const W = int("contextLength", s.contextLength, 1);
+  if (W > model.nCtxTrain) throw bad(`contextLength ${W} exceeds the model's training context ${model.nCtxTrain}`);
+  int("epochs", s.epochs, 1);
+  int("warmupSteps", s.warmupSteps, 0);
+  int("seed", s.seed, -(2 ** 31));
+  if (!(typeof s.learningRate === "number" && s.learningRate > 0 && Number.isFinite(s.learningRate))) {
+    throw bad(`learningRate must be a positive number, got ${String(s.learningRate)}`);
+  }
+  inRange("minLearningRate", s.minLearningRate, 0, s.learningRate, false);
+  inRange("weightDecay", s.weightDecay, 0, 1, false);
+  inRange("beta1", s.beta1, 0, 1, true);
+  inRange("beta2", s.beta2, 0, 1, true);
+  inRange("eps", s.eps, 0, 1, false);
+  const n = s.starts.length;
+  if (n - s.valCount < 1) {
+    throw bad(`no training windows: ${n} window(s) of ${W + 1} tokens, ${s.valCount} held out for validation`);
+  }
+  for (let i = 0; i < n; i++) {
+    const a = s.starts[i]!;
+    if (a < 0 || a + W + 1 > s.tokens.length) throw bad(`window ${i} runs past the end of the tokens`);
+  }
+  const nVocab = model.nVocab;
+  for (let i = 0; i < s.tokens.length; i++) {
+    const t = s.tokens[i]!;
+    if (t < 0 || t >= nVocab) throw bad(`token id ${t} at position ${i} is outside the vocabulary (0..${nVocab - 1})`);
+  }
+  if (s.trainable !== null && s.trainable.length === 0) throw bad("`trainable` selects no tensor");
+}
+
+/**
+ * Learning rate of 0-based step `step` of `total`: linear warm-up to the peak over `warmupSteps`,
+ * then cosine decay to `minLearningRate` at the last step. Always > 0, as ggml's AdamW requires.
+ */
+export function learningRateAt(s: Pick<TrainSpec, "learningRate" | "minLearningRate" | "warmupSteps">, step: number, total: number): number {
+  const { learningRate: peak, minLearningRate: floor, warmupSteps: warm } = s;
+  let lr: number;
+  if (step < warm) lr = (peak * (step + 1)) / warm;
+  else {
+    const span = total - warm - 1;
+    const progress = span > 0 ? Math.min(1, (step - warm) / span) : 0;
+    lr = floor + (peak - floor) * 0.5 * (1 + Math.cos(Math.PI * progress));
+  }
+  return Math.max(lr, 1e-30);
+}
+
+/** Seeded Fisher-Yates shuffle (mulberry32), so a run's window order is reproducible. */
+export function shuffled(n: number, seed: number): Int32Array {
+  const out = Int32Array.from({ length: n }, (_, i) => i);
+  let a = seed >>> 0;
+  const next = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    const t = out[i]!;
+    out[i] = out[j]!;
+    out[j] = t;
+  }
+  return out;
+}
