@@ -64,6 +64,14 @@ export class Model implements AsyncDisposable {
     this.info = info;
   }
 
+  private checkCaptureLayers(layers: readonly number[] | undefined): void {
+    for (const l of layers ?? []) {
+      if (!Number.isInteger(l) || l < 0 || l > this.info.nLayer) {
+        throw new PersonaError("E_SHAPE", `capture layer ${l} is outside 0..${this.info.nLayer}`);
+      }
+    }
+  }
+
   /** Validates steering specs against this model (width, layer range) into the engine's form. */
   steering(specs: readonly SteeringSpec[]): ResolvedSteering {
     return resolveSteering(specs, this.info);
@@ -147,6 +155,7 @@ export class Model implements AsyncDisposable {
   ): Promise<GenerationResult[]> {
     this.ensureAlive();
     const sampling = samplerSettings(opts);
+    this.checkCaptureLayers(opts.captureLayers);
     const shared = opts.steering ?? NO_STEERING;
     const jobs: Job[] = requests.map((r, i) => {
       if (!(r.prompt instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `request ${i}: prompt must be an Int32Array of token ids`);
@@ -155,6 +164,7 @@ export class Model implements AsyncDisposable {
         sampling: { ...sampling, seed: r.seed ?? requestSeed(sampling.seed, i) },
         ops: [...(r.steering ?? shared)],
         capture: opts.capture ?? false,
+        captureLayers: opts.captureLayers,
       };
     });
     if (jobs.length === 0) return [];
@@ -183,6 +193,7 @@ export class Model implements AsyncDisposable {
   /** Residual reductions (prompt mean, last prompt token, response mean) at every layer per sample. */
   async capture(samples: readonly CaptureSample[], opts: CaptureOptions & CaptureCallbacks = {}): Promise<SampleActivations[]> {
     this.ensureAlive();
+    this.checkCaptureLayers(opts.captureLayers);
     const shared = opts.steering ?? NO_STEERING;
     const jobs: Job[] = samples.map((s, i) => {
       if (!(s.tokens instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `sample ${i}: tokens must be an Int32Array`);
@@ -195,6 +206,7 @@ export class Model implements AsyncDisposable {
         forced: s.tokens.subarray(s.promptLength),
         ops: [...(s.steering ?? shared)],
         capture: true,
+        captureLayers: opts.captureLayers,
       };
     });
     if (jobs.length === 0) return [];

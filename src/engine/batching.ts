@@ -27,6 +27,8 @@ export interface Job {
   sampling?: SamplerSettings;
   ops: readonly SteeringOp[];
   capture: boolean;
+  /** Layers to capture (others stay zero); undefined = all. Fewer layers = fewer graph splits. */
+  captureLayers?: readonly number[];
   /** Score log P(forced | prompt) and/or return the top-k tokens after the prompt. */
   logprobs?: { continuation: boolean; topK: number };
 }
@@ -69,6 +71,15 @@ interface Slot {
   pendingOutput: number;
   /** For scoring: which forced token the pending output row predicts, or -1. */
   pendingTarget: number;
+}
+
+function layerMask(nLayers: number, layers: readonly number[]): Uint8Array {
+  const mask = new Uint8Array(nLayers);
+  for (const l of layers) {
+    if (!Number.isInteger(l) || l < 0 || l >= nLayers) throw new PersonaError("E_SHAPE", `capture layer ${l} is outside 0..${nLayers - 1}`);
+    mask[l] = 1;
+  }
+  return mask;
 }
 
 function concat(a: Int32Array, b: Int32Array | undefined): Int32Array {
@@ -156,7 +167,11 @@ export class BatchRunner {
             fed: 0,
             generated: [],
             sampler: job.sampling ? this.makeSampler(job.sampling) : null,
-            hooks: { ops: job.ops, capture: job.capture ? new CaptureAccumulator(nLayers, nEmbd) : null },
+            hooks: {
+              ops: job.ops,
+              capture: job.capture ? new CaptureAccumulator(nLayers, nEmbd) : null,
+              captureMask: job.capture && job.captureLayers ? layerMask(nLayers, job.captureLayers) : null,
+            },
             logprobs: job.logprobs?.continuation ? new Float64Array(job.forced?.length ?? 0) : null,
             top: undefined,
             pendingOutput: -1,
@@ -188,7 +203,8 @@ export class BatchRunner {
           const s = slots[seq];
           if (!s || s.fed >= s.input.length) continue;
           const promptLen = s.job.prompt.length;
-          const wantAll = s.hooks.capture !== null; // the last block keeps only output rows
+          // The last block keeps only rows that ask for logits: capturing it needs every row.
+          const wantAll = s.hooks.capture !== null && (s.hooks.captureMask === null || s.hooks.captureMask[nLayers - 1] === 1);
           const scoring = s.logprobs !== null;
           s.pendingOutput = -1;
           s.pendingTarget = -1;

@@ -58,6 +58,8 @@ export interface GenerateOptions extends SamplingOptions {
   steering?: ResolvedSteering;
   /** Also capture the residual reductions of each request (prompt and generated tokens). */
   capture?: boolean;
+  /** Capture only these layers (the rest stay zero); each hooked layer costs a graph split. Defaults to all. */
+  captureLayers?: readonly number[];
   /** Sequences decoded together. Defaults to min(requests, 16). */
   parallel?: number;
   /** Exact numerics (F32 KV cache, no flash attention). Defaults to false for generation. */
@@ -86,6 +88,8 @@ export interface CaptureOptions {
   batchTokens?: number;
   /** Exact numerics (F32 KV cache, no flash attention). Defaults to true for capture. */
   exact?: boolean;
+  /** Capture only these layers (the rest stay zero). Defaults to all. */
+  captureLayers?: readonly number[];
 }
 
 export interface TokenLogprob {

@@ -52,6 +52,8 @@ export interface RowPlan {
 export interface SlotHooks {
   ops: readonly SteeringOp[];
   capture: CaptureAccumulator | null;
+  /** Layers to capture (1 = yes); null = all. */
+  captureMask: Uint8Array | null;
 }
 
 interface ActivePlan {
@@ -131,7 +133,8 @@ export class NativeContext {
     for (const s of slots) {
       if (!s) continue;
       if (s.capture) {
-        wanted.fill(1);
+        if (s.captureMask) for (let l = 0; l < nLayers; l++) wanted[l]! |= s.captureMask[l]!;
+        else wanted.fill(1);
         any = true;
       }
       for (const op of s.ops) {
@@ -221,7 +224,7 @@ export class NativeContext {
       const row = data.subarray(r * n, (r + 1) * n);
       const cls = rows.cls[tok]! as RowClass;
       if (slot.ops.length > 0 && applyOpsToRow(slot.ops, layer, cls, row)) changed = true;
-      slot.capture?.add(layer, cls, row);
+      if (slot.capture && (slot.captureMask === null || slot.captureMask[layer] === 1)) slot.capture.add(layer, cls, row);
     }
     if (changed) api.ggml_backend_tensor_set(t, data, 0, bytes);
   }

@@ -1,0 +1,178 @@
+/**
+ * Engine benchmark: batched generation tokens/s, plain, with residual capture and with steering,
+ * against node-llama-cpp's own API on the same model, binaries and thread count, in one run.
+ * Writes a ≥50M-parameter random-weight model once (cached in .cache/bench). Every sequence
+ * generates exactly the same number of tokens in both engines (end-of-generation is ignored), so
+ * the workloads match token for token.
+ *
+ *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2]
+ *
+ * node-llama-cpp is installed on first use into bench/.peer (it is not a project dependency).
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { Engine } from "../src/engine/Engine.js";
+import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
+import { BINARIES_VERSION } from "../src/engine/ffi/discover.js";
+
+const { values: args } = parseArgs({
+  options: {
+    parallel: { type: "string", default: "1,8" },
+    tokens: { type: "string", default: "64" },
+    repeats: { type: "string", default: "3" },
+    threads: { type: "string", default: String(availableParallelism()) },
+  },
+});
+const PARALLEL = args.parallel.split(",").map(Number);
+const TOKENS = Number(args.tokens);
+const REPEATS = Number(args.repeats);
+const THREADS = Number(args.threads);
+
+const MODEL_CFG: SyntheticModelConfig = {
+  arch: "llama",
+  nLayer: 11,
+  nEmbd: 640,
+  nHead: 10,
+  nHeadKv: 5,
+  nFf: 1792,
+  contextLength: 2048,
+  seed: 1,
+  type: "f16",
+  name: "bench-llama-52m",
+};
+
+const cacheDir = path.resolve(".cache/bench");
+const modelPath = path.join(cacheDir, "bench-llama-52m-f16.gguf");
+const PROMPT = "The quick brown fox jumps over the lazy dog while the cat watches from the window.";
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function timeIt(fn: () => Promise<void>): Promise<number> {
+  await fn(); // warm-up: context creation, first graph
+  const times: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return median(times);
+}
+
+/** The slice of node-llama-cpp's API the benchmark drives (it is not installed at type-check time). */
+interface PeerSequence {
+  clearHistory(): Promise<void>;
+  evaluate(tokens: unknown, o: { temperature: number }): AsyncIterable<unknown>;
+}
+interface PeerApi {
+  LlamaLogLevel: { error: unknown };
+  getLlama(o: object): Promise<{
+    loadModel(o: { modelPath: string }): Promise<{
+      tokenize(text: string): unknown;
+      createContext(o: object): Promise<{ getSequence(): PeerSequence; dispose(): Promise<void> }>;
+      dispose(): Promise<void>;
+    }>;
+    dispose(): Promise<void>;
+  }>;
+}
+
+async function loadPeer(): Promise<PeerApi> {
+  const peerDir = path.resolve("bench/.peer");
+  const entry = path.join(peerDir, "node_modules", "node-llama-cpp", "dist", "index.js");
+  if (!existsSync(entry)) {
+    mkdirSync(peerDir, { recursive: true });
+    console.error(`installing node-llama-cpp@${BINARIES_VERSION} into ${peerDir} (once) ...`);
+    // Optional platform packages are skipped: the peer finds the same prebuilt binaries we use
+    // through Node's parent-directory module resolution.
+    execFileSync("npm", ["install", "--prefix", peerDir, "--no-save", "--omit=optional", "--no-audit", "--no-fund", `node-llama-cpp@${BINARIES_VERSION}`], {
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+  }
+  return (await import(pathToFileURL(entry).href)) as PeerApi;
+}
+
+interface OursTimes {
+  plain: number;
+  capture: number;
+  captureOne: number;
+  steer: number;
+}
+
+async function benchOurs(parallel: number): Promise<OursTimes> {
+  await using engine = await Engine.create({ gpu: "cpu", threads: THREADS });
+  const model = await engine.loadModel(modelPath);
+  const prompt = await model.tokenize(PROMPT);
+  const requests = Array.from({ length: parallel }, () => ({ prompt }));
+  const base = { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS, parallel };
+  const mid = Math.floor(model.info.nLayer / 2);
+  const vector = Float32Array.from({ length: model.info.nEmbd }, (_, i) => Math.sin(i));
+  const steering = model.steering([{ vector, layer: mid, coef: 0.5 }]);
+  const check = (rs: { tokens: Int32Array }[]) => {
+    if (rs.some((r) => r.tokens.length !== TOKENS)) throw new Error("a sequence did not generate the full token count");
+  };
+  return {
+    plain: await timeIt(async () => check(await model.generate(requests, base))),
+    capture: await timeIt(async () => check(await model.generate(requests, { ...base, capture: true }))),
+    captureOne: await timeIt(async () => check(await model.generate(requests, { ...base, capture: true, captureLayers: [mid] }))),
+    steer: await timeIt(async () => check(await model.generate(requests, { ...base, steering }))),
+  };
+}
+
+async function benchPeer(parallel: number): Promise<number> {
+  const { getLlama, LlamaLogLevel } = await loadPeer();
+  const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath });
+  const context = await model.createContext({ sequences: parallel, contextSize: parallel * 256, threads: THREADS, batchSize: 512 });
+  const prompt = model.tokenize(PROMPT);
+  const sequences = Array.from({ length: parallel }, () => context.getSequence());
+  const runOnce = async () => {
+    await Promise.all(
+      sequences.map(async (seq, i) => {
+        await seq.clearHistory();
+        let n = 0;
+        for await (const _t of seq.evaluate(prompt, { temperature: 0 })) {
+          if (++n >= TOKENS) break;
+        }
+        if (n !== TOKENS) throw new Error(`peer sequence ${i} stopped after ${n} tokens`);
+      }),
+    );
+  };
+  const t = await timeIt(runOnce);
+  await context.dispose();
+  await model.dispose();
+  await llama.dispose();
+  return t;
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(modelPath)) {
+    mkdirSync(cacheDir, { recursive: true });
+    console.error(`writing ${randomModelParamCount(MODEL_CFG) / 1e6}M-parameter benchmark model to ${modelPath} ...`);
+    await writeSyntheticModel(modelPath, MODEL_CFG);
+  }
+  console.log(
+    `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, median of ${REPEATS}`,
+  );
+  for (const parallel of PARALLEL) {
+    const total = parallel * TOKENS;
+    const ours = await benchOurs(parallel);
+    const peer = await benchPeer(parallel);
+    const tps = (t: number) => (total / t).toFixed(1).padStart(8);
+    const pct = (t: number) => `${((t / ours.plain - 1) * 100).toFixed(1)}%`;
+    console.log(`\n${parallel} sequence(s) decoded together`);
+    console.log(`  persona-vectors                 ${tps(ours.plain)} tok/s`);
+    console.log(`  + capture, all ${MODEL_CFG.nLayer + 1} layers       ${tps(ours.capture)} tok/s   overhead ${pct(ours.capture)} (goal ≤ 5%)`);
+    console.log(`  + capture, one layer            ${tps(ours.captureOne)} tok/s   overhead ${pct(ours.captureOne)}`);
+    console.log(`  + steering, one vector          ${tps(ours.steer)} tok/s   overhead ${pct(ours.steer)}`);
+    console.log(`  node-llama-cpp 3.21.1 (peer)    ${tps(peer)} tok/s`);
+    console.log(`  throughput vs peer: ${(peer / ours.plain).toFixed(2)}×   (goal ≥ 0.95×)`);
+  }
+}
+
+await main();
