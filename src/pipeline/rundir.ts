@@ -1,0 +1,210 @@
+/**
+ * Run directories (spec §3): `run.json` (kind, config, its hash, model fingerprint, versions),
+ * append-only JSONL record logs written as each item finishes (fsync'd), and final artefacts
+ * written atomically. Opening an existing directory resumes it: finished records are loaded and
+ * never redone; a different configuration is refused unless the caller says to start over.
+ */
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, open, readFile, rename, rm, type FileHandle } from "node:fs/promises";
+import path from "node:path";
+import { PersonaError } from "../errors.js";
+import { toolVersion } from "../vectors/format.js";
+import { writeFileAtomic } from "../vectors/safetensors.js";
+
+export interface RunInfo {
+  kind: string;
+  config: unknown;
+  config_hash: string;
+  tool_version: string;
+  node_version: string;
+  created_at: string;
+  resumed_at?: string[];
+}
+
+/** Stable JSON (sorted keys) so a config's hash does not depend on property order. */
+export function stableStringify(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableStringify).join(",")}]`;
+  if (v && typeof v === "object") {
+    const entries = Object.entries(v as Record<string, unknown>)
+      .filter(([, x]) => x !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    return `{${entries.map(([k, x]) => `${JSON.stringify(k)}:${stableStringify(x)}`).join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export function hashOf(v: unknown): string {
+  return createHash("sha256").update(stableStringify(v)).digest("hex").slice(0, 16);
+}
+
+/**
+ * A cheap, stable fingerprint of a (possibly multi-GB) model file: sha256 over its size and its
+ * first and last 8 MiB. Identifies the file a run or a vectors file came from.
+ */
+export async function fingerprintFile(file: string): Promise<string> {
+  const fh = await open(file, "r");
+  try {
+    const { size } = await fh.stat();
+    const chunk = 8 * 1024 * 1024;
+    const h = createHash("sha256").update(String(size));
+    const read = async (pos: number, len: number) => {
+      const buf = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(buf, 0, len, pos);
+      h.update(buf.subarray(0, bytesRead));
+    };
+    await read(0, Math.min(chunk, size));
+    if (size > chunk) await read(Math.max(chunk, size - chunk), Math.min(chunk, size - chunk));
+    return `sha256-ends:${h.digest("hex").slice(0, 32)}`;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** An append-only JSONL log of keyed records; a torn last line (crash mid-write) is dropped. */
+export class RecordLog<T> {
+  private readonly byKey = new Map<string, T>();
+  private fh: FileHandle | undefined;
+  private pending = 0;
+
+  private constructor(
+    readonly file: string,
+    private readonly syncEvery: number,
+  ) {}
+
+  static async open<T>(file: string, syncEvery = 1): Promise<RecordLog<T>> {
+    const log = new RecordLog<T>(file, syncEvery);
+    let text = "";
+    try {
+      text = await readFile(file, "utf8");
+    } catch {
+      // a new log
+    }
+    const lines = text.split("\n");
+    const complete = text.endsWith("\n") ? lines.slice(0, -1) : lines.slice(0, -1); // last piece is "" or torn
+    for (const [i, line] of complete.entries()) {
+      if (line.trim() === "") continue;
+      let rec: { key: string; value: T };
+      try {
+        rec = JSON.parse(line);
+      } catch {
+        throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is corrupt (not JSON); remove the line or the run directory`);
+      }
+      log.byKey.set(rec.key, rec.value);
+    }
+    if (!text.endsWith("\n") && text.length > 0) {
+      // Rewrite without the torn tail so appends start on a clean line.
+      const clean = complete.map((l) => `${l}\n`).join("");
+      await writeFileAtomic(file, new TextEncoder().encode(clean));
+    }
+    log.fh = await open(file, "a");
+    return log;
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  has(key: string): boolean {
+    return this.byKey.has(key);
+  }
+
+  get(key: string): T | undefined {
+    return this.byKey.get(key);
+  }
+
+  entries(): IterableIterator<[string, T]> {
+    return this.byKey.entries();
+  }
+
+  /** Appends one finished item; durable once the returned promise resolves (fsync every `syncEvery`). */
+  async append(key: string, value: T): Promise<void> {
+    if (!this.fh) throw new PersonaError("E_DISPOSED", `${this.file} is closed`);
+    this.byKey.set(key, value);
+    await this.fh.appendFile(`${JSON.stringify({ key, value })}\n`);
+    if (++this.pending >= this.syncEvery) await this.sync();
+  }
+
+  async sync(): Promise<void> {
+    if (this.fh && this.pending > 0) {
+      this.pending = 0;
+      await this.fh.sync();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (!this.fh) return;
+    await this.sync();
+    await this.fh.close();
+    this.fh = undefined;
+  }
+}
+
+export interface OpenRunOptions {
+  /** Discard an existing run with a different configuration instead of refusing. Defaults to false. */
+  restart?: boolean;
+}
+
+export class RunDir {
+  private constructor(
+    readonly dir: string,
+    readonly info: RunInfo,
+    readonly resumed: boolean,
+  ) {}
+
+  /** Creates or resumes `dir` for a run of `kind` with `config`. */
+  static async open(dir: string, kind: string, config: unknown, opts: OpenRunOptions = {}): Promise<RunDir> {
+    const runFile = path.join(dir, "run.json");
+    const configHash = hashOf(config);
+    if (existsSync(runFile)) {
+      let prev: RunInfo;
+      try {
+        prev = JSON.parse(await readFile(runFile, "utf8")) as RunInfo;
+      } catch {
+        throw new PersonaError("E_BAD_FORMAT", `${runFile} is not valid JSON`);
+      }
+      if (prev.kind === kind && prev.config_hash === configHash) {
+        const info = { ...prev, resumed_at: [...(prev.resumed_at ?? []), new Date().toISOString()] };
+        await writeFileAtomic(runFile, new TextEncoder().encode(`${JSON.stringify(info, null, 2)}\n`));
+        return new RunDir(dir, info, true);
+      }
+      if (!opts.restart) {
+        throw new PersonaError(
+          "E_CONFIG_MISMATCH",
+          `${dir} holds a ${prev.kind} run with another configuration (${prev.config_hash} ≠ ${configHash}); ` +
+            `use another --out, or --restart to discard it`,
+        );
+      }
+      // Keep the old run aside rather than deleting what may be hours of work.
+      const aside = `${dir.replace(/[\\/]+$/, "")}.old-${Date.now()}`;
+      await rename(dir, aside);
+    }
+    await mkdir(dir, { recursive: true });
+    const info: RunInfo = {
+      kind,
+      config,
+      config_hash: configHash,
+      tool_version: toolVersion(),
+      node_version: process.version,
+      created_at: new Date().toISOString(),
+    };
+    await writeFileAtomic(runFile, new TextEncoder().encode(`${JSON.stringify(info, null, 2)}\n`));
+    return new RunDir(dir, info, false);
+  }
+
+  path(name: string): string {
+    return path.join(this.dir, name);
+  }
+
+  records<T>(name: string, syncEvery = 1): Promise<RecordLog<T>> {
+    return RecordLog.open<T>(this.path(name), syncEvery);
+  }
+
+  async writeArtifact(name: string, data: Uint8Array | string): Promise<void> {
+    await writeFileAtomic(this.path(name), typeof data === "string" ? new TextEncoder().encode(data) : data);
+  }
+
+  async removeArtifact(name: string): Promise<void> {
+    await rm(this.path(name), { force: true });
+  }
+}
