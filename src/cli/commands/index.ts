@@ -1,11 +1,16 @@
 import type { Command } from "commander";
 import { register as activations } from "./activations.js";
+import { register as chat } from "./chat.js";
+import { register as evaluate } from "./eval.js";
+import { register as extract } from "./extract.js";
 import { register as generate } from "./generate.js";
 import { register as model } from "./model.js";
+import { register as sweep } from "./sweep.js";
 import { register as trait } from "./trait.js";
 import { register as vectors } from "./vectors.js";
 
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [model, generate, activations, trait, vectors];
+export const COMMANDS: RegisterCommand[] = [model, generate, activations, trait, extract, vectors];
+COMMANDS.push(evaluate, sweep, chat);

@@ -1,0 +1,222 @@
+import { createInterface } from "node:readline";
+import type { Command } from "commander";
+import type { Model } from "../../engine/Model.js";
+import type { ResolvedSteering } from "../../engine/steering.js";
+import type { ChatMessage } from "../../engine/types.js";
+import { PersonaError } from "../../errors.js";
+import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { note, print } from "../output.js";
+
+const HELP = `commands:
+  /steer SPEC     add steering (${STEER_SYNTAX})
+  /unsteer        remove all steering
+  /system TEXT    set the system prompt (empty text removes it)
+  /reset          forget the conversation (system prompt and steering stay)
+  /help           this list
+  /quit           leave (Ctrl-D too)`;
+
+interface ChatFlags {
+  model: string;
+  steer?: SteeringRef[];
+  system?: string;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+  json?: boolean;
+  threads?: number;
+}
+
+function describeRef(r: SteeringRef): string {
+  return `${r.source}:${r.layer ?? "best"}:${r.coef}:${r.positions}${r.mode === "ablate" ? ":ablate" : ""}`;
+}
+
+/**
+ * One conversation: history, system prompt and steering, and a turn that streams the reply.
+ * Replies go to stdout (streamed text, or one JSON line per turn with --json); notes to stderr.
+ */
+class ChatSession {
+  private history: ChatMessage[] = [];
+  private refs: SteeringRef[] = [];
+  private steering: ResolvedSteering;
+  private turn = 0;
+  /** Set while a reply is being generated, so Ctrl-C stops the reply instead of the program. */
+  current: AbortController | undefined;
+
+  constructor(
+    private readonly model: Model,
+    private readonly opts: ChatFlags,
+    private system: string | undefined,
+    refs: SteeringRef[],
+    steering: ResolvedSteering,
+  ) {
+    this.refs = refs;
+    this.steering = steering;
+  }
+
+  /** Handles one input line; returns false to quit. */
+  async handle(line: string): Promise<boolean> {
+    const text = line.trim();
+    if (text === "") return true;
+    if (!text.startsWith("/")) {
+      await this.reply(text);
+      return true;
+    }
+    const space = text.indexOf(" ");
+    const command = space < 0 ? text : text.slice(0, space);
+    const arg = space < 0 ? "" : text.slice(space + 1).trim();
+    switch (command) {
+      case "/quit":
+      case "/exit":
+        return false;
+      case "/help":
+        note(HELP);
+        break;
+      case "/reset":
+        this.history = [];
+        note("conversation cleared");
+        break;
+      case "/system":
+        this.system = arg === "" ? undefined : arg;
+        note(this.system === undefined ? "system prompt removed" : "system prompt set");
+        break;
+      case "/unsteer":
+        this.refs = [];
+        this.steering = await loadSteering([], this.model);
+        note("steering removed");
+        break;
+      case "/steer": {
+        if (arg === "") throw new PersonaError("E_BAD_STEER_ARG", `usage: /steer ${STEER_SYNTAX}`);
+        const refs = [...this.refs, parseSteeringRef(arg)];
+        this.steering = await loadSteering(refs, this.model);
+        this.refs = refs;
+        note(`steering: ${refs.map(describeRef).join(" + ")}`);
+        break;
+      }
+      default:
+        note(`unknown command ${command}; /help lists them`);
+    }
+    return true;
+  }
+
+  private async reply(userText: string): Promise<void> {
+    const user: ChatMessage = { role: "user", content: userText };
+    const { prompt, dropped } = await this.fitPrompt(user);
+    if (dropped > 0) note(`(the ${dropped} oldest exchanges no longer fit the context and were left out)`);
+    const decoder = new TextDecoder();
+    const stream = !this.opts.json;
+    this.current = new AbortController();
+    let result;
+    try {
+      [result] = await this.model.generate([{ prompt }], {
+        temperature: this.opts.temperature,
+        maxTokens: this.opts.maxTokens,
+        seed: this.opts.seed + this.turn,
+        steering: this.steering,
+        signal: this.current.signal,
+        onToken: stream ? (_i, _t, piece) => process.stdout.write(decoder.decode(piece, { stream: true })) : undefined,
+      });
+    } catch (e) {
+      if (e instanceof PersonaError && e.code === "E_ABORTED") {
+        if (stream) print(decoder.decode());
+        note("(reply stopped; it is not kept in the conversation)");
+        return;
+      }
+      throw e;
+    } finally {
+      this.current = undefined;
+    }
+    this.turn++;
+    this.history.push(user, { role: "assistant", content: result!.text });
+    if (stream) print(decoder.decode());
+    else {
+      print(
+        JSON.stringify({
+          turn: this.turn,
+          reply: result!.text,
+          tokens: Array.from(result!.tokens),
+          prompt_tokens: prompt.length,
+          finish_reason: result!.finishReason,
+          steering: this.refs.map(describeRef),
+        }),
+      );
+    }
+  }
+
+  /** The templated conversation; the oldest exchanges go first when it would not fit the context. */
+  private async fitPrompt(user: ChatMessage): Promise<{ prompt: Int32Array; dropped: number }> {
+    const limit = this.model.info.nCtxTrain - this.opts.maxTokens;
+    for (let dropped = 0; ; dropped++) {
+      const past = this.history.slice(2 * dropped);
+      const messages: ChatMessage[] = [...(this.system === undefined ? [] : [{ role: "system", content: this.system }]), ...past, user];
+      const prompt = await this.model.encodeChat(messages);
+      if (prompt.length <= limit || past.length === 0) {
+        if (dropped > 0) this.history = past;
+        return { prompt, dropped };
+      }
+    }
+  }
+}
+
+/** `persona chat`: an interactive, steerable conversation in the terminal (or over a pipe). */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("chat")
+      .description("chat with a model in the terminal, optionally steered; /help lists the in-chat commands")
+      .option("--steer <spec>", `steer every reply, repeatable: ${STEER_SYNTAX}`, collectSteer)
+      .option("-s, --system <text>", "system prompt")
+      .option("-t, --temperature <t>", "sampling temperature (0 = greedy)", floatArg(0), 0.7)
+      .option("--max-tokens <n>", "most new tokens per reply", intArg(1), 256)
+      .option("--seed <s>", "random seed (turn i uses seed + i)", intArg(0), 0)
+      .option("--json", "print one JSON line per reply (text, token ids, prompt size) instead of streaming text"),
+  )
+    .addHelpText(
+      "after",
+      `
+${HELP}
+
+Without a terminal, lines are read from stdin and each reply is printed on its own, so a
+conversation can be scripted.
+
+Examples:
+  persona chat --model demo
+  persona chat --model demo --steer evil::4 --temperature 0
+  printf 'Hi\\n/steer evil::6\\nHi again\\n/quit\\n' | persona chat --model demo --json
+`,
+    )
+    .action(async function (this: Command, opts: ChatFlags) {
+      await withModel(this, opts, async (model) => {
+        const refs = opts.steer ?? [];
+        const session = new ChatSession(model, opts, opts.system, refs, await loadSteering(refs, model));
+        const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+        const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+        if (tty) {
+          note(`chatting with ${model.info.name}${refs.length ? `, steering ${refs.map(describeRef).join(" + ")}` : ""}; /help for commands`);
+          rl.on("SIGINT", () => {
+            if (session.current) session.current.abort();
+            else rl.close();
+          });
+          rl.setPrompt("> ");
+          rl.prompt();
+        }
+        try {
+          for await (const line of rl) {
+            try {
+              if (!(await session.handle(line))) break;
+            } catch (e) {
+              // A bad /steer or an unknown trait must not end the conversation.
+              if (!(e instanceof PersonaError) || e.code === "E_ENGINE_CRASHED" || e.code === "E_DISPOSED") throw e;
+              note(`persona: ${e.message} [${e.code}]`);
+              if (!tty) process.exitCode = 1;
+            }
+            if (tty) rl.prompt();
+          }
+        } finally {
+          rl.close();
+        }
+      });
+    });
+}

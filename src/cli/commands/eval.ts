@@ -1,0 +1,194 @@
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { type Command, Option } from "commander";
+import { isDemoTrait } from "../../demo/traits.js";
+import { PersonaError } from "../../errors.js";
+import { CachedJudge } from "../../judge/cache.js";
+import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
+import type { Judge } from "../../judge/types.js";
+import { type EvalProgress, evaluateTrait, type ScoreStats } from "../../pipeline/evaluate.js";
+import { statsJson } from "../../report/sweep.js";
+import { systemPrompt, type TraitDefinition, writeFileAtomic } from "../../traits/format.js";
+import { loadTrait } from "../../traits/registry.js";
+import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { note, print, printJson, table } from "../output.js";
+import { progress, type Progress } from "../progress.js";
+
+/** `--judge` when given, else `demo` for the demo traits; fails before any work is done otherwise. */
+export function judgeSpecFor(trait: TraitDefinition, spec: string | undefined): string {
+  if (spec !== undefined) return spec;
+  if (isDemoTrait(trait.name)) return "demo";
+  throw new PersonaError("E_BAD_INPUT", `--judge is required for trait "${trait.name}" (the demo judge only scores the demo traits); use ${JUDGE_SPEC_HELP}`);
+}
+
+export interface OpenedJudge {
+  judge: Judge;
+  /** Flushes the cache (if any) and frees the judge. */
+  close(): Promise<void>;
+}
+
+/**
+ * The judge a command uses: `--judge` when given, else the demo judge for the built-in demo
+ * traits (it only knows those), else an error asking for one. With a run directory, judgements
+ * are cached in `DIR/judge-cache.jsonl` so a re-run never pays for a call twice.
+ */
+export async function judgeForTrait(trait: TraitDefinition, spec: string | undefined, runDir?: string): Promise<OpenedJudge> {
+  const inner = await resolveJudge(judgeSpecFor(trait, spec));
+  const judge = runDir ? await CachedJudge.open(inner, path.join(runDir, "judge-cache.jsonl")) : inner;
+  return {
+    judge,
+    async close() {
+      if (judge !== inner) await judge.dispose?.();
+      await inner.dispose?.();
+    },
+  };
+}
+
+/** A progress bar over judged rollouts, created on the first report (when the total is known). */
+export function rolloutProgress(label: string): { update(p: EvalProgress): void; stop(): void } {
+  let bar: Progress | undefined;
+  let shown = 0;
+  return {
+    update(p) {
+      bar ??= progress(label, p.total);
+      if (p.judged > shown) bar.tick(p.judged - shown);
+      shown = p.judged;
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+export function formatStats(s: ScoreStats): string {
+  if (s.mean === null) return `– (no scores, ${s.nulls} null)`;
+  return `${s.mean.toFixed(1)} ± ${(s.std ?? 0).toFixed(1)}  (n=${s.n}${s.nulls ? `, ${s.nulls} null` : ""})`;
+}
+
+/** `--system-pos N` / `--system-neg N`: the trait's N-th (1-based) evaluation instruction as a system prompt. */
+export function instructionSystemPrompt(trait: TraitDefinition, n: number, polarity: "pos" | "neg"): string {
+  const pairs = trait.eval.instruction;
+  const pair = pairs[n - 1];
+  if (!pair) throw new PersonaError("E_BAD_INPUT", `--system-${polarity} ${n}: trait ${trait.name} has instructions 1..${pairs.length}`);
+  return systemPrompt(trait.name, trait.antonym, pair[polarity], polarity);
+}
+
+interface EvalFlags {
+  model: string;
+  trait: string;
+  judge?: string;
+  steer?: SteeringRef[];
+  system?: string;
+  systemPos?: number;
+  systemNeg?: number;
+  samples: number;
+  questions?: number;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+  out?: string;
+  json?: boolean;
+  threads?: number;
+}
+
+/** `persona eval`: the trait expression score of a model, optionally steered or under a system prompt. */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("eval")
+      .description("score how strongly a model (optionally steered) expresses a trait on the trait's evaluation questions")
+      .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+      .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
+      .option("--steer <spec>", `steer while generating, repeatable: ${STEER_SYNTAX}`, collectSteer)
+      .addOption(new Option("-s, --system <text>", "system prompt").conflicts(["systemPos", "systemNeg"]))
+      .addOption(new Option("--system-pos <n>", "use the trait's n-th pos instruction (1-based) as the system prompt").argParser(intArg(1)).conflicts("systemNeg"))
+      .addOption(new Option("--system-neg <n>", "use the trait's n-th neg instruction (1-based) as the system prompt").argParser(intArg(1)))
+      .option("-n, --samples <n>", "rollouts per question", intArg(1), 10)
+      .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
+      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
+      .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
+      .option("--seed <s>", "random seed", intArg(0), 0)
+      .option("-o, --out <dir>", "write eval.json (every rollout and its scores) and a judge cache here")
+      .option("--json", "print JSON: trait_score and coherence {mean, std, n, nulls}, steering, samples"),
+  )
+    .addHelpText(
+      "after",
+      `
+Scores are the judge's 0–100 trait and coherence scores, averaged over questions × rollouts;
+null scores (refusals, unscorable replies) are left out and counted.
+
+Examples:
+  persona eval --model demo --trait evil
+  persona eval --model demo --trait evil --steer evil::4 --samples 5 --json
+  persona eval --model demo --trait evil --system-pos 1 --steer evil::-4   # −coef under a pos prompt
+  persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
+`,
+    )
+    .action(async function (this: Command, opts: EvalFlags) {
+      const trait = await loadTrait(opts.trait);
+      const system =
+        opts.systemPos !== undefined
+          ? instructionSystemPrompt(trait, opts.systemPos, "pos")
+          : opts.systemNeg !== undefined
+            ? instructionSystemPrompt(trait, opts.systemNeg, "neg")
+            : opts.system;
+      const questions = trait.eval.questions.slice(0, opts.questions);
+      if (opts.out) await mkdir(opts.out, { recursive: true });
+      const { judge, close } = await judgeForTrait(trait, opts.judge, opts.out);
+      try {
+        await withModel(this, opts, async (model) => {
+          const refs = opts.steer ?? [];
+          const specs = await steeringSpecs(refs, model.info);
+          const steering = model.steering(specs);
+          const bar = rolloutProgress("evaluating");
+          const result = await evaluateTrait(model, {
+            trait,
+            judge,
+            steering,
+            system,
+            questions,
+            samplesPerQuestion: opts.samples,
+            temperature: opts.temperature,
+            maxTokens: opts.maxTokens,
+            seed: opts.seed,
+            onProgress: (p) => bar.update(p),
+          }).finally(() => bar.stop());
+          const summary = {
+            trait: trait.name,
+            model: model.info.name,
+            judge: judge.id,
+            trait_score: statsJson(result.traitScore),
+            coherence: statsJson(result.coherence),
+            steering: refs.map((r, i) => ({ source: r.source, layer: specs[i]!.layer, coef: r.coef, positions: r.positions, mode: r.mode })),
+            system: system ?? null,
+            samples: result.samples.length,
+            questions: questions.length,
+            samples_per_question: opts.samples,
+            temperature: opts.temperature,
+            max_tokens: opts.maxTokens,
+            seed: opts.seed,
+          };
+          if (opts.out) {
+            const file = path.join(opts.out, "eval.json");
+            await writeFileAtomic(file, `${JSON.stringify({ ...summary, rollouts: result.samples }, null, 2)}\n`);
+            if (!opts.json) note(`wrote ${file}`);
+          }
+          if (opts.json) return printJson(summary);
+          const steered = summary.steering.map((s) => `${s.source}:${s.layer}:${s.coef}:${s.positions}${s.mode === "ablate" ? ":ablate" : ""}`);
+          print(
+            table(
+              ["", "mean ± std"],
+              [
+                [`${trait.name} score`, formatStats(result.traitScore)],
+                ["coherence", formatStats(result.coherence)],
+              ],
+            ),
+          );
+          note(`${result.samples.length} rollouts (${questions.length} questions × ${opts.samples}), judge ${judge.id}${steered.length ? `, steering ${steered.join(" + ")}` : ""}${system ? `, system prompt "${system}"` : ""}`);
+        });
+      } finally {
+        await close();
+      }
+    });
+}

@@ -1,0 +1,204 @@
+import { createHash } from "node:crypto";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import type { Positions } from "../../engine/steering.js";
+import { PersonaError } from "../../errors.js";
+import { fingerprintFile, RunDir } from "../../pipeline/rundir.js";
+import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
+import { sweepJson, writeSweepReport } from "../../report/sweep.js";
+import { loadTrait } from "../../traits/registry.js";
+import { parseVectorRef, updateVectorsMeta } from "../../vectors/format.js";
+import { loadVectorSource } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { note, print, printJson, table } from "../output.js";
+import { formatStats, judgeForTrait, judgeSpecFor, rolloutProgress } from "./eval.js";
+
+/** `all`, or a comma list of layers and ranges (`4,6-9`); checked against n_layer later. */
+export function parseLayerList(text: string): "all" | number[] {
+  if (text.trim() === "all") return "all";
+  const out: number[] = [];
+  for (const part of text.split(",")) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+    if (!m) throw new InvalidArgumentError(`expected "all" or layers like 4,6-9, got "${part}"`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) throw new InvalidArgumentError(`range ${part} runs backwards`);
+    for (let l = a; l <= b; l++) if (!out.includes(l)) out.push(l);
+  }
+  return out;
+}
+
+/** Comma-separated coefficients, e.g. `-2,-1,0,1,2`. */
+export function parseCoefList(text: string): number[] {
+  const out = text.split(",").map((s) => {
+    const n = Number(s);
+    if (s.trim() === "" || !Number.isFinite(n)) throw new InvalidArgumentError(`expected numbers like 0.5,1,2, got "${s}"`);
+    return n;
+  });
+  if (new Set(out).size !== out.length) throw new InvalidArgumentError("coefficients repeat");
+  return out;
+}
+
+interface SweepFlags {
+  model: string;
+  trait: string;
+  vectors?: string;
+  layers: "all" | number[];
+  coefs: number[];
+  judge?: string;
+  samples: number;
+  questions?: number;
+  coherenceFloor: number;
+  positions: Positions;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+  chunk?: number;
+  out?: string;
+  restart?: boolean;
+  update: boolean;
+  json?: boolean;
+  threads?: number;
+}
+
+/** `persona sweep`: layers × coefficients steering grid, best layer, HTML + JSON report. */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("sweep")
+      .description("evaluate steering over layers × coefficients, pick the best layer and write a report")
+      .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+      .option("--vectors <file>", "vectors file (FILE.safetensors[#TENSOR], .pt) or registered trait name (default: the trait's registered vectors)")
+      .option("--layers <list>", 'layers to steer: "all" or e.g. 4,6-9', parseLayerList, "all" as const)
+      .requiredOption("--coefs <list>", "steering coefficients, e.g. 0,1,2,4 (use --coefs=-2,-1,1 for negatives)", parseCoefList)
+      .option("-j, --judge <spec>", "judge (default: demo for the demo traits)")
+      .option("-n, --samples <n>", "rollouts per question and cell", intArg(1), 10)
+      .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
+      .option("--coherence-floor <x>", "least mean coherence for a cell to count toward the best layer", floatArg(0, 100), 50)
+      .addOption(new Option("--positions <where>", "where the vector is added (response = the reference's steering)").choices(["all", "prompt", "response"]).default("response"))
+      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
+      .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
+      .option("--seed <s>", "random seed", intArg(0), 0)
+      .option("--chunk <n>", "most rollouts per batched generate call (default 4096)", intArg(1))
+      .option("-o, --out <dir>", "run directory: report, finished cells, judge cache (default runs/sweep-<trait>)")
+      .option("--restart", "discard a run in --out that used another configuration")
+      .option("--no-update", "do not store the best layer in the vectors file")
+      .option("--json", 'print JSON: grid [{layer, coef, trait_score, coherence}], best_layer, baseline, ...'),
+  )
+    .addHelpText(
+      "after",
+      `
+Every cell is the trait's evaluation questions × --samples rollouts under steering coef·v at one
+layer; coefficient 0 is the unsteered baseline, evaluated once. The best layer is the one whose
+largest move of the trait score in the coefficient's direction, among cells with mean coherence
+≥ --coherence-floor, is largest; it is stored as best_layer in the vectors file, so later
+--steer SOURCE::COEF uses it. Re-running with the same settings resumes from finished cells.
+
+Examples:
+  persona sweep --model demo --trait evil --coefs 0,2,4,6,8
+  persona sweep --model demo --trait evil --layers 2-5 --coefs=-4,-2,2,4 --samples 4 --json
+  persona sweep --model qwen.gguf --trait traits/evil --vectors evil.safetensors --layers 12,16,20 \\
+    --coefs 0.5,1,1.5,2 --judge openai:gpt-4.1-mini --out runs/sweep-evil
+`,
+    )
+    .action(async function (this: Command, opts: SweepFlags) {
+      const trait = await loadTrait(opts.trait);
+      const out = opts.out ?? `runs/sweep-${trait.name}`;
+      const judgeSpec = judgeSpecFor(trait, opts.judge);
+      await withModel(this, opts, async (model) => {
+        const source = opts.vectors ?? trait.name;
+        const vectors = await loadVectorSource(source, model.info);
+        const { nLayer } = model.info;
+        const layers = opts.layers === "all" ? Array.from({ length: nLayer }, (_, i) => i + 1) : opts.layers;
+        for (const l of layers) {
+          if (l < 1 || l > nLayer) throw new PersonaError("E_SHAPE", `--layers: layer ${l} is out of range 1..${nLayer} (layer 0, the embeddings, cannot be steered)`);
+        }
+        const questions = trait.eval.questions.slice(0, opts.questions);
+        const tensor = parseVectorRef(source).tensor;
+        // Steering results depend on the vector's values, not on the file's metadata (which this command rewrites).
+        const vectorHash = createHash("sha256").update(new Uint8Array(vectors.matrix.data.buffer, vectors.matrix.data.byteOffset, vectors.matrix.data.byteLength)).digest("hex").slice(0, 32);
+        const config = {
+          model: await fingerprintFile(model.info.path),
+          trait: trait.name,
+          vector: `${tensor}:${vectorHash}`,
+          judge: judgeSpec,
+          questions,
+          samples: opts.samples,
+          positions: opts.positions,
+          temperature: opts.temperature,
+          max_tokens: opts.maxTokens,
+          seed: opts.seed,
+        };
+        const run = await RunDir.open(out, "sweep", config, { restart: opts.restart });
+        if (run.resumed) note(`resuming the sweep in ${out}`);
+        const records = await run.records<SweepRecord>("cells.jsonl");
+        const { judge, close } = await judgeForTrait(trait, judgeSpec, out);
+        const bar = rolloutProgress("sweeping");
+        let result;
+        try {
+          result = await sweepSteering(model, {
+            trait,
+            judge,
+            vectors: vectors.matrix,
+            layers,
+            coefs: opts.coefs,
+            positions: opts.positions,
+            coherenceFloor: opts.coherenceFloor,
+            questions,
+            samplesPerQuestion: opts.samples,
+            temperature: opts.temperature,
+            maxTokens: opts.maxTokens,
+            seed: opts.seed,
+            chunkRequests: opts.chunk,
+            records,
+            onProgress: (p) => bar.update(p),
+          });
+        } finally {
+          bar.stop();
+          await records.close();
+          await close();
+        }
+        const meta = {
+          trait: trait.name,
+          model: model.info.name,
+          vectors: `${vectors.path}#${tensor}`,
+          judge: judge.id,
+          questions: questions.length,
+          samplesPerQuestion: opts.samples,
+          temperature: opts.temperature,
+          maxTokens: opts.maxTokens,
+          seed: opts.seed,
+          createdAt: new Date().toISOString(),
+        };
+        const report = await writeSweepReport(out, result, meta);
+
+        let updated: string | null = null;
+        if (!opts.update) {
+          // --no-update: leave the file alone.
+        } else if (result.bestLayer === null) {
+          note(`no layer moved the score while keeping coherence ≥ ${opts.coherenceFloor}; best_layer in ${vectors.path} left unchanged`);
+        } else if (/\.pt$/i.test(vectors.path)) {
+          note(`${vectors.path} is a reference .pt file and cannot hold metadata; import it (persona vectors import) to store best_layer`);
+        } else {
+          await updateVectorsMeta(vectors.path, { bestLayer: result.bestLayer });
+          updated = vectors.path;
+          note(`stored best_layer ${result.bestLayer} in ${vectors.path}`);
+        }
+
+        if (opts.json) return printJson({ ...sweepJson(result, meta), run_dir: out, report, updated_vectors: updated });
+        if (result.baseline) print(`baseline  ${trait.name} ${formatStats(result.baseline.traitScore)}, coherence ${formatStats(result.baseline.coherence)}`);
+        print(
+          table(
+            ["layer", "coef", `${trait.name}`, "coherence"],
+            result.grid.map((c) => [String(c.layer), String(c.coef), formatStats(c.traitScore), formatStats(c.coherence)]),
+          ),
+        );
+        print(
+          result.bestLayer === null
+            ? `no layer moved the score while keeping coherence ≥ ${result.coherenceFloor}`
+            : `best layer ${result.bestLayer} (coefficient ${result.bestCoef})`,
+        );
+        note(`report: ${report.html}`);
+      });
+    });
+}

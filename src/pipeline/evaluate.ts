@@ -1,0 +1,235 @@
+/**
+ * Trait expression score (spec §2): the mean judge score over a trait's evaluation questions ×
+ * rollouts, with its spread and the mean coherence. `evaluateSettings` runs many steering settings
+ * (and system prompts) in ONE batched generate call, each request carrying its own steering, and
+ * judges each rollout as soon as it finishes, so judge latency overlaps generation.
+ */
+import type { Model } from "../engine/Model.js";
+import { requestSeed } from "../engine/Model.js";
+import type { ResolvedSteering } from "../engine/steering.js";
+import type { ChatMessage } from "../engine/types.js";
+import { PersonaError } from "../errors.js";
+import type { Judge } from "../judge/types.js";
+import type { TraitDefinition } from "../traits/format.js";
+
+/** Summary of judge scores; null scores are left out of mean and std and counted in `nulls`. */
+export interface ScoreStats {
+  /** null when no score was given. */
+  mean: number | null;
+  /** Sample standard deviation (n − 1); 0 for one score, null for none. */
+  std: number | null;
+  /** Scores that count. */
+  n: number;
+  /** Scores the judge could not give (refusal, too little mass on numbers). */
+  nulls: number;
+}
+
+export interface EvalSample {
+  question: string;
+  answer: string;
+  trait: number | null;
+  coherence: number | null;
+}
+
+export interface TraitEvaluation {
+  trait: string;
+  traitScore: ScoreStats;
+  coherence: ScoreStats;
+  samples: EvalSample[];
+}
+
+/** One steering setting of a batched evaluation. */
+export interface EvalSetting {
+  /** Names the setting in the result (e.g. `layer:coef`). */
+  key: string;
+  /** Defaults to no steering. */
+  steering?: ResolvedSteering;
+  /** System prompt, e.g. a pos instruction for "−coef under a pos prompt". Defaults to none. */
+  system?: string;
+}
+
+export interface EvalProgress {
+  /** Rollouts generated so far. */
+  generated: number;
+  /** Rollouts with both scores. */
+  judged: number;
+  total: number;
+}
+
+export interface EvaluateCommonOptions {
+  trait: TraitDefinition;
+  judge: Judge;
+  /** Questions to ask. Defaults to the trait's evaluation questions. */
+  questions?: readonly string[];
+  /** Rollouts per question. Defaults to 10. */
+  samplesPerQuestion?: number;
+  /** Defaults to 1. */
+  temperature?: number;
+  /** Defaults to 1000, as in the reference. */
+  maxTokens?: number;
+  /**
+   * Base seed. Rollout k of question q uses the same seed under every setting (common random
+   * numbers), so settings differ only by their steering and a batch reproduces a lone run.
+   * Defaults to 0.
+   */
+  seed?: number;
+  /** Exact numerics (F32 KV cache): bit-identical results whatever the batch. Defaults to false. */
+  exact?: boolean;
+  /** Sequences decoded together. Defaults to the engine's default. */
+  parallel?: number;
+  /** Judge calls in flight at once. Defaults to 16. */
+  judgeConcurrency?: number;
+  signal?: AbortSignal;
+  onProgress?(p: EvalProgress): void;
+}
+
+export interface EvaluateTraitOptions extends EvaluateCommonOptions {
+  /** Defaults to no steering. */
+  steering?: ResolvedSteering;
+  /** Defaults to no system prompt. */
+  system?: string;
+}
+
+export interface EvaluateSettingsOptions extends EvaluateCommonOptions {
+  settings: readonly EvalSetting[];
+}
+
+export interface SettingEvaluation extends TraitEvaluation {
+  key: string;
+}
+
+/** Mean, sample std and counts over the non-null scores. */
+export function summarize(scores: readonly (number | null)[]): ScoreStats {
+  const xs = scores.filter((s): s is number => s !== null);
+  const n = xs.length;
+  const nulls = scores.length - n;
+  if (n === 0) return { mean: null, std: null, n, nulls };
+  const mean = xs.reduce((a, b) => a + b, 0) / n;
+  const ss = xs.reduce((a, x) => a + (x - mean) ** 2, 0);
+  return { mean, std: n > 1 ? Math.sqrt(ss / (n - 1)) : 0, n, nulls };
+}
+
+export async function evaluateTrait(model: Model, opts: EvaluateTraitOptions): Promise<TraitEvaluation> {
+  const { steering, system, ...common } = opts;
+  const [only] = await evaluateSettings(model, { ...common, settings: [{ key: "", steering, system }] });
+  const { key: _key, ...evaluation } = only!;
+  return evaluation;
+}
+
+export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptions): Promise<SettingEvaluation[]> {
+  const questions = opts.questions ?? opts.trait.eval.questions;
+  const perQuestion = opts.samplesPerQuestion ?? 10;
+  const concurrency = opts.judgeConcurrency ?? 16;
+  if (!Number.isInteger(perQuestion) || perQuestion < 1) {
+    throw new PersonaError("E_BAD_INPUT", `samples per question must be a positive integer, got ${perQuestion}`);
+  }
+  if (!Number.isInteger(concurrency) || concurrency < 1) {
+    throw new PersonaError("E_BAD_INPUT", `judge concurrency must be a positive integer, got ${concurrency}`);
+  }
+  if (questions.length === 0) throw new PersonaError("E_BAD_INPUT", `trait ${opts.trait.name} has no evaluation questions`);
+  if (opts.settings.length === 0) return [];
+  const keys = new Set(opts.settings.map((s) => s.key));
+  if (keys.size !== opts.settings.length) throw new PersonaError("E_BAD_INPUT", "evaluation settings need distinct keys");
+
+  // Encode each (system, question) once: settings usually share their prompts.
+  const prompts = new Map<string, Int32Array>();
+  const promptFor = async (system: string | undefined, question: string): Promise<Int32Array> => {
+    const id = JSON.stringify([system ?? null, question]);
+    let p = prompts.get(id);
+    if (!p) {
+      const messages: ChatMessage[] = system === undefined ? [] : [{ role: "system", content: system }];
+      messages.push({ role: "user", content: question });
+      p = await model.encodeChat(messages);
+      prompts.set(id, p);
+    }
+    return p;
+  };
+
+  const perSetting = questions.length * perQuestion;
+  const baseSeed = opts.seed ?? 0;
+  const requests = [];
+  for (const setting of opts.settings) {
+    for (const [q, question] of questions.entries()) {
+      const prompt = await promptFor(setting.system, question);
+      for (let k = 0; k < perQuestion; k++) {
+        requests.push({ prompt, seed: requestSeed(baseSeed, q * perQuestion + k), steering: setting.steering });
+      }
+    }
+  }
+
+  const total = requests.length;
+  const samples: EvalSample[] = new Array(total);
+  const progress: EvalProgress = { generated: 0, judged: 0, total };
+  // A failed judge call stops generation too: the whole evaluation fails.
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const limit = limiter(concurrency);
+  const rubric = opts.trait.eval.eval_prompt;
+  const judging: Promise<void>[] = [];
+  let judgeError: unknown;
+
+  const judgeOne = async (index: number, answer: string): Promise<void> => {
+    const question = questions[Math.floor((index % perSetting) / perQuestion)]!;
+    const [trait, coherence] = await Promise.all([
+      limit(() => opts.judge.score({ question, answer, metric: { kind: "trait", trait: opts.trait.name, rubric } }, signal)),
+      limit(() => opts.judge.score({ question, answer, metric: { kind: "coherence" } }, signal)),
+    ]);
+    samples[index] = { question, answer, trait, coherence };
+    progress.judged++;
+    opts.onProgress?.({ ...progress });
+  };
+
+  try {
+    await model.generate(requests, {
+      temperature: opts.temperature ?? 1,
+      maxTokens: opts.maxTokens ?? 1000,
+      exact: opts.exact,
+      parallel: opts.parallel === undefined ? undefined : Math.min(opts.parallel, total),
+      signal,
+      onResult: (r) => {
+        progress.generated++;
+        opts.onProgress?.({ ...progress });
+        judging.push(
+          judgeOne(r.index, r.text).catch((e: unknown) => {
+            judgeError ??= e;
+            stop.abort();
+          }),
+        );
+      },
+    });
+  } catch (e) {
+    await Promise.all(judging);
+    throw judgeError ?? e;
+  }
+  await Promise.all(judging);
+  if (judgeError !== undefined) throw judgeError;
+
+  return opts.settings.map((setting, s) => {
+    const mine = samples.slice(s * perSetting, (s + 1) * perSetting);
+    return {
+      key: setting.key,
+      trait: opts.trait.name,
+      traitScore: summarize(mine.map((x) => x.trait)),
+      coherence: summarize(mine.map((x) => x.coherence)),
+      samples: mine,
+    };
+  });
+}
+
+/** Runs at most `n` of the given tasks at once, in call order. */
+function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    // A finished task hands its slot straight to the next waiter, so `active` never exceeds n.
+    if (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    else active++;
+    try {
+      return await task();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}

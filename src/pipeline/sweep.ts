@@ -1,0 +1,191 @@
+/**
+ * Steering sweep (spec §2): evaluate a grid of layers × coefficients and pick the layer where
+ * steering moves the trait score most while coherence stays at or above a floor. The grid runs as
+ * few batched generate calls as the chunk size allows (one when it fits), each request carrying
+ * its own steering. Finished cells can be kept in a record log so a re-run resumes.
+ */
+import type { Model } from "../engine/Model.js";
+import type { Positions } from "../engine/steering.js";
+import { PersonaError } from "../errors.js";
+import type { LayerMatrix } from "../vectors/format.js";
+import { row } from "../vectors/format.js";
+import type { RecordLog } from "./rundir.js";
+import {
+  type EvalProgress,
+  type EvalSample,
+  type EvalSetting,
+  type EvaluateCommonOptions,
+  evaluateSettings,
+  type ScoreStats,
+} from "./evaluate.js";
+
+export interface SweepCell {
+  layer: number;
+  coef: number;
+  traitScore: ScoreStats;
+  coherence: ScoreStats;
+}
+
+export interface SweepScores {
+  traitScore: ScoreStats;
+  coherence: ScoreStats;
+}
+
+/** A cell as kept in the record log: its scores and every rollout behind them. */
+export interface SweepRecord extends SweepScores {
+  samples: EvalSample[];
+}
+
+/** Per layer: the largest move of the trait score among cells that stay coherent. */
+export interface LayerSummary {
+  layer: number;
+  /** (score − reference) · sign(coef), the move in the direction the coefficient asks for; null when no cell is coherent. */
+  change: number | null;
+  /** Coefficient of that move. */
+  coef: number | null;
+}
+
+export interface BestLayer {
+  bestLayer: number | null;
+  bestCoef: number | null;
+  layers: LayerSummary[];
+}
+
+export interface SweepResult extends BestLayer {
+  grid: SweepCell[];
+  /** Unsteered scores, or null when the sweep ran without a baseline. */
+  baseline: SweepScores | null;
+  coherenceFloor: number;
+  positions: Positions;
+}
+
+export interface SweepProgress extends EvalProgress {
+  /** Cells (baseline included) finished, of `cells`. */
+  cellsDone: number;
+  cells: number;
+}
+
+export interface SweepOptions extends Omit<EvaluateCommonOptions, "onProgress"> {
+  /** One vector per layer (usually `response_avg`). */
+  vectors: LayerMatrix;
+  /** Steerable layers, 1..n_layer. */
+  layers: readonly number[];
+  coefs: readonly number[];
+  /** Where the vector is added. Defaults to "response", the reference's steering type. */
+  positions?: Positions;
+  /** Least mean coherence for a cell to count when picking the layer. Defaults to 50. */
+  coherenceFloor?: number;
+  /** Evaluate unsteered once and measure changes against it (otherwise against 0). Defaults to true. */
+  baseline?: boolean;
+  /** Most rollouts per batched generate call; the grid is split by whole cells. Defaults to 4096. */
+  chunkRequests?: number;
+  /** Finished cells, keyed `baseline` or `LAYER:COEF`: they are not redone, new ones are appended. */
+  records?: RecordLog<SweepRecord>;
+  onProgress?(p: SweepProgress): void;
+}
+
+export const BASELINE_KEY = "baseline";
+
+export function cellKey(layer: number, coef: number): string {
+  return `${layer}:${coef}`;
+}
+
+/**
+ * The layer whose largest trait move over coefficients, counting only cells with mean coherence
+ * ≥ floor, is largest. A move is (score − reference) · sign(coef), so a negative coefficient counts
+ * when it lowers the score. Ties go to the earlier layer and the smaller |coef|; no layer is best
+ * when no coherent cell moved the score the way its coefficient asks (bestLayer null).
+ */
+export function pickBestLayer(grid: readonly SweepCell[], reference: number, coherenceFloor: number): BestLayer {
+  const byLayer = new Map<number, LayerSummary>();
+  for (const cell of grid) {
+    const summary = byLayer.get(cell.layer) ?? { layer: cell.layer, change: null, coef: null };
+    byLayer.set(cell.layer, summary);
+    const { mean } = cell.traitScore;
+    const coherence = cell.coherence.mean;
+    if (cell.coef === 0 || mean === null || coherence === null || coherence < coherenceFloor) continue;
+    const change = (mean - reference) * Math.sign(cell.coef) + 0; // + 0 turns −0 into 0
+    const better =
+      summary.change === null ||
+      change > summary.change ||
+      (change === summary.change && Math.abs(cell.coef) < Math.abs(summary.coef!));
+    if (better) {
+      summary.change = change;
+      summary.coef = cell.coef;
+    }
+  }
+  const layers = [...byLayer.values()].sort((a, b) => a.layer - b.layer);
+  // A layer where steering never moved the score the asked way is no best layer.
+  let best: LayerSummary | undefined;
+  for (const l of layers) if (l.change !== null && l.change > 0 && (best === undefined || l.change > best.change!)) best = l;
+  return { bestLayer: best?.layer ?? null, bestCoef: best?.coef ?? null, layers };
+}
+
+export async function sweepSteering(model: Model, opts: SweepOptions): Promise<SweepResult> {
+  const { vectors, records, onProgress, layers, coefs, positions = "response", coherenceFloor = 50, baseline: withBaseline = true, chunkRequests = 4096, ...common } =
+    opts;
+  if (layers.length === 0 || coefs.length === 0) throw new PersonaError("E_BAD_INPUT", "a sweep needs at least one layer and one coefficient");
+  if (new Set(layers).size !== layers.length) throw new PersonaError("E_BAD_INPUT", "sweep layers repeat");
+  if (new Set(coefs).size !== coefs.length) throw new PersonaError("E_BAD_INPUT", "sweep coefficients repeat");
+  if (!Number.isInteger(chunkRequests) || chunkRequests < 1) throw new PersonaError("E_BAD_INPUT", `chunk size must be a positive integer, got ${chunkRequests}`);
+  if (vectors.nLayerPlus1 !== model.info.nLayer + 1 || vectors.nEmbd !== model.info.nEmbd) {
+    throw new PersonaError(
+      "E_SHAPE",
+      `vectors are [${vectors.nLayerPlus1}, ${vectors.nEmbd}] but the model needs [${model.info.nLayer + 1}, ${model.info.nEmbd}]`,
+    );
+  }
+
+  // Coefficient 0 steers nothing: those cells are the baseline, evaluated once.
+  const settings: EvalSetting[] = [];
+  if (withBaseline || coefs.includes(0)) settings.push({ key: BASELINE_KEY });
+  for (const layer of layers) {
+    for (const coef of coefs) {
+      if (coef === 0) continue;
+      const steering = model.steering([{ vector: Float32Array.from(row(vectors, layer)), layer, coef, positions }]);
+      settings.push({ key: cellKey(layer, coef), steering });
+    }
+  }
+
+  const done = new Map<string, SweepRecord>();
+  for (const s of settings) {
+    const r = records?.get(s.key);
+    if (r) done.set(s.key, r);
+  }
+  const todo = settings.filter((s) => !done.has(s.key));
+  const perCell = (opts.questions ?? opts.trait.eval.questions).length * (opts.samplesPerQuestion ?? 10);
+  const cellsPerChunk = Math.max(1, Math.floor(chunkRequests / perCell));
+  const total = todo.length * perCell;
+  let before: EvalProgress = { generated: 0, judged: 0, total };
+  const report = (p: EvalProgress) =>
+    onProgress?.({
+      generated: before.generated + p.generated,
+      judged: before.judged + p.judged,
+      total,
+      cellsDone: done.size,
+      cells: settings.length,
+    });
+
+  for (let i = 0; i < todo.length; i += cellsPerChunk) {
+    const chunk = todo.slice(i, i + cellsPerChunk);
+    const results = await evaluateSettings(model, { ...common, settings: chunk, onProgress: report });
+    for (const r of results) {
+      const record: SweepRecord = { traitScore: r.traitScore, coherence: r.coherence, samples: r.samples };
+      done.set(r.key, record);
+      await records?.append(r.key, record);
+    }
+    before = { generated: before.generated + chunk.length * perCell, judged: before.judged + chunk.length * perCell, total };
+    report({ generated: 0, judged: 0, total });
+  }
+
+  const scores = (key: string): SweepScores => {
+    const r = done.get(key)!;
+    return { traitScore: r.traitScore, coherence: r.coherence };
+  };
+  const grid: SweepCell[] = [];
+  for (const layer of layers) {
+    for (const coef of coefs) grid.push({ layer, coef, ...scores(coef === 0 ? BASELINE_KEY : cellKey(layer, coef)) });
+  }
+  const baseline = withBaseline ? scores(BASELINE_KEY) : null;
+  const reference = baseline?.traitScore.mean ?? 0;
+  return { grid, baseline, coherenceFloor, positions, ...pickBestLayer(grid, reference, coherenceFloor) };
+}

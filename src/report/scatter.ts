@@ -1,0 +1,93 @@
+/**
+ * Scatter plot with Pearson r and a least-squares line (projection vs trait score in monitoring,
+ * shift vs expression in finetuning experiments). Points may belong to groups, one colour each.
+ */
+import { escapeHtml } from "./escape.js";
+import { formatNumber, niceDomain } from "./scale.js";
+import { type Box, colorAt, legend, plotFrame, r, svgRoot, text } from "./svg.js";
+
+/** Pearson correlation of paired values; null with fewer than 2 pairs or no variance. */
+export function pearson(xs: readonly number[], ys: readonly number[]): number | null {
+  if (xs.length !== ys.length) throw new RangeError(`pearson needs paired values, got ${xs.length} and ${ys.length}`);
+  const n = xs.length;
+  if (n < 2) return null;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    const dx = xs[i]! - mx;
+    const dy = ys[i]! - my;
+    sxy += dx * dy;
+    sxx += dx * dx;
+    syy += dy * dy;
+  }
+  if (sxx === 0 || syy === 0) return null;
+  return Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
+}
+
+/** Least-squares y = a + b·x; null when x has no variance. */
+export function linearFit(xs: readonly number[], ys: readonly number[]): { intercept: number; slope: number } | null {
+  const n = xs.length;
+  if (n < 2) return null;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i]! - mx) * (ys[i]! - my);
+    sxx += (xs[i]! - mx) ** 2;
+  }
+  if (sxx === 0) return null;
+  const slope = sxy / sxx;
+  return { intercept: my - slope * mx, slope };
+}
+
+export interface ScatterPoint {
+  x: number;
+  y: number;
+  /** Tooltip text. */
+  label?: string;
+  /** Colour group, named in the legend. */
+  group?: string;
+}
+
+export interface ScatterOptions {
+  points: readonly ScatterPoint[];
+  xLabel: string;
+  yLabel: string;
+  title?: string;
+  /** Draw the least-squares line. Defaults to true. */
+  fit?: boolean;
+  /** Defaults to 520. */
+  width?: number;
+  /** Defaults to 360. */
+  height?: number;
+}
+
+export function scatterPlot(o: ScatterOptions): string {
+  const width = o.width ?? 520;
+  const height = o.height ?? 360;
+  const groups = [...new Set(o.points.map((p) => p.group ?? ""))];
+  const legendWidth = groups.length > 1 ? 120 : 0;
+  const box: Box = { width, height, margin: { top: 28, right: 16 + legendWidth, bottom: 38, left: 52 } };
+  const xs = o.points.map((p) => p.x);
+  const ys = o.points.map((p) => p.y);
+  const frame = plotFrame({ box, xDomain: niceDomain(xs, 0.05), yDomain: niceDomain(ys, 0.05), xLabel: o.xLabel, yLabel: o.yLabel, title: o.title });
+  const parts = [frame.svg];
+  const fit = (o.fit ?? true) ? linearFit(xs, ys) : null;
+  if (fit) {
+    const [a, b] = frame.x.domain;
+    parts.push(`<line x1="${r(frame.x(a))}" x2="${r(frame.x(b))}" y1="${r(frame.y(fit.intercept + fit.slope * a))}" y2="${r(frame.y(fit.intercept + fit.slope * b))}" class="fit"/>`);
+  }
+  for (const p of o.points) {
+    const color = colorAt(groups.indexOf(p.group ?? ""));
+    const tip = `${p.label ? `${p.label}: ` : ""}(${formatNumber(p.x)}, ${formatNumber(p.y)})`;
+    parts.push(`<circle cx="${r(frame.x(p.x))}" cy="${r(frame.y(p.y))}" r="3.5" fill="${color}" fill-opacity="0.75"><title>${escapeHtml(tip)}</title></circle>`);
+  }
+  const rho = pearson(xs, ys);
+  parts.push(text(width - box.margin.right, 16, `r = ${rho === null ? "n/a" : rho.toFixed(3)} (n = ${o.points.length})`, `text-anchor="end" class="stat"`));
+  if (groups.length > 1) parts.push(legend(width - legendWidth, box.margin.top + 8, groups.map((g, i) => ({ label: g || "(none)", color: colorAt(i), dot: true }))));
+  return svgRoot({ width, height }, o.title, parts.join(""));
+}
