@@ -1,0 +1,206 @@
+import { mkdir, readFile } from "node:fs/promises";
+import path from "node:path";
+import type { Command } from "commander";
+import { isDemoTrait } from "../../demo/traits.js";
+import { PersonaError } from "../../errors.js";
+import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
+import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
+import { loadTraitFiles } from "../../traits/format.js";
+import { builtinTraitsDir, resolveTraitFiles } from "../../traits/registry.js";
+import { modelVectorsDir } from "../../vectors/registry.js";
+import { writeFileAtomic } from "../../vectors/safetensors.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { print, printJson, table } from "../output.js";
+import { progress, type Progress } from "../progress.js";
+
+interface ExtractFlags {
+  model: string;
+  trait: string;
+  judge?: string;
+  rollouts: number;
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  seed: number;
+  traitThreshold: number;
+  coherenceThreshold: number;
+  parallel?: number;
+  judgeConcurrency: number;
+  restart?: boolean;
+  register?: boolean;
+  out: string;
+  json?: boolean;
+  threads?: number;
+}
+
+const STAGE_LABELS: Record<ExtractStage, string> = { rollouts: "rollouts", judging: "judging ", capture: "capture " };
+const STAGES: readonly ExtractStage[] = ["rollouts", "judging", "capture"];
+
+/**
+ * One bar at a time for overlapping stages: the earliest unfinished stage is shown; a later
+ * stage's bar opens on what is left of it when the earlier one completes.
+ */
+function stageBars(): { update(stage: ExtractStage, done: number, total: number): void; stop(): void } {
+  const seen = new Map<ExtractStage, { done: number; total: number }>();
+  let shown: { stage: ExtractStage; bar: Progress; done: number } | undefined;
+  const front = () => STAGES.find((s) => {
+    const p = seen.get(s);
+    return !p || p.done < p.total;
+  });
+  return {
+    update(stage, done, total) {
+      seen.set(stage, { done, total });
+      const f = front();
+      if (shown && shown.stage !== f) {
+        const p = seen.get(shown.stage)!;
+        shown.bar.tick(p.done - shown.done);
+        shown.bar.stop();
+        shown = undefined;
+      }
+      const p = f && seen.get(f);
+      if (!f || !p) return;
+      if (!shown) shown = { stage: f, bar: progress(STAGE_LABELS[f], p.total - p.done), done: p.done };
+      shown.bar.tick(p.done - shown.done);
+      shown.done = p.done;
+    },
+    stop() {
+      shown?.bar.stop();
+      shown = undefined;
+    },
+  };
+}
+
+/** Built-in demo traits are judged by the demo rubric judge unless told otherwise. */
+async function loadTraitAndDefaultJudge(ref: string): Promise<{ trait: Awaited<ReturnType<typeof loadTraitFiles>>; builtinDemo: boolean }> {
+  const files = await resolveTraitFiles(ref);
+  const trait = await loadTraitFiles(files);
+  const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(builtinTraitsDir());
+  return { trait, builtinDemo };
+}
+
+const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(1));
+
+function report(r: ExtractResult, registered: string | undefined): string {
+  const c = r.counts;
+  const why = [
+    c.nullScore && `${c.nullScore} null score`,
+    c.posTraitLow && `${c.posTraitLow} pos below threshold`,
+    c.negTraitHigh && `${c.negTraitHigh} neg above threshold`,
+    c.incoherent && `${c.incoherent} incoherent`,
+    c.emptyResponse && `${c.emptyResponse} empty reply`,
+  ].filter(Boolean);
+  const lines = [
+    `kept ${c.kept} of ${c.total} pos/neg pairs${c.dropped ? ` (dropped ${c.dropped}: ${why.join(", ")})` : ""}`,
+    "",
+    table(
+      ["", "trait", "coherence", "rollouts"],
+      (["pos", "neg"] as const).map((p) => [p, fmt(r.scores[p].trait), fmt(r.scores[p].coherence), String(r.scores[p].rollouts)]),
+    ),
+    "",
+    `vectors: ${r.vectorsPath}`,
+  ];
+  if (r.timings.newRollouts > 0) {
+    lines.push(`generated ${r.timings.newRollouts} rollouts in ${r.timings.rolloutsSeconds.toFixed(1)} s (${(r.timings.newRollouts / r.timings.rolloutsSeconds).toFixed(1)}/s)`);
+  }
+  if (registered) lines.push(`registered: ${registered} (use --steer ${path.basename(registered, ".safetensors")}::COEF)`);
+  return lines.join("\n");
+}
+
+/** `persona extract`: rollouts, judging, filtering and capture into a vectors file (spec §2). */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("extract")
+      .description("extract persona vectors for a trait: pos/neg rollouts, judge, filter, mean activation difference")
+      .requiredOption("--trait <ref>", "trait name, trait directory or trait file (see `persona trait list`)")
+      .requiredOption("-o, --out <dir>", "run directory (resumed when it holds the same run)")
+      .option("--judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the built-in demo traits)`)
+      .option("--rollouts <n>", "rollouts per pair × question per polarity", intArg(1), 10)
+      .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
+      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
+      .option("--top-p <p>", "nucleus sampling", floatArg(0, 1), 1)
+      .option("--seed <s>", "base seed (each rollout derives its own)", intArg(0), 0)
+      .option("--trait-threshold <x>", "keep a pair when pos trait ≥ x and neg trait < x", floatArg(), 50)
+      .option("--coherence-threshold <x>", "and both coherences ≥ x", floatArg(), 50)
+      .option("--parallel <n>", "sequences generated together (does not change results)", intArg(1))
+      .option("--judge-concurrency <n>", "judge calls in flight at once", intArg(1), 8)
+      .option("--restart", "set aside a run directory with another configuration and start over (judge scores are kept)")
+      .option("--register", "also copy the vectors next to the model so `--steer TRAIT::COEF` finds them")
+      .option("--json", "print {vectors, counts, scores, timings, run_dir} as JSON"),
+  )
+    .addHelpText(
+      "after",
+      `
+The run directory holds run.json, rollouts.jsonl, judgements.jsonl, judge-cache.jsonl, and at the
+end vectors.safetensors and summary.json. Re-running the same command resumes an interrupted run
+without redoing any stored rollout or judgement; a different configuration is refused unless
+--restart is given.
+
+Examples:
+  persona extract --model demo --trait evil --out runs/evil
+  persona extract --model demo --trait evil --rollouts 4 --max-tokens 200 --out runs/evil --register
+  persona extract --model qwen2.5-7b-instruct-q4_k_m.gguf --trait traits/humorous \\
+      --judge openai:gpt-4.1-mini --parallel 32 --out runs/humorous --json
+  persona extract --model m.gguf --trait evil --judge http://localhost:8000/v1#qwen2.5-7b \\
+      --trait-threshold 40 --restart --out runs/evil
+`,
+    )
+    .action(async function (this: Command, opts: ExtractFlags) {
+      const { trait, builtinDemo } = await loadTraitAndDefaultJudge(opts.trait);
+      const spec = opts.judge ?? (builtinDemo ? "demo" : undefined);
+      if (!spec) {
+        throw new PersonaError("E_BAD_INPUT", `--judge is required for trait "${trait.name}" (only the built-in demo traits default to the demo judge); expected ${JUDGE_SPEC_HELP}`);
+      }
+      const judge = await resolveJudge(spec);
+      try {
+        await withModel(this, opts, async (model) => {
+          const bars = stageBars();
+          let result: ExtractResult;
+          try {
+            result = await extractPersonaVectors(model, {
+              trait,
+              judge,
+              runDir: opts.out,
+              rollouts: opts.rollouts,
+              temperature: opts.temperature,
+              topP: opts.topP,
+              maxTokens: opts.maxTokens,
+              seed: opts.seed,
+              traitThreshold: opts.traitThreshold,
+              coherenceThreshold: opts.coherenceThreshold,
+              parallel: opts.parallel,
+              judgeConcurrency: opts.judgeConcurrency,
+              restart: opts.restart,
+              onProgress: (stage, done, total) => bars.update(stage, done, total),
+            });
+          } finally {
+            bars.stop();
+          }
+          let registered: string | undefined;
+          if (opts.register) {
+            const dir = modelVectorsDir(model.info.path);
+            await mkdir(dir, { recursive: true });
+            registered = path.join(dir, `${trait.name}.safetensors`);
+            await writeFileAtomic(registered, await readFile(result.vectorsPath));
+          }
+          if (opts.json) {
+            return printJson({
+              vectors: result.vectorsPath,
+              summary: result.summaryPath,
+              run_dir: result.runDir,
+              resumed: result.resumed,
+              judge: result.judge,
+              counts: result.counts,
+              scores: result.scores,
+              timings: result.timings,
+              ...(registered && { registered }),
+            });
+          }
+          print(report(result, registered));
+        });
+      } finally {
+        await judge.dispose?.();
+      }
+    });
+}

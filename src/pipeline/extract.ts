@@ -1,0 +1,417 @@
+/**
+ * Persona-vector extraction (spec §2): rollouts under pos and neg system prompts, judged for the
+ * trait and for coherence, filtered pair by pair, then one forward pass per kept sample whose
+ * residual means give mean(pos) − mean(neg) at every layer for three reductions.
+ *
+ * Everything runs in a resumable run directory (spec §3):
+ *   run.json            config (model fingerprint, trait hash, judge, sampling, thresholds)
+ *   rollouts.jsonl      `pos/i/j/r` → {text, tokens, finish}, appended as each rollout finishes
+ *   judgements.jsonl    `pos/i/j/r` → {trait, coherence}, appended once the rollout is stored
+ *   judge-cache.jsonl   every judge answer, so an interrupted judgement is not paid for twice
+ *   vectors.safetensors the vectors (atomic)
+ *   summary.json        counts, mean scores, timings (atomic, written last: the run is complete)
+ * A process killed at any moment and re-run with the same options redoes no stored rollout or
+ * judgement; the capture is cheap and deterministic, so it is simply redone.
+ */
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import type { Model } from "../engine/Model.js";
+import { PersonaError } from "../errors.js";
+import { CachedJudge } from "../judge/cache.js";
+import type { Judge } from "../judge/types.js";
+import type { Polarity, TraitDefinition } from "../traits/format.js";
+import { layerMatrix, writeVectors } from "../vectors/format.js";
+import { meanDiff } from "../vectors/math.js";
+import { captureMeans, type CaptureItem } from "./extract/capture.js";
+import { JudgePool, type Judgement } from "./extract/judging.js";
+import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
+import { filterPairs, type FilterCounts } from "./filter.js";
+import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
+
+export type ExtractStage = "rollouts" | "judging" | "capture";
+
+export interface ExtractOptions {
+  trait: TraitDefinition;
+  /** Scores trait and coherence; wrapped in a cache inside the run directory. */
+  judge: Judge;
+  /** Run directory; created, or resumed when it holds a run with the same configuration. */
+  runDir: string;
+  /** Rollouts per pair × question per polarity. Defaults to 10. */
+  rollouts?: number;
+  /** Defaults to 1. */
+  temperature?: number;
+  /** Defaults to 1. */
+  topP?: number;
+  /** Most new tokens per rollout. Defaults to 1000. */
+  maxTokens?: number;
+  /** Base seed; each rollout's seed derives from it and the rollout's key. Defaults to 0. */
+  seed?: number;
+  /** pos trait score must be ≥ this and neg < this. Defaults to 50. */
+  traitThreshold?: number;
+  /** Both coherence scores must be ≥ this. Defaults to 50. */
+  coherenceThreshold?: number;
+  /** Sequences generated together. Defaults to the engine's (up to 16). */
+  parallel?: number;
+  /** Judge calls in flight at once. Defaults to 8. */
+  judgeConcurrency?: number;
+  /** Set aside a run directory with another configuration instead of refusing it. Defaults to false. */
+  restart?: boolean;
+  /** Items done per stage; rollouts and judging overlap. */
+  onProgress?(stage: ExtractStage, done: number, total: number): void;
+  signal?: AbortSignal;
+}
+
+export interface ExtractCounts extends FilterCounts {
+  /** Kept by the score filter but dropped because a reply was empty (nothing to average). */
+  emptyResponse: number;
+}
+
+export interface PolarityScores {
+  /** Mean non-null trait score over all judged rollouts, null when none. */
+  trait: number | null;
+  /** Mean non-null coherence score, null when none. */
+  coherence: number | null;
+  rollouts: number;
+}
+
+export interface ExtractTimings {
+  /** Wall time of generation in this process (0 when every rollout was stored). */
+  rolloutsSeconds: number;
+  /** Rollouts generated in this process. */
+  newRollouts: number;
+  /** Rollouts judged in this process (judge-cache hits included). */
+  newJudgements: number;
+  judgingSeconds: number;
+  captureSeconds: number;
+  totalSeconds: number;
+}
+
+export interface ExtractResult {
+  vectorsPath: string;
+  summaryPath: string;
+  runDir: string;
+  counts: ExtractCounts;
+  scores: Record<Polarity, PolarityScores>;
+  timings: ExtractTimings;
+  judge: string;
+  /** True when the directory already held part (or all) of this run. */
+  resumed: boolean;
+}
+
+/** `summary.json`: snake_case, like the vectors metadata, for other tools. */
+interface SummaryFile {
+  trait: string;
+  judge: string;
+  config_hash: string;
+  counts: Record<string, number>;
+  thresholds: { trait: number; coherence: number };
+  scores: Record<Polarity, { trait: number | null; coherence: number | null; rollouts: number }>;
+  timings: Record<string, number>;
+  vectors: string;
+}
+
+const VECTORS = "vectors.safetensors";
+const SUMMARY = "summary.json";
+const JUDGE_CACHE = "judge-cache.jsonl";
+
+function checkInt(name: string, v: number, min: number): void {
+  if (!Number.isInteger(v) || v < min) throw new PersonaError("E_BAD_INPUT", `${name} must be an integer ≥ ${min}, got ${v}`);
+}
+
+function checkNumber(name: string, v: number): void {
+  if (!Number.isFinite(v)) throw new PersonaError("E_BAD_INPUT", `${name} must be a finite number, got ${v}`);
+}
+
+/** Runs async steps one after another (one writer per log), keeping the chain alive after a failure. */
+class Serial {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(fn);
+    this.tail = p.catch(() => undefined);
+    return p;
+  }
+
+  settled(): Promise<unknown> {
+    return this.tail;
+  }
+}
+
+export async function extractPersonaVectors(model: Model, opts: ExtractOptions): Promise<ExtractResult> {
+  const started = performance.now();
+  const { trait } = opts;
+  const n = opts.rollouts ?? 10;
+  const sampling = { temperature: opts.temperature ?? 1, topP: opts.topP ?? 1, maxTokens: opts.maxTokens ?? 1000 };
+  const seed = opts.seed ?? 0;
+  const thresholds = { trait: opts.traitThreshold ?? 50, coherence: opts.coherenceThreshold ?? 50 };
+  checkInt("rollouts", n, 1);
+  checkInt("max tokens", sampling.maxTokens, 1);
+  checkInt("seed", seed, 0);
+  checkNumber("trait threshold", thresholds.trait);
+  checkNumber("coherence threshold", thresholds.coherence);
+  const concurrency = opts.judgeConcurrency ?? 8;
+  checkInt("judge concurrency", concurrency, 1);
+  if (opts.parallel !== undefined) checkInt("parallel", opts.parallel, 1);
+  opts.signal?.throwIfAborted();
+
+  const { info } = model;
+  const fileHash = await fingerprintFile(info.path);
+  // Everything that changes the result; `parallel` does not (exact numerics, per-rollout seeds).
+  const config = {
+    model: { file_hash: fileHash, arch: info.architecture, n_layer: info.nLayer, n_embd: info.nEmbd },
+    trait: { name: trait.name, antonym: trait.antonym ?? null, extract_hash: hashOf(trait.extract) },
+    judge: opts.judge.id,
+    rollouts: n,
+    temperature: sampling.temperature,
+    top_p: sampling.topP,
+    max_tokens: sampling.maxTokens,
+    seed,
+    trait_threshold: thresholds.trait,
+    coherence_threshold: thresholds.coherence,
+  };
+  const carried = opts.restart ? await readFile(path.join(opts.runDir, JUDGE_CACHE)).catch(() => undefined) : undefined;
+  const run = await RunDir.open(opts.runDir, "extract", config, { restart: opts.restart });
+  const vectorsPath = run.path(VECTORS);
+  const summaryPath = run.path(SUMMARY);
+  // Judge scores depend only on (judge, rubric, question, answer), so a restarted run keeps the ones paid for.
+  if (carried && !run.resumed && !existsSync(run.path(JUDGE_CACHE))) await run.writeArtifact(JUDGE_CACHE, carried);
+
+  if (run.resumed && existsSync(vectorsPath)) {
+    const done = await readSummary(summaryPath, run.info.config_hash);
+    if (done) return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
+  }
+
+  const rollouts = await run.records<RolloutRecord>("rollouts.jsonl");
+  const judgements = await run.records<Judgement>("judgements.jsonl");
+  const judge = await CachedJudge.open(opts.judge, run.path(JUDGE_CACHE));
+  const ctl = new AbortController();
+  const onAbort = () => ctl.abort(opts.signal?.reason);
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  let firstError: unknown;
+  const fail = (e: unknown) => {
+    firstError ??= e;
+    ctl.abort(e);
+  };
+  const pool = new JudgePool(judge, concurrency, fail, ctl.signal);
+  const rolloutWrites = new Serial();
+  const judgementWrites = new Serial();
+  try {
+    const items = rolloutItems(trait, n, seed);
+    const total = items.length;
+    const progress = (stage: ExtractStage, done: number, of = total) => opts.onProgress?.(stage, done, of);
+    let generated = items.filter((it) => rollouts.has(it.key)).length;
+    let judged = items.filter((it) => judgements.has(it.key)).length;
+    let newJudgements = 0;
+    let judgeStart: number | undefined;
+    const judgeItem = (key: string, question: number, text: string) => {
+      judgeStart ??= performance.now();
+      pool.submit(trait, trait.extract.questions[question]!, text, (j) =>
+        judgementWrites.run(async () => {
+          await judgements.append(key, j);
+          newJudgements++;
+          progress("judging", ++judged);
+        }),
+      );
+    };
+    progress("rollouts", generated);
+    progress("judging", judged);
+    for (const it of items) {
+      const r = rollouts.get(it.key);
+      if (r && !judgements.has(it.key)) judgeItem(it.key, it.question, r.text);
+    }
+
+    const pending = items.filter((it) => !rollouts.has(it.key));
+    const genStart = performance.now();
+    try {
+      await generateRollouts(model, trait, pending, {
+        ...sampling,
+        parallel: opts.parallel,
+        signal: ctl.signal,
+        onRollout: (item, record) => {
+          // Judged only once stored, so a stored judgement always has its rollout.
+          rolloutWrites
+            .run(async () => {
+              await rollouts.append(item.key, record);
+              progress("rollouts", ++generated);
+              judgeItem(item.key, item.question, record.text);
+            })
+            .catch(fail);
+        },
+      });
+    } catch (e) {
+      throw firstError ?? e;
+    }
+    await rolloutWrites.settled();
+    const rolloutsSeconds = pending.length > 0 ? (performance.now() - genStart) / 1000 : 0;
+    progress("judging", judged);
+    if (firstError !== undefined) throw firstError;
+    await pool.drain();
+    if (firstError !== undefined) throw firstError;
+    const judgingSeconds = judgeStart === undefined ? 0 : (performance.now() - judgeStart) / 1000;
+
+    const { counts, keptRows, scores } = filterRuns(trait, n, rollouts, judgements, thresholds);
+    if (counts.kept === 0) throw noPairsKept(trait, counts, thresholds);
+
+    const captureStart = performance.now();
+    const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
+      (["pos", "neg"] as const).map((polarity) => ({
+        polarity,
+        messages: rolloutMessages(trait, { polarity, pair: row.pair, question: row.question }),
+        response: rollouts.get(row[polarity])!.text,
+      })),
+    );
+    progress("capture", 0, captureItems.length);
+    const means = await captureMeans(model, captureItems, {
+      signal: ctl.signal,
+      onSample: (done, of) => progress("capture", done, of),
+    });
+    const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
+    await writeVectors(vectorsPath, {
+      tensors: {
+        response_avg: matrix(meanDiff(means.pos.responseAvg, means.neg.responseAvg)),
+        prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
+        prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
+      },
+      meta: {
+        trait: trait.name,
+        source: "extract",
+        model: { name: info.name, arch: info.architecture, nLayer: info.nLayer, nEmbd: info.nEmbd, fileHash },
+        counts: { kept: counts.kept, dropped: counts.dropped },
+        judge: judge.id,
+        thresholds,
+        extra: { filter_counts: JSON.stringify(snakeCounts(counts)), run_config_hash: run.info.config_hash },
+      },
+    });
+    const captureSeconds = (performance.now() - captureStart) / 1000;
+
+    const timings: ExtractTimings = {
+      rolloutsSeconds,
+      newRollouts: pending.length,
+      newJudgements,
+      judgingSeconds,
+      captureSeconds,
+      totalSeconds: (performance.now() - started) / 1000,
+    };
+    const summary: SummaryFile = {
+      trait: trait.name,
+      judge: judge.id,
+      config_hash: run.info.config_hash,
+      counts: snakeCounts(counts),
+      thresholds,
+      scores,
+      timings: {
+        rollouts_s: timings.rolloutsSeconds,
+        new_rollouts: timings.newRollouts,
+        rollouts_per_s: timings.rolloutsSeconds > 0 ? timings.newRollouts / timings.rolloutsSeconds : 0,
+        new_judgements: timings.newJudgements,
+        judging_s: timings.judgingSeconds,
+        capture_s: timings.captureSeconds,
+        total_s: timings.totalSeconds,
+      },
+      vectors: VECTORS,
+    };
+    await run.writeArtifact(SUMMARY, `${JSON.stringify(summary, null, 2)}\n`);
+    return { vectorsPath, summaryPath, runDir: run.dir, counts, scores, timings, judge: judge.id, resumed: run.resumed };
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    // Judge calls still in flight after a failure are not waited for (nothing is lost: they were not stored).
+    ctl.abort();
+    await rolloutWrites.settled();
+    await pool.drain().catch(() => undefined);
+    await judgementWrites.settled();
+    await Promise.allSettled([rollouts.close(), judgements.close(), judge.dispose()]);
+  }
+}
+
+/** Aligns pos and neg judgements by (pair, question, rollout), filters them, and averages scores. */
+function filterRuns(
+  trait: TraitDefinition,
+  n: number,
+  rollouts: { get(key: string): RolloutRecord | undefined },
+  judgements: { get(key: string): Judgement | undefined },
+  thresholds: { trait: number; coherence: number },
+) {
+  const rows = rolloutRows(trait, n);
+  const scoreOf = (key: string): Judgement => {
+    const j = judgements.get(key);
+    if (!j) throw new PersonaError("E_INTERNAL", `rollout ${key} has no judgement after judging finished`);
+    return j;
+  };
+  const pos = rows.map((r) => scoreOf(r.pos));
+  const neg = rows.map((r) => scoreOf(r.neg));
+  const filtered = filterPairs(pos, neg, { traitThreshold: thresholds.trait, coherenceThreshold: thresholds.coherence });
+  const counts: ExtractCounts = { ...filtered.counts, emptyResponse: 0 };
+  const keptRows = filtered.kept.map((i) => rows[i]!).filter((row) => {
+    if (rollouts.get(row.pos)!.text !== "" && rollouts.get(row.neg)!.text !== "") return true;
+    counts.emptyResponse++;
+    counts.kept--;
+    counts.dropped++;
+    return false;
+  });
+  return { counts, keptRows, scores: { pos: meanScores(pos), neg: meanScores(neg) } };
+}
+
+function meanScores(js: readonly Judgement[]): PolarityScores {
+  const mean = (xs: (number | null)[]) => {
+    const v = xs.filter((x): x is number => x !== null);
+    return v.length === 0 ? null : v.reduce((a, b) => a + b, 0) / v.length;
+  };
+  return { trait: mean(js.map((j) => j.trait)), coherence: mean(js.map((j) => j.coherence)), rollouts: js.length };
+}
+
+function snakeCounts(c: ExtractCounts): Record<string, number> {
+  return {
+    total: c.total,
+    kept: c.kept,
+    dropped: c.dropped,
+    null_score: c.nullScore,
+    pos_trait_low: c.posTraitLow,
+    neg_trait_high: c.negTraitHigh,
+    incoherent: c.incoherent,
+    empty_response: c.emptyResponse,
+  };
+}
+
+function noPairsKept(trait: TraitDefinition, c: ExtractCounts, t: { trait: number; coherence: number }): PersonaError {
+  const reasons = [
+    `${c.nullScore} had a null score (refusal or no number)`,
+    `${c.posTraitLow} pos replies scored below ${t.trait} for ${trait.name}`,
+    `${c.negTraitHigh} neg replies scored ${t.trait} or more`,
+    `${c.incoherent} had a coherence below ${t.coherence}`,
+  ];
+  if (c.emptyResponse > 0) reasons.push(`${c.emptyResponse} had an empty reply`);
+  return new PersonaError(
+    "E_BAD_INPUT",
+    `no rollout pair passed the filter: of ${c.total} pos/neg pairs, ${reasons.join(", ")}. ` +
+      `Try a lower trait or coherence threshold (--trait-threshold, --coherence-threshold) or more rollouts (--rollouts), ` +
+      `with --restart: the judge scores already paid for are reused.`,
+  );
+}
+
+async function readSummary(file: string, configHash: string): Promise<Omit<ExtractResult, "vectorsPath" | "summaryPath" | "runDir" | "resumed"> | undefined> {
+  let s: SummaryFile;
+  try {
+    s = JSON.parse(await readFile(file, "utf8")) as SummaryFile;
+  } catch {
+    return undefined;
+  }
+  if (s.config_hash !== configHash) return undefined;
+  const c = s.counts;
+  const num = (k: string) => c[k] ?? 0;
+  return {
+    counts: {
+      total: num("total"),
+      kept: num("kept"),
+      dropped: num("dropped"),
+      nullScore: num("null_score"),
+      posTraitLow: num("pos_trait_low"),
+      negTraitHigh: num("neg_trait_high"),
+      incoherent: num("incoherent"),
+      emptyResponse: num("empty_response"),
+    },
+    scores: s.scores,
+    timings: { rolloutsSeconds: 0, newRollouts: 0, newJudgements: 0, judgingSeconds: 0, captureSeconds: 0, totalSeconds: 0 },
+    judge: s.judge,
+  };
+}
