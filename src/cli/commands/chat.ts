@@ -145,9 +145,13 @@ class ChatSession {
     }
   }
 
-  /** The templated conversation; the oldest exchanges go first when it would not fit the context. */
+  /**
+   * The templated conversation; the oldest exchanges go first when it would not leave room for a
+   * reply in the trained context (small models, like the demo's 128 tokens, keep little history).
+   */
   private async fitPrompt(user: ChatMessage): Promise<{ prompt: Int32Array; dropped: number }> {
-    const limit = this.model.info.nCtxTrain - this.opts.maxTokens;
+    const ctx = this.model.info.nCtxTrain;
+    const limit = ctx - Math.min(this.opts.maxTokens, Math.floor(ctx / 2));
     for (let dropped = 0; ; dropped++) {
       const past = this.history.slice(2 * dropped);
       const messages: ChatMessage[] = [...(this.system === undefined ? [] : [{ role: "system", content: this.system }]), ...past, user];

@@ -14,7 +14,7 @@ import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { note, print, printJson, table } from "../output.js";
+import { note, print, printJson } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 
 /** `--judge` when given, else `demo` for the demo traits; fails before any work is done otherwise. */
@@ -176,15 +176,9 @@ Examples:
           }
           if (opts.json) return printJson(summary);
           const steered = summary.steering.map((s) => `${s.source}:${s.layer}:${s.coef}:${s.positions}${s.mode === "ablate" ? ":ablate" : ""}`);
-          print(
-            table(
-              ["", "mean ± std"],
-              [
-                [`${trait.name} score`, formatStats(result.traitScore)],
-                ["coherence", formatStats(result.coherence)],
-              ],
-            ),
-          );
+          const label = `${trait.name} score`;
+          const width = Math.max(label.length, "coherence".length) + 2;
+          print(`${label.padEnd(width)}${formatStats(result.traitScore)}\n${"coherence".padEnd(width)}${formatStats(result.coherence)}`);
           note(`${result.samples.length} rollouts (${questions.length} questions × ${opts.samples}), judge ${judge.id}${steered.length ? `, steering ${steered.join(" + ")}` : ""}${system ? `, system prompt "${system}"` : ""}`);
         });
       } finally {
