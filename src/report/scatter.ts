@@ -78,8 +78,15 @@ export function scatterPlot(o: ScatterOptions): string {
   const parts = [frame.svg];
   const fit = (o.fit ?? true) ? linearFit(xs, ys) : null;
   if (fit) {
-    const [a, b] = frame.x.domain;
-    parts.push(`<line x1="${r(frame.x(a))}" x2="${r(frame.x(b))}" y1="${r(frame.y(fit.intercept + fit.slope * a))}" y2="${r(frame.y(fit.intercept + fit.slope * b))}" class="fit"/>`);
+    // The part of the line inside the frame: x range cut to where y stays within the y domain.
+    let [lo, hi] = frame.x.domain;
+    if (fit.slope !== 0) {
+      const [ya, yb] = frame.y.domain.map((y) => (y - fit.intercept) / fit.slope) as [number, number];
+      lo = Math.max(lo, Math.min(ya, yb));
+      hi = Math.min(hi, Math.max(ya, yb));
+    }
+    const y = (x: number) => frame.y(fit.intercept + fit.slope * x);
+    if (lo < hi) parts.push(`<line x1="${r(frame.x(lo))}" x2="${r(frame.x(hi))}" y1="${r(y(lo))}" y2="${r(y(hi))}" class="fit"/>`);
   }
   for (const p of o.points) {
     const color = colorAt(groups.indexOf(p.group ?? ""));

@@ -120,9 +120,12 @@ null scores (refusals, unscorable replies) are left out and counted.
 
 Examples:
   persona eval --model demo --trait evil
-  persona eval --model demo --trait evil --steer evil::4 --samples 5 --json
-  persona eval --model demo --trait evil --system-pos 1 --steer evil::-4   # −coef under a pos prompt
+  persona eval --model demo --trait evil --steer evil::4:response --samples 5 --json
+  persona eval --model demo --trait evil --system-pos 1 --steer evil::-4:response   # −coef under a pos prompt
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
+
+A trait name as --steer SOURCE uses the vectors registered for the model and, with LAYER left
+empty, the best layer \`persona sweep\` stored; the sweep steers response positions, as the reference.
 `,
     )
     .action(async function (this: Command, opts: EvalFlags) {
