@@ -327,6 +327,8 @@ describe("persona extract (CLI)", () => {
     assert.equal(json.vectors, path.join(out, "vectors.safetensors"));
     assert.equal(json.run_dir, out);
     assert.equal((json.counts as { total: number }).total, ROWS);
+    assert.equal((json.timings as { new_rollouts: number }).new_rollouts, 2 * ROWS);
+    assert.equal(json.resumed, false);
     clean = { json, vectors: await readVectors(json.vectors as string), rollouts: await records(path.join(out, "rollouts.jsonl")),
       prompts: new Set(slow.requests.map(judgePromptOf)),
     };
@@ -345,7 +347,6 @@ describe("persona extract (CLI)", () => {
     ];
     const r = await persona(args(out, "--json", "--register"));
     assert.equal(r.code, 0, r.stderr);
-    t.diagnostic(`kills: ${JSON.stringify(kills)}; judge requests ${slow.requests.length}`);
 
     for (const log of [rolloutsFile, judgementsFile]) {
       const keys = (await readLog(log)).map((l) => l.key);
@@ -358,9 +359,17 @@ describe("persona extract (CLI)", () => {
     const prompts = slow.requests.map(judgePromptOf);
     const unique = new Set(prompts).size;
     assert.deepEqual(new Set(prompts), clean.prompts);
+    t.diagnostic(`kills: ${JSON.stringify(kills)}; judge requests ${prompts.length}, distinct ${unique}`);
     assert.ok(prompts.length - unique <= kills.filter((k) => !k.exitedFirst).length * CONCURRENCY, `${prompts.length - unique} repeated judge calls`);
+    // ...and each repeated call was first made right before a kill (it was in flight when the process died).
+    prompts.forEach((p, i) => {
+      const first = prompts.indexOf(p);
+      if (first === i) return;
+      assert.ok(kills.some((k) => Math.abs(first - k.requestsAtKill) <= CONCURRENCY), `judge call #${first} repeated as #${i}, far from any kill`);
+    });
 
-    const json = JSON.parse(r.stdout) as { vectors: string; counts: unknown; registered: string };
+    const json = JSON.parse(r.stdout) as { vectors: string; counts: unknown; registered: string; resumed: boolean };
+    assert.equal(json.resumed, true);
     assert.deepEqual(json.counts, clean.json.counts);
     const v = await readVectors(json.vectors);
     assertSameTensors(v, clean.vectors);
@@ -379,15 +388,24 @@ describe("persona extract (CLI)", () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(slow.requests.length, 0, "the restarted run regenerates the same rollouts and finds their scores cached");
     const { counts, kept, empty } = await refilter(out, 40);
-    const json = JSON.parse(r.stdout) as { counts: { kept: number; posTraitLow: number; negTraitHigh: number; emptyResponse: number } };
+    const json = JSON.parse(r.stdout) as { counts: Record<string, number>; thresholds: { trait: number } };
     assert.equal(json.counts.kept, kept.length);
-    assert.equal(json.counts.posTraitLow, counts.posTraitLow);
-    assert.equal(json.counts.negTraitHigh, counts.negTraitHigh);
-    assert.equal(json.counts.emptyResponse, empty);
+    assert.equal(json.counts.pos_trait_low, counts.posTraitLow);
+    assert.equal(json.counts.neg_trait_high, counts.negTraitHigh);
+    assert.equal(json.counts.empty_response, empty);
+    assert.equal(json.thresholds.trait, 40);
     const run = JSON.parse(await readFile(path.join(out, "run.json"), "utf8")) as { config: { trait_threshold: number } };
     assert.equal(run.config.trait_threshold, 40);
     const aside = (await readdir(dir)).filter((f) => f.startsWith("cli-clean.old-"));
     assert.equal(aside.length, 1, "the old run is kept aside");
+
+    // The finished run again, for people: nothing is redone, the summary is printed.
+    const human = await persona(args(out, "--trait-threshold", "40"));
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, new RegExp(`^kept ${kept.length} of ${ROWS} pos/neg pairs`));
+    assert.match(human.stdout, /^pos\s+\d+\.\d\s+\d+\.\d\s+\d+$/m);
+    assert.ok(human.stdout.includes(`vectors: ${path.join(out, "vectors.safetensors")}`));
+    assert.equal(slow.requests.length, 0);
   });
 
   it("asks for --judge when the trait is not a built-in demo trait", async () => {

@@ -127,7 +127,7 @@ export function register(program: Command): void {
       .option("--judge-concurrency <n>", "judge calls in flight at once", intArg(1), 8)
       .option("--restart", "set aside a run directory with another configuration and start over (judge scores are kept)")
       .option("--register", "also copy the vectors next to the model so `--steer TRAIT::COEF` finds them")
-      .option("--json", "print {vectors, counts, scores, timings, run_dir} as JSON"),
+      .option("--json", "print {vectors, run_dir, counts, scores, timings, ...} as JSON"),
   )
     .addHelpText(
       "after",
@@ -185,15 +185,14 @@ Examples:
             await writeFileAtomic(registered, await readFile(result.vectorsPath));
           }
           if (opts.json) {
+            // summary.json's fields (snake_case counts, scores, timings), with paths as given by --out.
+            const summary = JSON.parse(await readFile(result.summaryPath, "utf8")) as Record<string, unknown>;
             return printJson({
+              ...summary,
               vectors: result.vectorsPath,
               summary: result.summaryPath,
               run_dir: result.runDir,
               resumed: result.resumed,
-              judge: result.judge,
-              counts: result.counts,
-              scores: result.scores,
-              timings: result.timings,
               ...(registered && { registered }),
             });
           }
