@@ -12,5 +12,4 @@ import { register as vectors } from "./vectors.js";
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [model, generate, activations, trait, extract, vectors];
-COMMANDS.push(evaluate, sweep, chat);
+export const COMMANDS: RegisterCommand[] = [model, generate, chat, activations, trait, extract, evaluate, sweep, vectors];
