@@ -15,9 +15,9 @@ export interface EngineFlags {
 }
 
 /** Adds the engine flags every model-using command accepts. */
-export function withEngineFlags(cmd: Command): Command {
+export function withEngineFlags(cmd: Command, defaults: { model?: string } = {}): Command {
   return cmd
-    .requiredOption("-m, --model <path>", "GGUF model file, or `demo` for the built-in demo model")
+    .requiredOption("-m, --model <path>", "GGUF model file, or `demo` for the built-in demo model", defaults.model)
     .option("--threads <n>", "CPU threads (default: all cores, or PERSONA_THREADS)", intArg(1))
     .addOption(new Option("--gpu <kind>", "llama.cpp build to use (GPU builds are opt-in installs)").choices(["auto", "cpu", "cuda", "vulkan", "metal"]));
 }

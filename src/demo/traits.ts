@@ -24,7 +24,8 @@ export function isDemoTrait(name: string): name is DemoTrait {
 
 /** The JSON files live beside this module in the source tree, which is where the registry looks too. */
 export function demoTraitDir(): string {
-  return fileURLToPath(new URL("./traits/", import.meta.url));
+  // The JSON files stay in src/ (tsc does not copy them); src/demo and dist/demo are both two levels down.
+  return fileURLToPath(new URL("../../src/demo/traits/", import.meta.url));
 }
 
 export function demoTraitPath(trait: DemoTrait, split: DemoTraitSplit): string {

@@ -1,4 +1,5 @@
 import { PersonaError } from "../errors.js";
+import { type Limit, limiter } from "./limit.js";
 
 /**
  * The one HTTP path every API judge and chat LLM goes through: a concurrency limit, retries with
@@ -21,27 +22,6 @@ export interface HttpClientOptions {
 /** Statuses worth another try: rate limits, server errors, Anthropic's 529 "overloaded". */
 const RETRYABLE_STATUS = new Set([408, 409, 425, 429, 500, 502, 503, 504, 529]);
 
-/** Counting semaphore; waiters are served in arrival order. */
-class Limiter {
-  private active = 0;
-  private readonly waiters: Array<() => void> = [];
-
-  constructor(private readonly max: number) {}
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiters.push(resolve));
-    else this.active++;
-    try {
-      return await fn();
-    } finally {
-      const next = this.waiters.shift();
-      // Hand the slot straight to the next waiter so `active` never dips and lets a newcomer jump the queue.
-      if (next) next();
-      else this.active--;
-    }
-  }
-}
-
 /** Failure of one attempt; `retryable` decides whether the loop goes on. */
 class AttemptError extends Error {
   constructor(
@@ -54,7 +34,7 @@ class AttemptError extends Error {
 }
 
 export class HttpClient {
-  private readonly limiter: Limiter;
+  private readonly limit: Limit;
   private readonly maxRetries: number;
   private readonly timeoutMs: number;
   private readonly baseDelayMs: number;
@@ -65,7 +45,7 @@ export class HttpClient {
     if (!Number.isInteger(maxConcurrency) || maxConcurrency < 1) {
       throw new PersonaError("E_BAD_INPUT", `maxConcurrency must be a positive integer, got ${maxConcurrency}`);
     }
-    this.limiter = new Limiter(maxConcurrency);
+    this.limit = limiter(maxConcurrency);
     this.maxRetries = opts.maxRetries ?? 5;
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.baseDelayMs = opts.baseDelayMs ?? 500;
@@ -83,7 +63,7 @@ export class HttpClient {
       throwIfAborted(signal);
       if (last) await sleep(this.delayFor(attempt, last.retryAfterMs), signal);
       try {
-        return await this.limiter.run(() => this.attempt(url, payload, headers, signal));
+        return await this.limit(() => this.attempt(url, payload, headers, signal));
       } catch (e) {
         if (!(e instanceof AttemptError)) throw e;
         if (!e.retryable) throw new PersonaError("E_JUDGE", `POST ${url} failed: ${e.message}`);

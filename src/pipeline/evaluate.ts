@@ -9,6 +9,7 @@ import { requestSeed } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
+import { limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import type { TraitDefinition } from "../traits/format.js";
 
@@ -214,22 +215,4 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       samples: mine,
     };
   });
-}
-
-/** Runs at most `n` of the given tasks at once, in call order. */
-function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let active = 0;
-  const waiting: (() => void)[] = [];
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    // A finished task hands its slot straight to the next waiter, so `active` never exceeds n.
-    if (active >= n) await new Promise<void>((resolve) => waiting.push(resolve));
-    else active++;
-    try {
-      return await task();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else active--;
-    }
-  };
 }

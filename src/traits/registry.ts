@@ -1,6 +1,6 @@
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { demoTraitDir } from "../demo/traits.js";
 import { PersonaError } from "../errors.js";
 import { loadTraitFiles, TRAIT_FILES, type TraitDefinition, type TraitFiles } from "./format.js";
 
@@ -24,7 +24,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 
 /** Built-in traits ship beside the code, so locate them from this module rather than the working directory. */
 export function builtinTraitsDir(): string {
-  return fileURLToPath(new URL("../demo/traits/", import.meta.url));
+  return demoTraitDir();
 }
 
 export function isValidTraitName(name: string): boolean {

@@ -1,51 +1,18 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { type Command, Option } from "commander";
-import { isDemoTrait } from "../../demo/traits.js";
 import { PersonaError } from "../../errors.js";
-import { CachedJudge } from "../../judge/cache.js";
-import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
-import type { Judge } from "../../judge/types.js";
 import { type EvalProgress, evaluateTrait, type ScoreStats } from "../../pipeline/evaluate.js";
 import { statsJson } from "../../report/sweep.js";
 import { systemPrompt, type TraitDefinition, writeFileAtomic } from "../../traits/format.js";
-import { loadTrait } from "../../traits/registry.js";
 import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
+import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
+import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { note, print, printJson } from "../output.js";
 import { progress, type Progress } from "../progress.js";
-
-/** `--judge` when given, else `demo` for the demo traits; fails before any work is done otherwise. */
-export function judgeSpecFor(trait: TraitDefinition, spec: string | undefined): string {
-  if (spec !== undefined) return spec;
-  if (isDemoTrait(trait.name)) return "demo";
-  throw new PersonaError("E_BAD_INPUT", `--judge is required for trait "${trait.name}" (the demo judge only scores the demo traits); use ${JUDGE_SPEC_HELP}`);
-}
-
-export interface OpenedJudge {
-  judge: Judge;
-  /** Flushes the cache (if any) and frees the judge. */
-  close(): Promise<void>;
-}
-
-/**
- * The judge a command uses: `--judge` when given, else the demo judge for the built-in demo
- * traits (it only knows those), else an error asking for one. With a run directory, judgements
- * are cached in `DIR/judge-cache.jsonl` so a re-run never pays for a call twice.
- */
-export async function judgeForTrait(trait: TraitDefinition, spec: string | undefined, runDir?: string): Promise<OpenedJudge> {
-  const inner = await resolveJudge(judgeSpecFor(trait, spec));
-  const judge = runDir ? await CachedJudge.open(inner, path.join(runDir, "judge-cache.jsonl")) : inner;
-  return {
-    judge,
-    async close() {
-      if (judge !== inner) await judge.dispose?.();
-      await inner.dispose?.();
-    },
-  };
-}
 
 /** A progress bar over judged rollouts, created on the first report (when the total is known). */
 export function rolloutProgress(label: string): { update(p: EvalProgress): void; stop(): void } {
@@ -129,7 +96,8 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
 `,
     )
     .action(async function (this: Command, opts: EvalFlags) {
-      const trait = await loadTrait(opts.trait);
+      const loaded = await loadTraitRef(opts.trait);
+      const { trait } = loaded;
       const system =
         opts.systemPos !== undefined
           ? instructionSystemPrompt(trait, opts.systemPos, "pos")
@@ -138,7 +106,7 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
             : opts.system;
       const questions = trait.eval.questions.slice(0, opts.questions);
       if (opts.out) await mkdir(opts.out, { recursive: true });
-      const { judge, close } = await judgeForTrait(trait, opts.judge, opts.out);
+      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
       try {
         await withModel(this, opts, async (model) => {
           const refs = opts.steer ?? [];

@@ -1,16 +1,14 @@
 import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { isDemoTrait } from "../../demo/traits.js";
 import { PersonaError } from "../../errors.js";
-import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
 import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
-import { loadTraitFiles } from "../../traits/format.js";
-import { builtinTraitsDir, resolveTraitFiles } from "../../traits/registry.js";
 import { modelVectorsDir } from "../../vectors/registry.js";
 import { writeFileAtomic } from "../../vectors/safetensors.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
+import { judgeSpecFor, loadTraitRef } from "../judge.js";
+import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
 import { print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 
@@ -69,14 +67,6 @@ function stageBars(): { update(stage: ExtractStage, done: number, total: number)
       shown = undefined;
     },
   };
-}
-
-/** Built-in demo traits are judged by the demo rubric judge unless told otherwise. */
-async function loadTraitAndDefaultJudge(ref: string): Promise<{ trait: Awaited<ReturnType<typeof loadTraitFiles>>; builtinDemo: boolean }> {
-  const files = await resolveTraitFiles(ref);
-  const trait = await loadTraitFiles(files);
-  const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(builtinTraitsDir());
-  return { trait, builtinDemo };
 }
 
 const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(1));
@@ -147,12 +137,9 @@ Examples:
 `,
     )
     .action(async function (this: Command, opts: ExtractFlags) {
-      const { trait, builtinDemo } = await loadTraitAndDefaultJudge(opts.trait);
-      const spec = opts.judge ?? (builtinDemo ? "demo" : undefined);
-      if (!spec) {
-        throw new PersonaError("E_BAD_INPUT", `--judge is required for trait "${trait.name}" (only the built-in demo traits default to the demo judge); expected ${JUDGE_SPEC_HELP}`);
-      }
-      const judge = await resolveJudge(spec);
+      const loaded = await loadTraitRef(opts.trait);
+      const { trait } = loaded;
+      const judge = await resolveJudge(judgeSpecFor(loaded, opts.judge));
       try {
         await withModel(this, opts, async (model) => {
           const bars = stageBars();

@@ -1,3 +1,4 @@
+
 import { createHash } from "node:crypto";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Positions } from "../../engine/steering.js";
@@ -5,13 +6,13 @@ import { PersonaError } from "../../errors.js";
 import { fingerprintFile, RunDir } from "../../pipeline/rundir.js";
 import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
-import { loadTrait } from "../../traits/registry.js";
 import { parseVectorRef, updateVectorsMeta } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
-import { formatStats, judgeForTrait, judgeSpecFor, rolloutProgress } from "./eval.js";
+import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { formatStats, rolloutProgress } from "./eval.js";
 
 /** `all`, or a comma list of layers and ranges (`4,6-9`); checked against n_layer later. */
 export function parseLayerList(text: string): "all" | number[] {
@@ -102,9 +103,10 @@ Examples:
 `,
     )
     .action(async function (this: Command, opts: SweepFlags) {
-      const trait = await loadTrait(opts.trait);
+      const loaded = await loadTraitRef(opts.trait);
+      const { trait } = loaded;
       const out = opts.out ?? `runs/sweep-${trait.name}`;
-      const judgeSpec = judgeSpecFor(trait, opts.judge);
+      const judgeSpec = judgeSpecFor(loaded, opts.judge);
       await withModel(this, opts, async (model) => {
         const source = opts.vectors ?? trait.name;
         const vectors = await loadVectorSource(source, model.info);
@@ -132,7 +134,7 @@ Examples:
         const run = await RunDir.open(out, "sweep", config, { restart: opts.restart });
         if (run.resumed) note(`resuming the sweep in ${out}`);
         const records = await run.records<SweepRecord>("cells.jsonl");
-        const { judge, close } = await judgeForTrait(trait, judgeSpec, out);
+        const { judge, close } = await openJudge(judgeSpec, out);
         const bar = rolloutProgress("sweeping");
         let result;
         try {

@@ -26,7 +26,11 @@ export interface SyntheticModelConfig {
   /** Omit output.weight so llama.cpp reuses token_embd. Defaults to false. */
   tiedEmbeddings?: boolean;
   /** std of the weight matrices (output projections of each block are scaled by 1/sqrt(2·nLayer)). Defaults to 0.02. */
-  init?: { std?: number };
+  init?: {
+    std?: number;
+    /** std of token_embd, which llama.cpp's optimiser never trains: a model trained from scratch keeps it. Defaults to std. */
+    embeddingStd?: number;
+  };
   /** Storage type of the 2-D weights; norms and biases stay F32 as llama.cpp converters do. Defaults to "f32". */
   type?: "f32" | "f16";
   /** general.name. Defaults to "synthetic-<arch>". */
@@ -66,7 +70,7 @@ function plan(cfg: SyntheticModelConfig, nVocab: number): TensorPlan[] {
   const nEmbdKv = headDim * cfg.nHeadKv;
   const mat = (name: string, ne: number[], s = std): TensorPlan => ({ name, ne, mean: 0, std: s, matrix: true });
   const vec = (name: string, n: number, mean: number, s: number): TensorPlan => ({ name, ne: [n], mean, std: s, matrix: false });
-  const out: TensorPlan[] = [mat("token_embd.weight", [cfg.nEmbd, nVocab])];
+  const out: TensorPlan[] = [mat("token_embd.weight", [cfg.nEmbd, nVocab], cfg.init?.embeddingStd ?? std)];
   for (let i = 0; i < cfg.nLayer; i++) {
     const b = `blk.${i}`;
     out.push(vec(`${b}.attn_norm.weight`, cfg.nEmbd, 1, 0.1));

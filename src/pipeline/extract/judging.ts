@@ -3,6 +3,7 @@
  * score per rollout, at most `concurrency` judge calls at once. The first failure stops new calls
  * and is reported once everything in flight has settled.
  */
+import { type Limit, limiter } from "../../judge/limit.js";
 import type { Judge, JudgeInput } from "../../judge/types.js";
 import { PersonaError } from "../../errors.js";
 import type { TraitDefinition } from "../../traits/format.js";
@@ -14,8 +15,7 @@ export interface Judgement {
 }
 
 export class JudgePool {
-  private active = 0;
-  private readonly queue: Array<() => void> = [];
+  private readonly limit: Limit;
   private readonly tasks = new Set<Promise<void>>();
   /** The first failure; later tasks are not started once it is set. */
   error: unknown;
@@ -29,6 +29,7 @@ export class JudgePool {
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new PersonaError("E_BAD_INPUT", `judge concurrency must be a positive integer, got ${concurrency}`);
     }
+    this.limit = limiter(concurrency);
   }
 
   /** Scores one rollout and hands the judgement to `done` (awaited before the task counts as finished). */
@@ -55,16 +56,10 @@ export class JudgePool {
     this.onError(this.error);
   }
 
-  private async call(input: JudgeInput): Promise<number | null> {
-    if (this.active >= this.concurrency) await new Promise<void>((resolve) => this.queue.push(resolve));
-    else this.active++;
-    try {
+  private call(input: JudgeInput): Promise<number | null> {
+    return this.limit(async () => {
       if (this.error !== undefined) throw this.error;
-      return await this.judge.score(input, this.signal);
-    } finally {
-      const next = this.queue.shift();
-      if (next) next();
-      else this.active--;
-    }
+      return this.judge.score(input, this.signal);
+    });
   }
 }

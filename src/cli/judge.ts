@@ -1,0 +1,54 @@
+/**
+ * Which judge a command uses: `--judge` when given, else the demo rubric judge for the built-in
+ * demo traits (the only ones it can score; a user trait that merely shares a name is not one),
+ * else an error asking for a judge before any work starts. With a run directory, judgements are
+ * cached there so a re-run never pays for a call twice.
+ */
+import path from "node:path";
+import { isDemoTrait } from "../demo/traits.js";
+import { PersonaError } from "../errors.js";
+import { CachedJudge } from "../judge/cache.js";
+import { JUDGE_SPEC_HELP, resolveJudge } from "../judge/resolve.js";
+import type { Judge } from "../judge/types.js";
+import { loadTraitFiles, type TraitDefinition } from "../traits/format.js";
+import { builtinTraitsDir, resolveTraitFiles } from "../traits/registry.js";
+
+export interface LoadedTrait {
+  trait: TraitDefinition;
+  /** True for the demo traits shipped with the package. */
+  builtinDemo: boolean;
+}
+
+export async function loadTraitRef(ref: string): Promise<LoadedTrait> {
+  const files = await resolveTraitFiles(ref);
+  const trait = await loadTraitFiles(files);
+  const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(builtinTraitsDir());
+  return { trait, builtinDemo };
+}
+
+export function judgeSpecFor(t: LoadedTrait, spec: string | undefined): string {
+  if (spec !== undefined) return spec;
+  if (t.builtinDemo) return "demo";
+  throw new PersonaError(
+    "E_BAD_INPUT",
+    `--judge is required for trait "${t.trait.name}" (only the built-in demo traits default to the demo judge); use ${JUDGE_SPEC_HELP}`,
+  );
+}
+
+export interface OpenedJudge {
+  judge: Judge;
+  /** Flushes the cache (if any) and frees the judge. */
+  close(): Promise<void>;
+}
+
+export async function openJudge(spec: string, runDir?: string): Promise<OpenedJudge> {
+  const inner = await resolveJudge(spec);
+  const judge = runDir ? await CachedJudge.open(inner, path.join(runDir, "judge-cache.jsonl")) : inner;
+  return {
+    judge,
+    async close() {
+      if (judge !== inner) await judge.dispose?.();
+      await inner.dispose?.();
+    },
+  };
+}

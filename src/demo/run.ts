@@ -1,0 +1,133 @@
+/**
+ * `persona demo`: the whole method on the demo model, per trait — extract persona vectors from
+ * pos/neg rollouts judged by the demo rubric, sweep steering over layers × coefficients to find
+ * the best layer, then check that steering against the trait under its pos system prompt lowers
+ * it — and the cosine similarities between the traits' vectors. Every step writes a run
+ * directory under `out`, so an interrupted demo resumes.
+ */
+import path from "node:path";
+import type { Model } from "../engine/Model.js";
+import { extractPersonaVectors, type ExtractResult } from "../pipeline/extract.js";
+import { evaluateTrait, type ScoreStats } from "../pipeline/evaluate.js";
+import { RunDir } from "../pipeline/rundir.js";
+import { sweepSteering, type SweepRecord, type SweepResult } from "../pipeline/sweep.js";
+import { writeSweepReport } from "../report/sweep.js";
+import { loadTrait } from "../traits/registry.js";
+import { systemPrompt } from "../traits/format.js";
+import { readVectors, row, updateVectorsMeta } from "../vectors/format.js";
+import { cosine } from "../vectors/math.js";
+import { DemoJudge } from "./judge.js";
+import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
+
+export interface DemoOptions {
+  /** Run directories go here. */
+  out: string;
+  traits?: readonly DemoTrait[];
+  /** Rollouts per instruction pair × question × polarity for extraction. Defaults to 2. */
+  rollouts?: number;
+  /** Evaluation questions and rollouts per question for each sweep cell. Defaults to 10 and 2. */
+  questions?: number;
+  samples?: number;
+  /** Steering coefficients of the sweep. Defaults to 1, 2, 4, 6, 8. */
+  coefs?: readonly number[];
+  /** New tokens per rollout. Defaults to 64 (demo replies are short). */
+  maxTokens?: number;
+  seed?: number;
+  onStage?(trait: DemoTrait, stage: string): void;
+}
+
+export interface DemoTraitResult {
+  trait: DemoTrait;
+  extraction: Pick<ExtractResult, "vectorsPath" | "counts" | "scores">;
+  sweep: SweepResult;
+  report: string;
+  /** Trait score under a pos system prompt, without and with −coef steering at the best layer. */
+  suppression: { coef: number; unsteered: ScoreStats; steered: ScoreStats; coherence: ScoreStats } | null;
+}
+
+export interface DemoResult {
+  traits: DemoTraitResult[];
+  /** Cosine similarity of the response_avg vectors, per pair of traits, at each trait's best layer of the first. */
+  cosines: { a: DemoTrait; b: DemoTrait; layer: number; cosine: number }[];
+}
+
+export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResult> {
+  const traits = opts.traits ?? DEMO_TRAITS;
+  const coefs = opts.coefs ?? [1, 2, 4, 6, 8];
+  const maxTokens = opts.maxTokens ?? 64;
+  const seed = opts.seed ?? 0;
+  const judge = new DemoJudge();
+  const results: DemoTraitResult[] = [];
+  for (const name of traits) {
+    const trait = await loadTrait(name);
+    const dir = path.join(opts.out, name);
+    opts.onStage?.(name, "extracting");
+    const extraction = await extractPersonaVectors(model, {
+      trait,
+      judge,
+      runDir: path.join(dir, "extract"),
+      rollouts: opts.rollouts ?? 2,
+      maxTokens,
+      seed,
+    });
+    const vectors = await readVectors(extraction.vectorsPath);
+    const layers = Array.from({ length: model.info.nLayer }, (_, i) => i + 1);
+    const questions = trait.eval.questions.slice(0, opts.questions ?? 10);
+    const common = { trait, judge, questions, samplesPerQuestion: opts.samples ?? 2, maxTokens, seed };
+
+    opts.onStage?.(name, "sweeping");
+    const sweepDir = path.join(dir, "sweep");
+    const run = await RunDir.open(sweepDir, "demo-sweep", { layers, coefs, questions, samples: common.samplesPerQuestion, maxTokens, seed });
+    const records = await run.records<SweepRecord>("cells.jsonl");
+    let sweep: SweepResult;
+    try {
+      sweep = await sweepSteering(model, { ...common, vectors: vectors.tensors.response_avg, layers, coefs, records });
+    } finally {
+      await records.close();
+    }
+    const { html: report } = await writeSweepReport(sweepDir, sweep, {
+      trait: name,
+      model: model.info.name,
+      vectors: extraction.vectorsPath,
+      judge: judge.id,
+      questions: questions.length,
+      samplesPerQuestion: common.samplesPerQuestion,
+      temperature: 1,
+      maxTokens,
+      seed,
+    });
+    if (sweep.bestLayer !== null) await updateVectorsMeta(extraction.vectorsPath, { bestLayer: sweep.bestLayer });
+
+    let suppression: DemoTraitResult["suppression"] = null;
+    if (sweep.bestLayer !== null && sweep.bestCoef !== null) {
+      opts.onStage?.(name, "suppressing");
+      const pair = trait.eval.instruction[0]!;
+      const system = systemPrompt(trait.name, trait.antonym, pair.pos, "pos");
+      const coef = -Math.abs(sweep.bestCoef);
+      const vector = Float32Array.from(row(vectors.tensors.response_avg, sweep.bestLayer));
+      const [unsteered, steered] = await Promise.all([
+        evaluateTrait(model, { ...common, system }),
+        evaluateTrait(model, { ...common, system, steering: model.steering([{ vector, layer: sweep.bestLayer, coef, positions: "response" }]) }),
+      ]);
+      suppression = { coef, unsteered: unsteered.traitScore, steered: steered.traitScore, coherence: steered.coherence };
+    }
+    results.push({ trait: name, extraction, sweep, report, suppression });
+  }
+
+  const cosines: DemoResult["cosines"] = [];
+  const loaded = await Promise.all(results.map(async (r) => ({ r, v: await readVectors(r.extraction.vectorsPath) })));
+  for (let i = 0; i < loaded.length; i++) {
+    for (let j = i + 1; j < loaded.length; j++) {
+      const a = loaded[i]!;
+      const b = loaded[j]!;
+      const layer = a.r.sweep.bestLayer ?? Math.ceil(model.info.nLayer / 2);
+      cosines.push({
+        a: a.r.trait,
+        b: b.r.trait,
+        layer,
+        cosine: cosine(row(a.v.tensors.response_avg, layer), row(b.v.tensors.response_avg, layer)),
+      });
+    }
+  }
+  return { traits: results, cosines };
+}

@@ -1,0 +1,30 @@
+/** The library surface: the engine, vectors, traits, judges and the pipelines built on them. */
+export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
+export { Model } from "./engine/Model.js";
+export type { SteeringSpec, ResolvedSteering, Positions } from "./engine/steering.js";
+export type { SampleActivations } from "./engine/capture.js";
+export type * from "./engine/types.js";
+export { PersonaError, type PersonaErrorCode } from "./errors.js";
+
+export { readVectors, writeVectors, updateVectorsMeta, row, type PersonaVectors, type LayerMatrix } from "./vectors/format.js";
+export { cosine, project, norm, cosinePerLayer } from "./vectors/math.js";
+export { loadSteering, steeringSpecs, type SteeringRef } from "./vectors/steer.js";
+export { exportControlVector } from "./vectors/interop/cvec.js";
+export { ptToVectors } from "./vectors/interop/torch.js";
+
+export { loadTrait, listTraits } from "./traits/registry.js";
+export { systemPrompt, type TraitDefinition, type TraitSplit } from "./traits/format.js";
+export { generateTrait } from "./traits/generate.js";
+
+export type { Judge, JudgeInput, JudgeMetric } from "./judge/types.js";
+export { resolveJudge } from "./judge/resolve.js";
+export { OpenAIJudge } from "./judge/openai.js";
+export { AnthropicJudge } from "./judge/anthropic.js";
+export { CachedJudge } from "./judge/cache.js";
+export { DemoJudge } from "./demo/judge.js";
+export { DEMO_MODEL_PATH } from "./demo/model.js";
+
+export { extractPersonaVectors, type ExtractOptions, type ExtractResult } from "./pipeline/extract.js";
+export { evaluateTrait, evaluateSettings } from "./pipeline/evaluate.js";
+export { sweepSteering, pickBestLayer } from "./pipeline/sweep.js";
+export { filterPairs } from "./pipeline/filter.js";
