@@ -7,6 +7,7 @@
  */
 import path from "node:path";
 import type { Model } from "../engine/Model.js";
+import { PersonaError } from "../errors.js";
 import { extractPersonaVectors, type ExtractResult } from "../pipeline/extract.js";
 import { evaluateTrait, type ScoreStats } from "../pipeline/evaluate.js";
 import { RunDir } from "../pipeline/rundir.js";
@@ -47,6 +48,8 @@ export interface DemoTraitResult {
 
 export interface DemoResult {
   traits: DemoTraitResult[];
+  /** Traits whose extraction kept no pair (the model did not follow that trait's prompts), with the reason. */
+  failed: { trait: DemoTrait; reason: string }[];
   /** Cosine similarity of the response_avg vectors, per pair of traits, at each trait's best layer of the first. */
   cosines: { a: DemoTrait; b: DemoTrait; layer: number; cosine: number }[];
 }
@@ -58,18 +61,27 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
   const seed = opts.seed ?? 0;
   const judge = new DemoJudge();
   const results: DemoTraitResult[] = [];
+  const failed: DemoResult["failed"] = [];
   for (const name of traits) {
     const trait = await loadTrait(name);
     const dir = path.join(opts.out, name);
     opts.onStage?.(name, "extracting");
-    const extraction = await extractPersonaVectors(model, {
-      trait,
-      judge,
-      runDir: path.join(dir, "extract"),
-      rollouts: opts.rollouts ?? 2,
-      maxTokens,
-      seed,
-    });
+    let extraction: ExtractResult;
+    try {
+      extraction = await extractPersonaVectors(model, {
+        trait,
+        judge,
+        runDir: path.join(dir, "extract"),
+        rollouts: opts.rollouts ?? 2,
+        maxTokens,
+        seed,
+      });
+    } catch (e) {
+      // No pair passed the filter: report it and go on with the other traits.
+      if (!(e instanceof PersonaError) || e.code !== "E_BAD_INPUT") throw e;
+      failed.push({ trait: name, reason: e.message });
+      continue;
+    }
     const vectors = await readVectors(extraction.vectorsPath);
     const layers = Array.from({ length: model.info.nLayer }, (_, i) => i + 1);
     const questions = trait.eval.questions.slice(0, opts.questions ?? 10);
@@ -129,5 +141,5 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       });
     }
   }
-  return { traits: results, cosines };
+  return { traits: results, failed, cosines };
 }

@@ -93,6 +93,8 @@ Examples:
             }),
           ),
         );
+        for (const f of result.failed) print(`${f.trait}: no vectors — ${f.reason}`);
+        if (result.failed.length > 0) process.exitCode = 1;
         print("");
         for (const c of result.cosines) print(`cosine(${c.a}, ${c.b}) at layer ${c.layer}: ${c.cosine.toFixed(3)}`);
         print(`\nreports: ${result.traits.map((r) => path.relative(process.cwd(), r.report)).join(", ")}`);
