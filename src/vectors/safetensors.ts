@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { endianness } from "node:os";
 import { open, readFile, rename, unlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { f16ToF32 } from "../engine/gguf/types.js";
 import { PersonaError } from "../errors.js";
 
 /**
@@ -205,7 +206,7 @@ export function toFloat32(raw: Uint8Array, dtype: string, label: string): Float3
     }
     case "F16": {
       const out = new Float32Array(raw.byteLength / 2);
-      for (let i = 0; i < out.length; i++) out[i] = halfToFloat(view.getUint16(i * 2, true));
+      for (let i = 0; i < out.length; i++) out[i] = f16ToF32(view.getUint16(i * 2, true));
       return out;
     }
     case "BF16": {
@@ -218,16 +219,6 @@ export function toFloat32(raw: Uint8Array, dtype: string, label: string): Float3
     default:
       throw new PersonaError("E_BAD_FORMAT", `${label} has dtype ${dtype}; only F32, F16, BF16 and F64 tensors can be read`);
   }
-}
-
-/** IEEE 754 binary16 → number, including subnormals, infinities and NaN. */
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
