@@ -1,7 +1,7 @@
-import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { PersonaError } from "../errors.js";
-import { parseTraitSplit, type TraitSplit } from "../traits/format.js";
+import { loadTraitSplit, type TraitSplit } from "../traits/format.js";
 
 /**
  * The demo world's three traits, their antonyms (the neg system prompt's name), and the shipped
@@ -22,35 +22,22 @@ export function isDemoTrait(name: string): name is DemoTrait {
   return (DEMO_TRAITS as readonly string[]).includes(name);
 }
 
-/** The JSON files live beside this module in the source tree, which is where the registry looks too. */
+/** The shipped trait files; the registry looks here too. */
 export function demoTraitDir(): string {
   // The JSON files stay in src/ (tsc does not copy them); src/demo and dist/demo are both two levels down.
   return fileURLToPath(new URL("../../src/demo/traits/", import.meta.url));
 }
 
 export function demoTraitPath(trait: DemoTrait, split: DemoTraitSplit): string {
-  return fileURLToPath(new URL(`./traits/${trait}.${split}.json`, import.meta.url));
+  return path.join(demoTraitDir(), `${trait}.${split}.json`);
 }
 
 /** Path of the optional meta file (name, description, antonym) the trait registry reads. */
 export function demoTraitMetaPath(trait: DemoTrait): string {
-  return fileURLToPath(new URL(`./traits/${trait}.trait.json`, import.meta.url));
+  return path.join(demoTraitDir(), `${trait}.trait.json`);
 }
 
 export async function loadDemoTrait(trait: DemoTrait, split: DemoTraitSplit): Promise<TraitSplit> {
   if (!isDemoTrait(trait)) throw new PersonaError("E_NOT_FOUND", `unknown demo trait ${JSON.stringify(trait)}; expected one of ${DEMO_TRAITS.join(", ")}`);
-  const file = demoTraitPath(trait, split);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new PersonaError("E_NOT_FOUND", `${file} does not exist`);
-    throw e;
-  }
-  try {
-    return parseTraitSplit(JSON.parse(text) as unknown, file);
-  } catch (e) {
-    if (e instanceof SyntaxError) throw new PersonaError("E_BAD_FORMAT", `${file} is not valid JSON: ${e.message}`);
-    throw e;
-  }
+  return loadTraitSplit(demoTraitPath(trait, split));
 }
