@@ -7,17 +7,16 @@
  *
  *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2]
  *
- * node-llama-cpp is installed on first use into bench/.peer (it is not a project dependency).
+ * node-llama-cpp is installed on first use into bench/.peer (it is not a project dependency) and
+ * measured in a child process (bench/peer.ts).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
-import { BINARIES_VERSION } from "../src/engine/ffi/discover.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -65,38 +64,6 @@ async function timeIt(fn: () => Promise<void>): Promise<number> {
   return median(times);
 }
 
-/** The slice of node-llama-cpp's API the benchmark drives (it is not installed at type-check time). */
-interface PeerSequence {
-  clearHistory(): Promise<void>;
-  evaluate(tokens: unknown, o: { temperature: number }): AsyncIterable<unknown>;
-}
-interface PeerApi {
-  LlamaLogLevel: { error: unknown };
-  getLlama(o: object): Promise<{
-    loadModel(o: { modelPath: string }): Promise<{
-      tokenize(text: string): unknown;
-      createContext(o: object): Promise<{ getSequence(): PeerSequence; dispose(): Promise<void> }>;
-      dispose(): Promise<void>;
-    }>;
-    dispose(): Promise<void>;
-  }>;
-}
-
-async function loadPeer(): Promise<PeerApi> {
-  const peerDir = path.resolve("bench/.peer");
-  const entry = path.join(peerDir, "node_modules", "node-llama-cpp", "dist", "index.js");
-  if (!existsSync(entry)) {
-    mkdirSync(peerDir, { recursive: true });
-    console.error(`installing node-llama-cpp@${BINARIES_VERSION} into ${peerDir} (once) ...`);
-    // Optional platform packages are skipped: the peer finds the same prebuilt binaries we use
-    // through Node's parent-directory module resolution.
-    execFileSync("npm", ["install", "--prefix", peerDir, "--no-save", "--omit=optional", "--no-audit", "--no-fund", `node-llama-cpp@${BINARIES_VERSION}`], {
-      stdio: ["ignore", "inherit", "inherit"],
-    });
-  }
-  return (await import(pathToFileURL(entry).href)) as PeerApi;
-}
-
 interface OursTimes {
   plain: number;
   capture: number;
@@ -124,30 +91,14 @@ async function benchOurs(parallel: number): Promise<OursTimes> {
   };
 }
 
-async function benchPeer(parallel: number): Promise<number> {
-  const { getLlama, LlamaLogLevel } = await loadPeer();
-  const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath });
-  const context = await model.createContext({ sequences: parallel, contextSize: parallel * 256, threads: THREADS, batchSize: 512 });
-  const prompt = model.tokenize(PROMPT);
-  const sequences = Array.from({ length: parallel }, () => context.getSequence());
-  const runOnce = async () => {
-    await Promise.all(
-      sequences.map(async (seq, i) => {
-        await seq.clearHistory();
-        let n = 0;
-        for await (const _t of seq.evaluate(prompt, { temperature: 0 })) {
-          if (++n >= TOKENS) break;
-        }
-        if (n !== TOKENS) throw new Error(`peer sequence ${i} stopped after ${n} tokens`);
-      }),
-    );
-  };
-  const t = await timeIt(runOnce);
-  await context.dispose();
-  await model.dispose();
-  await llama.dispose();
-  return t;
+/** The peer runs in its own process, so the llama.cpp copy our engine loaded cannot affect it. */
+function benchPeer(parallel: number): number {
+  const out = execFileSync(
+    process.execPath,
+    ["--import", "tsx", "bench/peer.ts", modelPath, String(parallel), String(TOKENS), String(REPEATS), String(THREADS), PROMPT],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
+  return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
 }
 
 async function main(): Promise<void> {
@@ -162,7 +113,7 @@ async function main(): Promise<void> {
   for (const parallel of PARALLEL) {
     const total = parallel * TOKENS;
     const ours = await benchOurs(parallel);
-    const peer = await benchPeer(parallel);
+    const peer = benchPeer(parallel);
     const tps = (t: number) => (total / t).toFixed(1).padStart(8);
     const pct = (t: number) => `${((t / ours.plain - 1) * 100).toFixed(1)}%`;
     console.log(`\n${parallel} sequence(s) decoded together`);
