@@ -40,9 +40,9 @@ const result = await buildDemoModel({
   onProgress: (p) => {
     if (p.epochDone) {
       console.log(`epoch ${p.epoch}/${p.epochs}  train loss ${p.loss.toFixed(4)}  val loss ${p.valLoss?.toFixed(4) ?? "-"}`);
-    } else if (p.step - lastPrint >= 100 || p.step < lastPrint) {
+    } else if (p.step - lastPrint >= 25 || p.step < lastPrint) {
       lastPrint = p.step;
-      const eta = ((p.steps - p.step) * config.window) / p.tokensPerSecond;
+      const eta = ((p.steps - p.step) * config.window * config.batchWindows) / p.tokensPerSecond;
       console.log(`epoch ${p.epoch}/${p.epochs} step ${String(p.step).padStart(6)}/${p.steps}  loss ${p.loss.toFixed(4)}  lr ${p.learningRate.toExponential(2)}  ${p.tokensPerSecond.toFixed(0)} tok/s  epoch eta ${(eta / 60).toFixed(1)} min`);
     }
   },

@@ -1,8 +1,8 @@
 /**
  * Builds the demo model from nothing but a seed: generate the persona corpus, train a byte-level
  * BPE on it, write a llama-architecture GGUF with freshly initialised weights and that tokenizer,
- * then train it through the engine (llama.cpp's optimiser). `npm run demo:train` runs this and
- * prints the loss curve; the result is committed as models/persona-demo.gguf.
+ * then train it through the engine (our ggml training graph, AdamW). `npm run demo:train` runs
+ * this and prints the loss curve; the result is committed as models/persona-demo.gguf.
  */
 import { copyFile, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
@@ -22,13 +22,15 @@ export interface DemoBuildConfig {
   model: Pick<SyntheticModelConfig, "nLayer" | "nEmbd" | "nHead" | "nHeadKv" | "nFf">;
   /** Tokens per training window (also the model's context length). */
   window: number;
+  /** Windows per optimiser step. */
+  batchWindows: number;
   /** Peak learning rate of each epoch; each epoch decays (cosine) to the next one's peak. */
   learningRates: number[];
-  /** AdamW beta2; 0.95 rather than 0.999 keeps one-window steps from blowing up late in training. */
+  /** AdamW beta2; 0.95 rather than 0.999 keeps small-batch steps from blowing up late in training. */
   beta2: number;
   warmupSteps: number;
   weightDecay: number;
-  /** std of the token embeddings, which llama.cpp never trains: they stay a fixed random code. */
+  /** std of the token embeddings, which stay a fixed random code (trained embeddings bring nothing at this size). */
   embeddingStd: number;
 }
 
@@ -36,13 +38,16 @@ export interface DemoBuildConfig {
 export const DEMO_BUILD: DemoBuildConfig = {
   seed: 1,
   conversations: 36_000,
-  vocabSize: 1024,
+  // The merges run out at ~3,600 tokens: every word of the corpus becomes one token, so the model
+  // never has to learn spelling (1,024 tokens left it inventing words).
+  vocabSize: 4096,
   model: { nLayer: 4, nEmbd: 192, nHead: 4, nHeadKv: 4, nFf: 512 },
   window: 256,
-  // 1e-3 and above diverge with one window per optimiser step; so does 5e-4 held for 7k steps.
-  learningRates: [5e-4, 2.5e-4, 1e-4, 1e-4, 4e-5],
+  batchWindows: 4,
+  // One cosine from 2e-3 to ~1e-4 over the five epochs, cut at the epoch boundaries.
+  learningRates: [2e-3, 1.82e-3, 1.34e-3, 7.6e-4, 2.8e-4],
   beta2: 0.95,
-  warmupSteps: 200,
+  warmupSteps: 150,
   weightDecay: 0.01,
   embeddingStd: 1,
 };
@@ -60,7 +65,8 @@ export function demoTokenizer(texts: Iterable<string>, vocabSize: number): ByteB
     pad: id("<|endoftext|>"),
     pre: "gpt-2", // llama.cpp's "gpt-2" pre-tokenizer uses the same split regex as our BPE trainer
     chatTemplate: CHATML_TEMPLATE,
-    addBos: false,
+    // BOS opens every conversation, in training (where it marks document starts) and inference.
+    addBos: true,
   };
 }
 
@@ -68,6 +74,7 @@ export function demoTokenizer(texts: Iterable<string>, vocabSize: number): ByteB
  * Packs whole conversations into windows of `window + 1` tokens. A window always starts at a
  * conversation's beginning, so the model never learns a reply without the system prompt that
  * shaped it; the last conversation of a window may be cut and then starts the next window.
+ * Training restarts positions and attention at each conversation's BOS (`documentStart`).
  */
 export function packWindows(conversations: readonly Int32Array[], window: number, pad: number): Int32Array[] {
   const size = window + 1;
@@ -144,7 +151,7 @@ export async function buildDemoModel(opts: BuildDemoOptions): Promise<DemoBuildR
   const model = await opts.engine.loadModel(init, { noMmap: true });
   try {
     const encoded: Int32Array[] = [];
-    for (const t of texts) encoded.push(await model.tokenize(t, { addSpecial: false, parseSpecial: true }));
+    for (const t of texts) encoded.push(await model.tokenize(t, { addSpecial: true, parseSpecial: true }));
     const nTokens = encoded.reduce((a, e) => a + e.length, 0);
     const windows = packWindows(encoded, cfg.window, tokenizer.pad!);
     log(`training data: ${nTokens} tokens (${(nTokens / encoded.length).toFixed(1)} per conversation) in ${windows.length} windows of ${cfg.window}`);
@@ -154,6 +161,9 @@ export async function buildDemoModel(opts: BuildDemoOptions): Promise<DemoBuildR
       const r: TrainResult = await model.train({
         windows,
         contextLength: cfg.window,
+        batchWindows: cfg.batchWindows,
+        documentStart: tokenizer.bos!,
+        trainable: (name) => name !== "token_embd.weight",
         epochs: 1,
         learningRate: lr,
         minLearningRate: cfg.learningRates[e + 1] ?? lr / 5,

@@ -101,6 +101,7 @@ export const llama_chat_message = koffi.struct("llama_chat_message", { role: "co
 
 export const GGML_TYPE_I32 = 26;
 export const GGML_OPT_OPTIMIZER_TYPE_ADAMW = 0;
+export const GGML_OPT_OPTIMIZER_TYPE_SGD = 1;
 /** `ggml_tensor.flags` (int32) and its "trainable parameter" bit, which llama_opt_init sets for good. */
 export const GGML_TENSOR_FLAGS_OFFSET = 148;
 export const GGML_TENSOR_FLAG_PARAM = 4;
@@ -146,6 +147,48 @@ export function registerOptParsCallback(fn: () => OptimizerParams): unknown {
   return koffi.register(() => fn(), koffi.pointer(getOptParsProto));
 }
 
+// ---- our own ggml training graph (ggml.h, ggml-backend.h, ggml-opt.h) ----------------------------
+
+export const GGML_OPT_LOSS_TYPE_CROSS_ENTROPY = 2;
+export const GGML_OPT_BUILD_TYPE_OPT = 30;
+export const GGML_BACKEND_DEVICE_TYPE_CPU = 0;
+export const GGML_ROPE_TYPE_NORMAL = 0;
+
+export const ggml_init_params = koffi.struct("ggml_init_params", { mem_size: "size_t", mem_buffer: "void *", no_alloc: "bool" });
+
+export const ggml_opt_params = koffi.struct("ggml_opt_params", {
+  backend_sched: "void *",
+  ctx_compute: "void *",
+  inputs: "void *",
+  outputs: "void *",
+  loss_type: "int32_t",
+  build_type: "int32_t",
+  opt_period: "int32_t",
+  get_opt_pars: "void *",
+  get_opt_pars_ud: "void *",
+  optimizer: "int32_t",
+});
+
+export interface GgmlOptParams {
+  backend_sched: Ptr;
+  ctx_compute: Ptr;
+  inputs: Ptr;
+  outputs: Ptr;
+  loss_type: number;
+  build_type: number;
+  opt_period: number;
+  get_opt_pars: unknown;
+  get_opt_pars_ud: unknown;
+  optimizer: number;
+}
+
+const setNThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *backend, int n_threads)");
+
+/** Calls a backend's `ggml_backend_set_n_threads` found through its registry (the CPU backend is a loaded module). */
+export function callSetNThreads(fn: Ptr, backend: Ptr, n: number): void {
+  koffi.call(fn as never, setNThreadsProto, backend, n);
+}
+
 export function readPointer(ptr: Ptr, offset: number): Ptr {
   return koffi.decode(ptr, offset, "void *");
 }
@@ -165,6 +208,8 @@ export const DECLARED_LAYOUTS = {
   llama_chat_message,
   llama_opt_params,
   ggml_opt_optimizer_params,
+  ggml_init_params,
+  ggml_opt_params,
 } as const;
 
 export interface LlamaModelParams {
@@ -303,6 +348,53 @@ function bind(paths: LibraryPaths) {
     ggml_opt_result_free: base.func("void ggml_opt_result_free(void *result)"),
     ggml_opt_result_reset: base.func("void ggml_opt_result_reset(void *result)"),
     ggml_opt_result_loss: base.func("void ggml_opt_result_loss(void *result, _Out_ double *loss, _Out_ double *unc)"),
+
+    // our own training graph
+    ggml_init: base.func("void *ggml_init(ggml_init_params params)"),
+    ggml_free: base.func("void ggml_free(void *ctx)"),
+    ggml_tensor_overhead: base.func("size_t ggml_tensor_overhead()"),
+    ggml_new_tensor_1d: base.func("void *ggml_new_tensor_1d(void *ctx, int type, int64_t ne0)"),
+    ggml_new_tensor_2d: base.func("void *ggml_new_tensor_2d(void *ctx, int type, int64_t ne0, int64_t ne1)"),
+    ggml_new_tensor_4d: base.func("void *ggml_new_tensor_4d(void *ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)"),
+    ggml_set_param: base.func("void ggml_set_param(void *tensor)"),
+    ggml_set_input: base.func("void ggml_set_input(void *tensor)"),
+    ggml_graph_overhead_custom: base.func("size_t ggml_graph_overhead_custom(size_t size, bool grads)"),
+    ggml_new_graph_custom: base.func("void *ggml_new_graph_custom(void *ctx, size_t size, bool grads)"),
+    ggml_build_forward_expand: base.func("void ggml_build_forward_expand(void *cgraph, void *tensor)"),
+    ggml_opt_prepare_alloc: base.func("void ggml_opt_prepare_alloc(void *opt_ctx, void *ctx_compute, void *gf, void *inputs, void *outputs)"),
+    ggml_get_rows: base.func("void *ggml_get_rows(void *ctx, void *a, void *b)"),
+    ggml_rms_norm: base.func("void *ggml_rms_norm(void *ctx, void *a, float eps)"),
+    ggml_mul: base.func("void *ggml_mul(void *ctx, void *a, void *b)"),
+    ggml_add: base.func("void *ggml_add(void *ctx, void *a, void *b)"),
+    ggml_mul_mat: base.func("void *ggml_mul_mat(void *ctx, void *a, void *b)"),
+    ggml_reshape_2d: base.func("void *ggml_reshape_2d(void *ctx, void *a, int64_t ne0, int64_t ne1)"),
+    ggml_reshape_3d: base.func("void *ggml_reshape_3d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2)"),
+    ggml_reshape_4d: base.func("void *ggml_reshape_4d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)"),
+    ggml_permute: base.func("void *ggml_permute(void *ctx, void *a, int axis0, int axis1, int axis2, int axis3)"),
+    ggml_cont: base.func("void *ggml_cont(void *ctx, void *a)"),
+    ggml_rope_ext: base.func(
+      "void *ggml_rope_ext(void *ctx, void *a, void *b, void *c, int n_dims, int mode, int n_ctx_orig, float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow)",
+    ),
+    ggml_soft_max_ext: base.func("void *ggml_soft_max_ext(void *ctx, void *a, void *mask, float scale, float max_bias)"),
+    ggml_silu: base.func("void *ggml_silu(void *ctx, void *a)"),
+    ggml_backend_alloc_ctx_tensors: base.func("void *ggml_backend_alloc_ctx_tensors(void *ctx, void *backend)"),
+    ggml_backend_buffer_free: base.func("void ggml_backend_buffer_free(void *buffer)"),
+    ggml_backend_tensor_set_raw: base.func("void ggml_backend_tensor_set(void *tensor, const void *data, size_t offset, size_t size)"),
+    ggml_backend_dev_by_type: ggml.func("void *ggml_backend_dev_by_type(int type)"),
+    ggml_backend_dev_init: base.func("void *ggml_backend_dev_init(void *device, const char *params)"),
+    ggml_backend_dev_backend_reg: base.func("void *ggml_backend_dev_backend_reg(void *device)"),
+    ggml_backend_reg_get_proc_address: base.func("void *ggml_backend_reg_get_proc_address(void *reg, const char *name)"),
+    ggml_backend_free: base.func("void ggml_backend_free(void *backend)"),
+    ggml_backend_sched_new: base.func(
+      "void *ggml_backend_sched_new(void **backends, void **bufts, int n_backends, size_t graph_size, bool parallel, bool op_offload)",
+    ),
+    ggml_backend_sched_free: base.func("void ggml_backend_sched_free(void *sched)"),
+    ggml_opt_init: base.func("void *ggml_opt_init(ggml_opt_params params)"),
+    ggml_opt_free: base.func("void ggml_opt_free(void *opt_ctx)"),
+    ggml_opt_alloc: base.func("void ggml_opt_alloc(void *opt_ctx, bool backward)"),
+    ggml_opt_reset: base.func("void ggml_opt_reset(void *opt_ctx, bool optimizer)"),
+    ggml_opt_eval: base.func("void ggml_opt_eval(void *opt_ctx, void *result)"),
+    ggml_opt_labels: base.func("void *ggml_opt_labels(void *opt_ctx)"),
   };
 }
 

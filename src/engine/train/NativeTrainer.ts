@@ -1,40 +1,40 @@
 /**
- * Full-weight training of a loaded F32 model through llama.cpp's llama_opt_* API, in the engine
- * worker. Each call gets its own training context, set up once before llama_opt_init and never
- * touched after (setting anything on it later recreates its scheduler under the optimiser), and
- * freed at the end; inference contexts on the same model see the new weights at once.
+ * Full-weight training of a loaded F32 llama model in the engine worker: our own ggml graph
+ * (train/graph.ts) over the model's weight tensors, optimised by ggml's AdamW (ggml_opt). The
+ * weights change in place, so inference contexts on the same model see them at once and `save`
+ * writes them.
  *
- * llama_opt_epoch is called once per window with a one-window dataset, rather than once per
- * epoch: that gives per-step losses, a seeded shuffle, cancellation and progress between steps
- * with no callback from inside native code. AdamW's state (and its step count) lives in the
- * context's optimiser, so it carries across these calls exactly as within one epoch.
+ * One step = `batchWindows` windows, one AdamW update; the graph is rebuilt per step
+ * (ggml_opt's dynamic mode), which keeps it independent of the model's depth.
  */
 import { PersonaError } from "../../errors.js";
 import {
+  callSetNThreads,
+  GGML_BACKEND_DEVICE_TYPE_CPU,
+  GGML_OPT_BUILD_TYPE_OPT,
+  GGML_OPT_LOSS_TYPE_CROSS_ENTROPY,
   GGML_OPT_OPTIMIZER_TYPE_ADAMW,
+  GGML_OPT_OPTIMIZER_TYPE_SGD,
   GGML_TENSOR,
   GGML_TENSOR_FLAGS_OFFSET,
   GGML_TENSOR_FLAG_PARAM,
-  GGML_TYPE_F32,
-  GGML_TYPE_I32,
-  LLAMA_FLASH_ATTN_TYPE_DISABLED,
   isNull,
   readCString,
   readInt32,
   readInt64,
   readPointer,
+  registerEvalCallback,
   registerOptParsCallback,
-  registerParamFilter,
   unregisterCallback,
-  viewInt32,
   writeInt32,
+  type GgmlOptParams,
   type LlamaContextParams,
-  type LlamaOptParams,
   type OptimizerParams,
   type Ptr,
 } from "../ffi/llama.js";
 import { Batch } from "../native/Batch.js";
 import type { NativeModel } from "../native/NativeModel.js";
+import { buildLlamaGraph, documentLayout, graphSize, llamaTensorNames, type LlamaHParams } from "./graph.js";
 import { learningRateAt, shuffled, validateSpec, type TrainProgress, type TrainResult, type TrainSpec } from "./options.js";
 
 export interface TrainHooks {
@@ -42,106 +42,147 @@ export interface TrainHooks {
   shouldAbort?(): boolean;
 }
 
-/** llama.cpp skips these two after asking the filter (a FIXME in llama_set_param). */
-const NEVER_TRAINED = new Set(["token_embd.weight", "rope_freqs.weight"]);
+/** `ggml_tensor.src[]`: 10 pointers after `flags`. */
+const TENSOR_SRC_OFFSET = GGML_TENSOR_FLAGS_OFFSET + 4;
+const TENSOR_MAX_SRC = 10;
 
-export function trainModel(model: NativeModel, spec: TrainSpec, threads: number, hooks: TrainHooks): TrainResult {
+/**
+ * The model's weight tensors by name. llama.cpp has no lookup by name, so one token is decoded
+ * with an eval callback that reads the weights off the sources of the graph's nodes.
+ */
+function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<string, Ptr> {
+  const { api } = model;
+  const found = new Map<string, Ptr>();
+  const cb = registerEvalCallback((t, ask) => {
+    if (ask) {
+      for (let j = 0; j < TENSOR_MAX_SRC; j++) {
+        const src = readPointer(t, TENSOR_SRC_OFFSET + 8 * j);
+        if (isNull(src)) continue;
+        const name = readCString(src, GGML_TENSOR.name, GGML_TENSOR.nameLength);
+        if (names.has(name)) found.set(name, src);
+      }
+    }
+    return false; // observe nothing: no graph splits
+  });
+  const params = api.llama_context_default_params() as LlamaContextParams;
+  params.n_ctx = 256;
+  params.n_batch = 1;
+  params.n_ubatch = 1;
+  params.n_seq_max = 1;
+  params.no_perf = true;
+  params.cb_eval = cb;
+  params.cb_eval_user_data = null;
+  const ctx = api.llama_init_from_model(model.handle, params);
+  const batch = new Batch(api, 1);
+  try {
+    if (isNull(ctx)) throw new PersonaError("E_NATIVE", `llama.cpp could not create a context to find the weights${model.lastErrors()}`);
+    batch.add(0, 0, 0, true);
+    const rc = api.llama_decode(ctx, batch.toNative()) as number;
+    if (rc !== 0) throw new PersonaError("E_NATIVE", `llama_decode failed while looking up the weights (code ${rc})${model.lastErrors()}`);
+    return found;
+  } finally {
+    batch.free();
+    if (!isNull(ctx)) api.llama_free(ctx);
+    unregisterCallback(cb);
+  }
+}
+
+export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams, threads: number, hooks: TrainHooks): TrainResult {
   validateSpec(spec, model.info);
   const { api } = model;
   const W = spec.contextLength;
+  const B = spec.batchWindows;
   const nTrain = spec.starts.length - spec.valCount;
-  const totalSteps = nTrain * spec.epochs;
+  const stepsPerEpoch = Math.floor(nTrain / B);
+  const totalSteps = stepsPerEpoch * spec.epochs;
+
+  const weights = weightTensors(model, new Set(llamaTensorNames(hp.nLayer)));
   const wanted = spec.trainable ? new Set(spec.trainable) : null;
+  const trained: string[] = [];
+  let trainableParams = 0;
+  for (const name of llamaTensorNames(hp.nLayer)) {
+    const t = weights.get(name);
+    if (t === undefined || (wanted !== null && !wanted.has(name))) continue;
+    trained.push(name);
+    let n = 1;
+    for (let d = 0; d < 4; d++) n *= readInt64(t, GGML_TENSOR.ne + 8 * d);
+    trainableParams += n;
+  }
+  // ggml's backward pass aborts the process when the graph has no trainable tensor.
+  if (trained.length === 0) throw new PersonaError("E_BAD_INPUT", "no trainable tensor: `trainable` selects none of the model's weights");
 
   let step = 0;
   let lr = learningRateAt(spec, 0, totalSteps);
-  const offered: Ptr[] = [];
-  const trained: string[] = [];
-  let trainableParams = 0;
-  const filter = registerParamFilter((t) => {
-    offered.push(t);
-    const name = readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength);
-    const take = wanted === null || wanted.has(name);
-    if (take && !NEVER_TRAINED.has(name)) {
-      trained.push(name);
-      let n = 1;
-      for (let d = 0; d < 4; d++) n *= readInt64(t, GGML_TENSOR.ne + 8 * d);
-      trainableParams += n;
-    }
-    return take;
-  });
   const optPars = registerOptParsCallback(
     (): OptimizerParams => ({
       adamw: { alpha: lr, beta1: spec.beta1, beta2: spec.beta2, eps: spec.eps, wd: spec.weightDecay },
       sgd: { alpha: lr, wd: spec.weightDecay },
     }),
   );
-
-  let ctx: Ptr = null;
-  let dataset: Ptr = null;
-  let result: Ptr = null;
+  const device = api.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+  const backend = isNull(device) ? null : api.ggml_backend_dev_init(device, null);
+  let sched: Ptr = null;
+  let opt: Ptr = null;
+  const result = api.ggml_opt_result_init();
   try {
-    const params = api.llama_context_default_params() as LlamaContextParams;
-    params.n_ctx = W;
-    // One window = one batch = one ubatch, so each llama_opt_epoch call is one optimiser step.
-    params.n_batch = W;
-    params.n_ubatch = W;
-    params.n_seq_max = 1;
-    params.n_threads = threads;
-    params.n_threads_batch = threads;
-    // OUT_PROD (the backward of the KV cache copies) has no F16 kernel; FLASH_ATTN_EXT has no backward.
-    params.type_k = GGML_TYPE_F32;
-    params.type_v = GGML_TYPE_F32;
-    params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
-    params.no_perf = true;
-    ctx = api.llama_init_from_model(model.handle, params);
-    if (isNull(ctx)) throw new PersonaError("E_NATIVE", `llama.cpp could not create a training context of ${W} tokens${model.lastErrors()}`);
-    // llama.cpp pads n_ctx to a multiple of 256; a datapoint is n_ctx tokens, of which the
-    // optimiser reads the first n_ctx_train = W.
-    const nCtx = api.llama_n_ctx(ctx) as number;
-    // ggml_opt computes through the scheduler directly, and only llama_decode hands the context's
-    // thread count to the CPU backend (else it keeps ggml's default of 4, which on a 2-core box
-    // spends ~95% of the time spinning in ggml_barrier): one decode before llama_opt_init.
-    const batch = new Batch(api, 1);
-    try {
-      batch.add(spec.tokens[spec.starts[0]!]!, 0, 0, true);
-      const rc = api.llama_decode(ctx, batch.toNative()) as number;
-      if (rc !== 0) throw new PersonaError("E_NATIVE", `llama_decode failed on the training context (code ${rc})${model.lastErrors()}`);
-    } finally {
-      batch.free();
-    }
-
-    const opt: LlamaOptParams = {
-      n_ctx_train: W,
-      param_filter: filter,
-      param_filter_ud: null,
+    if (isNull(backend)) throw new PersonaError("E_NATIVE", "ggml has no CPU backend to train on");
+    const setThreads = api.ggml_backend_reg_get_proc_address(api.ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads");
+    if (!isNull(setThreads)) callSetNThreads(setThreads, backend, threads);
+    const size = graphSize(hp.nLayer);
+    sched = api.ggml_backend_sched_new([backend], null, 1, size, false, false);
+    const params: GgmlOptParams = {
+      backend_sched: sched,
+      ctx_compute: null,
+      inputs: null,
+      outputs: null,
+      loss_type: GGML_OPT_LOSS_TYPE_CROSS_ENTROPY,
+      build_type: GGML_OPT_BUILD_TYPE_OPT,
+      opt_period: 1,
       get_opt_pars: optPars,
       get_opt_pars_ud: null,
-      optimizer_type: GGML_OPT_OPTIMIZER_TYPE_ADAMW,
+      optimizer: spec.optimizer === "sgd" ? GGML_OPT_OPTIMIZER_TYPE_SGD : GGML_OPT_OPTIMIZER_TYPE_ADAMW,
     };
-    api.llama_opt_init(ctx, model.handle, opt);
-    // ggml's backward pass aborts the process when the graph has no trainable tensor.
-    if (trained.length === 0) {
-      throw new PersonaError("E_BAD_INPUT", "no trainable tensor: `trainable` selects none that llama.cpp can train (token_embd.weight never trains)");
-    }
+    opt = api.ggml_opt_init(params);
+    for (const name of trained) api.ggml_set_param(weights.get(name));
 
-    dataset = api.ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, nCtx, nCtx, 1, 1);
-    result = api.ggml_opt_result_init();
-    if (isNull(dataset) || isNull(result)) throw new PersonaError("E_NATIVE", "could not allocate the training dataset");
-    const inputs = viewInt32(readPointer(api.ggml_opt_dataset_data(dataset), GGML_TENSOR.data), nCtx);
-    const labels = viewInt32(readPointer(api.ggml_opt_dataset_labels(dataset), GGML_TENSOR.data), nCtx);
+    const ctxBytes = size * 4 * (api.ggml_tensor_overhead() as number) + 4 * (api.ggml_graph_overhead_custom(size, true) as number);
     const lossOut = new Float64Array(1);
     const uncOut = new Float64Array(1);
+    const windowOf = (w: number) => spec.tokens.subarray(spec.starts[w]!, spec.starts[w]! + W + 1);
 
-    /** One forward (and, when training, backward + AdamW step) over window `w`; its mean loss. */
-    const runWindow = (w: number, train: boolean): number => {
-      const at = spec.starts[w]!;
-      inputs.set(spec.tokens.subarray(at, at + W));
-      labels.set(spec.tokens.subarray(at + 1, at + W + 1));
-      api.ggml_opt_result_reset(result);
-      if (train) api.llama_opt_epoch(ctx, dataset, result, null, 1, null, null);
-      else api.llama_opt_epoch(ctx, dataset, null, result, 0, null, null);
-      api.ggml_opt_result_loss(result, lossOut, uncOut);
+    /** One forward (and, when training, backward + AdamW step) over the given windows; their mean loss. */
+    const runBatch = (ids: ArrayLike<number>, train: boolean): number => {
+      const wins = Array.from(ids, windowOf);
+      const n = wins.length;
+      const ctx = api.ggml_init({ mem_size: ctxBytes, mem_buffer: null, no_alloc: true });
+      if (isNull(ctx)) throw new PersonaError("E_NATIVE", "ggml_init failed for the training graph");
+      try {
+        const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n);
+        const gf = api.ggml_new_graph_custom(ctx, size, true);
+        api.ggml_build_forward_expand(gf, logits);
+        api.ggml_opt_prepare_alloc(opt, ctx, gf, inputs.tokens, logits);
+        api.ggml_opt_alloc(opt, train);
+        // ggml_opt only clears its gradient accumulators between steps when opt_period > 1:
+        // without this, every step would apply the sum of all gradients so far.
+        if (train) api.ggml_opt_reset(opt, false);
+        const tokens = new Int32Array(W * n);
+        wins.forEach((w, b) => tokens.set(w.subarray(0, W), b * W));
+        const { positions, mask } = documentLayout(wins, W, spec.documentStart < 0 ? null : spec.documentStart);
+        api.ggml_backend_tensor_set_raw(inputs.tokens, tokens, 0, tokens.byteLength);
+        api.ggml_backend_tensor_set_raw(inputs.positions, positions, 0, positions.byteLength);
+        api.ggml_backend_tensor_set_raw(inputs.mask, mask, 0, mask.byteLength);
+        // one-hot next-token labels [nVocab, W·n]
+        const labels = new Float32Array(hp.nVocab * W * n);
+        wins.forEach((w, b) => {
+          for (let i = 0; i < W; i++) labels[(b * W + i) * hp.nVocab + w[i + 1]!] = 1;
+        });
+        api.ggml_backend_tensor_set_raw(api.ggml_opt_labels(opt), labels, 0, labels.byteLength);
+        api.ggml_opt_result_reset(result);
+        api.ggml_opt_eval(opt, result);
+        api.ggml_opt_result_loss(result, lossOut, uncOut);
+      } finally {
+        api.ggml_free(ctx);
+      }
       const loss = lossOut[0]!;
       if (!Number.isFinite(loss)) {
         throw new PersonaError("E_NATIVE", `the loss became ${loss} at step ${step} (learning rate ${lr.toExponential(2)} too high?)`);
@@ -152,14 +193,14 @@ export function trainModel(model: NativeModel, spec: TrainSpec, threads: number,
     const losses: number[] = [];
     const valLosses: number[] = [];
     const t0 = performance.now();
-    const tokensPerSecond = () => (step * W) / Math.max(1e-9, (performance.now() - t0) / 1000);
+    const tokensPerSecond = () => (step * B * W) / Math.max(1e-9, (performance.now() - t0) / 1000);
     for (let epoch = 1; epoch <= spec.epochs; epoch++) {
       const order = shuffled(nTrain, spec.seed + epoch - 1);
       let sum = 0;
-      for (let i = 0; i < nTrain; i++) {
+      for (let i = 0; i < stepsPerEpoch; i++) {
         if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
         lr = learningRateAt(spec, step, totalSteps);
-        sum += runWindow(order[i]!, true);
+        sum += runBatch(order.subarray(i * B, (i + 1) * B), true);
         step++;
         hooks.onProgress?.({
           epoch,
@@ -172,13 +213,13 @@ export function trainModel(model: NativeModel, spec: TrainSpec, threads: number,
           epochDone: false,
         });
       }
-      losses.push(sum / nTrain);
+      losses.push(sum / stepsPerEpoch);
       let valLoss: number | undefined;
       if (spec.valCount > 0) {
         let v = 0;
         for (let w = nTrain; w < spec.starts.length; w++) {
           if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
-          v += runWindow(w, false);
+          v += runBatch([w], false);
         }
         valLoss = v / spec.valCount;
         valLosses.push(valLoss);
@@ -200,23 +241,23 @@ export function trainModel(model: NativeModel, spec: TrainSpec, threads: number,
     const out: TrainResult = {
       losses,
       steps: step,
-      tokens: step * W,
+      tokens: step * B * W,
       seconds,
-      tokensPerSecond: (step * W) / seconds,
+      tokensPerSecond: (step * B * W) / seconds,
       trainableTensors: trained,
       trainableParams,
     };
     if (spec.valCount > 0) out.valLosses = valLosses;
     return out;
   } finally {
-    if (!isNull(result)) api.ggml_opt_result_free(result);
-    if (!isNull(dataset)) api.ggml_opt_dataset_free(dataset);
-    if (!isNull(ctx)) api.llama_free(ctx);
-    unregisterCallback(filter);
+    api.ggml_opt_result_free(result);
+    if (!isNull(opt)) api.ggml_opt_free(opt);
+    if (!isNull(sched)) api.ggml_backend_sched_free(sched);
+    if (!isNull(backend)) api.ggml_backend_free(backend);
     unregisterCallback(optPars);
-    // llama_opt_init marks tensors as trainable for good; clear the mark so that inference graphs
-    // treat them as plain weights again and a later run with a narrower `trainable` is honoured.
-    for (const t of offered) {
+    // The trainable mark stays on a tensor for good; clear it so that inference graphs treat the
+    // weights as plain weights again and a later run with a narrower `trainable` is honoured.
+    for (const t of weights.values()) {
       const flags = readInt32(t, GGML_TENSOR_FLAGS_OFFSET);
       if (flags & GGML_TENSOR_FLAG_PARAM) writeInt32(t, GGML_TENSOR_FLAGS_OFFSET, flags & ~GGML_TENSOR_FLAG_PARAM);
     }

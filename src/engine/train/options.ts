@@ -9,7 +9,7 @@ export interface TrainProgress {
   /** 1-based epoch. */
   epoch: number;
   epochs: number;
-  /** Optimiser steps done so far (one window each), over all epochs. */
+  /** Optimiser steps done so far (batchWindows windows each), over all epochs. */
   step: number;
   steps: number;
   /** Mean training loss (nats per token) of this epoch so far. */
@@ -56,10 +56,17 @@ export interface TrainOptions {
   valFraction?: number;
   /** Seeds the per-epoch shuffle of the training windows. Defaults to 0. */
   seed?: number;
+  /** "adamw" (default) or plain "sgd" (w ← w·(1 − lr·wd) − lr·g). */
+  optimizer?: "adamw" | "sgd";
+  /** Windows per optimiser step (one gradient over all of them). Defaults to 1. */
+  batchWindows?: number;
   /**
-   * Which weight tensors train (by GGUF tensor name). Defaults to all of them. llama.cpp never
-   * trains `token_embd.weight` (nor `rope_freqs.weight`), whatever this says.
+   * A token that opens every document (e.g. BOS): where it occurs inside a window, positions
+   * restart at 0 and attention does not reach back across it, so packed documents train as if
+   * each were alone. Defaults to none (a window is one document).
    */
+  documentStart?: number;
+  /** Which weight tensors train (by GGUF tensor name). Defaults to all of them. */
   trainable?: RegExp | ((name: string) => boolean);
   /** Called after every step, and once more at the end of each epoch. */
   onProgress?: (p: TrainProgress) => void;
@@ -100,6 +107,10 @@ export interface TrainSpec {
   seed: number;
   /** Names of the tensors to train; null = all. */
   trainable: string[] | null;
+  optimizer: "adamw" | "sgd";
+  batchWindows: number;
+  /** -1 = none. */
+  documentStart: number;
 }
 
 function bad(msg: string): PersonaError {
@@ -161,6 +172,9 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null): T
     valCount,
     seed: o.seed ?? 0,
     trainable,
+    optimizer: o.optimizer ?? "adamw",
+    batchWindows: o.batchWindows ?? 1,
+    documentStart: o.documentStart ?? -1,
   };
 }
 
@@ -171,6 +185,10 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
   int("epochs", s.epochs, 1);
   int("warmupSteps", s.warmupSteps, 0);
   int("seed", s.seed, -(2 ** 31));
+  const B = int("batchWindows", s.batchWindows, 1);
+  if (s.optimizer !== "adamw" && s.optimizer !== "sgd") throw bad(`optimizer must be "adamw" or "sgd", got ${String(s.optimizer)}`);
+  int("documentStart", s.documentStart, -1);
+  if (s.documentStart >= model.nVocab) throw bad(`documentStart ${s.documentStart} is outside the vocabulary (0..${model.nVocab - 1})`);
   if (!(typeof s.learningRate === "number" && s.learningRate > 0 && Number.isFinite(s.learningRate))) {
     throw bad(`learningRate must be a positive number, got ${String(s.learningRate)}`);
   }
@@ -183,6 +201,7 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
   if (n - s.valCount < 1) {
     throw bad(`no training windows: ${n} window(s) of ${W + 1} tokens, ${s.valCount} held out for validation`);
   }
+  if (n - s.valCount < B) throw bad(`batchWindows ${B} exceeds the ${n - s.valCount} training window(s)`);
   for (let i = 0; i < n; i++) {
     const a = s.starts[i]!;
     if (a < 0 || a + W + 1 > s.tokens.length) throw bad(`window ${i} runs past the end of the tokens`);

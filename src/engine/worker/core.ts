@@ -10,7 +10,7 @@ import { loadLlama, type LlamaApi } from "../ffi/llama.js";
 import { NativeContext } from "../native/NativeContext.js";
 import { NativeModel } from "../native/NativeModel.js";
 import { NativeSampler } from "../native/NativeSampler.js";
-import { readGguf } from "../gguf/reader.js";
+import { getNumber, getString, readGguf } from "../gguf/reader.js";
 import { GgmlType, ggmlTypeName } from "../gguf/types.js";
 import type { TrainResult, TrainSpec } from "../train/options.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
@@ -142,7 +142,20 @@ export class EngineCore {
         `training needs an all-F32 model; tensor ${notF32.name} of ${model.info.name} is ${ggmlTypeName(notF32.type)}`,
       );
     }
-    return trainModel(model, spec, this.threads, hooks);
+    const arch = getString(gguf, "general.architecture");
+    if (arch !== "llama") throw new PersonaError("E_BAD_MODEL", `training supports the llama architecture; ${model.info.name} is ${arch}`);
+    const nHead = getNumber(gguf, "llama.attention.head_count") ?? model.info.nHead;
+    const hp = {
+      nLayer: model.info.nLayer,
+      nEmbd: model.info.nEmbd,
+      nHead,
+      nHeadKv: getNumber(gguf, "llama.attention.head_count_kv") ?? nHead,
+      nVocab: model.info.nVocab,
+      nCtxTrain: model.info.nCtxTrain,
+      rmsEps: getNumber(gguf, "llama.attention.layer_norm_rms_epsilon") ?? 1e-5,
+      ropeFreqBase: getNumber(gguf, "llama.rope.freq_base") ?? 10_000,
+    };
+    return trainModel(model, spec, hp, this.threads, hooks);
   }
 
   save(modelId: number, path: string): Promise<void> {

@@ -1,0 +1,114 @@
+/**
+ * The llama forward pass as our own ggml graph over the loaded model's weight tensors, for
+ * training. llama.cpp's own graph cannot train attention: it reads K and V back from the KV
+ * cache, a separate tensor that ggml's backward pass does not connect to attn_k/attn_v, so
+ * llama_opt leaves those two weights at their initial values. Here K and V feed attention
+ * directly, a step holds several windows, and attention and positions restart at every document
+ * boundary, so a packed window trains each conversation exactly as inference will see it alone.
+ */
+import { PersonaError } from "../../errors.js";
+import { GGML_ROPE_TYPE_NORMAL, GGML_TYPE_F32, GGML_TYPE_I32, type LlamaApi, type Ptr } from "../ffi/llama.js";
+
+export interface LlamaHParams {
+  nLayer: number;
+  nEmbd: number;
+  nHead: number;
+  nHeadKv: number;
+  nVocab: number;
+  nCtxTrain: number;
+  rmsEps: number;
+  ropeFreqBase: number;
+}
+
+/** Nodes the graph of an n-layer model may need, backward pass and optimiser steps included. */
+export function graphSize(nLayer: number): number {
+  return 512 + 256 * nLayer;
+}
+
+/** Graph inputs, filled before every step: token ids, positions and the attention mask. */
+export interface GraphInputs {
+  /** I32 [T·B]. */
+  tokens: Ptr;
+  /** I32 [T·B], position of each token inside its document. */
+  positions: Ptr;
+  /** F32 [T, T, 1, B]: 0 where query i may attend key j, -inf elsewhere. */
+  mask: Ptr;
+}
+
+/** The names of the tensors the graph reads; `output.weight` falls back to `token_embd.weight` (tied). */
+export function llamaTensorNames(nLayer: number): string[] {
+  const names = ["token_embd.weight", "output_norm.weight", "output.weight"];
+  for (let i = 0; i < nLayer; i++) {
+    for (const t of ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]) names.push(`blk.${i}.${t}.weight`);
+  }
+  return names;
+}
+
+/** Builds logits [nVocab, T·B] for B windows of T tokens into `ctx` (a no_alloc context); the allocator places the inputs. */
+export function buildLlamaGraph(
+  api: LlamaApi,
+  ctx: Ptr,
+  weights: ReadonlyMap<string, Ptr>,
+  hp: LlamaHParams,
+  T: number,
+  B: number,
+): { inputs: GraphInputs; logits: Ptr } {
+  const w = (name: string): Ptr => {
+    const t = weights.get(name) ?? (name === "output.weight" ? weights.get("token_embd.weight") : undefined);
+    if (t === undefined) throw new PersonaError("E_BAD_MODEL", `the model has no tensor ${name}`);
+    return t;
+  };
+  const N = T * B;
+  const hd = hp.nEmbd / hp.nHead;
+  const tokens = api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+  const positions = api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+  const mask = api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+  for (const t of [tokens, positions, mask]) api.ggml_set_input(t);
+
+  const norm = (x: Ptr, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
+  const mm = (weight: string, x: Ptr) => api.ggml_mul_mat(ctx, w(weight), x);
+  const rope = (x: Ptr) => api.ggml_rope_ext(ctx, x, positions, null, hd, GGML_ROPE_TYPE_NORMAL, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
+  // [hd, heads, N] → [hd, T, heads, B]
+  const headsFirst = (x: Ptr, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));
+
+  let x = api.ggml_get_rows(ctx, w("token_embd.weight"), tokens);
+  for (let l = 0; l < hp.nLayer; l++) {
+    const b = `blk.${l}`;
+    const cur = norm(x, `${b}.attn_norm.weight`);
+    const q = headsFirst(rope(api.ggml_reshape_3d(ctx, mm(`${b}.attn_q.weight`, cur), hd, hp.nHead, N)), hp.nHead);
+    const k = headsFirst(rope(api.ggml_reshape_3d(ctx, mm(`${b}.attn_k.weight`, cur), hd, hp.nHeadKv, N)), hp.nHeadKv);
+    // V as [T, hd, headsKv, B], so that one matrix product weighs it by the attention rows
+    const v = api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, mm(`${b}.attn_v.weight`, cur), hd, hp.nHeadKv, T, B), 1, 2, 0, 3));
+    const kq = api.ggml_soft_max_ext(ctx, api.ggml_mul_mat(ctx, k, q), mask, 1 / Math.sqrt(hd), 0);
+    const kqv = api.ggml_mul_mat(ctx, v, kq); // [hd, T, heads, B]
+    const merged = api.ggml_reshape_2d(ctx, api.ggml_cont(ctx, api.ggml_permute(ctx, kqv, 0, 2, 1, 3)), hp.nEmbd, N);
+    x = api.ggml_add(ctx, x, mm(`${b}.attn_output.weight`, merged));
+    const h = norm(x, `${b}.ffn_norm.weight`);
+    const act = api.ggml_mul(ctx, api.ggml_silu(ctx, mm(`${b}.ffn_gate.weight`, h)), mm(`${b}.ffn_up.weight`, h));
+    x = api.ggml_add(ctx, x, mm(`${b}.ffn_down.weight`, act));
+  }
+  const logits = mm("output.weight", norm(x, "output_norm.weight"));
+  return { inputs: { tokens, positions, mask }, logits };
+}
+
+/**
+ * Positions and the block-causal mask of B windows of T tokens: a document starts at every
+ * `documentStart` token (and at each window's start); tokens attend only to earlier tokens of
+ * their own document. Without `documentStart` each window is one document.
+ */
+export function documentLayout(windows: readonly Int32Array[], T: number, documentStart: number | null): { positions: Int32Array; mask: Float32Array } {
+  const B = windows.length;
+  const positions = new Int32Array(T * B);
+  const mask = new Float32Array(T * T * B).fill(-Infinity);
+  for (let b = 0; b < B; b++) {
+    const win = windows[b]!;
+    let start = 0;
+    for (let i = 0; i < T; i++) {
+      if (i > 0 && documentStart !== null && win[i] === documentStart) start = i;
+      positions[b * T + i] = i - start;
+      // mask row i (query) of window b: keys start..i
+      mask.fill(0, b * T * T + i * T + start, b * T * T + i * T + i + 1);
+    }
+  }
+  return { positions, mask };
+}
