@@ -21,6 +21,7 @@ export { resolveJudge } from "./judge/resolve.js";
 export { OpenAIJudge } from "./judge/openai.js";
 export { AnthropicJudge } from "./judge/anthropic.js";
 export { CachedJudge } from "./judge/cache.js";
+export { LocalJudge } from "./judge/local.js";
 export { DemoJudge } from "./demo/judge.js";
 export { DEMO_MODEL_PATH } from "./demo/model.js";
 

@@ -9,7 +9,7 @@ import { CachedJudge } from "../src/judge/cache.js";
 import { HttpClient, parseRetryAfter } from "../src/judge/http.js";
 import { OpenAIJudge, scoreFromTopLogprobs } from "../src/judge/openai.js";
 import { coherenceRubric, fillRubric, judgePrompt, parseScoreText } from "../src/judge/prompts.js";
-import { resolveJudge, setLocalJudgeFactory } from "../src/judge/resolve.js";
+import { resolveJudge } from "../src/judge/resolve.js";
 import type { Judge, JudgeInput } from "../src/judge/types.js";
 import { anthropicMessage, chatCompletion, startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 
@@ -224,19 +224,13 @@ describe("resolveJudge", () => {
     assert.equal(c.id, "anthropic:claude-y");
   });
 
-  test("rejects bad specs and reports local judges as unavailable until hooked", async () => {
+  test("rejects bad specs, and a local judge whose model is missing", async () => {
     const badInput = (e: unknown) => e instanceof PersonaError && e.code === "E_BAD_INPUT";
     await assert.rejects(resolveJudge("gpt4"), badInput);
     await assert.rejects(resolveJudge(`${server.baseURL}`), badInput);
     await assert.rejects(resolveJudge("openai:"), badInput);
-    await assert.rejects(resolveJudge("local:/m.gguf"), (e) => badInput(e) && /not available yet/.test((e as Error).message));
-    const fake: Judge = { id: "local:x", score: async () => 1 };
-    setLocalJudgeFactory(async (p) => ({ ...fake, id: `local:${p}` }));
-    try {
-      assert.equal((await resolveJudge("local:/m.gguf")).id, "local:/m.gguf");
-    } finally {
-      setLocalJudgeFactory(undefined);
-    }
+    await assert.rejects(resolveJudge("local:"), badInput);
+    await assert.rejects(resolveJudge("local:/no/such/model.gguf"), (e) => e instanceof PersonaError && e.code === "E_NOT_FOUND");
   });
 });
 

@@ -9,6 +9,7 @@ import type { SampleActivations } from "./capture.js";
 import { renderJinjaChat, validateMessages } from "./chat.js";
 import { readGguf } from "./gguf/reader.js";
 import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
+import type { PathScore } from "./tree.js";
 import { NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
 import type {
   CaptureOptions,
@@ -245,6 +246,18 @@ export class Model implements AsyncDisposable {
       out[e.result.index] = { continuation: c, total: c.reduce((a, b) => a + b, 0), top: e.result.top ?? [] };
     });
     return out;
+  }
+
+  /**
+   * Scores token paths that all follow `prompt`, as a prefix tree decoded once (see tree.ts): for
+   * each path log P(path | prompt) and the probability that a digit-initial token comes next.
+   */
+  async scoreTree(prompt: Int32Array, paths: readonly Int32Array[]): Promise<PathScore[]> {
+    this.ensureAlive();
+    if (!(prompt instanceof Int32Array) || !paths.every((p) => p instanceof Int32Array)) {
+      throw new PersonaError("E_BAD_INPUT", "scoreTree takes an Int32Array prompt and Int32Array paths");
+    }
+    return this.host.call<PathScore[]>({ op: "scoreTree", modelId: this.id, prompt, paths: [...paths] });
   }
 
   /**

@@ -10,7 +10,7 @@ import type { Judge } from "./types.js";
  *   `openai:MODEL[@BASEURL]`        OpenAI, or any OpenAI-compatible server at BASEURL
  *   `anthropic:MODEL`               Anthropic Messages API
  *   `http(s)://HOST/v1#MODEL`       OpenAI-compatible server (vLLM, llama-server, Ollama, OpenRouter)
- *   `local:PATH.gguf`               a GGUF model run by our engine (see `setLocalJudgeFactory`)
+ *   `local:PATH.gguf` | `local:demo` a GGUF model run by our engine (judge/local.ts)
  */
 export interface ResolveJudgeOptions {
   /** API key for openai/anthropic/URL judges. Defaults to the provider's env variable. */
@@ -23,16 +23,6 @@ export interface ResolveJudgeOptions {
   mode?: "logprobs" | "text";
   /** Least probability mass on number tokens before a logprob score is null. Defaults to 0.25. */
   minProbabilityMass?: number;
-}
-
-/** Builds a judge from a GGUF path; installed by the engine-based local judge once it exists. */
-export type LocalJudgeFactory = (modelPath: string, opts: ResolveJudgeOptions) => Promise<Judge>;
-
-let localJudgeFactory: LocalJudgeFactory | undefined;
-
-/** Hook point for the engine-based local judge, so this module needs no engine import. */
-export function setLocalJudgeFactory(factory: LocalJudgeFactory | undefined): void {
-  localJudgeFactory = factory;
 }
 
 export const JUDGE_SPEC_HELP =
@@ -74,12 +64,12 @@ export async function resolveJudge(spec: string, opts: ResolveJudgeOptions = {})
     case "anthropic":
       if (!rest) throw bad(spec, "missing model name");
       return new AnthropicJudge({ ...common, model: rest });
-    case "local":
+    case "local": {
       if (!rest) throw bad(spec, "missing model path");
-      if (!localJudgeFactory) {
-        throw new PersonaError("E_BAD_INPUT", `local judges are not available yet (asked for ${rest}); use an API judge or "demo"`);
-      }
-      return localJudgeFactory(rest, opts);
+      // Imported on use: API-judge users never load the engine.
+      const { LocalJudge } = await import("./local.js");
+      return LocalJudge.open(rest, opts.minProbabilityMass !== undefined ? { minProbabilityMass: opts.minProbabilityMass } : {});
+    }
     default:
       throw bad(spec, "unknown kind");
   }

@@ -313,6 +313,7 @@ function bind(paths: LibraryPaths) {
     llama_get_memory: llama.func("void *llama_get_memory(void *ctx)"),
     llama_memory_clear: llama.func("void llama_memory_clear(void *mem, bool data)"),
     llama_memory_seq_rm: llama.func("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
+    llama_memory_seq_cp: llama.func("void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)"),
     llama_batch_init: llama.func("llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)"),
     llama_batch_free: llama.func("void llama_batch_free(llama_batch batch)"),
     llama_decode: llama.func("int32_t llama_decode(void *ctx, llama_batch batch)"),
@@ -421,6 +422,28 @@ export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: str
   api.llama_backend_init();
   loaded = { api, paths };
   return api;
+}
+
+/**
+ * llama.cpp's log callback is one per process, but ours is a JS function of one worker thread: with
+ * several engines, each claims it before every request, and an engine going away leaves a native
+ * no-op behind (a callback of an exited thread would crash the next log line of any other engine).
+ */
+export function claimLogs(): void {
+  if (!loaded) return;
+  loaded.api.llama_log_set(logCallback, null);
+  loaded.api.ggml_log_set(logCallback, null);
+}
+
+export function releaseLogs(): void {
+  if (!loaded || process.platform !== "linux") return;
+  // getpid ignores the (level, text, user_data) arguments: a callback that does nothing.
+  const dlsym = koffi.load("libc.so.6").func("void *dlsym(void *handle, const char *symbol)");
+  const noop = dlsym(null, "getpid") as Ptr; // RTLD_DEFAULT
+  const setLlama = koffi.load(loaded.paths.llama).func("void llama_log_set(void *cb, void *user_data)");
+  const setGgml = koffi.load(loaded.paths.ggmlBase).func("void ggml_log_set(void *cb, void *user_data)");
+  setLlama(noop, null);
+  setGgml(noop, null);
 }
 
 export function registerEvalCallback(fn: (tensor: Ptr, ask: boolean) => boolean): unknown {

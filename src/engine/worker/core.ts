@@ -15,6 +15,7 @@ import { GgmlType, ggmlTypeName } from "../gguf/types.js";
 import type { TrainResult, TrainSpec } from "../train/options.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
 import { saveModel } from "../train/save.js";
+import { scoreTree, treeNodes, treeSequences, type PathScore } from "../tree.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 export interface CoreOptions {
@@ -126,6 +127,36 @@ export class EngineCore {
     );
   }
 
+  /** Scores token paths after a shared prompt as a prefix tree (see tree.ts). */
+  scoreTree(modelId: number, prompt: Int32Array, paths: Int32Array[]): PathScore[] {
+    const model = this.model(modelId);
+    if (model.vocabOnly) throw new PersonaError("E_BAD_INPUT", "this model was loaded vocabulary-only; load it fully to run it");
+    if (paths.length === 0) return [];
+    model.validateTokens(prompt);
+    for (const p of paths) model.validateTokens(p);
+    const nSeqMax = treeSequences(paths);
+    if (nSeqMax > MAX_SEQUENCES) throw new PersonaError("E_BAD_INPUT", `the paths branch into ${nSeqMax} sequences at once; at most ${MAX_SEQUENCES}`);
+    const cells = prompt.length + treeNodes(paths) + 1;
+    const ctx = this.context(modelId, { nSeqMax, nCtxPerSeq: Math.ceil(cells / nSeqMax), nBatch: 512, exact: false });
+    return scoreTree(ctx, prompt, paths, this.digitTokens(model));
+  }
+
+  private readonly digitCache = new WeakMap<NativeModel, Uint8Array>();
+
+  /** Which tokens' text starts with an ASCII digit, per model. */
+  private digitTokens(model: NativeModel): Uint8Array {
+    let d = this.digitCache.get(model);
+    if (!d) {
+      d = new Uint8Array(model.info.nVocab);
+      for (let t = 0; t < d.length; t++) {
+        const b = model.tokenBytes(t, false);
+        d[t] = b.length > 0 && b[0]! >= 0x30 && b[0]! <= 0x39 ? 1 : 0;
+      }
+      this.digitCache.set(model, d);
+    }
+    return d;
+  }
+
   /** Trains the model's weights in place (see NativeTrainer); the model must be all-F32 and loaded without mmap. */
   async train(modelId: number, spec: TrainSpec, hooks: TrainHooks): Promise<TrainResult> {
     const entry = this.models.get(modelId);
@@ -201,3 +232,6 @@ export class EngineCore {
 }
 
 export type { JobResult };
+
+/** llama.cpp's LLAMA_MAX_SEQ. */
+const MAX_SEQUENCES = 256;

@@ -5,6 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { JobResult } from "../batching.js";
 import { EngineCore } from "./core.js";
+import { claimLogs, releaseLogs } from "../ffi/llama.js";
 import type { RequestMessage, ResponseMessage, WorkerData } from "./protocol.js";
 
 const port = parentPort!;
@@ -34,6 +35,7 @@ try {
 
 async function handle(msg: RequestMessage): Promise<unknown> {
   if (initError) throw initError;
+  claimLogs();
   switch (msg.op) {
     case "loadModel":
       return core.loadModel(msg.path, msg);
@@ -45,6 +47,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return core.detokenize(msg.modelId, msg.tokens, msg.renderSpecial);
     case "builtinTemplate":
       return core.applyBuiltinTemplate(msg.modelId, msg.messages, msg.addAssistant);
+    case "scoreTree":
+      return core.scoreTree(msg.modelId, msg.prompt, msg.paths);
     case "systemInfo":
       return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, system: core.api.llama_print_system_info() };
     case "run": {
@@ -82,6 +86,7 @@ port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
   if (msg.op === "dispose") {
     queue = queue.then(() => {
       core?.dispose();
+      releaseLogs();
       port.close();
     });
     return;

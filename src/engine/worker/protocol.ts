@@ -11,6 +11,7 @@ export type Request =
   | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
   | { op: "builtinTemplate"; modelId: number; messages: ChatMessage[]; addAssistant: boolean }
   | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; streamTokens: boolean; abort: SharedArrayBuffer }
+  | { op: "scoreTree"; modelId: number; prompt: Int32Array; paths: Int32Array[] }
   | { op: "systemInfo" }
   | { op: "train"; modelId: number; spec: TrainSpec; abort: SharedArrayBuffer }
   | { op: "saveModel"; modelId: number; path: string };

@@ -1,0 +1,130 @@
+/**
+ * Scores token paths that follow one shared prompt as a prefix tree: the prompt is decoded once
+ * and every tree node once, level by level, each node in its own sequence that shares its
+ * ancestors' KV cells (llama_memory_seq_cp adds a sequence id to cells, it copies nothing). A
+ * local judge scores all numbers 0..100 this way for about the cost of the prompt, whatever way
+ * the tokenizer splits digits.
+ */
+import { PersonaError } from "../errors.js";
+import type { NativeContext, RowPlan } from "./native/NativeContext.js";
+
+export interface PathScore {
+  /** log P(path | prompt). */
+  logprob: number;
+  /** P(the token after the path starts with a digit), i.e. the number would go on. */
+  digitNext: number;
+}
+
+interface TreeNode {
+  token: number;
+  depth: number;
+  parent: number;
+  children: number[];
+  seq: number;
+  logprob: number;
+  digitNext: number;
+}
+
+function buildTree(paths: readonly Int32Array[]): { nodes: TreeNode[]; ends: number[]; levels: number[][] } {
+  const nodes: TreeNode[] = [{ token: -1, depth: 0, parent: -1, children: [], seq: 0, logprob: 0, digitNext: 0 }];
+  const ends: number[] = [];
+  for (const path of paths) {
+    let at = 0;
+    for (const token of path) {
+      let next = nodes[at]!.children.find((c) => nodes[c]!.token === token);
+      if (next === undefined) {
+        next = nodes.length;
+        nodes.push({ token, depth: nodes[at]!.depth + 1, parent: at, children: [], seq: -1, logprob: 0, digitNext: 0 });
+        nodes[at]!.children.push(next);
+      }
+      at = next;
+    }
+    ends.push(at);
+  }
+  const levels: number[][] = [];
+  for (let i = 1; i < nodes.length; i++) (levels[nodes[i]!.depth - 1] ??= []).push(i);
+  return { nodes, ends, levels };
+}
+
+/** Sequences the tree needs at once: one level plus its parents, plus the prompt's. */
+export function treeSequences(paths: readonly Int32Array[]): number {
+  const { levels } = buildTree(paths);
+  let most = 1 + (levels[0]?.length ?? 0);
+  for (let l = 1; l < levels.length; l++) most = Math.max(most, levels[l]!.length + levels[l - 1]!.length);
+  return most + 1;
+}
+
+/** Nodes of the tree (tokens decoded after the prompt). */
+export function treeNodes(paths: readonly Int32Array[]): number {
+  return buildTree(paths).nodes.length - 1;
+}
+
+/** `digitTokens[t]` = 1 when token t's text starts with an ASCII digit. */
+export function scoreTree(ctx: NativeContext, prompt: Int32Array, paths: readonly Int32Array[], digitTokens: Uint8Array): PathScore[] {
+  if (prompt.length === 0) throw new PersonaError("E_BAD_INPUT", "the prompt is empty");
+  paths.forEach((p, i) => {
+    if (p.length === 0) throw new PersonaError("E_BAD_INPUT", `path ${i} is empty`);
+  });
+  const { nodes, ends, levels } = buildTree(paths);
+  const { nBatch, nSeqMax } = ctx.options;
+  if (treeSequences(paths) > nSeqMax) throw new PersonaError("E_BAD_INPUT", `the paths need ${treeSequences(paths)} sequences; the context has ${nSeqMax}`);
+  const batch = ctx.batch;
+  const rows: RowPlan = { nTokens: 0, owner: new Int32Array(0), cls: new Uint8Array(0), outputs: new Int32Array(0), nOutputs: 0 };
+  const decode = () => {
+    rows.nTokens = batch.size;
+    ctx.decode(rows, []);
+  };
+  /** Reads node i's next-token distribution from batch row `row`: its children's log-probabilities and the digit mass. */
+  const readRow = (i: number, row: number) => {
+    const logits = ctx.logits(row);
+    let max = -Infinity;
+    for (let t = 0; t < logits.length; t++) if (logits[t]! > max) max = logits[t]!;
+    let sum = 0;
+    let digits = 0;
+    for (let t = 0; t < logits.length; t++) {
+      const e = Math.exp(logits[t]! - max);
+      sum += e;
+      if (digitTokens[t]) digits += e;
+    }
+    const lse = max + Math.log(sum);
+    const node = nodes[i]!;
+    node.digitNext = digits / sum;
+    for (const c of node.children) nodes[c]!.logprob = node.logprob + logits[nodes[c]!.token]! - lse;
+  };
+
+  ctx.clearMemory();
+  try {
+    for (let at = 0; at < prompt.length; at += nBatch) {
+      batch.clear();
+      const end = Math.min(prompt.length, at + nBatch);
+      for (let p = at; p < end; p++) batch.add(prompt[p]!, p, 0, p === prompt.length - 1);
+      decode();
+    }
+    readRow(0, batch.size - 1);
+
+    const free: number[] = [];
+    for (let s = nSeqMax - 1; s >= 1; s--) free.push(s);
+    for (const level of levels) {
+      for (const i of level) nodes[i]!.seq = free.pop()!;
+      for (let at = 0; at < level.length; at += nBatch) {
+        const chunk = level.slice(at, at + nBatch);
+        batch.clear();
+        for (const i of chunk) {
+          const node = nodes[i]!;
+          ctx.copySequence(nodes[node.parent]!.seq, node.seq);
+          batch.add(node.token, prompt.length + node.depth - 1, node.seq, true);
+        }
+        decode();
+        chunk.forEach((i, row) => readRow(i, row));
+      }
+      // The parents' cells stay, held by their children's sequences.
+      for (const p of new Set(level.map((i) => nodes[i]!.parent))) {
+        ctx.removeSequence(nodes[p]!.seq);
+        if (p !== 0) free.push(nodes[p]!.seq);
+      }
+    }
+    return ends.map((e) => ({ logprob: nodes[e]!.logprob, digitNext: nodes[e]!.digitNext }));
+  } finally {
+    ctx.clearMemory();
+  }
+}
