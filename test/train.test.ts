@@ -162,6 +162,12 @@ describe("training", () => {
       const pristine = await engine.loadModel(source);
       assert.notDeepEqual(await topLogprobs(pristine, prompts()), await topLogprobs(reloaded, prompts()));
       await pristine.dispose();
+      // Every weight moved, attention's K and V included (llama.cpp's own optimiser leaves those two).
+      const [fs, ft] = [await readGguf(source, { maxArrayItems: 0 }), await readGguf(file, { maxArrayItems: 0 })];
+      for (const t of fs.tensors) {
+        const [a, b] = [await readTensorF32(fs, t.name), await readTensorF32(ft, t.name)];
+        assert.ok(Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)) !== 0, `${t.name} did not change`);
+      }
     } finally {
       await reloaded.dispose();
     }
