@@ -210,6 +210,34 @@ describe("training", () => {
   });
 });
 
+describe("gradients", () => {
+  it("one SGD step lowers the loss by lr·|g|², to first order, with g read off the weight change", async () => {
+    const m = await engine.loadModel(source, { noMmap: true });
+    try {
+      const w = corpus.slice(0, W + 1);
+      const loss = async () => -(await m.logprobs([{ prompt: w.subarray(0, 1), continuation: w.subarray(1) }], { exact: true }))[0]!.total / W;
+      const [before, after] = [path.join(dir, "sgd-before.gguf"), path.join(dir, "sgd-after.gguf")];
+      await m.save(before);
+      const l0 = await loss();
+      const lr = 1e-2;
+      await m.train({ windows: [w], contextLength: W, epochs: 1, learningRate: lr, minLearningRate: lr, optimizer: "sgd" });
+      await m.save(after);
+      const l1 = await loss();
+      const [fa, fb] = [await readGguf(before, { maxArrayItems: 0 }), await readGguf(after, { maxArrayItems: 0 })];
+      let g2 = 0;
+      for (const t of fa.tensors) {
+        const [a, b] = [await readTensorF32(fa, t.name), await readTensorF32(fb, t.name)];
+        for (let i = 0; i < a.length; i++) g2 += ((a[i]! - b[i]!) / lr) ** 2;
+      }
+      const predicted = lr * g2;
+      assert.ok(predicted > 1e-3, `too small a step to measure: ${predicted}`);
+      assert.ok(Math.abs(l0 - l1 - predicted) < 0.1 * predicted, `loss fell by ${l0 - l1}, first order predicts ${predicted}`);
+    } finally {
+      await m.dispose();
+    }
+  });
+});
+
 describe("bad input is refused before llama.cpp sees it", () => {
   it("refuses models it cannot train, and bad windows, then still works", async () => {
     const mapped = await engine.loadModel(source);

@@ -263,7 +263,8 @@ export class Model implements AsyncDisposable {
   /**
    * Trains every weight tensor (or those `trainable` names) in place on next-token prediction:
    * AdamW (or SGD), `batchWindows` windows per step, linear warm-up then cosine decay. Llama
-   * architecture only; the model must be all-F32 and loaded with `noMmap: true`. Later calls on this model see the new weights; `save` writes them.
+   * architecture only; the model must be all-F32 and loaded with `noMmap: true`. Later calls on
+   * this model see the new weights; `save` writes them.
    */
   async train(opts: TrainOptions): Promise<TrainResult> {
     this.ensureAlive();

@@ -15,7 +15,7 @@ export interface PathScore {
   digitNext: number;
 }
 
-interface TreeNode {
+export interface TreeNode {
   token: number;
   depth: number;
   parent: number;
@@ -25,7 +25,21 @@ interface TreeNode {
   digitNext: number;
 }
 
-function buildTree(paths: readonly Int32Array[]): { nodes: TreeNode[]; ends: number[]; levels: number[][] } {
+/** The prefix tree of a set of paths, and what it needs of a context. */
+export interface TreePlan {
+  nodes: TreeNode[];
+  /** Node where each path ends. */
+  ends: number[];
+  /** Node indices by depth (level 0 = depth 1). */
+  levels: number[][];
+  /** Sequences alive at once: one level plus its parents, plus the prompt's. */
+  sequences: number;
+}
+
+export function planTree(paths: readonly Int32Array[]): TreePlan {
+  paths.forEach((p, i) => {
+    if (p.length === 0) throw new PersonaError("E_BAD_INPUT", `path ${i} is empty`);
+  });
   const nodes: TreeNode[] = [{ token: -1, depth: 0, parent: -1, children: [], seq: 0, logprob: 0, digitNext: 0 }];
   const ends: number[] = [];
   for (const path of paths) {
@@ -43,31 +57,17 @@ function buildTree(paths: readonly Int32Array[]): { nodes: TreeNode[]; ends: num
   }
   const levels: number[][] = [];
   for (let i = 1; i < nodes.length; i++) (levels[nodes[i]!.depth - 1] ??= []).push(i);
-  return { nodes, ends, levels };
-}
-
-/** Sequences the tree needs at once: one level plus its parents, plus the prompt's. */
-export function treeSequences(paths: readonly Int32Array[]): number {
-  const { levels } = buildTree(paths);
-  let most = 1 + (levels[0]?.length ?? 0);
-  for (let l = 1; l < levels.length; l++) most = Math.max(most, levels[l]!.length + levels[l - 1]!.length);
-  return most + 1;
-}
-
-/** Nodes of the tree (tokens decoded after the prompt). */
-export function treeNodes(paths: readonly Int32Array[]): number {
-  return buildTree(paths).nodes.length - 1;
+  let sequences = 1 + (levels[0]?.length ?? 0);
+  for (let l = 1; l < levels.length; l++) sequences = Math.max(sequences, levels[l]!.length + levels[l - 1]!.length);
+  return { nodes, ends, levels, sequences: sequences + 1 };
 }
 
 /** `digitTokens[t]` = 1 when token t's text starts with an ASCII digit. */
-export function scoreTree(ctx: NativeContext, prompt: Int32Array, paths: readonly Int32Array[], digitTokens: Uint8Array): PathScore[] {
+export function scoreTree(ctx: NativeContext, prompt: Int32Array, plan: TreePlan, digitTokens: Uint8Array): PathScore[] {
   if (prompt.length === 0) throw new PersonaError("E_BAD_INPUT", "the prompt is empty");
-  paths.forEach((p, i) => {
-    if (p.length === 0) throw new PersonaError("E_BAD_INPUT", `path ${i} is empty`);
-  });
-  const { nodes, ends, levels } = buildTree(paths);
+  const { nodes, ends, levels } = plan;
   const { nBatch, nSeqMax } = ctx.options;
-  if (treeSequences(paths) > nSeqMax) throw new PersonaError("E_BAD_INPUT", `the paths need ${treeSequences(paths)} sequences; the context has ${nSeqMax}`);
+  if (plan.sequences > nSeqMax) throw new PersonaError("E_BAD_INPUT", `the paths need ${plan.sequences} sequences; the context has ${nSeqMax}`);
   const batch = ctx.batch;
   const rows: RowPlan = { nTokens: 0, owner: new Int32Array(0), cls: new Uint8Array(0), outputs: new Int32Array(0), nOutputs: 0 };
   const decode = () => {

@@ -97,12 +97,12 @@ export const llama_sampler_chain_params = koffi.struct("llama_sampler_chain_para
 
 export const llama_chat_message = koffi.struct("llama_chat_message", { role: "const char *", content: "const char *" });
 
-// ---- training (llama_opt_* / ggml_opt_*) -------------------------------------------------------
+// ---- training (ggml_opt_*) ---------------------------------------------------------------------
 
 export const GGML_TYPE_I32 = 26;
 export const GGML_OPT_OPTIMIZER_TYPE_ADAMW = 0;
 export const GGML_OPT_OPTIMIZER_TYPE_SGD = 1;
-/** `ggml_tensor.flags` (int32) and its "trainable parameter" bit, which llama_opt_init sets for good. */
+/** `ggml_tensor.flags` (int32) and its "trainable parameter" bit, which ggml_set_param sets for good. */
 export const GGML_TENSOR_FLAGS_OFFSET = 148;
 export const GGML_TENSOR_FLAG_PARAM = 4;
 
@@ -112,37 +112,14 @@ export const ggml_opt_optimizer_params = koffi.struct("ggml_opt_optimizer_params
   sgd: koffi.struct({ alpha: "float", wd: "float" }),
 });
 
-export const llama_opt_params = koffi.struct("llama_opt_params", {
-  n_ctx_train: "uint32_t",
-  param_filter: "void *",
-  param_filter_ud: "void *",
-  get_opt_pars: "void *",
-  get_opt_pars_ud: "void *",
-  optimizer_type: "int32_t",
-});
-
 export interface OptimizerParams {
   adamw: { alpha: number; beta1: number; beta2: number; eps: number; wd: number };
   sgd: { alpha: number; wd: number };
 }
 
-export interface LlamaOptParams {
-  n_ctx_train: number;
-  param_filter: unknown;
-  param_filter_ud: unknown;
-  get_opt_pars: unknown;
-  get_opt_pars_ud: unknown;
-  optimizer_type: number;
-}
-
-const paramFilterProto = koffi.proto("bool llama_opt_param_filter(void *tensor, void *userdata)");
 const getOptParsProto = koffi.proto("ggml_opt_optimizer_params ggml_opt_get_optimizer_params(void *userdata)");
 
-/** Both run synchronously on the thread that calls llama_opt_init / llama_opt_epoch. */
-export function registerParamFilter(fn: (tensor: Ptr) => boolean): unknown {
-  return koffi.register((t: Ptr) => fn(t), koffi.pointer(paramFilterProto));
-}
-
+/** Runs synchronously on the thread that calls ggml_opt_eval, before every optimiser step. */
 export function registerOptParsCallback(fn: () => OptimizerParams): unknown {
   return koffi.register(() => fn(), koffi.pointer(getOptParsProto));
 }
@@ -206,7 +183,6 @@ export const DECLARED_LAYOUTS = {
   llama_batch,
   llama_sampler_chain_params,
   llama_chat_message,
-  llama_opt_params,
   ggml_opt_optimizer_params,
   ggml_init_params,
   ggml_opt_params,
@@ -255,7 +231,7 @@ function bind(paths: LibraryPaths) {
     ggml_backend_load_all_from_path: ggml.func("void ggml_backend_load_all_from_path(const char *dir_path)"),
     ggml_backend_dev_count: ggml.func("size_t ggml_backend_dev_count()"),
     ggml_backend_tensor_get: base.func("void ggml_backend_tensor_get(void *tensor, _Out_ float *data, size_t offset, size_t size)"),
-    ggml_backend_tensor_set: base.func("void ggml_backend_tensor_set(void *tensor, const float *data, size_t offset, size_t size)"),
+    ggml_backend_tensor_set: base.func("void ggml_backend_tensor_set(void *tensor, const void *data, size_t offset, size_t size)"),
     ggml_log_set: base.func("void ggml_log_set(ggml_log_callback *cb, void *user_data)"),
 
     // backend & logging
@@ -334,17 +310,7 @@ function bind(paths: LibraryPaths) {
     llama_sampler_free: llama.func("void llama_sampler_free(void *smpl)"),
 
     // training: ggml_opt_* live in libggml-base
-    llama_opt_init: llama.func("void llama_opt_init(void *ctx, void *model, llama_opt_params params)"),
-    llama_opt_epoch: llama.func(
-      "void llama_opt_epoch(void *ctx, void *dataset, void *result_train, void *result_eval, int64_t idata_split, void *callback_train, void *callback_eval)",
-    ),
     llama_model_save_to_file: llama.func("void llama_model_save_to_file(void *model, const char *path)"),
-    ggml_opt_dataset_init: base.func(
-      "void *ggml_opt_dataset_init(int type_data, int type_label, int64_t ne_datapoint, int64_t ne_label, int64_t ndata, int64_t ndata_shard)",
-    ),
-    ggml_opt_dataset_free: base.func("void ggml_opt_dataset_free(void *dataset)"),
-    ggml_opt_dataset_data: base.func("void *ggml_opt_dataset_data(void *dataset)"),
-    ggml_opt_dataset_labels: base.func("void *ggml_opt_dataset_labels(void *dataset)"),
     ggml_opt_result_init: base.func("void *ggml_opt_result_init()"),
     ggml_opt_result_free: base.func("void ggml_opt_result_free(void *result)"),
     ggml_opt_result_reset: base.func("void ggml_opt_result_reset(void *result)"),
@@ -380,7 +346,6 @@ function bind(paths: LibraryPaths) {
     ggml_silu: base.func("void *ggml_silu(void *ctx, void *a)"),
     ggml_backend_alloc_ctx_tensors: base.func("void *ggml_backend_alloc_ctx_tensors(void *ctx, void *backend)"),
     ggml_backend_buffer_free: base.func("void ggml_backend_buffer_free(void *buffer)"),
-    ggml_backend_tensor_set_raw: base.func("void ggml_backend_tensor_set(void *tensor, const void *data, size_t offset, size_t size)"),
     ggml_backend_dev_by_type: ggml.func("void *ggml_backend_dev_by_type(int type)"),
     ggml_backend_dev_init: base.func("void *ggml_backend_dev_init(void *device, const char *params)"),
     ggml_backend_dev_backend_reg: base.func("void *ggml_backend_dev_backend_reg(void *device)"),

@@ -149,6 +149,9 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
     const lossOut = new Float64Array(1);
     const uncOut = new Float64Array(1);
     const windowOf = (w: number) => spec.tokens.subarray(spec.starts[w]!, spec.starts[w]! + W + 1);
+    // One-hot next-token labels [nVocab, W·B] (15 MB for the demo): allocated once, and only the
+    // ones written are cleared after each step.
+    const labels = new Float32Array(hp.nVocab * W * B);
 
     /** One forward (and, when training, backward + AdamW step) over the given windows; their mean loss. */
     const runBatch = (ids: ArrayLike<number>, train: boolean): number => {
@@ -168,15 +171,14 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         const tokens = new Int32Array(W * n);
         wins.forEach((w, b) => tokens.set(w.subarray(0, W), b * W));
         const { positions, mask } = documentLayout(wins, W, spec.documentStart < 0 ? null : spec.documentStart);
-        api.ggml_backend_tensor_set_raw(inputs.tokens, tokens, 0, tokens.byteLength);
-        api.ggml_backend_tensor_set_raw(inputs.positions, positions, 0, positions.byteLength);
-        api.ggml_backend_tensor_set_raw(inputs.mask, mask, 0, mask.byteLength);
-        // one-hot next-token labels [nVocab, W·n]
-        const labels = new Float32Array(hp.nVocab * W * n);
-        wins.forEach((w, b) => {
-          for (let i = 0; i < W; i++) labels[(b * W + i) * hp.nVocab + w[i + 1]!] = 1;
-        });
-        api.ggml_backend_tensor_set_raw(api.ggml_opt_labels(opt), labels, 0, labels.byteLength);
+        api.ggml_backend_tensor_set(inputs.tokens, tokens, 0, tokens.byteLength);
+        api.ggml_backend_tensor_set(inputs.positions, positions, 0, positions.byteLength);
+        api.ggml_backend_tensor_set(inputs.mask, mask, 0, mask.byteLength);
+        const hot = (b: number, i: number) => (b * W + i) * hp.nVocab + wins[b]![i + 1]!;
+        for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 1;
+        const used = labels.subarray(0, hp.nVocab * W * n);
+        api.ggml_backend_tensor_set(api.ggml_opt_labels(opt), used, 0, used.byteLength);
+        for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 0;
         api.ggml_opt_result_reset(result);
         api.ggml_opt_eval(opt, result);
         api.ggml_opt_result_loss(result, lossOut, uncOut);

@@ -1,7 +1,7 @@
 /**
  * Training inputs and outputs, their validation and the learning-rate schedule. Pure code, shared
  * by the main thread (which packs the request) and the engine worker (which validates it again
- * before llama.cpp sees it: a GGML_ASSERT inside llama_opt_* would kill the process).
+ * before llama.cpp sees it: a GGML_ASSERT inside ggml would kill the process).
  */
 import { PersonaError } from "../../errors.js";
 
@@ -178,7 +178,7 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null): T
   };
 }
 
-/** Everything llama_opt_* would assert on, checked against the model first. */
+/** Everything ggml's training graph would assert on, checked against the model first. */
 export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number }): void {
   const W = int("contextLength", s.contextLength, 1);
   if (W > model.nCtxTrain) throw bad(`contextLength ${W} exceeds the model's training context ${model.nCtxTrain}`);

@@ -1,8 +1,8 @@
 /**
  * Writes a loaded model's current weights as a GGUF. llama_model_save_to_file writes the tensors
- * but not all the metadata (no chat template, no general.file_type, and context_length becomes
- * whatever training last set), so the result is the source file's header with every tensor's
- * bytes replaced by the saved ones: byte-for-byte the original model except for the weights.
+ * but not all the metadata (no chat template, no general.file_type), so the result is the source
+ * file's header with every tensor's bytes replaced by the saved ones: byte-for-byte the original
+ * model except for the weights.
  */
 import { randomBytes } from "node:crypto";
 import { copyFile, open, rename, stat, unlink } from "node:fs/promises";

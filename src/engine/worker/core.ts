@@ -15,7 +15,7 @@ import { GgmlType, ggmlTypeName } from "../gguf/types.js";
 import type { TrainResult, TrainSpec } from "../train/options.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
 import { saveModel } from "../train/save.js";
-import { scoreTree, treeNodes, treeSequences, type PathScore } from "../tree.js";
+import { planTree, scoreTree, type PathScore } from "../tree.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 export interface CoreOptions {
@@ -134,11 +134,12 @@ export class EngineCore {
     if (paths.length === 0) return [];
     model.validateTokens(prompt);
     for (const p of paths) model.validateTokens(p);
-    const nSeqMax = treeSequences(paths);
+    const plan = planTree(paths);
+    const nSeqMax = plan.sequences;
     if (nSeqMax > MAX_SEQUENCES) throw new PersonaError("E_BAD_INPUT", `the paths branch into ${nSeqMax} sequences at once; at most ${MAX_SEQUENCES}`);
-    const cells = prompt.length + treeNodes(paths) + 1;
+    const cells = prompt.length + plan.nodes.length;
     const ctx = this.context(modelId, { nSeqMax, nCtxPerSeq: Math.ceil(cells / nSeqMax), nBatch: 512, exact: false });
-    return scoreTree(ctx, prompt, paths, this.digitTokens(model));
+    return scoreTree(ctx, prompt, plan, this.digitTokens(model));
   }
 
   private readonly digitCache = new WeakMap<NativeModel, Uint8Array>();
