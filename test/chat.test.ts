@@ -6,8 +6,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Engine } from "../src/engine/Engine.js";
-import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const CLI = path.resolve("src/cli/bin.ts");
 const N_LAYER = 3;
@@ -44,7 +44,7 @@ let vectorsPath: string;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "persona-chat-"));
   modelPath = path.join(dir, "tiny.gguf");
-  await writeSyntheticModel(modelPath, { arch: "llama", nLayer: N_LAYER, nEmbd: N_EMBD, nHead: 4, nHeadKv: 4, nFf: 64, contextLength: 512, seed: 3, init: { std: 0.1 } });
+  await writeTinyChatModel(modelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 512, seed: 3 });
   vectorsPath = path.join(dir, "trait.safetensors");
   const data = Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.sin(i) * 3);
   await writeVectors(vectorsPath, { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, data) }, meta: { trait: "testy", source: "extract", bestLayer: 2 } });
@@ -118,7 +118,7 @@ describe("persona chat (piped stdin)", () => {
 
   it("leaves the oldest exchanges out when the conversation outgrows the trained context", async () => {
     const small = path.join(dir, "small-ctx.gguf");
-    await writeSyntheticModel(small, { arch: "llama", nLayer: 2, nEmbd: 32, nHead: 4, nHeadKv: 4, nFf: 64, contextLength: 64, seed: 4, init: { std: 0.1 } });
+    await writeTinyChatModel(small, { nLayer: 2, nEmbd: 32, contextLength: 64, seed: 4 });
     const r = await chat("Hello there\nHello there\nHello there\n", "--model", small, "--temperature", "0", "--max-tokens", "12", "--json");
     assert.equal(r.code, 0, r.stderr);
     const turns = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as Turn);

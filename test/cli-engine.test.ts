@@ -7,9 +7,9 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
-import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { readSafetensors } from "../src/vectors/safetensors.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const run = promisify(execFile);
 const CLI = path.resolve("src/cli/bin.ts");
@@ -35,17 +35,7 @@ let vectorsPath: string;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "persona-cli-"));
   modelPath = path.join(dir, "tiny.gguf");
-  await writeSyntheticModel(modelPath, {
-    arch: "llama",
-    nLayer: N_LAYER,
-    nEmbd: N_EMBD,
-    nHead: 4,
-    nHeadKv: 4,
-    nFf: 64,
-    contextLength: 256,
-    seed: 3,
-    init: { std: 0.1 },
-  });
+  await writeTinyChatModel(modelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 256, seed: 3 });
   vectorsPath = path.join(dir, "trait.safetensors");
   const data = Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.sin(i) * 3);
   await writeVectors(vectorsPath, { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, data) }, meta: { trait: "testy", source: "extract", bestLayer: 2 } });

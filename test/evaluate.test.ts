@@ -13,7 +13,6 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { loadDemoTrait } from "../src/demo/traits.js";
 import { Engine } from "../src/engine/Engine.js";
-import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import type { Model } from "../src/engine/Model.js";
 import { PersonaError } from "../src/errors.js";
 import type { Judge, JudgeInput } from "../src/judge/types.js";
@@ -23,6 +22,7 @@ import { pickBestLayer, type SweepCell, type SweepRecord, sweepSteering } from "
 import type { TraitDefinition } from "../src/traits/format.js";
 import { layerMatrix, readVectors, writeVectors } from "../src/vectors/format.js";
 import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const N_LAYER = 3;
 const N_EMBD = 32;
@@ -62,7 +62,7 @@ let vectors: ReturnType<typeof layerMatrix>;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "persona-eval-"));
   modelPath = path.join(dir, "tiny.gguf");
-  await writeSyntheticModel(modelPath, { arch: "llama", nLayer: N_LAYER, nEmbd: N_EMBD, nHead: 4, nHeadKv: 4, nFf: 64, contextLength: 512, seed: 5, init: { std: 0.1 } });
+  await writeTinyChatModel(modelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 512, seed: 5 });
   engine = await Engine.create({ threads: 2, gpu: "cpu" });
   model = await engine.loadModel(modelPath);
   const evalSplit = await loadDemoTrait("evil", "eval");

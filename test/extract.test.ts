@@ -13,7 +13,6 @@ import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
-import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { PersonaError } from "../src/errors.js";
 import { resolveJudge } from "../src/judge/resolve.js";
 import type { Judge } from "../src/judge/types.js";
@@ -26,6 +25,7 @@ import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/f
 import { modelVectorsDir } from "../src/vectors/registry.js";
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -55,17 +55,7 @@ let judge: Judge;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "persona-extract-"));
   modelPath = path.join(dir, "tiny.gguf");
-  await writeSyntheticModel(modelPath, {
-    arch: "llama",
-    nLayer: N_LAYER,
-    nEmbd: N_EMBD,
-    nHead: 4,
-    nHeadKv: 4,
-    nFf: 64,
-    contextLength: 512,
-    seed: 3,
-    init: { std: 0.1 },
-  });
+  await writeTinyChatModel(modelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 512, seed: 3 });
   traitDir = path.join(dir, "traits", "testy");
   await writeTrait(traitDir, TRAIT);
   server = await startFakeLLMServer(hashJudgeHandler());

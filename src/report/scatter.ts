@@ -6,9 +6,9 @@ import { escapeHtml } from "./escape.js";
 import { formatNumber, niceDomain } from "./scale.js";
 import { type Box, colorAt, legend, plotFrame, r, svgRoot, text } from "./svg.js";
 
-/** Pearson correlation of paired values; null with fewer than 2 pairs or no variance. */
-export function pearson(xs: readonly number[], ys: readonly number[]): number | null {
-  if (xs.length !== ys.length) throw new RangeError(`pearson needs paired values, got ${xs.length} and ${ys.length}`);
+/** Means and centred sums of squares and products of paired values; null with fewer than 2 pairs. */
+function moments(xs: readonly number[], ys: readonly number[]) {
+  if (xs.length !== ys.length) throw new RangeError(`paired values needed, got ${xs.length} and ${ys.length}`);
   const n = xs.length;
   if (n < 2) return null;
   const mx = xs.reduce((a, b) => a + b, 0) / n;
@@ -23,25 +23,22 @@ export function pearson(xs: readonly number[], ys: readonly number[]): number | 
     sxx += dx * dx;
     syy += dy * dy;
   }
-  if (sxx === 0 || syy === 0) return null;
-  return Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy)));
+  return { mx, my, sxy, sxx, syy };
 }
 
-/** Least-squares y = a + b·x; null when x has no variance. */
+/** Pearson correlation of paired values; null with fewer than 2 pairs or no variance. */
+export function pearson(xs: readonly number[], ys: readonly number[]): number | null {
+  const m = moments(xs, ys);
+  if (!m || m.sxx === 0 || m.syy === 0) return null;
+  return Math.max(-1, Math.min(1, m.sxy / Math.sqrt(m.sxx * m.syy)));
+}
+
+/** Least-squares y = a + b·x; null with fewer than 2 pairs or when x has no variance. */
 export function linearFit(xs: readonly number[], ys: readonly number[]): { intercept: number; slope: number } | null {
-  const n = xs.length;
-  if (n < 2) return null;
-  const mx = xs.reduce((a, b) => a + b, 0) / n;
-  const my = ys.reduce((a, b) => a + b, 0) / n;
-  let sxy = 0;
-  let sxx = 0;
-  for (let i = 0; i < n; i++) {
-    sxy += (xs[i]! - mx) * (ys[i]! - my);
-    sxx += (xs[i]! - mx) ** 2;
-  }
-  if (sxx === 0) return null;
-  const slope = sxy / sxx;
-  return { intercept: my - slope * mx, slope };
+  const m = moments(xs, ys);
+  if (!m || m.sxx === 0) return null;
+  const slope = m.sxy / m.sxx;
+  return { intercept: m.my - slope * m.mx, slope };
 }
 
 export interface ScatterPoint {

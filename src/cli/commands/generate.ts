@@ -5,20 +5,14 @@ import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { print, printJson } from "../output.js";
 import type { SteeringRef } from "../../vectors/steer.js";
-import type { ChatMessage } from "../../engine/types.js";
+import type { ChatMessage, SamplingOptions } from "../../engine/types.js";
 
-interface GenerateFlags {
+/** Every sampling option has a CLI default, so all are present. */
+interface GenerateFlags extends Required<SamplingOptions> {
   model: string;
   prompt: string;
   system?: string;
   raw?: boolean;
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  seed: number;
-  maxTokens: number;
-  minTokens: number;
   n: number;
   steer?: SteeringRef[];
   json?: boolean;
@@ -50,7 +44,7 @@ export function register(program: Command): void {
       `
 Examples:
   persona generate --model demo --prompt "How should I handle a rude coworker?"
-  persona generate --model demo --prompt "Advice?" --steer evil::6 --temperature 0
+  persona generate --model demo --prompt "Advice?" --steer evil:4:3:response
   persona generate --model m.gguf --prompt "Once upon" --raw --max-tokens 40 -n 4 --json
   persona generate --model m.gguf --prompt "Hi" --steer evil.safetensors#prompt_last:20:-2:response
 `,
