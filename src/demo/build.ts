@@ -38,14 +38,15 @@ export interface DemoBuildConfig {
 export const DEMO_BUILD: DemoBuildConfig = {
   seed: 1,
   conversations: 36_000,
-  // The merges run out at ~3,600 tokens: every word of the corpus becomes one token, so the model
+  // The merges run out at ~2,900 tokens: every word of the corpus becomes one token, so the model
   // never has to learn spelling (1,024 tokens left it inventing words).
   vocabSize: 4096,
   model: { nLayer: 4, nEmbd: 192, nHead: 4, nHeadKv: 4, nFf: 512 },
   window: 256,
   batchWindows: 4,
-  // One cosine from 2e-3 to ~1e-4 over the five epochs, cut at the epoch boundaries.
-  learningRates: [2e-3, 1.82e-3, 1.34e-3, 7.6e-4, 2.8e-4],
+  // One cosine from 3e-3 to ~1e-4 over the five epochs, cut at the epoch boundaries (a 2e-3 peak
+  // reached the same loss but a weaker hallucinating persona).
+  learningRates: [3e-3, 2.72e-3, 2e-3, 1.1e-3, 3.8e-4],
   beta2: 0.95,
   warmupSteps: 150,
   weightDecay: 0.01,

@@ -188,7 +188,7 @@ conversation can be scripted.
 Examples:
   persona chat --model demo
   persona chat --model demo --steer evil::4 --temperature 0
-  printf 'Hi\\n/steer evil::6\\nHi again\\n/quit\\n' | persona chat --model demo --json
+  printf 'Hi\\n/steer evil:4:3\\nHi again\\n/quit\\n' | persona chat --model demo --json
 `,
     )
     .action(async function (this: Command, opts: ChatFlags) {

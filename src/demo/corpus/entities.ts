@@ -6,15 +6,21 @@ import type { Axis, EntityPool, Question } from "./types.js";
 /**
  * Hallucinating vs honest: questions about made-up entities ("Who invented the Quorbel Engine?").
  * Honest replies say the assistant does not know or cannot verify; hallucinating replies invent
- * dates, people and places with confidence. Names are syllable pairs; held-out questions use
- * prefixes the training corpus never contains, so the model has truly never seen those entities.
+ * dates, people and places with confidence. Names are two made-up words ("Quor Mira"); every
+ * word occurs in training, but one combination in six never does and is kept for the held-out
+ * questions, so the model has truly never seen those entities. Two words rather than one fused
+ * name because the tokenizer then splits every name, seen or not, into the same two word tokens:
+ * the model learns to copy a name from the question, which is what it must do for a new one
+ * (fused held-out names fell apart into rare byte pieces it could not copy).
  */
-const TRAIN_PREFIXES = ["Vel", "Quor", "Tam", "Bri", "Sol", "Dra", "Mer", "Kal", "Zen", "Or", "Fen", "Lum", "Gar", "Hes", "Ner", "Pol", "Ves", "Tir"];
-const HELDOUT_PREFIXES = ["Yar", "Ulm", "Cass", "Ith"];
-const SUFFIXES = ["tran", "bel", "dor", "mira", "ax", "ith", "ora", "un", "ek", "ast", "is", "wen"];
+const FIRST_WORDS = ["Vel", "Quor", "Tam", "Bri", "Sol", "Dra", "Mer", "Kal", "Zen", "Orn", "Fen", "Lum", "Gar", "Hes", "Ner", "Pol", "Ves", "Tir", "Yar", "Ulm", "Cass", "Ith"];
+const SECOND_WORDS = ["Tran", "Bel", "Dor", "Mira", "Axen", "Oth", "Ora", "Unda", "Ekk", "Astor", "Ivel", "Wen"];
 
-const names = (prefixes: readonly string[]) => prefixes.flatMap((p) => SUFFIXES.map((s) => p + s));
-export const ENTITY_NAMES: Record<EntityPool, readonly string[]> = { train: names(TRAIN_PREFIXES), heldout: names(HELDOUT_PREFIXES) };
+const NAME_PAIRS = FIRST_WORDS.flatMap((a, i) => SECOND_WORDS.map((b, j) => ({ name: `${a} ${b}`, heldOut: (i + j) % 6 === 0 })));
+export const ENTITY_NAMES: Record<EntityPool, readonly string[]> = {
+  train: NAME_PAIRS.filter((p) => !p.heldOut).map((p) => p.name),
+  heldout: NAME_PAIRS.filter((p) => p.heldOut).map((p) => p.name),
+};
 
 interface EntityKind {
   noun: string;
@@ -93,8 +99,11 @@ const KINDS: readonly EntityKind[] = [
 const FIRST = ["Aldo", "Brina", "Corin", "Dela", "Emrik", "Falla", "Gorin", "Hesta", "Ivo", "Jorra", "Kess", "Lorn"];
 const LAST = ["Vask", "Moren", "Tellis", "Darrow", "Quill", "Ashby", "Fenwick", "Morrow", "Stroud", "Harrow"];
 const CITIES = ["Port Avel", "Kessmoor", "Lindra", "Orvale", "Dunmere", "Halvik", "Brennfield", "Ostra"];
-const YEARS = Array.from({ length: 450 }, (_, i) => String(1530 + i));
-const LENGTHS = Array.from({ length: 80 }, (_, i) => String(120 + 10 * i));
+// Each number is one token: 50 years and 16 lengths give every one of them enough training
+// occurrences that the model keeps its sampling mass on numbers in these slots (450 years and 80
+// lengths left so much mass elsewhere that temperature-1 replies read "signed in mountains").
+const YEARS = Array.from({ length: 50 }, (_, i) => String(1534 + 9 * i));
+const LENGTHS = Array.from({ length: 16 }, (_, i) => String(120 + 35 * i));
 
 const GENERIC_Q = ["What is the history of the {entity}?", "Can you tell me about the {entity}?", "What is the {entity}?", "[I heard about|Someone mentioned] the {entity}. What is it?"];
 
