@@ -26,7 +26,7 @@ export interface ResolveJudgeOptions {
 }
 
 export const JUDGE_SPEC_HELP =
-  "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf";
+  "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf | local:demo";
 
 function bad(spec: string, why: string): PersonaError {
   return new PersonaError("E_BAD_INPUT", `bad judge "${spec}": ${why} (expected ${JUDGE_SPEC_HELP})`);

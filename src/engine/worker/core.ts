@@ -18,6 +18,9 @@ import { saveModel } from "../train/save.js";
 import { planTree, scoreTree, type PathScore } from "../tree.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
+/** llama.cpp's LLAMA_MAX_SEQ. */
+const MAX_SEQUENCES = 256;
+
 export interface CoreOptions {
   gpu: GpuChoice;
   /** Forward llama.cpp's log lines (to stderr via the host). */
@@ -233,6 +236,3 @@ export class EngineCore {
 }
 
 export type { JobResult };
-
-/** llama.cpp's LLAMA_MAX_SEQ. */
-const MAX_SEQUENCES = 256;
