@@ -131,6 +131,95 @@ describe("capture", () => {
   });
 });
 
+describe("projection", () => {
+  const dot = (a: Float32Array, u: Float64Array) => a.reduce((acc, x, j) => acc + x * u[j]!, 0);
+  const unit = (v: Float32Array) => {
+    const n = Math.hypot(...v);
+    return Float64Array.from(v, (x) => x / n);
+  };
+  const close = (got: number, want: number, scale: number, what: string) =>
+    assert.ok(Math.abs(got - want) <= 1e-5 * Math.max(Math.abs(want), scale), `${what}: ${got} vs ${want}`);
+
+  it("equals the dot products of captured activations with the unit vectors, per layer and per token", async () => {
+    const model = models.llama;
+    const n = model.info.nEmbd;
+    const samples = await Promise.all(
+      ["a reply about the weather", "no", "a much longer reply that goes on about trains and stations"].map((t, i) => model.encodePair(`question ${i}?`, t)),
+    );
+    const layers = [0, 2, model.info.nLayer];
+    const vecs = layers.map((_, k) => randomVector(n, 11 + k));
+    // Two probes at one layer: several traits share one forward.
+    const specs = [...layers.map((layer, k) => ({ layer, vector: vecs[k]! })), { layer: 2, vector: vecs[0]! }];
+    const probes = model.probes(specs, { perToken: true });
+    const projected = await model.project(samples, probes);
+    const captured = await model.capture(samples);
+    for (const [i, s] of samples.entries()) {
+      const p = projected[i]!;
+      const a = captured[i]!;
+      assert.equal(p.nPromptTokens, s.promptLength);
+      assert.equal(p.nResponseTokens, s.tokens.length - s.promptLength);
+      for (const [k, spec] of specs.entries()) {
+        const u = unit(spec.vector);
+        const scale = Math.hypot(...layerRow(a.responseAvg, spec.layer, n));
+        close(p.promptLast[k]!, dot(layerRow(a.promptLast, spec.layer, n), u), scale, `prompt_last ${i}/${k}`);
+        close(p.promptAvg[k]!, dot(layerRow(a.promptAvg, spec.layer, n), u), scale, `prompt_avg ${i}/${k}`);
+        close(p.responseAvg[k]!, dot(layerRow(a.responseAvg, spec.layer, n), u), scale, `response_avg ${i}/${k}`);
+        // Per token: they average to the response mean, and the last one is that token's own residual.
+        const perToken = Array.from({ length: p.nResponseTokens }, (_, t) => p.perToken![t * specs.length + k]!);
+        const mean = perToken.reduce((x, y) => x + y, 0) / perToken.length;
+        close(mean, p.responseAvg[k]!, scale, `mean of per-token ${i}/${k}`);
+      }
+      const t = p.nResponseTokens - 1;
+      // The whole sample as a prompt: its last prompt token is the last response token.
+      const [lastTok] = await model.capture([{ tokens: s.tokens, promptLength: s.tokens.length }]);
+      for (const [k, spec] of specs.entries()) {
+        close(p.perToken![t * specs.length + k]!, dot(layerRow(lastTok!.promptLast, spec.layer, n), unit(spec.vector)), 1, `last token ${i}/${k}`);
+      }
+    }
+  });
+
+  it("projects while generating: the prompt's last token before sampling, then each generated token", async () => {
+    const model = models.llama;
+    const n = model.info.nEmbd;
+    const prompt = await model.encodeChat([{ role: "user", content: "Say something." }]);
+    const L = 3;
+    const vector = randomVector(n, 5);
+    const probes = model.probes([{ layer: L, vector }], { perToken: true });
+    const [g] = await model.generate([{ prompt }], { temperature: 0, maxTokens: 8, probes, exact: true });
+    const p = g!.projections!;
+    const fed = g!.finishReason === "stop" ? g!.tokens.length : g!.tokens.length - 1;
+    assert.equal(p.nResponseTokens, fed);
+    assert.equal(p.perToken!.length, fed);
+    const tokens = new Int32Array([...prompt, ...g!.tokens.subarray(0, fed)]);
+    const [a] = await model.capture([{ tokens, promptLength: prompt.length }]);
+    const u = unit(vector);
+    const scale = Math.hypot(...layerRow(a!.promptLast, L, n));
+    close(p.promptLast[0]!, dot(layerRow(a!.promptLast, L, n), u), scale, "prompt_last");
+    if (fed > 0) close(p.responseAvg[0]!, dot(layerRow(a!.responseAvg, L, n), u), scale, "response_avg");
+  });
+
+  it("captures a few layers without allocating the others", async () => {
+    const model = models.llama;
+    const s = await model.encodePair("q?", "an answer");
+    const [few] = await model.capture([s], { captureLayers: [3, 1] });
+    const [all] = await model.capture([s]);
+    const n = model.info.nEmbd;
+    assert.deepEqual(few!.layers, [1, 3]);
+    assert.equal(few!.responseAvg.length, 2 * n);
+    assert.deepEqual(few!.responseAvg.subarray(n, 2 * n), layerRow(all!.responseAvg, 3, n));
+    assert.equal(few!.nResponseTokens, all!.nResponseTokens);
+  });
+
+  it("rejects probes that do not fit", () => {
+    const model = models.llama;
+    const n = model.info.nEmbd;
+    assert.throws(() => model.probes([{ layer: model.info.nLayer + 1, vector: new Float32Array(n).fill(1) }]), { code: "E_SHAPE" });
+    assert.throws(() => model.probes([{ layer: 1, vector: new Float32Array(n - 1).fill(1) }]), { code: "E_SHAPE" });
+    assert.throws(() => model.probes([{ layer: 1, vector: new Float32Array(n) }]), { code: "E_BAD_INPUT" });
+    assert.throws(() => model.probes([]), { code: "E_BAD_INPUT" });
+  });
+});
+
 describe("steering", () => {
   const L = 2;
   let sample: Awaited<ReturnType<Model["encodePair"]>>;

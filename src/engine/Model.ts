@@ -5,7 +5,7 @@
  */
 import { PersonaError } from "../errors.js";
 import type { Job, JobResult, SamplerSettings } from "./batching.js";
-import type { SampleActivations } from "./capture.js";
+import { type ProbeSpec, type ResolvedProbes, resolveProbes, type SampleActivations, type SampleProjections } from "./capture.js";
 import { renderJinjaChat, validateMessages } from "./chat.js";
 import { readGguf } from "./gguf/reader.js";
 import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
@@ -40,6 +40,17 @@ export interface CaptureCallbacks {
   signal?: AbortSignal;
 }
 
+export interface ProjectOptions {
+  steering?: ResolvedSteering;
+  /** Tokens per decode. Defaults to 512. */
+  batchTokens?: number;
+  /** Exact numerics (F32 KV cache, no flash attention). Defaults to true. */
+  exact?: boolean;
+  /** Called as each sample finishes; with it, `project` keeps nothing and resolves to []. */
+  onSample?(index: number, projections: SampleProjections): void;
+  signal?: AbortSignal;
+}
+
 /** Mixes a base seed and a request index into an independent 32-bit seed. */
 export function requestSeed(seed: number, index: number): number {
   let h = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(index + 1, 0x85ebca77)) >>> 0;
@@ -71,6 +82,14 @@ export class Model implements AsyncDisposable {
         throw new PersonaError("E_SHAPE", `capture layer ${l} is outside 0..${this.info.nLayer}`);
       }
     }
+  }
+
+  /**
+   * Validates probes (layer 0..n_layer, an n_embd vector each) into the engine's form, normalised
+   * to unit length. `perToken` also keeps one projection per response token.
+   */
+  probes(specs: readonly ProbeSpec[], opts: { perToken?: boolean } = {}): ResolvedProbes {
+    return resolveProbes(specs, this.info, opts.perToken ?? false);
   }
 
   /** Validates steering specs against this model (width, layer range) into the engine's form. */
@@ -166,6 +185,7 @@ export class Model implements AsyncDisposable {
         ops: [...(r.steering ?? shared)],
         capture: opts.capture ?? false,
         captureLayers: opts.captureLayers,
+        probes: opts.probes,
       };
     });
     if (jobs.length === 0) return [];
@@ -185,16 +205,37 @@ export class Model implements AsyncDisposable {
       const r = e.result;
       const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
       if (r.activations) g.activations = r.activations;
+      if (r.projections) g.projections = r.projections;
       results[r.index] = g;
       opts.onResult?.(g);
     });
     return results;
   }
 
-  /** Residual reductions (prompt mean, last prompt token, response mean) at every layer per sample. */
+  /** Residual reductions (prompt mean, last prompt token, response mean) at every layer (or `captureLayers`) per sample. */
   async capture(samples: readonly CaptureSample[], opts: CaptureOptions & CaptureCallbacks = {}): Promise<SampleActivations[]> {
     this.ensureAlive();
     this.checkCaptureLayers(opts.captureLayers);
+    return this.forcedRun(samples, opts, { capture: true, captureLayers: opts.captureLayers }, (r) => r.activations!, opts.onSample);
+  }
+
+  /**
+   * Projections of teacher-forced samples onto the probes' unit vectors (last prompt token, prompt
+   * mean, response mean, and per response token when the probes ask): dot products taken in the
+   * hook as rows stream by, so no residual row is ever kept.
+   */
+  async project(samples: readonly CaptureSample[], probes: ResolvedProbes, opts: ProjectOptions = {}): Promise<SampleProjections[]> {
+    this.ensureAlive();
+    return this.forcedRun(samples, opts, { capture: false, probes }, (r) => r.projections!, opts.onSample);
+  }
+
+  private async forcedRun<T>(
+    samples: readonly CaptureSample[],
+    opts: { steering?: ResolvedSteering; batchTokens?: number; exact?: boolean; signal?: AbortSignal },
+    extra: Pick<Job, "capture" | "captureLayers" | "probes">,
+    pick: (r: JobResult) => T,
+    onSample: ((index: number, value: T) => void) | undefined,
+  ): Promise<T[]> {
     const shared = opts.steering ?? NO_STEERING;
     const jobs: Job[] = samples.map((s, i) => {
       if (!(s.tokens instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `sample ${i}: tokens must be an Int32Array`);
@@ -206,19 +247,17 @@ export class Model implements AsyncDisposable {
         prompt: s.tokens.subarray(0, s.promptLength),
         forced: s.tokens.subarray(s.promptLength),
         ops: [...(s.steering ?? shared)],
-        capture: true,
-        captureLayers: opts.captureLayers,
+        ...extra,
       };
     });
     if (jobs.length === 0) return [];
     const shape = this.scoringShape(jobs, opts.batchTokens, opts.exact ?? true);
-    const keep = !opts.onSample;
-    const out: SampleActivations[] = keep ? new Array(jobs.length) : [];
+    const out: T[] = onSample ? [] : new Array(jobs.length);
     await this.run(jobs, shape, opts.signal, false, (e) => {
       if (e.type !== "result") return;
-      const a = e.result.activations!;
-      if (keep) out[e.result.index] = a;
-      else opts.onSample!(e.result.index, a);
+      const v = pick(e.result);
+      if (onSample) onSample(e.result.index, v);
+      else out[e.result.index] = v;
     });
     return out;
   }

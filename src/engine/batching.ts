@@ -5,7 +5,7 @@
  * either forced tokens (teacher forcing: capture, log-probabilities) or sampled ones.
  */
 import { PersonaError } from "../errors.js";
-import { CaptureAccumulator, type SampleActivations } from "./capture.js";
+import { CaptureAccumulator, ProjectionAccumulator, type ResolvedProbes, type RowSink, type SampleActivations, type SampleProjections } from "./capture.js";
 import type { NativeContext, RowPlan, SlotHooks } from "./native/NativeContext.js";
 import { ROW_LAST_PROMPT, ROW_PROMPT, ROW_RESPONSE, type SteeringOp } from "./steering.js";
 
@@ -27,8 +27,10 @@ export interface Job {
   sampling?: SamplerSettings;
   ops: readonly SteeringOp[];
   capture: boolean;
-  /** Layers to capture (others stay zero); undefined = all. Fewer layers = fewer graph splits. */
+  /** Layers to capture; undefined = all. Fewer layers = fewer graph splits and less memory. */
   captureLayers?: readonly number[];
+  /** Project these layers' residuals onto unit vectors (keeps only the dot products). */
+  probes?: ResolvedProbes;
   /** Score log P(forced | prompt) and/or return the top-k tokens after the prompt. */
   logprobs?: { continuation: boolean; topK: number };
 }
@@ -40,6 +42,7 @@ export interface JobResult {
   text?: string;
   finishReason: "stop" | "length";
   activations?: SampleActivations;
+  projections?: SampleProjections;
   continuationLogprobs?: Float64Array;
   top?: { token: number; logprob: number }[];
 }
@@ -65,21 +68,16 @@ interface Slot {
   generated: number[];
   sampler: Sampler | null;
   hooks: SlotHooks;
+  capture: CaptureAccumulator | null;
+  projection: ProjectionAccumulator | null;
+  /** Some sink reads the last block, which keeps only rows that ask for logits: ask for all. */
+  wantAllRows: boolean;
   logprobs: Float64Array | null;
   top: { token: number; logprob: number }[] | undefined;
   /** Batch index whose logits this slot reads after the current decode, or -1. */
   pendingOutput: number;
   /** For scoring: which forced token the pending output row predicts, or -1. */
   pendingTarget: number;
-}
-
-function layerMask(nLayers: number, layers: readonly number[]): Uint8Array {
-  const mask = new Uint8Array(nLayers);
-  for (const l of layers) {
-    if (!Number.isInteger(l) || l < 0 || l >= nLayers) throw new PersonaError("E_SHAPE", `capture layer ${l} is outside 0..${nLayers - 1}`);
-    mask[l] = 1;
-  }
-  return mask;
 }
 
 function concat(a: Int32Array, b: Int32Array | undefined): Int32Array {
@@ -148,7 +146,8 @@ export class BatchRunner {
       this.ctx.removeSequence(seq);
       s.sampler?.free();
       const result: JobResult = { index: s.index, tokens: Int32Array.from(s.generated), finishReason };
-      if (s.hooks.capture) result.activations = s.hooks.capture.finish();
+      if (s.capture) result.activations = s.capture.finish();
+      if (s.projection) result.projections = s.projection.finish();
       if (s.logprobs) result.continuationLogprobs = s.logprobs;
       if (s.top) result.top = s.top;
       hooks.onResult(result);
@@ -160,6 +159,11 @@ export class BatchRunner {
         for (let seq = 0; seq < nSeqMax && next < jobs.length; seq++) {
           if (slots[seq]) continue;
           const job = jobs[next]!;
+          const capture = job.capture ? new CaptureAccumulator(nLayers, nEmbd, job.captureLayers) : null;
+          const projection = job.probes ? new ProjectionAccumulator(nLayers, nEmbd, job.probes) : null;
+          const sinks: RowSink[] = [];
+          if (capture) sinks.push(capture);
+          if (projection) sinks.push(projection);
           slots[seq] = {
             index: next++,
             job,
@@ -167,11 +171,10 @@ export class BatchRunner {
             fed: 0,
             generated: [],
             sampler: job.sampling ? this.makeSampler(job.sampling) : null,
-            hooks: {
-              ops: job.ops,
-              capture: job.capture ? new CaptureAccumulator(nLayers, nEmbd) : null,
-              captureMask: job.capture && job.captureLayers ? layerMask(nLayers, job.captureLayers) : null,
-            },
+            hooks: { ops: job.ops, sinks },
+            capture,
+            projection,
+            wantAllRows: sinks.some((k) => k.mask[nLayers - 1] === 1),
             logprobs: job.logprobs?.continuation ? new Float64Array(job.forced?.length ?? 0) : null,
             top: undefined,
             pendingOutput: -1,
@@ -203,8 +206,7 @@ export class BatchRunner {
           const s = slots[seq];
           if (!s || s.fed >= s.input.length) continue;
           const promptLen = s.job.prompt.length;
-          // The last block keeps only rows that ask for logits: capturing it needs every row.
-          const wantAll = s.hooks.capture !== null && (s.hooks.captureMask === null || s.hooks.captureMask[nLayers - 1] === 1);
+          const wantAll = s.wantAllRows;
           const scoring = s.logprobs !== null;
           s.pendingOutput = -1;
           s.pendingTarget = -1;

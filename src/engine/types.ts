@@ -58,8 +58,17 @@ export interface GenerateOptions extends SamplingOptions {
   steering?: ResolvedSteering;
   /** Also capture the residual reductions of each request (prompt and generated tokens). */
   capture?: boolean;
-  /** Capture only these layers (the rest stay zero); each hooked layer costs a graph split. Defaults to all. */
+  /**
+   * Capture only these layers (activations then hold `layers.length` rows, see
+   * `SampleActivations.layers`); each hooked layer costs a graph split. Defaults to all.
+   */
   captureLayers?: readonly number[];
+  /**
+   * Project residuals onto unit vectors while generating (from `model.probes(...)`): each result
+   * carries `projections` — the last prompt token's (before the first sampled token), the mean
+   * over generated tokens and, when the probes ask, one value per generated token.
+   */
+  probes?: import("./capture.js").ResolvedProbes;
   /** Sequences decoded together. Defaults to min(requests, 16). */
   parallel?: number;
   /** Exact numerics (F32 KV cache, no flash attention). Defaults to false for generation. */
@@ -72,6 +81,7 @@ export interface GenerationResult {
   text: string;
   finishReason: "stop" | "length";
   activations?: import("./capture.js").SampleActivations;
+  projections?: import("./capture.js").SampleProjections;
 }
 
 export interface CaptureSample {
@@ -88,7 +98,7 @@ export interface CaptureOptions {
   batchTokens?: number;
   /** Exact numerics (F32 KV cache, no flash attention). Defaults to true for capture. */
   exact?: boolean;
-  /** Capture only these layers (the rest stay zero). Defaults to all. */
+  /** Capture only these layers (activations hold `layers.length` rows). Defaults to all. */
   captureLayers?: readonly number[];
 }
 

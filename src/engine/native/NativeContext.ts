@@ -7,7 +7,7 @@
  * (later nodes see the edit) and fold them into per-sample accumulators.
  */
 import { PersonaError } from "../../errors.js";
-import type { CaptureAccumulator } from "../capture.js";
+import type { RowSink } from "../capture.js";
 import {
   GGML_TENSOR,
   GGML_TYPE_F32,
@@ -51,9 +51,8 @@ export interface RowPlan {
 
 export interface SlotHooks {
   ops: readonly SteeringOp[];
-  capture: CaptureAccumulator | null;
-  /** Layers to capture (1 = yes); null = all. */
-  captureMask: Uint8Array | null;
+  /** Capture and projection accumulators fed the rows of the layers each one's mask names. */
+  sinks: readonly RowSink[];
 }
 
 interface ActivePlan {
@@ -132,9 +131,8 @@ export class NativeContext {
     let any = false;
     for (const s of slots) {
       if (!s) continue;
-      if (s.capture) {
-        if (s.captureMask) for (let l = 0; l < nLayers; l++) wanted[l]! |= s.captureMask[l]!;
-        else wanted.fill(1);
+      for (const sink of s.sinks) {
+        for (let l = 0; l < nLayers; l++) wanted[l]! |= sink.mask[l]!;
         any = true;
       }
       for (const op of s.ops) {
@@ -229,7 +227,7 @@ export class NativeContext {
       const row = data.subarray(r * n, (r + 1) * n);
       const cls = rows.cls[tok]! as RowClass;
       if (slot.ops.length > 0 && applyOpsToRow(slot.ops, layer, cls, row)) changed = true;
-      if (slot.capture && (slot.captureMask === null || slot.captureMask[layer] === 1)) slot.capture.add(layer, cls, row);
+      for (const sink of slot.sinks) if (sink.mask[layer] === 1) sink.add(layer, cls, row);
     }
     if (changed) api.ggml_backend_tensor_set(t, data, 0, bytes);
   }

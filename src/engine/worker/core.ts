@@ -205,6 +205,11 @@ export class EngineCore {
     if (job.prompt.length === 0) throw new PersonaError("E_BAD_INPUT", `request ${i} has an empty prompt`);
     model.validateTokens(job.prompt);
     if (job.forced) model.validateTokens(job.forced);
+    const probes = job.probes;
+    if (probes) {
+      const bad = probes.vectors.length !== probes.layers.length * model.info.nEmbd || probes.layers.some((l) => l < 0 || l > model.info.nLayer);
+      if (bad) throw new PersonaError("E_SHAPE", `request ${i}: probes do not fit the model`);
+    }
     for (const op of job.ops) {
       if (op.layer < 1 || op.layer > model.info.nLayer || op.vec.length !== model.info.nEmbd) {
         throw new PersonaError("E_SHAPE", `request ${i}: steering does not fit the model`);

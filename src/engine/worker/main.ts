@@ -21,6 +21,11 @@ function buffersOf(r: JobResult): ArrayBuffer[] {
     out.push(r.activations.promptAvg.buffer as ArrayBuffer, r.activations.promptLast.buffer as ArrayBuffer);
     out.push(r.activations.responseAvg.buffer as ArrayBuffer);
   }
+  if (r.projections) {
+    const p = r.projections;
+    out.push(p.promptLast.buffer as ArrayBuffer, p.promptAvg.buffer as ArrayBuffer, p.responseAvg.buffer as ArrayBuffer);
+    if (p.perToken) out.push(p.perToken.buffer as ArrayBuffer);
+  }
   if (r.continuationLogprobs) out.push(r.continuationLogprobs.buffer as ArrayBuffer);
   return out;
 }
