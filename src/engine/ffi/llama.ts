@@ -5,13 +5,39 @@
  * compares sizeof/offsetof with the declarations here. Nothing outside src/engine imports koffi.
  */
 import koffi from "koffi";
+import { PersonaError } from "../../errors.js";
 import type { LibraryPaths } from "./discover.js";
 
-/** Opaque native handles: koffi hands them out as external objects. */
-export type Ptr = unknown;
+// ---- native handles ----------------------------------------------------------------------------
+
+declare const nativeKind: unique symbol;
+/**
+ * An opaque pointer to a native `T` (koffi hands these out as external objects). Branded per C
+ * type, so that passing a vocabulary where a model is expected fails to compile.
+ */
+export type Handle<T extends string> = { readonly [nativeKind]: T };
+export type ModelHandle = Handle<"llama_model">;
+export type VocabHandle = Handle<"llama_vocab">;
+export type ContextHandle = Handle<"llama_context">;
+export type MemoryHandle = Handle<"llama_memory">;
+export type SamplerHandle = Handle<"llama_sampler">;
+export type TensorHandle = Handle<"ggml_tensor">;
+export type GgmlContextHandle = Handle<"ggml_context">;
+export type GraphHandle = Handle<"ggml_cgraph">;
+export type DeviceHandle = Handle<"ggml_backend_device">;
+export type BackendHandle = Handle<"ggml_backend">;
+export type BackendRegHandle = Handle<"ggml_backend_reg">;
+export type SchedHandle = Handle<"ggml_backend_sched">;
+export type OptContextHandle = Handle<"ggml_opt_context">;
+export type OptResultHandle = Handle<"ggml_opt_result">;
+/** A C function pointer found at run time (ggml_backend_reg_get_proc_address). */
+export type ProcHandle = Handle<"proc">;
+/** A JS function registered with koffi as a C callback; valid until unregistered. */
+export type CallbackHandle = Handle<"callback">;
+/** Any native pointer, for the raw memory readers below. */
+export type Ptr = Handle<string>;
 
 export const GGML_TYPE_F32 = 0;
-export const GGML_TYPE_F16 = 1;
 export const LLAMA_FLASH_ATTN_TYPE_AUTO = -1;
 export const LLAMA_FLASH_ATTN_TYPE_DISABLED = 0;
 export const LLAMA_LOAD_MODE_NONE = 0;
@@ -120,8 +146,8 @@ export interface OptimizerParams {
 const getOptParsProto = koffi.proto("ggml_opt_optimizer_params ggml_opt_get_optimizer_params(void *userdata)");
 
 /** Runs synchronously on the thread that calls ggml_opt_eval, before every optimiser step. */
-export function registerOptParsCallback(fn: () => OptimizerParams): unknown {
-  return koffi.register(() => fn(), koffi.pointer(getOptParsProto));
+export function registerOptParsCallback(current: () => OptimizerParams): CallbackHandle {
+  return koffi.register(() => current(), koffi.pointer(getOptParsProto)) as unknown as CallbackHandle;
 }
 
 // ---- our own ggml training graph (ggml.h, ggml-backend.h, ggml-opt.h) ----------------------------
@@ -146,28 +172,35 @@ export const ggml_opt_params = koffi.struct("ggml_opt_params", {
   optimizer: "int32_t",
 });
 
+export interface GgmlInitParams {
+  mem_size: number;
+  mem_buffer: null;
+  no_alloc: boolean;
+}
+
 export interface GgmlOptParams {
-  backend_sched: Ptr;
-  ctx_compute: Ptr;
-  inputs: Ptr;
-  outputs: Ptr;
+  backend_sched: SchedHandle;
+  ctx_compute: null;
+  inputs: null;
+  outputs: null;
   loss_type: number;
   build_type: number;
   opt_period: number;
-  get_opt_pars: unknown;
-  get_opt_pars_ud: unknown;
+  get_opt_pars: CallbackHandle;
+  get_opt_pars_ud: null;
   optimizer: number;
 }
 
 const setNThreadsProto = koffi.proto("void ggml_backend_set_n_threads_t(void *backend, int n_threads)");
 
 /** Calls a backend's `ggml_backend_set_n_threads` found through its registry (the CPU backend is a loaded module). */
-export function callSetNThreads(fn: Ptr, backend: Ptr, n: number): void {
-  koffi.call(fn as never, setNThreadsProto, backend, n);
+export function callSetNThreads(fn: ProcHandle, backend: BackendHandle, n: number): void {
+  koffi.call(fn, setNThreadsProto, backend, n);
 }
 
-export function readPointer(ptr: Ptr, offset: number): Ptr {
-  return koffi.decode(ptr, offset, "void *");
+/** Reads a pointer field whose C type the caller knows (`H`) from native memory. */
+export function readPointer<H extends Ptr>(ptr: Ptr, offset: number): H | null {
+  return koffi.decode(ptr, offset, "void *") as H | null;
 }
 
 export function writeInt32(ptr: Ptr, offset: number, value: number): void {
@@ -188,11 +221,11 @@ export const DECLARED_LAYOUTS = {
   ggml_opt_params,
 } as const;
 
+/** The fields we set; koffi fills the others from the defaults and passes them back unchanged. */
 export interface LlamaModelParams {
   n_gpu_layers: number;
   load_mode: number;
   vocab_only: boolean;
-  [k: string]: unknown;
 }
 
 export interface LlamaContextParams {
@@ -203,13 +236,21 @@ export interface LlamaContextParams {
   n_threads: number;
   n_threads_batch: number;
   flash_attn_type: number;
-  cb_eval: unknown;
-  cb_eval_user_data: unknown;
+  cb_eval: CallbackHandle | null;
+  cb_eval_user_data: null;
   type_k: number;
   type_v: number;
   kv_unified: boolean;
   no_perf: boolean;
-  [k: string]: unknown;
+}
+
+export interface LlamaSamplerChainParams {
+  no_perf: boolean;
+}
+
+export interface LlamaChatMessage {
+  role: string;
+  content: string;
 }
 
 export interface LlamaBatch {
@@ -222,149 +263,246 @@ export interface LlamaBatch {
   logits: Ptr;
 }
 
+type NativeFn = (...args: never[]) => unknown;
+type Library = ReturnType<typeof koffi.load>;
+
+/**
+ * Binds one C declaration under its TypeScript signature. This is the one place where koffi's
+ * untyped functions meet the typed contract: a declaration and its signature sit side by side.
+ */
+function fn<F extends NativeFn>(lib: Library, declaration: string): F {
+  return lib.func(declaration) as unknown as F;
+}
+
+/** `uint64_t` results: koffi gives a number when it is exact, else a bigint. */
+type U64 = number | bigint;
+
 function bind(paths: LibraryPaths) {
   const base = koffi.load(paths.ggmlBase);
   const ggml = koffi.load(paths.ggml);
   const llama = koffi.load(paths.llama);
   return {
     // ggml
-    ggml_backend_load_all_from_path: ggml.func("void ggml_backend_load_all_from_path(const char *dir_path)"),
-    ggml_backend_dev_count: ggml.func("size_t ggml_backend_dev_count()"),
-    ggml_backend_tensor_get: base.func("void ggml_backend_tensor_get(void *tensor, _Out_ float *data, size_t offset, size_t size)"),
-    ggml_backend_tensor_set: base.func("void ggml_backend_tensor_set(void *tensor, const void *data, size_t offset, size_t size)"),
-    ggml_log_set: base.func("void ggml_log_set(ggml_log_callback *cb, void *user_data)"),
+    ggml_backend_load_all_from_path: fn<(dir: string) => void>(ggml, "void ggml_backend_load_all_from_path(const char *dir_path)"),
+    ggml_backend_tensor_get: fn<(tensor: TensorHandle, data: Float32Array, offset: number, size: number) => void>(
+      base,
+      "void ggml_backend_tensor_get(void *tensor, _Out_ float *data, size_t offset, size_t size)",
+    ),
+    ggml_backend_tensor_set: fn<(tensor: TensorHandle, data: ArrayBufferView, offset: number, size: number) => void>(
+      base,
+      "void ggml_backend_tensor_set(void *tensor, const void *data, size_t offset, size_t size)",
+    ),
+    ggml_log_set: fn<(cb: CallbackHandle, userData: null) => void>(base, "void ggml_log_set(ggml_log_callback *cb, void *user_data)"),
 
     // backend & logging
-    llama_backend_init: llama.func("void llama_backend_init()"),
-    llama_backend_free: llama.func("void llama_backend_free()"),
-    llama_log_set: llama.func("void llama_log_set(ggml_log_callback *cb, void *user_data)"),
-    llama_print_system_info: llama.func("const char *llama_print_system_info()"),
-    llama_supports_gpu_offload: llama.func("bool llama_supports_gpu_offload()"),
+    llama_backend_init: fn<() => void>(llama, "void llama_backend_init()"),
+    llama_log_set: fn<(cb: CallbackHandle, userData: null) => void>(llama, "void llama_log_set(ggml_log_callback *cb, void *user_data)"),
+    llama_print_system_info: fn<() => string>(llama, "const char *llama_print_system_info()"),
 
     // model
-    llama_model_default_params: llama.func("llama_model_params llama_model_default_params()"),
-    llama_model_load_from_file: llama.func("void *llama_model_load_from_file(const char *path, llama_model_params params)"),
-    llama_model_free: llama.func("void llama_model_free(void *model)"),
-    llama_model_get_vocab: llama.func("void *llama_model_get_vocab(void *model)"),
-    llama_model_n_ctx_train: llama.func("int32_t llama_model_n_ctx_train(void *model)"),
-    llama_model_n_embd: llama.func("int32_t llama_model_n_embd(void *model)"),
-    llama_model_n_layer: llama.func("int32_t llama_model_n_layer(void *model)"),
-    llama_model_n_head: llama.func("int32_t llama_model_n_head(void *model)"),
-    llama_model_n_params: llama.func("uint64_t llama_model_n_params(void *model)"),
-    llama_model_size: llama.func("uint64_t llama_model_size(void *model)"),
-    llama_model_desc: llama.func("int32_t llama_model_desc(void *model, _Out_ uint8_t *buf, size_t buf_size)"),
-    llama_model_meta_val_str: llama.func(
-      "int32_t llama_model_meta_val_str(void *model, const char *key, _Out_ uint8_t *buf, size_t buf_size)",
+    llama_model_default_params: fn<() => LlamaModelParams>(llama, "llama_model_params llama_model_default_params()"),
+    llama_model_load_from_file: fn<(path: string, params: LlamaModelParams) => ModelHandle | null>(
+      llama,
+      "void *llama_model_load_from_file(const char *path, llama_model_params params)",
     ),
-    llama_model_chat_template: llama.func("const char *llama_model_chat_template(void *model, const char *name)"),
-    llama_model_has_encoder: llama.func("bool llama_model_has_encoder(void *model)"),
+    llama_model_free: fn<(model: ModelHandle) => void>(llama, "void llama_model_free(void *model)"),
+    llama_model_get_vocab: fn<(model: ModelHandle) => VocabHandle>(llama, "void *llama_model_get_vocab(void *model)"),
+    llama_model_n_ctx_train: fn<(model: ModelHandle) => number>(llama, "int32_t llama_model_n_ctx_train(void *model)"),
+    llama_model_n_embd: fn<(model: ModelHandle) => number>(llama, "int32_t llama_model_n_embd(void *model)"),
+    llama_model_n_layer: fn<(model: ModelHandle) => number>(llama, "int32_t llama_model_n_layer(void *model)"),
+    llama_model_n_head: fn<(model: ModelHandle) => number>(llama, "int32_t llama_model_n_head(void *model)"),
+    llama_model_n_params: fn<(model: ModelHandle) => U64>(llama, "uint64_t llama_model_n_params(void *model)"),
+    llama_model_chat_template: fn<(model: ModelHandle, name: string | null) => string | null>(
+      llama,
+      "const char *llama_model_chat_template(void *model, const char *name)",
+    ),
 
     // vocab
-    llama_vocab_n_tokens: llama.func("int32_t llama_vocab_n_tokens(void *vocab)"),
-    llama_vocab_bos: llama.func("int32_t llama_vocab_bos(void *vocab)"),
-    llama_vocab_eos: llama.func("int32_t llama_vocab_eos(void *vocab)"),
-    llama_vocab_eot: llama.func("int32_t llama_vocab_eot(void *vocab)"),
-    llama_vocab_is_eog: llama.func("bool llama_vocab_is_eog(void *vocab, int32_t token)"),
-    llama_vocab_get_add_bos: llama.func("bool llama_vocab_get_add_bos(void *vocab)"),
-    llama_tokenize: llama.func(
+    llama_vocab_n_tokens: fn<(vocab: VocabHandle) => number>(llama, "int32_t llama_vocab_n_tokens(void *vocab)"),
+    llama_vocab_bos: fn<(vocab: VocabHandle) => number>(llama, "int32_t llama_vocab_bos(void *vocab)"),
+    llama_vocab_eos: fn<(vocab: VocabHandle) => number>(llama, "int32_t llama_vocab_eos(void *vocab)"),
+    llama_vocab_eot: fn<(vocab: VocabHandle) => number>(llama, "int32_t llama_vocab_eot(void *vocab)"),
+    llama_vocab_is_eog: fn<(vocab: VocabHandle, token: number) => boolean>(llama, "bool llama_vocab_is_eog(void *vocab, int32_t token)"),
+    llama_vocab_get_add_bos: fn<(vocab: VocabHandle) => boolean>(llama, "bool llama_vocab_get_add_bos(void *vocab)"),
+    llama_tokenize: fn<
+      (vocab: VocabHandle, text: Uint8Array, textLen: number, tokens: Int32Array, nTokensMax: number, addSpecial: boolean, parseSpecial: boolean) => number
+    >(
+      llama,
       "int32_t llama_tokenize(void *vocab, const uint8_t *text, int32_t text_len, _Out_ int32_t *tokens, int32_t n_tokens_max, bool add_special, bool parse_special)",
     ),
-    llama_token_to_piece: llama.func(
+    llama_token_to_piece: fn<(vocab: VocabHandle, token: number, buf: Uint8Array, length: number, lstrip: number, special: boolean) => number>(
+      llama,
       "int32_t llama_token_to_piece(void *vocab, int32_t token, _Out_ uint8_t *buf, int32_t length, int32_t lstrip, bool special)",
     ),
-    llama_detokenize: llama.func(
+    llama_detokenize: fn<
+      (vocab: VocabHandle, tokens: Int32Array, nTokens: number, text: Uint8Array, textLenMax: number, removeSpecial: boolean, unparseSpecial: boolean) => number
+    >(
+      llama,
       "int32_t llama_detokenize(void *vocab, const int32_t *tokens, int32_t n_tokens, _Out_ uint8_t *text, int32_t text_len_max, bool remove_special, bool unparse_special)",
     ),
-    llama_chat_apply_template: llama.func(
+    llama_chat_apply_template: fn<
+      (tmpl: string, chat: readonly LlamaChatMessage[], nMsg: number, addAss: boolean, buf: Uint8Array, length: number) => number
+    >(
+      llama,
       "int32_t llama_chat_apply_template(const char *tmpl, const llama_chat_message *chat, size_t n_msg, bool add_ass, _Out_ uint8_t *buf, int32_t length)",
     ),
 
     // context
-    llama_context_default_params: llama.func("llama_context_params llama_context_default_params()"),
-    llama_init_from_model: llama.func("void *llama_init_from_model(void *model, llama_context_params params)"),
-    llama_free: llama.func("void llama_free(void *ctx)"),
-    llama_n_ctx: llama.func("uint32_t llama_n_ctx(void *ctx)"),
-    llama_n_batch: llama.func("uint32_t llama_n_batch(void *ctx)"),
-    llama_set_n_threads: llama.func("void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch)"),
-    llama_get_memory: llama.func("void *llama_get_memory(void *ctx)"),
-    llama_memory_clear: llama.func("void llama_memory_clear(void *mem, bool data)"),
-    llama_memory_seq_rm: llama.func("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
-    llama_memory_seq_cp: llama.func("void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)"),
-    llama_batch_init: llama.func("llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)"),
-    llama_batch_free: llama.func("void llama_batch_free(llama_batch batch)"),
-    llama_decode: llama.func("int32_t llama_decode(void *ctx, llama_batch batch)"),
-    llama_get_logits_ith: llama.func("void *llama_get_logits_ith(void *ctx, int32_t i)"),
-    llama_synchronize: llama.func("void llama_synchronize(void *ctx)"),
+    llama_context_default_params: fn<() => LlamaContextParams>(llama, "llama_context_params llama_context_default_params()"),
+    llama_init_from_model: fn<(model: ModelHandle, params: LlamaContextParams) => ContextHandle | null>(
+      llama,
+      "void *llama_init_from_model(void *model, llama_context_params params)",
+    ),
+    llama_free: fn<(ctx: ContextHandle) => void>(llama, "void llama_free(void *ctx)"),
+    llama_get_memory: fn<(ctx: ContextHandle) => MemoryHandle>(llama, "void *llama_get_memory(void *ctx)"),
+    llama_memory_clear: fn<(mem: MemoryHandle, data: boolean) => void>(llama, "void llama_memory_clear(void *mem, bool data)"),
+    llama_memory_seq_rm: fn<(mem: MemoryHandle, seqId: number, p0: number, p1: number) => boolean>(
+      llama,
+      "bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)",
+    ),
+    llama_memory_seq_cp: fn<(mem: MemoryHandle, seqIdSrc: number, seqIdDst: number, p0: number, p1: number) => void>(
+      llama,
+      "void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)",
+    ),
+    llama_batch_init: fn<(nTokens: number, embd: number, nSeqMax: number) => LlamaBatch>(
+      llama,
+      "llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)",
+    ),
+    llama_batch_free: fn<(batch: LlamaBatch) => void>(llama, "void llama_batch_free(llama_batch batch)"),
+    llama_decode: fn<(ctx: ContextHandle, batch: LlamaBatch) => number>(llama, "int32_t llama_decode(void *ctx, llama_batch batch)"),
+    llama_get_logits_ith: fn<(ctx: ContextHandle, i: number) => Ptr | null>(llama, "void *llama_get_logits_ith(void *ctx, int32_t i)"),
 
     // sampling
-    llama_sampler_chain_default_params: llama.func("llama_sampler_chain_params llama_sampler_chain_default_params()"),
-    llama_sampler_chain_init: llama.func("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
-    llama_sampler_chain_add: llama.func("void llama_sampler_chain_add(void *chain, void *smpl)"),
-    llama_sampler_init_greedy: llama.func("void *llama_sampler_init_greedy()"),
-    llama_sampler_init_dist: llama.func("void *llama_sampler_init_dist(uint32_t seed)"),
-    llama_sampler_init_top_k: llama.func("void *llama_sampler_init_top_k(int32_t k)"),
-    llama_sampler_init_top_p: llama.func("void *llama_sampler_init_top_p(float p, size_t min_keep)"),
-    llama_sampler_init_min_p: llama.func("void *llama_sampler_init_min_p(float p, size_t min_keep)"),
-    llama_sampler_init_temp: llama.func("void *llama_sampler_init_temp(float t)"),
-    llama_sampler_sample: llama.func("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
-    llama_sampler_free: llama.func("void llama_sampler_free(void *smpl)"),
+    llama_sampler_chain_default_params: fn<() => LlamaSamplerChainParams>(
+      llama,
+      "llama_sampler_chain_params llama_sampler_chain_default_params()",
+    ),
+    llama_sampler_chain_init: fn<(params: LlamaSamplerChainParams) => SamplerHandle>(
+      llama,
+      "void *llama_sampler_chain_init(llama_sampler_chain_params params)",
+    ),
+    llama_sampler_chain_add: fn<(chain: SamplerHandle, smpl: SamplerHandle) => void>(llama, "void llama_sampler_chain_add(void *chain, void *smpl)"),
+    llama_sampler_init_greedy: fn<() => SamplerHandle | null>(llama, "void *llama_sampler_init_greedy()"),
+    llama_sampler_init_dist: fn<(seed: number) => SamplerHandle | null>(llama, "void *llama_sampler_init_dist(uint32_t seed)"),
+    llama_sampler_init_top_k: fn<(k: number) => SamplerHandle | null>(llama, "void *llama_sampler_init_top_k(int32_t k)"),
+    llama_sampler_init_top_p: fn<(p: number, minKeep: number) => SamplerHandle | null>(llama, "void *llama_sampler_init_top_p(float p, size_t min_keep)"),
+    llama_sampler_init_min_p: fn<(p: number, minKeep: number) => SamplerHandle | null>(llama, "void *llama_sampler_init_min_p(float p, size_t min_keep)"),
+    llama_sampler_init_temp: fn<(t: number) => SamplerHandle | null>(llama, "void *llama_sampler_init_temp(float t)"),
+    llama_sampler_sample: fn<(smpl: SamplerHandle, ctx: ContextHandle, idx: number) => number>(
+      llama,
+      "int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)",
+    ),
+    llama_sampler_free: fn<(smpl: SamplerHandle) => void>(llama, "void llama_sampler_free(void *smpl)"),
 
     // training: ggml_opt_* live in libggml-base
-    llama_model_save_to_file: llama.func("void llama_model_save_to_file(void *model, const char *path)"),
-    ggml_opt_result_init: base.func("void *ggml_opt_result_init()"),
-    ggml_opt_result_free: base.func("void ggml_opt_result_free(void *result)"),
-    ggml_opt_result_reset: base.func("void ggml_opt_result_reset(void *result)"),
-    ggml_opt_result_loss: base.func("void ggml_opt_result_loss(void *result, _Out_ double *loss, _Out_ double *unc)"),
+    llama_model_save_to_file: fn<(model: ModelHandle, path: string) => void>(llama, "void llama_model_save_to_file(void *model, const char *path)"),
+    ggml_opt_result_init: fn<() => OptResultHandle>(base, "void *ggml_opt_result_init()"),
+    ggml_opt_result_free: fn<(result: OptResultHandle) => void>(base, "void ggml_opt_result_free(void *result)"),
+    ggml_opt_result_reset: fn<(result: OptResultHandle) => void>(base, "void ggml_opt_result_reset(void *result)"),
+    ggml_opt_result_loss: fn<(result: OptResultHandle, loss: Float64Array, unc: Float64Array) => void>(
+      base,
+      "void ggml_opt_result_loss(void *result, _Out_ double *loss, _Out_ double *unc)",
+    ),
 
     // our own training graph
-    ggml_init: base.func("void *ggml_init(ggml_init_params params)"),
-    ggml_free: base.func("void ggml_free(void *ctx)"),
-    ggml_tensor_overhead: base.func("size_t ggml_tensor_overhead()"),
-    ggml_new_tensor_1d: base.func("void *ggml_new_tensor_1d(void *ctx, int type, int64_t ne0)"),
-    ggml_new_tensor_4d: base.func("void *ggml_new_tensor_4d(void *ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)"),
-    ggml_set_param: base.func("void ggml_set_param(void *tensor)"),
-    ggml_set_input: base.func("void ggml_set_input(void *tensor)"),
-    ggml_graph_overhead_custom: base.func("size_t ggml_graph_overhead_custom(size_t size, bool grads)"),
-    ggml_new_graph_custom: base.func("void *ggml_new_graph_custom(void *ctx, size_t size, bool grads)"),
-    ggml_build_forward_expand: base.func("void ggml_build_forward_expand(void *cgraph, void *tensor)"),
-    ggml_opt_prepare_alloc: base.func("void ggml_opt_prepare_alloc(void *opt_ctx, void *ctx_compute, void *gf, void *inputs, void *outputs)"),
-    ggml_get_rows: base.func("void *ggml_get_rows(void *ctx, void *a, void *b)"),
-    ggml_rms_norm: base.func("void *ggml_rms_norm(void *ctx, void *a, float eps)"),
-    ggml_mul: base.func("void *ggml_mul(void *ctx, void *a, void *b)"),
-    ggml_add: base.func("void *ggml_add(void *ctx, void *a, void *b)"),
-    ggml_mul_mat: base.func("void *ggml_mul_mat(void *ctx, void *a, void *b)"),
-    ggml_reshape_2d: base.func("void *ggml_reshape_2d(void *ctx, void *a, int64_t ne0, int64_t ne1)"),
-    ggml_reshape_3d: base.func("void *ggml_reshape_3d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2)"),
-    ggml_reshape_4d: base.func("void *ggml_reshape_4d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)"),
-    ggml_permute: base.func("void *ggml_permute(void *ctx, void *a, int axis0, int axis1, int axis2, int axis3)"),
-    ggml_cont: base.func("void *ggml_cont(void *ctx, void *a)"),
-    ggml_rope_ext: base.func(
+    ggml_init: fn<(params: GgmlInitParams) => GgmlContextHandle | null>(base, "void *ggml_init(ggml_init_params params)"),
+    ggml_free: fn<(ctx: GgmlContextHandle) => void>(base, "void ggml_free(void *ctx)"),
+    ggml_tensor_overhead: fn<() => number>(base, "size_t ggml_tensor_overhead()"),
+    ggml_new_tensor_1d: fn<(ctx: GgmlContextHandle, type: number, ne0: number) => TensorHandle>(
+      base,
+      "void *ggml_new_tensor_1d(void *ctx, int type, int64_t ne0)",
+    ),
+    ggml_new_tensor_4d: fn<(ctx: GgmlContextHandle, type: number, ne0: number, ne1: number, ne2: number, ne3: number) => TensorHandle>(
+      base,
+      "void *ggml_new_tensor_4d(void *ctx, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)",
+    ),
+    ggml_set_param: fn<(tensor: TensorHandle) => void>(base, "void ggml_set_param(void *tensor)"),
+    ggml_set_input: fn<(tensor: TensorHandle) => void>(base, "void ggml_set_input(void *tensor)"),
+    ggml_graph_overhead_custom: fn<(size: number, grads: boolean) => number>(base, "size_t ggml_graph_overhead_custom(size_t size, bool grads)"),
+    ggml_new_graph_custom: fn<(ctx: GgmlContextHandle, size: number, grads: boolean) => GraphHandle>(
+      base,
+      "void *ggml_new_graph_custom(void *ctx, size_t size, bool grads)",
+    ),
+    ggml_build_forward_expand: fn<(graph: GraphHandle, tensor: TensorHandle) => void>(base, "void ggml_build_forward_expand(void *cgraph, void *tensor)"),
+    ggml_opt_prepare_alloc: fn<
+      (opt: OptContextHandle, ctxCompute: GgmlContextHandle, graph: GraphHandle, inputs: TensorHandle, outputs: TensorHandle) => void
+    >(base, "void ggml_opt_prepare_alloc(void *opt_ctx, void *ctx_compute, void *gf, void *inputs, void *outputs)"),
+    ggml_get_rows: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_get_rows(void *ctx, void *a, void *b)"),
+    ggml_rms_norm: fn<(ctx: GgmlContextHandle, a: TensorHandle, eps: number) => TensorHandle>(base, "void *ggml_rms_norm(void *ctx, void *a, float eps)"),
+    ggml_mul: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul(void *ctx, void *a, void *b)"),
+    ggml_add: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_add(void *ctx, void *a, void *b)"),
+    ggml_mul_mat: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul_mat(void *ctx, void *a, void *b)"),
+    ggml_reshape_2d: fn<(ctx: GgmlContextHandle, a: TensorHandle, ne0: number, ne1: number) => TensorHandle>(
+      base,
+      "void *ggml_reshape_2d(void *ctx, void *a, int64_t ne0, int64_t ne1)",
+    ),
+    ggml_reshape_3d: fn<(ctx: GgmlContextHandle, a: TensorHandle, ne0: number, ne1: number, ne2: number) => TensorHandle>(
+      base,
+      "void *ggml_reshape_3d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2)",
+    ),
+    ggml_reshape_4d: fn<(ctx: GgmlContextHandle, a: TensorHandle, ne0: number, ne1: number, ne2: number, ne3: number) => TensorHandle>(
+      base,
+      "void *ggml_reshape_4d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)",
+    ),
+    ggml_permute: fn<(ctx: GgmlContextHandle, a: TensorHandle, axis0: number, axis1: number, axis2: number, axis3: number) => TensorHandle>(
+      base,
+      "void *ggml_permute(void *ctx, void *a, int axis0, int axis1, int axis2, int axis3)",
+    ),
+    ggml_cont: fn<(ctx: GgmlContextHandle, a: TensorHandle) => TensorHandle>(base, "void *ggml_cont(void *ctx, void *a)"),
+    ggml_rope_ext: fn<
+      (
+        ctx: GgmlContextHandle,
+        a: TensorHandle,
+        positions: TensorHandle,
+        freqFactors: TensorHandle | null,
+        nDims: number,
+        mode: number,
+        nCtxOrig: number,
+        freqBase: number,
+        freqScale: number,
+        extFactor: number,
+        attnFactor: number,
+        betaFast: number,
+        betaSlow: number,
+      ) => TensorHandle
+    >(
+      base,
       "void *ggml_rope_ext(void *ctx, void *a, void *b, void *c, int n_dims, int mode, int n_ctx_orig, float freq_base, float freq_scale, float ext_factor, float attn_factor, float beta_fast, float beta_slow)",
     ),
-    ggml_soft_max_ext: base.func("void *ggml_soft_max_ext(void *ctx, void *a, void *mask, float scale, float max_bias)"),
-    ggml_silu: base.func("void *ggml_silu(void *ctx, void *a)"),
-    ggml_backend_dev_by_type: ggml.func("void *ggml_backend_dev_by_type(int type)"),
-    ggml_backend_dev_init: base.func("void *ggml_backend_dev_init(void *device, const char *params)"),
-    ggml_backend_dev_backend_reg: base.func("void *ggml_backend_dev_backend_reg(void *device)"),
-    ggml_backend_reg_get_proc_address: base.func("void *ggml_backend_reg_get_proc_address(void *reg, const char *name)"),
-    ggml_backend_free: base.func("void ggml_backend_free(void *backend)"),
-    ggml_backend_sched_new: base.func(
-      "void *ggml_backend_sched_new(void **backends, void **bufts, int n_backends, size_t graph_size, bool parallel, bool op_offload)",
+    ggml_soft_max_ext: fn<(ctx: GgmlContextHandle, a: TensorHandle, mask: TensorHandle | null, scale: number, maxBias: number) => TensorHandle>(
+      base,
+      "void *ggml_soft_max_ext(void *ctx, void *a, void *mask, float scale, float max_bias)",
     ),
-    ggml_backend_sched_free: base.func("void ggml_backend_sched_free(void *sched)"),
-    ggml_opt_init: base.func("void *ggml_opt_init(ggml_opt_params params)"),
-    ggml_opt_free: base.func("void ggml_opt_free(void *opt_ctx)"),
-    ggml_opt_alloc: base.func("void ggml_opt_alloc(void *opt_ctx, bool backward)"),
-    ggml_opt_reset: base.func("void ggml_opt_reset(void *opt_ctx, bool optimizer)"),
-    ggml_opt_eval: base.func("void ggml_opt_eval(void *opt_ctx, void *result)"),
-    ggml_opt_labels: base.func("void *ggml_opt_labels(void *opt_ctx)"),
+    ggml_silu: fn<(ctx: GgmlContextHandle, a: TensorHandle) => TensorHandle>(base, "void *ggml_silu(void *ctx, void *a)"),
+    ggml_backend_dev_by_type: fn<(type: number) => DeviceHandle | null>(ggml, "void *ggml_backend_dev_by_type(int type)"),
+    ggml_backend_dev_init: fn<(device: DeviceHandle, params: string | null) => BackendHandle | null>(
+      base,
+      "void *ggml_backend_dev_init(void *device, const char *params)",
+    ),
+    ggml_backend_dev_backend_reg: fn<(device: DeviceHandle) => BackendRegHandle>(base, "void *ggml_backend_dev_backend_reg(void *device)"),
+    ggml_backend_reg_get_proc_address: fn<(reg: BackendRegHandle, name: string) => ProcHandle | null>(
+      base,
+      "void *ggml_backend_reg_get_proc_address(void *reg, const char *name)",
+    ),
+    ggml_backend_free: fn<(backend: BackendHandle) => void>(base, "void ggml_backend_free(void *backend)"),
+    ggml_backend_sched_new: fn<
+      (backends: readonly BackendHandle[], bufts: null, nBackends: number, graphSize: number, parallel: boolean, opOffload: boolean) => SchedHandle
+    >(base, "void *ggml_backend_sched_new(void **backends, void **bufts, int n_backends, size_t graph_size, bool parallel, bool op_offload)"),
+    ggml_backend_sched_free: fn<(sched: SchedHandle) => void>(base, "void ggml_backend_sched_free(void *sched)"),
+    ggml_opt_init: fn<(params: GgmlOptParams) => OptContextHandle | null>(base, "void *ggml_opt_init(ggml_opt_params params)"),
+    ggml_opt_free: fn<(opt: OptContextHandle) => void>(base, "void ggml_opt_free(void *opt_ctx)"),
+    ggml_opt_alloc: fn<(opt: OptContextHandle, backward: boolean) => void>(base, "void ggml_opt_alloc(void *opt_ctx, bool backward)"),
+    ggml_opt_reset: fn<(opt: OptContextHandle, optimizer: boolean) => void>(base, "void ggml_opt_reset(void *opt_ctx, bool optimizer)"),
+    ggml_opt_eval: fn<(opt: OptContextHandle, result: OptResultHandle) => void>(base, "void ggml_opt_eval(void *opt_ctx, void *result)"),
+    ggml_opt_labels: fn<(opt: OptContextHandle) => TensorHandle>(base, "void *ggml_opt_labels(void *opt_ctx)"),
   };
 }
 
+/** The whole native surface, typed: every function the project calls, by its C name. */
 export type LlamaApi = ReturnType<typeof bind>;
 
 let loaded: { api: LlamaApi; paths: LibraryPaths } | undefined;
-let logCallback: unknown;
+let logCallback: CallbackHandle | undefined;
 
 /**
  * Loads the three libraries once per thread, loads the backends from the same folder and routes
@@ -372,14 +510,15 @@ let logCallback: unknown;
  */
 export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: string) => void): LlamaApi {
   if (loaded) {
-    if (loaded.paths.binsDir !== paths.binsDir) throw new Error(`llama.cpp is already loaded from ${loaded.paths.binsDir}`);
+    if (loaded.paths.binsDir !== paths.binsDir) throw new PersonaError("E_NATIVE", `llama.cpp is already loaded from ${loaded.paths.binsDir}`);
     return loaded.api;
   }
   const api = bind(paths);
   // Registered for the thread's lifetime: llama.cpp keeps the pointer and may log at any time.
-  logCallback = koffi.register((level: number, text: string) => onLog?.(level, text), koffi.pointer(ggml_log_callback));
-  api.llama_log_set(logCallback, null);
-  api.ggml_log_set(logCallback, null);
+  const cb = koffi.register((level: number, text: string) => onLog?.(level, text), koffi.pointer(ggml_log_callback)) as unknown as CallbackHandle;
+  logCallback = cb;
+  api.llama_log_set(cb, null);
+  api.ggml_log_set(cb, null);
   api.ggml_backend_load_all_from_path(paths.binsDir);
   api.llama_backend_init();
   loaded = { api, paths };
@@ -392,7 +531,7 @@ export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: str
  * no-op behind (a callback of an exited thread would crash the next log line of any other engine).
  */
 export function claimLogs(): void {
-  if (!loaded) return;
+  if (!loaded || !logCallback) return;
   loaded.api.llama_log_set(logCallback, null);
   loaded.api.ggml_log_set(logCallback, null);
 }
@@ -400,20 +539,21 @@ export function claimLogs(): void {
 export function releaseLogs(): void {
   if (!loaded || process.platform !== "linux") return;
   // getpid ignores the (level, text, user_data) arguments: a callback that does nothing.
-  const dlsym = koffi.load("libc.so.6").func("void *dlsym(void *handle, const char *symbol)");
-  const noop = dlsym(null, "getpid") as Ptr; // RTLD_DEFAULT
-  const setLlama = koffi.load(loaded.paths.llama).func("void llama_log_set(void *cb, void *user_data)");
-  const setGgml = koffi.load(loaded.paths.ggmlBase).func("void ggml_log_set(void *cb, void *user_data)");
+  const dlsym = fn<(handle: null, symbol: string) => ProcHandle>(koffi.load("libc.so.6"), "void *dlsym(void *handle, const char *symbol)");
+  const noop = dlsym(null, "getpid"); // RTLD_DEFAULT
+  type SetLog = (cb: ProcHandle, userData: null) => void;
+  const setLlama = fn<SetLog>(koffi.load(loaded.paths.llama), "void llama_log_set(void *cb, void *user_data)");
+  const setGgml = fn<SetLog>(koffi.load(loaded.paths.ggmlBase), "void ggml_log_set(void *cb, void *user_data)");
   setLlama(noop, null);
   setGgml(noop, null);
 }
 
-export function registerEvalCallback(fn: (tensor: Ptr, ask: boolean) => boolean): unknown {
-  return koffi.register((t: Ptr, ask: boolean) => fn(t, ask), koffi.pointer(evalCallbackProto));
+export function registerEvalCallback(onEval: (tensor: TensorHandle, ask: boolean) => boolean): CallbackHandle {
+  return koffi.register((t: TensorHandle, ask: boolean) => onEval(t, ask), koffi.pointer(evalCallbackProto)) as unknown as CallbackHandle;
 }
 
-export function unregisterCallback(handle: unknown): void {
-  koffi.unregister(handle as bigint);
+export function unregisterCallback(handle: CallbackHandle): void {
+  koffi.unregister(handle as unknown as bigint);
 }
 
 /** Reads a NUL-terminated char[len] field of a native struct. */
@@ -422,7 +562,7 @@ export function readCString(ptr: Ptr, offset: number, len: number): string {
 }
 
 export function readInt64(ptr: Ptr, offset: number): number {
-  return Number(koffi.decode(ptr, offset, "int64_t"));
+  return Number(koffi.decode(ptr, offset, "int64_t") as number | bigint);
 }
 
 export function readInt32(ptr: Ptr, offset: number): number {
@@ -444,14 +584,10 @@ export function viewInt8(ptr: Ptr, count: number): Int8Array {
 
 /** Follows element `index` of a `T **` array and views `count` int32 at its target. */
 export function viewInt32Indirect(ptrArray: Ptr, index: number, count: number): Int32Array {
-  return new Int32Array(koffi.view(koffi.decode(ptrArray, index * 8, "void *"), count * 4));
+  return new Int32Array(koffi.view(koffi.decode(ptrArray, index * 8, "void *") as Ptr, count * 4));
 }
 
-export function pointerAddress(ptr: Ptr): bigint {
-  return koffi.address(ptr);
-}
-
-export function isNull(ptr: Ptr): boolean {
+export function isNull(ptr: Ptr | null | undefined): ptr is null | undefined {
   return ptr === null || ptr === undefined || koffi.address(ptr) === 0n;
 }
 

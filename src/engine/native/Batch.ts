@@ -18,7 +18,7 @@ export class Batch {
 
   constructor(private readonly api: LlamaApi, capacity: number) {
     this.capacity = capacity;
-    this.native = api.llama_batch_init(capacity, 0, 1) as LlamaBatch;
+    this.native = api.llama_batch_init(capacity, 0, 1);
     this.token = viewInt32(this.native.token, capacity);
     this.pos = viewInt32(this.native.pos, capacity);
     this.nSeqId = viewInt32(this.native.n_seq_id, capacity);

@@ -20,8 +20,10 @@ import {
   registerEvalCallback,
   unregisterCallback,
   viewFloat32,
-  type LlamaContextParams,
-  type Ptr,
+  type CallbackHandle,
+  type ContextHandle,
+  type MemoryHandle,
+  type TensorHandle,
 } from "../ffi/llama.js";
 import { applyOpsToRow, type RowClass, type SteeringOp } from "../steering.js";
 import { Batch } from "./Batch.js";
@@ -65,9 +67,9 @@ interface ActivePlan {
 export class NativeContext {
   readonly options: NativeContextOptions;
   readonly batch: Batch;
-  private readonly ctx: Ptr;
-  private readonly memory: Ptr;
-  private readonly callback: unknown;
+  private readonly ctx: ContextHandle;
+  private readonly memory: MemoryHandle;
+  private readonly callback: CallbackHandle;
   private readonly layerByName = new Map<string, number>();
   private readonly nEmbd: number;
   private plan: ActivePlan | undefined;
@@ -86,7 +88,7 @@ export class NativeContext {
     this.scratch = new Float32Array(options.nBatch * info.nEmbd);
 
     this.callback = registerEvalCallback((t, ask) => this.onEval(t, ask));
-    const params = api.llama_context_default_params() as LlamaContextParams;
+    const params = api.llama_context_default_params();
     params.n_ctx = options.nCtx;
     params.n_batch = options.nBatch;
     params.n_ubatch = options.nBatch;
@@ -104,19 +106,20 @@ export class NativeContext {
     } else {
       params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_AUTO;
     }
-    this.ctx = api.llama_init_from_model(model.handle, params);
-    if (isNull(this.ctx)) {
+    const ctx = api.llama_init_from_model(model.handle, params);
+    if (isNull(ctx)) {
       unregisterCallback(this.callback);
       throw new PersonaError(
         "E_NATIVE",
         `llama.cpp could not create a context (n_ctx=${options.nCtx}, n_seq_max=${options.nSeqMax}, n_batch=${options.nBatch})${model.lastErrors()}`,
       );
     }
-    this.memory = api.llama_get_memory(this.ctx);
+    this.ctx = ctx;
+    this.memory = api.llama_get_memory(ctx);
     this.batch = new Batch(api, options.nBatch);
   }
 
-  get handle(): Ptr {
+  get handle(): ContextHandle {
     return this.ctx;
   }
 
@@ -142,7 +145,7 @@ export class NativeContext {
     }
     this.plan = any ? { rows, slots, wanted } : undefined;
     try {
-      const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative()) as number;
+      const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative());
       if (rc !== 0) {
         const why = rc === 1 ? "no KV cache slot (context too small)" : rc === 2 ? "aborted" : `error code ${rc}`;
         throw new PersonaError("E_NATIVE", `llama_decode failed: ${why}${this.model.lastErrors()}`);
@@ -185,7 +188,7 @@ export class NativeContext {
     if (this.freed) throw new PersonaError("E_DISPOSED", "context used after free");
   }
 
-  private onEval(t: Ptr, ask: boolean): boolean {
+  private onEval(t: TensorHandle, ask: boolean): boolean {
     const plan = this.plan;
     if (!plan) return !ask;
     const layer = this.layerByName.get(readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength));
@@ -200,7 +203,7 @@ export class NativeContext {
     return true;
   }
 
-  private processLayer(t: Ptr, layer: number, plan: ActivePlan): void {
+  private processLayer(t: TensorHandle, layer: number, plan: ActivePlan): void {
     const api = this.model.api;
     const n = this.nEmbd;
     if (readInt32(t, GGML_TENSOR.type) !== GGML_TYPE_F32 || readInt64(t, GGML_TENSOR.ne) !== n) {

@@ -6,7 +6,7 @@
 import { stat } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
 import { getNumber, getString, readGguf } from "../gguf/reader.js";
-import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type LlamaModelParams, type Ptr } from "../ffi/llama.js";
+import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type ModelHandle, type VocabHandle } from "../ffi/llama.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 export interface NativeModelOptions {
@@ -22,8 +22,8 @@ const decoder = new TextDecoder("utf-8", { fatal: false });
 const encoder = new TextEncoder();
 
 export class NativeModel {
-  readonly handle: Ptr;
-  readonly vocab: Ptr;
+  readonly handle: ModelHandle;
+  readonly vocab: VocabHandle;
   readonly info: ModelInfo;
   /** Token ids llama.cpp treats as end of generation. */
   readonly eogTokens: Int32Array;
@@ -32,7 +32,7 @@ export class NativeModel {
 
   private constructor(
     readonly api: LlamaApi,
-    handle: Ptr,
+    handle: ModelHandle,
     info: ModelInfo,
     private readonly recentErrors: () => string[],
     vocabOnly: boolean,
@@ -60,7 +60,7 @@ export class NativeModel {
     if (generalType !== undefined && generalType !== "model") {
       throw new PersonaError("E_BAD_MODEL", `${path} is a GGUF of type "${generalType}", not a model`);
     }
-    const params = api.llama_model_default_params() as LlamaModelParams;
+    const params = api.llama_model_default_params();
     params.n_gpu_layers = options.gpuLayers;
     params.load_mode = options.noMmap ? LLAMA_LOAD_MODE_NONE : LLAMA_LOAD_MODE_MMAP;
     params.vocab_only = options.vocabOnly;
@@ -74,7 +74,7 @@ export class NativeModel {
       );
     }
     const vocab = api.llama_model_get_vocab(handle);
-    const template = api.llama_model_chat_template(handle, null) as string | null;
+    const template = api.llama_model_chat_template(handle, null);
     const size = (await stat(path)).size;
     // Vocabulary-only models have no layer hyperparameters in llama.cpp (asking aborts): use the file's.
     const hp = options.vocabOnly
@@ -86,10 +86,10 @@ export class NativeModel {
           nParams: 0,
         }
       : {
-          nLayer: api.llama_model_n_layer(handle) as number,
-          nEmbd: api.llama_model_n_embd(handle) as number,
-          nHead: api.llama_model_n_head(handle) as number,
-          nCtxTrain: api.llama_model_n_ctx_train(handle) as number,
+          nLayer: api.llama_model_n_layer(handle),
+          nEmbd: api.llama_model_n_embd(handle),
+          nHead: api.llama_model_n_head(handle),
+          nCtxTrain: api.llama_model_n_ctx_train(handle),
           nParams: Number(api.llama_model_n_params(handle)),
         };
     const info: ModelInfo = {
@@ -97,13 +97,13 @@ export class NativeModel {
       name: getString(gguf, "general.name") ?? path.split(/[\\/]/).pop()!,
       architecture: arch,
       ...hp,
-      nVocab: api.llama_vocab_n_tokens(vocab) as number,
+      nVocab: api.llama_vocab_n_tokens(vocab),
       fileSize: size,
       chatTemplate: template ?? null,
-      bos: api.llama_vocab_bos(vocab) as number,
-      eos: api.llama_vocab_eos(vocab) as number,
-      eot: api.llama_vocab_eot(vocab) as number,
-      addBos: api.llama_vocab_get_add_bos(vocab) as boolean,
+      bos: api.llama_vocab_bos(vocab),
+      eos: api.llama_vocab_eos(vocab),
+      eot: api.llama_vocab_eot(vocab),
+      addBos: api.llama_vocab_get_add_bos(vocab),
       bosText: "",
       eosText: "",
     };
@@ -117,11 +117,11 @@ export class NativeModel {
     this.ensureAlive();
     const bytes = encoder.encode(text);
     let out = new Int32Array(bytes.length + 8);
-    let n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial) as number;
+    let n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial);
     if (n < 0) {
       if (n === -2147483648) throw new PersonaError("E_BAD_INPUT", "text too long to tokenize");
       out = new Int32Array(-n);
-      n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial) as number;
+      n = this.api.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, parseSpecial);
     }
     return out.slice(0, n);
   }
@@ -130,10 +130,10 @@ export class NativeModel {
     this.ensureAlive();
     this.validateTokens(tokens);
     let buf = new Uint8Array(tokens.length * 8 + 16);
-    let n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial) as number;
+    let n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial);
     if (n < 0) {
       buf = new Uint8Array(-n);
-      n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial) as number;
+      n = this.api.llama_detokenize(this.vocab, tokens, tokens.length, buf, buf.length, false, renderSpecial);
     }
     return decoder.decode(buf.subarray(0, n));
   }
@@ -146,10 +146,10 @@ export class NativeModel {
   tokenBytes(token: number, renderSpecial: boolean): Uint8Array {
     this.validateTokens([token]);
     let buf = new Uint8Array(64);
-    let n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial) as number;
+    let n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial);
     if (n < 0) {
       buf = new Uint8Array(-n);
-      n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial) as number;
+      n = this.api.llama_token_to_piece(this.vocab, token, buf, buf.length, 0, renderSpecial);
     }
     return buf.slice(0, n);
   }
@@ -163,7 +163,7 @@ export class NativeModel {
     let len = chat.reduce((a, m) => a + m.content.length + m.role.length, 0) * 2 + 256;
     for (let attempt = 0; attempt < 2; attempt++) {
       const buf = new Uint8Array(len);
-      const n = this.api.llama_chat_apply_template(tmpl, chat, chat.length, addAssistant, buf, buf.length) as number;
+      const n = this.api.llama_chat_apply_template(tmpl, chat, chat.length, addAssistant, buf, buf.length);
       if (n < 0) throw new PersonaError("E_BAD_MODEL", `llama.cpp does not know this chat template`);
       if (n <= buf.length) return decoder.decode(buf.subarray(0, n));
       len = n;

@@ -1,5 +1,6 @@
 import type { SamplerSettings, Sampler } from "../batching.js";
-import { isNull, type LlamaApi, type Ptr } from "../ffi/llama.js";
+import { PersonaError } from "../../errors.js";
+import { isNull, type LlamaApi, type SamplerHandle } from "../ffi/llama.js";
 import type { NativeContext } from "./NativeContext.js";
 
 /**
@@ -7,7 +8,7 @@ import type { NativeContext } from "./NativeContext.js";
  * draw, llama.cpp's usual order), so each sequence has its own random stream.
  */
 export class NativeSampler implements Sampler {
-  private readonly chain: Ptr;
+  private readonly chain: SamplerHandle;
   private freed = false;
 
   constructor(
@@ -16,8 +17,8 @@ export class NativeSampler implements Sampler {
     settings: SamplerSettings,
   ) {
     this.chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params());
-    const add = (s: Ptr) => {
-      if (isNull(s)) throw new Error("llama.cpp returned a null sampler");
+    const add = (s: SamplerHandle | null) => {
+      if (isNull(s)) throw new PersonaError("E_NATIVE", "llama.cpp returned a null sampler");
       api.llama_sampler_chain_add(this.chain, s);
     };
     if (settings.temperature <= 0) {
@@ -36,7 +37,7 @@ export class NativeSampler implements Sampler {
       const logits = this.ctx.logits(batchIndex);
       for (const t of suppress) logits[t] = -Infinity;
     }
-    return this.api.llama_sampler_sample(this.chain, this.ctx.handle, batchIndex) as number;
+    return this.api.llama_sampler_sample(this.chain, this.ctx.handle, batchIndex);
   }
 
   free(): void {

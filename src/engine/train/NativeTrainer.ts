@@ -28,9 +28,10 @@ import {
   unregisterCallback,
   writeInt32,
   type GgmlOptParams,
-  type LlamaContextParams,
+  type OptContextHandle,
   type OptimizerParams,
-  type Ptr,
+  type SchedHandle,
+  type TensorHandle,
 } from "../ffi/llama.js";
 import { Batch } from "../native/Batch.js";
 import type { NativeModel } from "../native/NativeModel.js";
@@ -50,13 +51,13 @@ const TENSOR_MAX_SRC = 10;
  * The model's weight tensors by name. llama.cpp has no lookup by name, so one token is decoded
  * with an eval callback that reads the weights off the sources of the graph's nodes.
  */
-function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<string, Ptr> {
+function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<string, TensorHandle> {
   const { api } = model;
-  const found = new Map<string, Ptr>();
+  const found = new Map<string, TensorHandle>();
   const cb = registerEvalCallback((t, ask) => {
     if (ask) {
       for (let j = 0; j < TENSOR_MAX_SRC; j++) {
-        const src = readPointer(t, TENSOR_SRC_OFFSET + 8 * j);
+        const src = readPointer<TensorHandle>(t, TENSOR_SRC_OFFSET + 8 * j);
         if (isNull(src)) continue;
         const name = readCString(src, GGML_TENSOR.name, GGML_TENSOR.nameLength);
         if (names.has(name)) found.set(name, src);
@@ -64,7 +65,7 @@ function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<stri
     }
     return false; // observe nothing: no graph splits
   });
-  const params = api.llama_context_default_params() as LlamaContextParams;
+  const params = api.llama_context_default_params();
   params.n_ctx = 256;
   params.n_batch = 1;
   params.n_ubatch = 1;
@@ -77,7 +78,7 @@ function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<stri
   try {
     if (isNull(ctx)) throw new PersonaError("E_NATIVE", `llama.cpp could not create a context to find the weights${model.lastErrors()}`);
     batch.add(0, 0, 0, true);
-    const rc = api.llama_decode(ctx, batch.toNative()) as number;
+    const rc = api.llama_decode(ctx, batch.toNative());
     if (rc !== 0) throw new PersonaError("E_NATIVE", `llama_decode failed while looking up the weights (code ${rc})${model.lastErrors()}`);
     return found;
   } finally {
@@ -121,17 +122,18 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   );
   const device = api.ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
   const backend = isNull(device) ? null : api.ggml_backend_dev_init(device, null);
-  let sched: Ptr = null;
-  let opt: Ptr = null;
+  let sched: SchedHandle | null = null;
+  let opt: OptContextHandle | null = null;
   const result = api.ggml_opt_result_init();
   try {
-    if (isNull(backend)) throw new PersonaError("E_NATIVE", "ggml has no CPU backend to train on");
+    if (isNull(device) || isNull(backend)) throw new PersonaError("E_NATIVE", "ggml has no CPU backend to train on");
     const setThreads = api.ggml_backend_reg_get_proc_address(api.ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads");
     if (!isNull(setThreads)) callSetNThreads(setThreads, backend, threads);
     const size = graphSize(hp.nLayer);
-    sched = api.ggml_backend_sched_new([backend], null, 1, size, false, false);
+    const scheduler = api.ggml_backend_sched_new([backend], null, 1, size, false, false);
+    sched = scheduler;
     const params: GgmlOptParams = {
-      backend_sched: sched,
+      backend_sched: scheduler,
       ctx_compute: null,
       inputs: null,
       outputs: null,
@@ -142,10 +144,12 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       get_opt_pars_ud: null,
       optimizer: spec.optimizer === "sgd" ? GGML_OPT_OPTIMIZER_TYPE_SGD : GGML_OPT_OPTIMIZER_TYPE_ADAMW,
     };
-    opt = api.ggml_opt_init(params);
-    for (const name of trained) api.ggml_set_param(weights.get(name));
+    const optCtx = api.ggml_opt_init(params);
+    if (isNull(optCtx)) throw new PersonaError("E_NATIVE", "ggml_opt_init failed");
+    opt = optCtx;
+    for (const name of trained) api.ggml_set_param(weights.get(name)!);
 
-    const ctxBytes = size * 4 * (api.ggml_tensor_overhead() as number) + 4 * (api.ggml_graph_overhead_custom(size, true) as number);
+    const ctxBytes = size * 4 * api.ggml_tensor_overhead() + 4 * api.ggml_graph_overhead_custom(size, true);
     const lossOut = new Float64Array(1);
     const uncOut = new Float64Array(1);
     const windowOf = (w: number) => spec.tokens.subarray(spec.starts[w]!, spec.starts[w]! + W + 1);
@@ -163,11 +167,11 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n);
         const gf = api.ggml_new_graph_custom(ctx, size, true);
         api.ggml_build_forward_expand(gf, logits);
-        api.ggml_opt_prepare_alloc(opt, ctx, gf, inputs.tokens, logits);
-        api.ggml_opt_alloc(opt, train);
+        api.ggml_opt_prepare_alloc(optCtx, ctx, gf, inputs.tokens, logits);
+        api.ggml_opt_alloc(optCtx, train);
         // ggml_opt only clears its gradient accumulators between steps when opt_period > 1:
         // without this, every step would apply the sum of all gradients so far.
-        if (train) api.ggml_opt_reset(opt, false);
+        if (train) api.ggml_opt_reset(optCtx, false);
         const tokens = new Int32Array(W * n);
         wins.forEach((w, b) => tokens.set(w.subarray(0, W), b * W));
         const { positions, mask } = documentLayout(wins, W, spec.documentStart < 0 ? null : spec.documentStart);
@@ -177,10 +181,10 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         const hot = (b: number, i: number) => (b * W + i) * hp.nVocab + wins[b]![i + 1]!;
         for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 1;
         const used = labels.subarray(0, hp.nVocab * W * n);
-        api.ggml_backend_tensor_set(api.ggml_opt_labels(opt), used, 0, used.byteLength);
+        api.ggml_backend_tensor_set(api.ggml_opt_labels(optCtx), used, 0, used.byteLength);
         for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 0;
         api.ggml_opt_result_reset(result);
-        api.ggml_opt_eval(opt, result);
+        api.ggml_opt_eval(optCtx, result);
         api.ggml_opt_result_loss(result, lossOut, uncOut);
       } finally {
         api.ggml_free(ctx);

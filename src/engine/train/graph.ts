@@ -7,7 +7,7 @@
  * boundary, so a packed window trains each conversation exactly as inference will see it alone.
  */
 import { PersonaError } from "../../errors.js";
-import { GGML_ROPE_TYPE_NORMAL, GGML_TYPE_F32, GGML_TYPE_I32, type LlamaApi, type Ptr } from "../ffi/llama.js";
+import { GGML_ROPE_TYPE_NORMAL, GGML_TYPE_F32, GGML_TYPE_I32, type GgmlContextHandle, type LlamaApi, type TensorHandle } from "../ffi/llama.js";
 
 export interface LlamaHParams {
   nLayer: number;
@@ -28,11 +28,11 @@ export function graphSize(nLayer: number): number {
 /** Graph inputs, filled before every step: token ids, positions and the attention mask. */
 export interface GraphInputs {
   /** I32 [T·B]. */
-  tokens: Ptr;
+  tokens: TensorHandle;
   /** I32 [T·B], position of each token inside its document. */
-  positions: Ptr;
+  positions: TensorHandle;
   /** F32 [T, T, 1, B]: 0 where query i may attend key j, -inf elsewhere. */
-  mask: Ptr;
+  mask: TensorHandle;
 }
 
 /** The names of the tensors the graph reads; `output.weight` falls back to `token_embd.weight` (tied). */
@@ -47,13 +47,13 @@ export function llamaTensorNames(nLayer: number): string[] {
 /** Builds logits [nVocab, T·B] for B windows of T tokens into `ctx` (a no_alloc context); the allocator places the inputs. */
 export function buildLlamaGraph(
   api: LlamaApi,
-  ctx: Ptr,
-  weights: ReadonlyMap<string, Ptr>,
+  ctx: GgmlContextHandle,
+  weights: ReadonlyMap<string, TensorHandle>,
   hp: LlamaHParams,
   T: number,
   B: number,
-): { inputs: GraphInputs; logits: Ptr } {
-  const w = (name: string): Ptr => {
+): { inputs: GraphInputs; logits: TensorHandle } {
+  const w = (name: string): TensorHandle => {
     const t = weights.get(name) ?? (name === "output.weight" ? weights.get("token_embd.weight") : undefined);
     if (t === undefined) throw new PersonaError("E_BAD_MODEL", `the model has no tensor ${name}`);
     return t;
@@ -65,11 +65,11 @@ export function buildLlamaGraph(
   const mask = api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
   for (const t of [tokens, positions, mask]) api.ggml_set_input(t);
 
-  const norm = (x: Ptr, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
-  const mm = (weight: string, x: Ptr) => api.ggml_mul_mat(ctx, w(weight), x);
-  const rope = (x: Ptr) => api.ggml_rope_ext(ctx, x, positions, null, hd, GGML_ROPE_TYPE_NORMAL, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
+  const norm = (x: TensorHandle, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
+  const mm = (weight: string, x: TensorHandle) => api.ggml_mul_mat(ctx, w(weight), x);
+  const rope = (x: TensorHandle) => api.ggml_rope_ext(ctx, x, positions, null, hd, GGML_ROPE_TYPE_NORMAL, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
   // [hd, heads, N] → [hd, T, heads, B]
-  const headsFirst = (x: Ptr, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));
+  const headsFirst = (x: TensorHandle, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));
 
   let x = api.ggml_get_rows(ctx, w("token_embd.weight"), tokens);
   for (let l = 0; l < hp.nLayer; l++) {
