@@ -8,6 +8,8 @@ import { fileURLToPath } from "node:url";
 import { crc32 as zlibCrc32, deflateRawSync } from "node:zlib";
 import { PersonaError } from "../src/errors.js";
 import { importPt, parsePt, ptToVectors } from "../src/vectors/interop/torch.js";
+import { presentTensors, selectTensor } from "../src/vectors/format.js";
+import { mergeVectors } from "../src/vectors/load.js";
 import { layerNorms } from "../src/vectors/math.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -188,7 +190,7 @@ describe("reference .pt fixture", { skip: existsSync(FIXTURE) ? false : `fixture
     assert.equal(v.meta.trait, "evil");
     assert.equal(v.meta.source, "import-pt");
     assert.deepEqual(v.meta.model, { name: "Qwen3-4B", nLayer: 36, nEmbd: 2560 });
-    assert.equal(v.tensors.response_avg.nLayerPlus1, 37);
+    assert.equal(v.tensors.response_avg!.nLayerPlus1, 37);
     assert.equal(v.tensors.prompt_avg, undefined);
   });
 });
@@ -275,7 +277,7 @@ describe("hand-built torch files", () => {
     const v = await ptToVectors(path.join(model, "kind_response_avg_diff.pt"), { model: { arch: "llama" } });
     assert.equal(v.meta.trait, "kind");
     assert.deepEqual(v.meta.model, { name: "TinyModel", arch: "llama", nLayer: 2, nEmbd: 2 });
-    assert.deepEqual([...v.tensors.response_avg.data], [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual([...v.tensors.response_avg!.data], [1, 2, 3, 4, 5, 6]);
     assert.deepEqual([...v.tensors.prompt_last!.data], [6, 5, 4, 3, 2, 1]);
     assert.equal(v.tensors.prompt_avg, undefined);
 
@@ -283,8 +285,21 @@ describe("hand-built torch files", () => {
     assert.equal(alone.meta.trait, "nice");
     assert.equal(alone.tensors.prompt_last, undefined);
 
-    // Only a prompt_last file: no response_avg for the vectors file to hold.
-    await assert.rejects(ptToVectors(path.join(model, "kind_prompt_last_diff.pt"), { siblings: false }), isBadFormat);
+    // A prompt_last file alone is a vectors file holding that reduction only.
+    const last = await ptToVectors(path.join(model, "kind_prompt_last_diff.pt"), { siblings: false });
+    assert.deepEqual(Object.keys(last.tensors), ["prompt_last"]);
+    assert.deepEqual([...selectTensor(last).data], [6, 5, 4, 3, 2, 1]);
+
+    // Several reference files at once into one vectors file; the same reduction twice is refused.
+    await writeFile(path.join(model, "kind_prompt_avg_diff.pt"), ptArchive("kind_prompt_avg_diff", singleTensorPickle(spec), { "0": f32Bytes([0, 1, 0, 1, 0, 1]) }));
+    const parts = await Promise.all(
+      ["kind_prompt_last_diff.pt", "kind_prompt_avg_diff.pt"].map(async (f) => ({ path: f, vectors: await ptToVectors(path.join(model, f), { siblings: false }) })),
+    );
+    const merged = mergeVectors(parts);
+    assert.deepEqual(presentTensors(merged), ["prompt_avg", "prompt_last"]);
+    assert.equal(merged.meta.trait, "kind");
+    assert.deepEqual([...merged.tensors.prompt_avg!.data], [0, 1, 0, 1, 0, 1]);
+    assert.throws(() => mergeVectors([parts[0]!, parts[0]!]), (e) => e instanceof PersonaError && /prompt_last is in both/.test(e.message));
     await assert.rejects(importPt(path.join(model, "missing.pt")), (e) => e instanceof PersonaError && e.code === "E_NOT_FOUND");
   });
 });

@@ -124,6 +124,22 @@ describe("registry", () => {
 
     await assert.rejects(loadTrait("nope", opts), (e) => isCode("E_NOT_FOUND")(e) && /known: sly, evil/.test((e as Error).message));
     await assert.rejects(loadTrait("bad name!", opts), isCode("E_BAD_INPUT"));
+
+    // A trait file of any name anywhere: one split (with --split, paired with its swapped-name sibling), or both in one file.
+    const loose = path.join(dir, "loose");
+    await mkdir(loose, { recursive: true });
+    await writeFile(path.join(loose, "mine.json"), JSON.stringify(split(["m?"])));
+    const mine = await loadTrait(path.join(loose, "mine.json"));
+    assert.equal(mine.name, "mine");
+    assert.deepEqual([mine.extract.questions, mine.eval.questions], [["m?"], ["m?"]]);
+    await writeFile(path.join(loose, "kind-extract.json"), JSON.stringify(split(["x?"])));
+    await writeFile(path.join(loose, "kind-eval.json"), JSON.stringify(split(["e?"])));
+    const kind = await loadTrait(path.join(loose, "kind-eval.json"), { split: "eval" });
+    assert.equal(kind.name, "kind");
+    assert.deepEqual([kind.extract.questions, kind.eval.questions], [["x?"], ["e?"]]);
+    await writeFile(path.join(loose, "both.json"), JSON.stringify({ extract: split(["1?"]), eval: split(["2?"]) }));
+    const both = await loadTrait(path.join(loose, "both.json"));
+    assert.deepEqual([both.extract.questions, both.eval.questions], [["1?"], ["2?"]]);
     await assert.rejects(loadTrait(path.join(dir, "nowhere"), opts), isCode("E_NOT_FOUND"));
   });
 });

@@ -11,7 +11,7 @@ import { CachedJudge } from "../judge/cache.js";
 import { JUDGE_SPEC_HELP, resolveJudge } from "../judge/resolve.js";
 import type { Judge } from "../judge/types.js";
 import { loadTraitFiles, type TraitDefinition } from "../traits/format.js";
-import { builtinTraitsDir, resolveTraitFiles } from "../traits/registry.js";
+import { builtinTraitsDir, resolveTraitFiles, type TraitSplitName } from "../traits/registry.js";
 
 export interface LoadedTrait {
   trait: TraitDefinition;
@@ -19,8 +19,8 @@ export interface LoadedTrait {
   builtinDemo: boolean;
 }
 
-export async function loadTraitRef(ref: string): Promise<LoadedTrait> {
-  const files = await resolveTraitFiles(ref);
+export async function loadTraitRef(ref: string, split?: TraitSplitName): Promise<LoadedTrait> {
+  const files = await resolveTraitFiles(ref, split !== undefined ? { split } : {});
   const trait = await loadTraitFiles(files);
   const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(builtinTraitsDir());
   return { trait, builtinDemo };

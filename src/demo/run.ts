@@ -15,7 +15,7 @@ import { sweepSteering, type SweepRecord, type SweepResult } from "../pipeline/s
 import { writeSweepReport } from "../report/sweep.js";
 import { loadTrait } from "../traits/registry.js";
 import { systemPrompt } from "../traits/format.js";
-import { readVectors, row, updateVectorsMeta } from "../vectors/format.js";
+import { readVectors, row, selectTensor, updateVectorsMeta } from "../vectors/format.js";
 import { cosine } from "../vectors/math.js";
 import { DemoJudge } from "./judge.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
@@ -93,7 +93,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
     const records = await run.records<SweepRecord>("cells.jsonl");
     let sweep: SweepResult;
     try {
-      sweep = await sweepSteering(model, { ...common, vectors: vectors.tensors.response_avg, layers, coefs, records });
+      sweep = await sweepSteering(model, { ...common, vectors: selectTensor(vectors, "response_avg"), layers, coefs, records });
     } finally {
       await records.close();
     }
@@ -116,7 +116,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       const pair = trait.eval.instruction[0]!;
       const system = systemPrompt(trait.name, trait.antonym, pair.pos, "pos");
       const coef = -Math.abs(sweep.bestCoef);
-      const vector = Float32Array.from(row(vectors.tensors.response_avg, sweep.bestLayer));
+      const vector = Float32Array.from(row(selectTensor(vectors, "response_avg"), sweep.bestLayer));
       const [unsteered, steered] = await Promise.all([
         evaluateTrait(model, { ...common, system }),
         evaluateTrait(model, { ...common, system, steering: model.steering([{ vector, layer: sweep.bestLayer, coef, positions: "response" }]) }),
@@ -137,7 +137,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         a: a.r.trait,
         b: b.r.trait,
         layer,
-        cosine: cosine(row(a.v.tensors.response_avg, layer), row(b.v.tensors.response_avg, layer)),
+        cosine: cosine(row(selectTensor(a.v, "response_avg"), layer), row(selectTensor(b.v, "response_avg"), layer)),
       });
     }
   }

@@ -77,8 +77,13 @@ export function parseTraitSplit(data: unknown, source: string): TraitSplit {
   return parsed.data;
 }
 
-export async function loadTraitSplit(file: string): Promise<TraitSplit> {
-  return parseTraitSplit(await readJson(file), file);
+/** Reads one split; a file holding both (`{"extract": {...}, "eval": {...}}`) gives the one `split` names. */
+export async function loadTraitSplit(file: string, split?: "extract" | "eval"): Promise<TraitSplit> {
+  const data = await readJson(file);
+  if (split !== undefined && typeof data === "object" && data !== null && "extract" in data && "eval" in data && !("instruction" in data)) {
+    return parseTraitSplit((data as Record<string, unknown>)[split], `${file} (${split})`);
+  }
+  return parseTraitSplit(data, file);
 }
 
 /** Reads an optional `trait.json`; a missing file gives `{}`. */
@@ -107,8 +112,8 @@ export interface TraitFiles {
 /** Loads a trait from its two split files (and optional meta file). */
 export async function loadTraitFiles(files: TraitFiles): Promise<TraitDefinition> {
   const [extract, evalSplit, meta] = await Promise.all([
-    loadTraitSplit(files.extractPath),
-    loadTraitSplit(files.evalPath),
+    loadTraitSplit(files.extractPath, "extract"),
+    loadTraitSplit(files.evalPath, "eval"),
     files.metaPath ? loadTraitMeta(files.metaPath) : Promise.resolve<TraitMeta>({}),
   ]);
   return {

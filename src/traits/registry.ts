@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { demoTraitDir } from "../demo/traits.js";
@@ -14,7 +15,11 @@ export interface TraitLookupOptions {
   traitsDir?: string;
   /** Where built-in traits live as `NAME.extract.json` + `NAME.eval.json` (+ optional `NAME.trait.json`). Defaults to `src/demo/traits` beside this module. */
   builtinDir?: string;
+  /** Which split a lone trait file of no known layout holds; without it the file serves both splits (unless it holds both itself). */
+  split?: TraitSplitName;
 }
+
+export type TraitSplitName = "extract" | "eval";
 
 export const DEFAULT_TRAITS_DIR = "traits";
 
@@ -115,7 +120,7 @@ async function resolveDir(dir: string): Promise<TraitFiles> {
   throw new PersonaError("E_NOT_FOUND", `${dir} has neither ${TRAIT_FILES.extract} nor a ${REF_EXTRACT}/ folder`);
 }
 
-function resolveFile(file: string): TraitFiles {
+function resolveFile(file: string, split: TraitSplitName | undefined): TraitFiles {
   const dir = path.dirname(file);
   const base = path.basename(file);
   const parent = path.basename(path.resolve(dir));
@@ -124,11 +129,23 @@ function resolveFile(file: string): TraitFiles {
     return referenceLayout(path.dirname(dir), base.slice(0, -5));
   }
   const m = /^(.+)\.(extract|eval)\.json$/.exec(base);
-  if (m?.[1]) return builtinLayout(dir, m[1]);
-  throw new PersonaError(
-    "E_BAD_INPUT",
-    `cannot tell which trait ${file} belongs to; expected DIR/${TRAIT_FILES.extract}, ${REF_EXTRACT}/NAME.json or NAME.extract.json`,
-  );
+  if (m?.[1] && existsSync(path.join(dir, `${m[1]}.extract.json`)) && existsSync(path.join(dir, `${m[1]}.eval.json`))) return builtinLayout(dir, m[1]);
+  return loneFile(file, split);
+}
+
+/**
+ * A trait file of no known layout, whatever its name. It may hold both splits
+ * (`{"extract": {...}, "eval": {...}}`, see `loadTraitSplit`); a single split is the one `split`
+ * names, paired with a sibling whose name swaps extract/eval when there is one, else with itself.
+ */
+function loneFile(file: string, split: TraitSplitName | undefined): TraitFiles {
+  const base = path.basename(file).replace(/\.json$/i, "");
+  const name = base.replace(/[._-]?(extract|eval)$/i, "") || base;
+  if (split === undefined) return { name, extractPath: file, evalPath: file };
+  const other: TraitSplitName = split === "extract" ? "eval" : "extract";
+  const swapped = path.join(path.dirname(file), path.basename(file).replace(new RegExp(split, "i"), other));
+  const pair = swapped !== file && existsSync(swapped) ? swapped : file;
+  return split === "extract" ? { name, extractPath: file, evalPath: pair } : { name, extractPath: pair, evalPath: file };
 }
 
 /** Works out which files hold the trait `ref` names, without reading them. */
@@ -136,7 +153,7 @@ export async function resolveTraitFiles(ref: string, opts: TraitLookupOptions = 
   if (looksLikePath(ref)) {
     const k = await kind(ref);
     if (k === "dir") return resolveDir(ref);
-    if (k === "file") return resolveFile(ref);
+    if (k === "file") return resolveFile(ref, opts.split);
     // `ROOT/NAME` for the reference layout, where no NAME directory exists.
     const root = path.dirname(ref);
     const name = path.basename(ref);

@@ -1,11 +1,12 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { PersonaError } from "../errors.js";
-import { type FloatTensor, readSafetensors, writeSafetensors } from "./safetensors.js";
+import { type FloatTensor, type SafetensorsContent, readSafetensors, writeSafetensors } from "./safetensors.js";
 
 /**
- * The persona vectors file (spec §3): a safetensors file with float32 tensors `response_avg`
- * (required), `prompt_avg`, `prompt_last`, each `[n_layer+1, n_embd]` where row l is layer l
+ * The persona vectors file (spec §3): a safetensors file with float32 tensors `response_avg`,
+ * `prompt_avg`, `prompt_last` (at least one; the reference saves each in its own file), each
+ * `[n_layer+1, n_embd]` where row l is layer l
  * (l = 0: token embeddings, l ≥ 1: residual after block l−1), plus string metadata. Structured
  * metadata is stored as JSON strings with snake_case fields so Python tools can read it too.
  */
@@ -19,6 +20,7 @@ export interface LayerMatrix {
 
 export const TENSOR_NAMES = ["response_avg", "prompt_avg", "prompt_last"] as const;
 export type VectorTensorName = (typeof TENSOR_NAMES)[number];
+/** The tensor used when none is named and the file has it; otherwise the first the file has. */
 export const DEFAULT_TENSOR: VectorTensorName = "response_avg";
 
 export interface VectorsModelMeta {
@@ -56,7 +58,8 @@ export interface PersonaVectorsMeta {
 }
 
 export interface PersonaVectors {
-  tensors: { response_avg: LayerMatrix; prompt_avg?: LayerMatrix; prompt_last?: LayerMatrix };
+  /** At least one; all of the same shape. */
+  tensors: Partial<Record<VectorTensorName, LayerMatrix>>;
   meta: PersonaVectorsMeta;
 }
 
@@ -80,11 +83,22 @@ export function row(m: LayerMatrix, layer: number): Float32Array {
   return m.data.subarray(layer * m.nEmbd, (layer + 1) * m.nEmbd);
 }
 
-/** The named tensor, or E_NOT_FOUND listing the tensors the file has. */
-export function selectTensor(v: PersonaVectors, name: VectorTensorName = DEFAULT_TENSOR): LayerMatrix {
-  const m = v.tensors[name];
+/** The named tensor (by default `response_avg`, else whichever the file has), or E_NOT_FOUND listing the tensors present. */
+export function selectTensor(v: PersonaVectors, name?: VectorTensorName): LayerMatrix {
+  const m = v.tensors[name ?? defaultTensor(v)];
   if (!m) throw new PersonaError("E_NOT_FOUND", `vectors have no tensor "${name}" (present: ${presentTensors(v).join(", ")})`);
   return m;
+}
+
+/** `response_avg` when present, otherwise the first tensor the file has. */
+export function defaultTensor(v: PersonaVectors): VectorTensorName {
+  return v.tensors[DEFAULT_TENSOR] ? DEFAULT_TENSOR : (presentTensors(v)[0] ?? DEFAULT_TENSOR);
+}
+
+/** `[n_layer+1, n_embd]` shared by every tensor of the file. */
+export function vectorsShape(v: PersonaVectors): { nLayerPlus1: number; nEmbd: number } {
+  const { nLayerPlus1, nEmbd } = selectTensor(v);
+  return { nLayerPlus1, nEmbd };
 }
 
 export function presentTensors(v: PersonaVectors): VectorTensorName[] {
@@ -97,12 +111,12 @@ export function isTensorName(s: string): s is VectorTensorName {
 
 /**
  * Splits a vector reference `FILE.safetensors[#TENSOR]` (as used by `--steer` and the CLI) into
- * the path and the tensor name, which defaults to `response_avg`.
+ * the path and the tensor name; without `#TENSOR` the tensor is undefined (see `selectTensor`).
  */
-export function parseVectorRef(ref: string): { path: string; tensor: VectorTensorName } {
+export function parseVectorRef(ref: string): { path: string; tensor?: VectorTensorName } {
   const hash = ref.lastIndexOf("#");
   // A '#' inside a directory name is part of the path, not a tensor selector.
-  if (hash < 0 || /[\\/]/.test(ref.slice(hash + 1))) return { path: ref, tensor: DEFAULT_TENSOR };
+  if (hash < 0 || /[\\/]/.test(ref.slice(hash + 1))) return { path: ref };
   const tensor = ref.slice(hash + 1);
   const path = ref.slice(0, hash);
   if (!path) throw new PersonaError("E_BAD_INPUT", `vector reference "${ref}" has no file before '#'`);
@@ -114,13 +128,20 @@ export function parseVectorRef(ref: string): { path: string; tensor: VectorTenso
 
 /** Reads `FILE[#TENSOR]` and returns the selected tensor with the file's metadata. */
 export async function readVectorRef(ref: string): Promise<{ path: string; tensor: VectorTensorName; matrix: LayerMatrix; meta: PersonaVectorsMeta }> {
-  const { path, tensor } = parseVectorRef(ref);
-  const v = await readVectors(path);
-  return { path, tensor, matrix: selectTensor(v, tensor), meta: v.meta };
+  const parsed = parseVectorRef(ref);
+  const v = await readVectors(parsed.path);
+  const tensor = parsed.tensor ?? defaultTensor(v);
+  return { path: parsed.path, tensor, matrix: selectTensor(v, tensor), meta: v.meta };
 }
 
+/** Reads a persona vectors file: our tensors plus our metadata (see `readForeignSafetensors` for other tools' files). */
 export async function readVectors(path: string): Promise<PersonaVectors> {
   const { tensors, metadata } = await readSafetensors(path);
+  return vectorsFromSafetensors(tensors, metadata, path);
+}
+
+/** Builds PersonaVectors from a parsed safetensors file in our format; E_BAD_FORMAT otherwise. */
+export function vectorsFromSafetensors(tensors: SafetensorsContent["tensors"], metadata: Record<string, string>, path: string): PersonaVectors {
   const bad = (why: string): PersonaError => new PersonaError("E_BAD_FORMAT", `${path}: not a persona vectors file: ${why}`);
   const out: Partial<Record<VectorTensorName, LayerMatrix>> = {};
   for (const [name, t] of tensors) {
@@ -130,13 +151,10 @@ export async function readVectors(path: string): Promise<PersonaVectors> {
     }
     out[name] = { nLayerPlus1: t.shape[0]!, nEmbd: t.shape[1]!, data: t.data };
   }
-  if (!out.response_avg) throw bad(`missing tensor "response_avg" (found: ${[...tensors.keys()].join(", ") || "none"})`);
-  const v: PersonaVectors = {
-    tensors: { response_avg: out.response_avg, prompt_avg: out.prompt_avg, prompt_last: out.prompt_last },
-    meta: decodeMeta(metadata, path),
-  };
-  if (!v.tensors.prompt_avg) delete v.tensors.prompt_avg;
-  if (!v.tensors.prompt_last) delete v.tensors.prompt_last;
+  if (presentTensors({ tensors: out, meta: { trait: "", source: "" } }).length === 0) {
+    throw bad(`no tensor named ${TENSOR_NAMES.join(", ")} (found: ${[...tensors.keys()].join(", ") || "none"})`);
+  }
+  const v: PersonaVectors = { tensors: out, meta: decodeMeta(metadata, path) };
   validateVectors(v, path);
   return v;
 }
@@ -171,9 +189,9 @@ export async function updateVectorsMeta(path: string, patch: Partial<PersonaVect
 export function validateVectors(v: PersonaVectors, label: string): void {
   const bad = (why: string): PersonaError => new PersonaError("E_BAD_FORMAT", `${label}: ${why}`);
   const names = presentTensors(v);
-  if (!names.includes("response_avg")) throw bad(`missing tensor "response_avg"`);
+  if (names.length === 0) throw bad(`no tensor (expected one or more of ${TENSOR_NAMES.join(", ")})`);
   const shapes = names.map((n) => `${n} [${v.tensors[n]!.nLayerPlus1}, ${v.tensors[n]!.nEmbd}]`);
-  const first = v.tensors.response_avg;
+  const first = v.tensors[names[0]!]!;
   for (const n of names) {
     const m = v.tensors[n]!;
     if (m.nLayerPlus1 !== first.nLayerPlus1 || m.nEmbd !== first.nEmbd) throw bad(`tensor shapes differ: ${shapes.join(", ")}`);

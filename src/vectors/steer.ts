@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import type { Positions, ResolvedSteering, SteeringSpec } from "../engine/steering.js";
 import type { ModelInfo } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
-import { type LayerMatrix, type PersonaVectorsMeta, parseVectorRef, row, selectTensor } from "./format.js";
+import { type LayerMatrix, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseVectorRef, row, selectTensor } from "./format.js";
 import { loadVectorsFile } from "./load.js";
 import { findTraitVectors, listTraitVectors } from "./registry.js";
 
@@ -24,12 +24,17 @@ export interface SteeringRef {
 
 export interface LoadedVector {
   path: string;
+  /** The reduction used: the one named with `#TENSOR`, else `response_avg`, else the one the file has. */
+  tensor: VectorTensorName;
   matrix: LayerMatrix;
   meta: PersonaVectorsMeta;
 }
 
-/** Loads `FILE[#TENSOR]`, a reference `.pt`, or a trait name registered for the model. */
-export async function loadVectorSource(source: string, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<LoadedVector> {
+/**
+ * Loads `FILE[#TENSOR]` (any file `loadVectorsFile` reads), or a trait name registered for the
+ * model. `layer` places a bare `[n_embd]` vector, which has no layer of its own.
+ */
+export async function loadVectorSource(source: string, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">, layer?: number): Promise<LoadedVector> {
   const { path: file, tensor } = parseVectorRef(source);
   let resolved = file;
   if (!existsSync(file)) {
@@ -44,7 +49,7 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
     }
     resolved = registered;
   }
-  const v = await loadVectorsFile(resolved);
+  const v = await loadVectorsFile(resolved, { nLayer: model.nLayer, ...(layer !== undefined ? { layer } : {}) });
   const matrix = selectTensor(v, tensor);
   if (matrix.nLayerPlus1 !== model.nLayer + 1 || matrix.nEmbd !== model.nEmbd) {
     throw new PersonaError(
@@ -52,13 +57,13 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
       `${resolved} holds [${matrix.nLayerPlus1}, ${matrix.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`,
     );
   }
-  return { path: resolved, matrix, meta: v.meta };
+  return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta };
 }
 
 export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
   const specs: SteeringSpec[] = [];
   for (const a of args) {
-    const v = await loadVectorSource(a.source, model);
+    const v = await loadVectorSource(a.source, model, a.layer);
     const layer = a.layer ?? v.meta.bestLayer;
     if (layer === undefined) {
       throw new PersonaError("E_BAD_STEER_ARG", `${v.path} has no best layer in its metadata; give one, e.g. ${a.source}:20:${a.coef}`);

@@ -10,6 +10,8 @@ import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
+import type { TraitSplitName } from "../../traits/registry.js";
+import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { note, print, printJson } from "../output.js";
 import { progress, type Progress } from "../progress.js";
@@ -44,6 +46,7 @@ export function instructionSystemPrompt(trait: TraitDefinition, n: number, polar
 interface EvalFlags {
   model: string;
   trait: string;
+  split?: TraitSplitName;
   judge?: string;
   steer?: SteeringRef[];
   system?: string;
@@ -66,6 +69,7 @@ export function register(program: Command): void {
       .command("eval")
       .description("score how strongly a model (optionally steered) expresses a trait on the trait's evaluation questions")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+      .addOption(splitOption())
       .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
       .option("--steer <spec>", `steer while generating, repeatable: ${STEER_SYNTAX}`, collectSteer)
       .addOption(new Option("-s, --system <text>", "system prompt").conflicts(["systemPos", "systemNeg"]))
@@ -96,7 +100,7 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
 `,
     )
     .action(async function (this: Command, opts: EvalFlags) {
-      const loaded = await loadTraitRef(opts.trait);
+      const loaded = await loadTraitRef(opts.trait, opts.split);
       const { trait } = loaded;
       const system =
         opts.systemPos !== undefined

@@ -7,6 +7,8 @@ import { modelVectorsDir } from "../../vectors/registry.js";
 import { writeFileAtomic } from "../../vectors/safetensors.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
+import type { TraitSplitName } from "../../traits/registry.js";
+import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
 import { print, printJson, table } from "../output.js";
@@ -15,6 +17,7 @@ import { progress, type Progress } from "../progress.js";
 interface ExtractFlags {
   model: string;
   trait: string;
+  split?: TraitSplitName;
   judge?: string;
   rollouts: number;
   maxTokens: number;
@@ -104,6 +107,7 @@ export function register(program: Command): void {
       .command("extract")
       .description("extract persona vectors for a trait: pos/neg rollouts, judge, filter, mean activation difference")
       .requiredOption("--trait <ref>", "trait name, trait directory or trait file (see `persona trait list`)")
+      .addOption(splitOption())
       .requiredOption("-o, --out <dir>", "run directory (resumed when it holds the same run)")
       .option("--judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the built-in demo traits)`)
       .option("--rollouts <n>", "rollouts per pair × question per polarity", intArg(1), 10)
@@ -137,7 +141,7 @@ Examples:
 `,
     )
     .action(async function (this: Command, opts: ExtractFlags) {
-      const loaded = await loadTraitRef(opts.trait);
+      const loaded = await loadTraitRef(opts.trait, opts.split);
       const { trait } = loaded;
       const judge = await resolveJudge(judgeSpecFor(loaded, opts.judge));
       try {

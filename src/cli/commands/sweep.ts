@@ -6,11 +6,13 @@ import { PersonaError } from "../../errors.js";
 import { fingerprintFile, RunDir } from "../../pipeline/rundir.js";
 import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
-import { parseVectorRef, updateVectorsMeta } from "../../vectors/format.js";
+import { updateVectorsMeta } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
+import type { TraitSplitName } from "../../traits/registry.js";
+import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { formatStats, rolloutProgress } from "./eval.js";
 
@@ -43,6 +45,7 @@ export function parseCoefList(text: string): number[] {
 interface SweepFlags {
   model: string;
   trait: string;
+  split?: TraitSplitName;
   vectors?: string;
   layers: "all" | number[];
   coefs: number[];
@@ -69,6 +72,7 @@ export function register(program: Command): void {
       .command("sweep")
       .description("evaluate steering over layers × coefficients, pick the best layer and write a report")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+      .addOption(splitOption())
       .option("--vectors <file>", "vectors file (FILE.safetensors[#TENSOR], .pt) or registered trait name (default: the trait's registered vectors)")
       .option("--layers <list>", 'layers to steer: "all" or e.g. 4,6-9', parseLayerList, "all" as const)
       .requiredOption("--coefs <list>", "steering coefficients, e.g. 0,1,2,4 (use --coefs=-2,-1,1 for negatives)", parseCoefList)
@@ -103,7 +107,7 @@ Examples:
 `,
     )
     .action(async function (this: Command, opts: SweepFlags) {
-      const loaded = await loadTraitRef(opts.trait);
+      const loaded = await loadTraitRef(opts.trait, opts.split);
       const { trait } = loaded;
       const out = opts.out ?? `runs/sweep-${trait.name}`;
       const judgeSpec = judgeSpecFor(loaded, opts.judge);
@@ -116,7 +120,7 @@ Examples:
           if (l < 1 || l > nLayer) throw new PersonaError("E_SHAPE", `--layers: layer ${l} is out of range 1..${nLayer} (layer 0, the embeddings, cannot be steered)`);
         }
         const questions = trait.eval.questions.slice(0, opts.questions);
-        const tensor = parseVectorRef(source).tensor;
+        const tensor = vectors.tensor;
         // Steering results depend on the vector's values, not on the file's metadata (which this command rewrites).
         const vectorHash = createHash("sha256").update(new Uint8Array(vectors.matrix.data.buffer, vectors.matrix.data.byteOffset, vectors.matrix.data.byteLength)).digest("hex").slice(0, 32);
         const config = {

@@ -6,7 +6,8 @@ import { AnthropicChat } from "../../judge/anthropic.js";
 import { OpenAIChat } from "../../judge/openai.js";
 import { loadTraitFiles, systemPrompt, writeTrait, type TraitDefinition } from "../../traits/format.js";
 import { generateTrait, type ChatLLM } from "../../traits/generate.js";
-import { DEFAULT_TRAITS_DIR, isValidTraitName, listTraits, resolveTraitFiles } from "../../traits/registry.js";
+import { DEFAULT_TRAITS_DIR, isValidTraitName, listTraits, resolveTraitFiles, type TraitSplitName } from "../../traits/registry.js";
+import { splitOption } from "../args/trait.js";
 
 /** `persona trait new|list|show`: write trait artifacts with an LLM, and inspect them. */
 
@@ -158,20 +159,24 @@ Examples:
     .argument("<trait>", "a trait name, a trait directory, or one of its files")
     .option("--dir <dir>", "user traits directory", DEFAULT_TRAITS_DIR)
     .option("--json", "print the whole definition as JSON")
+    .addOption(splitOption())
     .addHelpText(
       "after",
       `
 Accepts our layout (DIR/extract.json + DIR/eval.json) and the reference implementation's
-(ROOT/trait_data_extract/NAME.json + ROOT/trait_data_eval/NAME.json; name it as ROOT/NAME).
+(ROOT/trait_data_extract/NAME.json + ROOT/trait_data_eval/NAME.json; name it as ROOT/NAME),
+and a trait file of any name anywhere: one holding {"extract": …, "eval": …}, or one split
+(say which with --split; a sibling whose name swaps extract/eval is its pair, else it serves both).
 
 Examples:
   $ persona trait show evil
   $ persona trait show ./traits/sycophantic --json
   $ persona trait show ../persona_vectors/data_generation/evil
+  $ persona trait show mine.json --split extract
 `,
     )
-    .action(async (ref: string, o: { dir: string; json?: boolean }, cmd: Command) => {
-      const files = await resolveTraitFiles(ref, { traitsDir: o.dir });
+    .action(async (ref: string, o: { dir: string; json?: boolean; split?: TraitSplitName }, cmd: Command) => {
+      const files = await resolveTraitFiles(ref, { traitsDir: o.dir, ...(o.split !== undefined ? { split: o.split } : {}) });
       const def = await loadTraitFiles(files);
       if (o.json) return print(cmd, JSON.stringify(def, null, 2));
       print(cmd, describeTrait(def, `${files.extractPath}, ${files.evalPath}`));

@@ -9,12 +9,15 @@ import {
   parseVectorRef,
   presentTensors,
   readVectors,
+  defaultTensor,
   selectTensor,
+  vectorsShape,
   writeVectors,
 } from "../../vectors/format.js";
 import { exportControlVector } from "../../vectors/interop/cvec.js";
 import { ptToVectors } from "../../vectors/interop/torch.js";
-import { loadVectorsFile } from "../../vectors/load.js";
+import { loadVectorsFile, mergeVectors } from "../../vectors/load.js";
+import { intArg } from "../args/numbers.js";
 import { cosinePerLayer, layerNorms } from "../../vectors/math.js";
 
 /** `persona vectors info|import|export|compare`: inspect and convert persona vector files. */
@@ -33,7 +36,7 @@ export function register(program: Command): void {
       const v = await loadVectorsFile(file);
       const names = presentTensors(v);
       const norms = Object.fromEntries(names.map((n) => [n, layerNorms(v.tensors[n]!)]));
-      const { nLayerPlus1, nEmbd } = v.tensors.response_avg;
+      const { nLayerPlus1, nEmbd } = vectorsShape(v);
       if (opts.json) {
         print(JSON.stringify({ file, shape: [nLayerPlus1, nEmbd], tensors: names, meta: v.meta, norms }, null, 2));
         return;
@@ -64,29 +67,57 @@ export function register(program: Command): void {
 
   vectors
     .command("import")
-    .description("convert the reference implementation's torch .pt file(s) into a vectors .safetensors file")
-    .argument("<file>", "a .pt file holding a [n_layer+1, n_embd] tensor or a dict of them")
-    .option("--out <file>", "output .safetensors path (defaults to the input with .safetensors)")
-    .option("--trait <name>", "trait name (defaults to the file name's prefix, e.g. evil_response_avg_diff.pt → evil)")
-    .option("--model-name <name>", "model name to record (defaults to the .pt file's folder name)")
+    .description("make one vectors .safetensors file from other tools' files: reference .pt files, llama.cpp/repeng control-vector GGUFs, bare safetensors")
+    .argument("<files...>", "one or more files: .pt ([n_layer+1, n_embd] tensor or dict), .gguf control vector (direction.N → layer N+1), .safetensors with or without our metadata")
+    .option("--out <file>", "output .safetensors path (defaults to the first input with .safetensors; required when that is a .safetensors)")
+    .option("--trait <name>", "trait name (defaults to the files' own, else the file name's prefix, e.g. evil_response_avg_diff.pt → evil)")
+    .option("--tensor <name>", `reduction a bare tensor or control vector holds: ${TENSOR_NAMES.join(", ")} (defaults to its name, else response_avg)`)
+    .option("--n-layer <n>", "the model's n_layer: size of the result for control vectors and [n_embd] vectors (defaults to the highest layer they steer)", intArg(1))
+    .option("--layer <L>", "our layer of a bare [n_embd] vector", intArg(1))
+    .option("--model-name <name>", "model name to record")
     .option("--arch <arch>", "model architecture to record, e.g. qwen3")
-    .option("--no-siblings", "do not pick up <trait>_prompt_avg_diff.pt / <trait>_prompt_last_diff.pt beside the file")
+    .option("--no-siblings", "with one .pt file: do not pick up <trait>_prompt_avg_diff.pt / <trait>_prompt_last_diff.pt beside it")
     .option("--force", "overwrite the output file if it exists")
     .addHelpText(
       "after",
-      "\nExamples:\n  persona vectors import persona_vectors/Qwen3-4B/evil_response_avg_diff.pt --out evil.safetensors\n  persona vectors import my_vec.pt --trait sycophantic --arch qwen2 --no-siblings\n",
+      [
+        "",
+        "Examples:",
+        "  persona vectors import persona_vectors/Qwen3-4B/evil_response_avg_diff.pt --out evil.safetensors",
+        "  persona vectors import evil_prompt_last_diff.pt evil_prompt_avg_diff.pt --no-siblings --out evil.safetensors",
+        "  persona vectors import happy.gguf --n-layer 28 --trait happy --out happy.safetensors   # repeng / llama.cpp control vector",
+        "  persona vectors import steer.safetensors --trait calm --layer 14 --n-layer 28 --out calm.safetensors   # a bare [n_embd] vector",
+        "",
+      ].join("\n"),
     )
-    .action(async (file: string, opts: { out?: string; trait?: string; modelName?: string; arch?: string; siblings: boolean; force?: boolean }) => {
-      const out = opts.out ?? file.replace(/\.pt$/i, "") + ".safetensors";
-      await refuseOverwrite(out, opts.force);
-      const model: { name?: string; arch?: string } = {};
-      if (opts.modelName !== undefined) model.name = opts.modelName;
-      if (opts.arch !== undefined) model.arch = opts.arch;
-      const v = await ptToVectors(file, { trait: opts.trait, model, siblings: opts.siblings });
-      await writeVectors(out, v);
-      const { nLayerPlus1, nEmbd } = v.tensors.response_avg;
-      print(`wrote ${out}: trait "${v.meta.trait}", tensors ${presentTensors(v).join(", ")} [${nLayerPlus1}, ${nEmbd}]`);
-    });
+    .action(
+      async (
+        files: string[],
+        opts: { out?: string; trait?: string; tensor?: string; nLayer?: number; layer?: number; modelName?: string; arch?: string; siblings: boolean; force?: boolean },
+      ) => {
+        const first = files[0]!;
+        if (opts.out === undefined && /\.safetensors$/i.test(first)) throw new PersonaError("E_BAD_INPUT", "--out is required when the input is a .safetensors file");
+        const out = opts.out ?? first.replace(/\.(pt|gguf)$/i, "") + ".safetensors";
+        if (opts.tensor !== undefined && !isTensorName(opts.tensor)) {
+          throw new PersonaError("E_BAD_INPUT", `unknown tensor "${opts.tensor}"; expected one of ${TENSOR_NAMES.join(", ")}`);
+        }
+        await refuseOverwrite(out, opts.force);
+        const foreign = { trait: opts.trait, tensor: opts.tensor as VectorTensorName | undefined, nLayer: opts.nLayer, layer: opts.layer };
+        const parts: { path: string; vectors: PersonaVectors }[] = [];
+        for (const file of files) {
+          const vectors = /\.pt$/i.test(file) ? await ptToVectors(file, { trait: opts.trait, siblings: opts.siblings && files.length === 1 }) : await loadVectorsFile(file, foreign);
+          parts.push({ path: file, vectors });
+        }
+        const v = mergeVectors(parts, opts.trait);
+        const { nLayerPlus1, nEmbd } = vectorsShape(v);
+        if (opts.modelName !== undefined || opts.arch !== undefined || v.meta.model === undefined) {
+          v.meta.model = { ...v.meta.model, name: opts.modelName ?? v.meta.model?.name ?? "unknown", nLayer: nLayerPlus1 - 1, nEmbd };
+          if (opts.arch !== undefined) v.meta.model.arch = opts.arch;
+        }
+        await writeVectors(out, v);
+        print(`wrote ${out}: trait "${v.meta.trait}", tensors ${presentTensors(v).join(", ")} [${nLayerPlus1}, ${nEmbd}]`);
+      },
+    );
 
   vectors
     .command("export")
@@ -104,8 +135,9 @@ export function register(program: Command): void {
       "\nExamples:\n  persona vectors export evil.safetensors --layer 20 --coef 1.5 --out evil-L20.gguf\n  persona vectors export evil.safetensors#prompt_last --layer best --out evil.gguf\n  llama-cli -m model.gguf --control-vector evil-L20.gguf   # use it in llama.cpp\n",
     )
     .action(async (file: string, opts: { tensor?: string; layer: string; coef: number; modelHint?: string; out: string; force?: boolean }) => {
-      const { path, tensor } = resolveTensorArg(file, opts.tensor);
-      const v = await loadVectorsFile(path);
+      const ref = resolveTensorArg(file, opts.tensor);
+      const v = await loadVectorsFile(ref.path);
+      const tensor = ref.tensor ?? defaultTensor(v);
       const layers = parseLayers(opts.layer, v);
       await refuseOverwrite(opts.out, opts.force);
       await exportControlVector(opts.out, v, { layers, tensor, coef: opts.coef, modelHint: opts.modelHint });
@@ -123,8 +155,12 @@ export function register(program: Command): void {
     .action(async (a: string, b: string, opts: { tensor?: string; json?: boolean }) => {
       const ra = resolveTensorArg(a, opts.tensor);
       const rb = resolveTensorArg(b, opts.tensor);
-      const ma = selectTensor(await loadVectorsFile(ra.path), ra.tensor);
-      const mb = selectTensor(await loadVectorsFile(rb.path), rb.tensor);
+      const va = await loadVectorsFile(ra.path);
+      const vb = await loadVectorsFile(rb.path);
+      ra.tensor ??= defaultTensor(va);
+      rb.tensor ??= defaultTensor(vb);
+      const ma = selectTensor(va, ra.tensor);
+      const mb = selectTensor(vb, rb.tensor);
       if (ma.nLayerPlus1 !== mb.nLayerPlus1 || ma.nEmbd !== mb.nEmbd) {
         throw new PersonaError("E_SHAPE", `cannot compare: ${a} is [${ma.nLayerPlus1}, ${ma.nEmbd}] but ${b} is [${mb.nLayerPlus1}, ${mb.nEmbd}]`);
       }
@@ -142,11 +178,11 @@ export function register(program: Command): void {
 }
 
 /** `FILE#TENSOR` and `--tensor` name the same thing; both given and different is an error. */
-function resolveTensorArg(ref: string, flag: string | undefined): { path: string; tensor: VectorTensorName } {
+function resolveTensorArg(ref: string, flag: string | undefined): { path: string; tensor?: VectorTensorName } {
   const parsed = parseVectorRef(ref);
   if (flag === undefined) return parsed;
   if (!isTensorName(flag)) throw new PersonaError("E_BAD_INPUT", `unknown tensor "${flag}"; expected one of ${TENSOR_NAMES.join(", ")}`);
-  if (ref.endsWith(`#${parsed.tensor}`) && parsed.tensor !== flag) {
+  if (parsed.tensor !== undefined && parsed.tensor !== flag) {
     throw new PersonaError("E_BAD_INPUT", `"${ref}" selects ${parsed.tensor} but --tensor says ${flag}`);
   }
   return { path: parsed.path, tensor: flag };

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { inflateRawSync } from "node:zlib";
 import { PersonaError } from "../../errors.js";
-import { type LayerMatrix, type PersonaVectors, type VectorTensorName, type VectorsModelMeta, TENSOR_NAMES, isTensorName } from "../format.js";
+import { type LayerMatrix, type PersonaVectors, type VectorTensorName, type VectorsModelMeta, TENSOR_NAMES, isTensorName, validateVectors } from "../format.js";
 import { toFloat32 } from "../safetensors.js";
 
 /**
@@ -112,19 +112,14 @@ export async function ptToVectors(path: string, opts: PtToVectorsOptions = {}): 
       }
     }
   }
-  if (!tensors.response_avg) {
-    throw new PersonaError("E_BAD_FORMAT", `${path}: no response_avg tensor found (got ${Object.keys(tensors).join(", ")}); a vectors file needs one`);
-  }
-  const { nLayerPlus1, nEmbd } = tensors.response_avg;
+  const first = TENSOR_NAMES.map((n) => tensors[n]).find((m) => m !== undefined);
+  if (!first) throw new PersonaError("E_BAD_FORMAT", `${path}: holds no tensor`);
+  const { nLayerPlus1, nEmbd } = first;
   const model: VectorsModelMeta = { name: opts.model?.name ?? basename(dirname(path)), nLayer: nLayerPlus1 - 1, nEmbd };
   if (opts.model?.arch !== undefined) model.arch = opts.model.arch;
   if (opts.model?.fileHash !== undefined) model.fileHash = opts.model.fileHash;
-  const v: PersonaVectors = {
-    tensors: { response_avg: tensors.response_avg },
-    meta: { trait, source: "import-pt", model, extra: { imported_from: sources.join(",") } },
-  };
-  if (tensors.prompt_avg) v.tensors.prompt_avg = tensors.prompt_avg;
-  if (tensors.prompt_last) v.tensors.prompt_last = tensors.prompt_last;
+  const v: PersonaVectors = { tensors, meta: { trait, source: "import-pt", model, extra: { imported_from: sources.join(",") } } };
+  validateVectors(v, path);
   return v;
 }
 
