@@ -5,6 +5,7 @@
  */
 import { stat } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
+import { checkLlamaLoad } from "../gguf/llama-checks.js";
 import { getNumber, getString, readGguf } from "../gguf/reader.js";
 import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type ModelHandle, type VocabHandle } from "../ffi/llama.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
@@ -52,8 +53,10 @@ export class NativeModel {
     options: NativeModelOptions,
     recentErrors: () => string[],
   ): Promise<NativeModel> {
-    // Throws E_NOT_FOUND / E_BAD_MODEL with a precise reason; vocab arrays are not needed here.
-    const gguf = await readGguf(path, { maxArrayItems: 0 });
+    // Throws E_NOT_FOUND / E_BAD_MODEL with a precise reason; the whole vocabulary is read because
+    // some of llama.cpp's asserts are about it (see llama-checks.ts).
+    const gguf = await readGguf(path);
+    checkLlamaLoad(gguf, { vocabOnly: options.vocabOnly, mmap: !options.noMmap });
     const arch = getString(gguf, "general.architecture") ?? "";
     if (!arch) throw new PersonaError("E_BAD_MODEL", `${path} has no general.architecture`);
     const generalType = getString(gguf, "general.type");

@@ -1,0 +1,148 @@
+/**
+ * The load-time GGML_ASSERTs of the pinned llama.cpp that a GGUF file can trip, checked in
+ * TypeScript first: an assert aborts the whole process (every request of a server at once) and
+ * cannot be caught. Each check names the llama.cpp line it stands for and the field at fault.
+ * What llama.cpp itself refuses with an exception (wrong key types, missing keys, bad shapes) is
+ * left to it: those come back as a failed load, which NativeModel reports as E_BAD_MODEL.
+ */
+import { PersonaError } from "../../errors.js";
+import { type GgufFile, type GgufKv } from "./reader.js";
+import { GgufValueType } from "./types.js";
+
+/** llama-hparams.h */
+export const LLAMA_MAX_LAYERS = 512;
+export const LLAMA_MAX_EXPERTS = 1024;
+/** ggml-impl.h: a mapped tensor's address must be a multiple of this. */
+export const TENSOR_ALIGNMENT = 32;
+/** llama-model.cpp LLAMA_ROPE_SCALING_TYPES. */
+const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
+
+export interface LlamaLoadChecks {
+  /** llama_model_params.vocab_only: hyperparameters and tensors are not read. */
+  vocabOnly: boolean;
+  /** The weights are mapped from the file rather than copied into allocated buffers. */
+  mmap: boolean;
+}
+
+function refuse(file: GgufFile, msg: string): PersonaError {
+  return new PersonaError("E_BAD_MODEL", `${file.path}: ${msg}; llama.cpp would abort on it`);
+}
+
+/** A scalar llama.cpp reads as uint32 (it refuses other types itself, so those are skipped here). */
+function u32(file: GgufFile, key: string): number | undefined {
+  const e = file.kv.get(key);
+  return e?.type === GgufValueType.UINT32 ? (e.value as number) : undefined;
+}
+
+/**
+ * Per-layer values of a key llama.cpp reads with get_key_or_arr (a u32 for every layer, or an
+ * array of exactly n_layer int/bool items), as it would see them; undefined when it would throw.
+ */
+function perLayer(e: GgufKv | undefined, nLayer: number): number[] | undefined {
+  if (!e) return undefined;
+  if (e.type === GgufValueType.UINT32) return new Array<number>(nLayer).fill(e.value as number);
+  if (e.type !== GgufValueType.ARRAY || typeof e.value !== "object") return undefined;
+  const a = e.value;
+  if (a.length !== nLayer || a.items.length !== nLayer) return undefined;
+  if (a.itemType === GgufValueType.BOOL) return a.items.map((v) => (v ? 1 : 0));
+  if (a.itemType === GgufValueType.UINT32) return a.items as number[];
+  if (a.itemType === GgufValueType.INT32) return (a.items as number[]).map((v) => v >>> 0);
+  return undefined;
+}
+
+/**
+ * Throws E_BAD_MODEL, naming the field, for a file that would trip a load-time assert. The file
+ * must have been read with all array items (readGguf without maxArrayItems).
+ */
+export function checkLlamaLoad(file: GgufFile, opts: LlamaLoadChecks): void {
+  checkVocab(file);
+  if (opts.vocabOnly) return;
+  checkHparams(file);
+  if (opts.mmap) checkMappedAlignment(file);
+}
+
+function checkVocab(file: GgufFile): void {
+  const model = file.kv.get("tokenizer.ggml.model")?.value;
+  // A "no_vocab" model gets no tokenizer: tokenize and detokenize then abort (llama-vocab.cpp:3375, 3712).
+  if (model === "no_vocab" || model === "none") {
+    throw refuse(file, `tokenizer.ggml.model is "${model}": the model has no vocabulary to tokenize with`);
+  }
+  const list = file.kv.get("tokenizer.ggml.tokens");
+  if (list?.type !== GgufValueType.ARRAY || typeof list.value !== "object" || list.value.itemType !== GgufValueType.STRING) return;
+  if (list.value.items.length !== list.value.length) {
+    throw new PersonaError("E_INTERNAL", "checkLlamaLoad needs the whole token list (read the file without maxArrayItems)");
+  }
+  // llama-vocab.cpp:2501 GGML_ASSERT(id_to_token.size() == token_to_id.size()): every token text
+  // must be distinct, after empty ones are renamed "[EMPTY_<id>]".
+  const seen = new Map<string, number>();
+  const tokens = list.value.items as string[];
+  for (let id = 0; id < tokens.length; id++) {
+    const text = tokens[id] === "" ? `[EMPTY_${id}]` : tokens[id]!;
+    const first = seen.get(text);
+    if (first !== undefined) {
+      throw refuse(file, `tokenizer.ggml.tokens holds ${JSON.stringify(text)} twice (ids ${first} and ${id})`);
+    }
+    seen.set(text, id);
+  }
+}
+
+function checkHparams(file: GgufFile): void {
+  const archKv = file.kv.get("general.architecture")?.value;
+  if (typeof archKv !== "string") return;
+  const key = (k: string) => `${archKv}.${k}`;
+  // Everything below is llama-model.cpp load_hparams, in its order.
+  const nLayer = u32(file, key("block_count"));
+  if (nLayer === undefined) return; // missing or mistyped: llama.cpp throws
+  if (nLayer < 1 || nLayer > LLAMA_MAX_LAYERS) {
+    throw refuse(file, `${key("block_count")} is ${nLayer}, outside 1..${LLAMA_MAX_LAYERS}`);
+  }
+  const nextn = u32(file, key("nextn_predict_layers"));
+  if (nextn !== undefined && nextn > nLayer) {
+    throw refuse(file, `${key("nextn_predict_layers")} is ${nextn}, more than ${key("block_count")} ${nLayer}`);
+  }
+  const nExpert = u32(file, key("expert_count")) ?? 0;
+  const used = perLayer(file.kv.get(key("expert_used_count")), nLayer) ?? [];
+  const nGroups = u32(file, key("expert_group_count")) ?? 0;
+  const groupUsed = u32(file, key("expert_group_used_count")) ?? 0;
+  if (archKv === "wavtokenizer-dec") {
+    for (const k of ["posnet.block_count", "convnext.block_count"]) {
+      const n = u32(file, key(k));
+      if (n !== undefined && n > nLayer) throw refuse(file, `${key(k)} is ${n}, more than ${key("block_count")} ${nLayer}`);
+    }
+  }
+  // hunyuan models with a single expert are read as dense.
+  const dense = (archKv === "hunyuan-vl" || archKv === "hunyuan-dense") && nExpert <= 1;
+  const experts = dense ? 0 : nExpert;
+  const usedMax = dense ? 0 : Math.max(0, ...used);
+  if (experts > LLAMA_MAX_EXPERTS) throw refuse(file, `${key("expert_count")} is ${experts}, more than ${LLAMA_MAX_EXPERTS}`);
+  if (usedMax > experts) throw refuse(file, `${key("expert_used_count")} is ${usedMax}, more than ${key("expert_count")} ${experts}`);
+  if (experts > 0) {
+    if (usedMax === 0) throw refuse(file, `${key("expert_used_count")} must be at least 1 when ${key("expert_count")} is ${experts}`);
+    if (nGroups >= experts) throw refuse(file, `${key("expert_group_count")} is ${nGroups}, not less than ${key("expert_count")} ${experts}`);
+    if (nGroups > 1) {
+      if (experts % nGroups !== 0) throw refuse(file, `${key("expert_count")} ${experts} is not a multiple of ${key("expert_group_count")} ${nGroups}`);
+      if (groupUsed === 0 || groupUsed >= nGroups) {
+        throw refuse(file, `${key("expert_group_used_count")} is ${groupUsed}, outside 1..${nGroups - 1}`);
+      }
+    }
+  } else if (nGroups !== 0) {
+    throw refuse(file, `${key("expert_group_count")} is ${nGroups} in a model without experts`);
+  }
+  const scaling = file.kv.get(key("rope.scaling.type"));
+  if (scaling?.type === GgufValueType.STRING && !ROPE_SCALING_TYPES.has(scaling.value as string)) {
+    throw refuse(file, `${key("rope.scaling.type")} is ${JSON.stringify(scaling.value)}, not one of ${[...ROPE_SCALING_TYPES].join(", ")}`);
+  }
+}
+
+/** ggml-backend.cpp:2515: a mapped weight buffer must start on a 32-byte boundary. */
+function checkMappedAlignment(file: GgufFile): void {
+  for (const t of file.tensors) {
+    const at = file.dataOffset + t.offset;
+    if (at % TENSOR_ALIGNMENT !== 0) {
+      throw refuse(
+        file,
+        `tensor '${t.name}' starts at byte ${at}, not a multiple of ${TENSOR_ALIGNMENT} (general.alignment is ${file.alignment})`,
+      );
+    }
+  }
+}
