@@ -1,0 +1,119 @@
+/**
+ * Model files that used to abort the process inside llama.cpp (found by `npm run fuzz`), now
+ * refused in TypeScript with E_BAD_MODEL naming the field. Each is the tiny fuzz seed model with
+ * one edit, written by the project's GGUF writer, and loaded by a real engine: a regression here
+ * kills the test process.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Engine } from "../src/engine/Engine.js";
+import type { LoadModelOptions } from "../src/engine/Engine.js";
+import { GgufValueType } from "../src/engine/gguf/types.js";
+import type { GgufValue } from "../src/engine/gguf/reader.js";
+import { PersonaError } from "../src/errors.js";
+import { cloneSpec, tinyModelSpec, writeSpec, type GgufSpec } from "../scripts/fuzz/targets/gguf.js";
+
+let dir: string;
+let engine: Engine;
+let base: GgufSpec;
+let n = 0;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "llama-checks-"));
+  engine = await Engine.create({ gpu: "cpu", threads: 1 });
+  base = await tinyModelSpec();
+});
+after(async () => {
+  await engine?.dispose();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function set(s: GgufSpec, key: string, type: GgufValueType, value: GgufValue): void {
+  const e = s.kv.find((x) => x.key === key);
+  if (e) Object.assign(e, { type, value });
+  else s.kv.push({ key, type, value });
+}
+
+function tokensOf(s: GgufSpec): string[] {
+  const v = s.kv.find((x) => x.key === "tokenizer.ggml.tokens")!.value;
+  assert.ok(typeof v === "object");
+  return v.items as string[];
+}
+
+async function modelWith(edit: (s: GgufSpec) => void, alignment?: number): Promise<string> {
+  const s = cloneSpec(base);
+  edit(s);
+  if (alignment !== undefined) s.alignment = alignment;
+  const file = path.join(dir, `m${n++}.gguf`);
+  await writeFile(file, await writeSpec(s));
+  return file;
+}
+
+async function refused(file: string, opts: LoadModelOptions, pattern: RegExp): Promise<void> {
+  await assert.rejects(engine.loadModel(file, opts), (e: unknown) => {
+    assert.ok(e instanceof PersonaError, String(e));
+    assert.equal(e.code, "E_BAD_MODEL");
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+describe("llama.cpp load-time asserts are refused first", () => {
+  it("loads the unedited seed model (vocabulary only and fully)", async () => {
+    const file = await modelWith(() => undefined);
+    const m = await engine.loadModel(file, { vocabOnly: true });
+    assert.equal(m.info.nVocab, tokensOf(base).length);
+    await m.dispose();
+    await (await engine.loadModel(file)).dispose();
+  });
+
+  it("a token listed twice (llama-vocab.cpp id_to_token/token_to_id assert)", async () => {
+    const file = await modelWith((s) => {
+      const t = tokensOf(s);
+      t[160] = t[105]!;
+    });
+    await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.tokens holds "i" twice \(ids 105 and 160\)/);
+    await refused(file, {}, /twice/);
+  });
+
+  it("an empty token whose stand-in name [EMPTY_<id>] is taken by another token", async () => {
+    const file = await modelWith((s) => {
+      const t = tokensOf(s);
+      t[46] = "[EMPTY_164]";
+      t[164] = "";
+    });
+    await refused(file, { vocabOnly: true }, /"\[EMPTY_164\]" twice \(ids 46 and 164\)/);
+  });
+
+  it("a model without a vocabulary (tokenizer not initialised assert)", async () => {
+    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "none"));
+    await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.model is "none"/);
+  });
+
+  it("more experts used than the model has (load_hparams asserts)", async () => {
+    const file = await modelWith((s) => set(s, "llama.expert_used_count", GgufValueType.UINT32, 1024));
+    await refused(file, {}, /llama\.expert_used_count is 1024, more than llama\.expert_count 0/);
+    // hyperparameters are not read for a vocabulary-only load
+    await (await engine.loadModel(file, { vocabOnly: true })).dispose();
+  });
+
+  it("a block count beyond LLAMA_MAX_LAYERS", async () => {
+    const file = await modelWith((s) => set(s, "llama.block_count", GgufValueType.UINT32, 513));
+    await refused(file, {}, /llama\.block_count is 513, outside 1\.\.512/);
+  });
+
+  it("an unknown rope scaling type", async () => {
+    const file = await modelWith((s) => set(s, "llama.rope.scaling.type", GgufValueType.STRING, "bogus"));
+    await refused(file, {}, /llama\.rope\.scaling\.type is "bogus"/);
+  });
+
+  it("tensor data that cannot be mapped on a 32-byte boundary (ggml-backend buffer assert)", async () => {
+    const file = await modelWith(() => undefined, 1);
+    await refused(file, {}, /not a multiple of 32 \(general\.alignment is 1\)/);
+    // copied into allocated buffers instead of mapped, the same file loads
+    await (await engine.loadModel(file, { noMmap: true })).dispose();
+  });
+});
