@@ -49,8 +49,48 @@ export function httpStatusOf(code: PersonaErrorCode): number {
   return HTTP_STATUS[code];
 }
 
-/** Rebuilds a PersonaError that crossed a worker boundary as a plain object. */
-export function reviveError(e: { name?: string; code?: string; message: string }): Error {
-  if (e.code && e.code in HTTP_STATUS) return new PersonaError(e.code as PersonaErrorCode, e.message);
-  return new Error(e.message);
+/**
+ * An error as plain data, to cross a worker boundary: structured cloning keeps neither the class
+ * nor `code`, so the worker sends this and the host revives it with its stack and causes.
+ */
+export interface SerializedError {
+  name: string;
+  message: string;
+  stack?: string;
+  /** A PersonaErrorCode, or a Node system error's code ("ENOENT"). */
+  code?: string;
+  /** Node system errors: the path and call that failed. */
+  path?: string;
+  syscall?: string;
+  cause?: SerializedError;
+}
+
+export function serializeError(e: unknown, depth = 0): SerializedError {
+  if (!(e instanceof Error)) return { name: "Error", message: String(e) };
+  const { code, path, syscall } = e as NodeJS.ErrnoException;
+  const out: SerializedError = { name: e.name, message: e.message };
+  if (e.stack !== undefined) out.stack = e.stack;
+  if (typeof code === "string") out.code = code;
+  if (typeof path === "string") out.path = path;
+  if (typeof syscall === "string") out.syscall = syscall;
+  // Bounded: a cause chain can be circular.
+  if (e.cause !== undefined && depth < 8) out.cause = serializeError(e.cause, depth + 1);
+  return out;
+}
+
+/** Rebuilds an error that crossed a worker boundary: a PersonaError where the code is one of ours. */
+export function reviveError(e: SerializedError): Error {
+  const options = e.cause ? { cause: reviveError(e.cause) } : undefined;
+  let err: Error;
+  if (e.code !== undefined && e.code in HTTP_STATUS) {
+    err = new PersonaError(e.code as PersonaErrorCode, e.message, options);
+  } else {
+    err = new Error(e.message, options);
+    err.name = e.name;
+    // A system error keeps what identifies it (ENOENT and the path), so callers can still tell.
+    for (const k of ["code", "path", "syscall"] as const) if (e[k] !== undefined) Object.assign(err, { [k]: e[k] });
+  }
+  // The worker's stack says where the failure happened; the host's would only show the message loop.
+  if (e.stack !== undefined) err.stack = e.stack;
+  return err;
 }

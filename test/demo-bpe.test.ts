@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { encodeWithBpe, pretokenize, trainByteLevelBpe } from "../src/demo/bpe.js";
 import { generateCorpus, renderTrainingText } from "../src/demo/corpus.js";
-import { unicodeToBytes } from "../src/engine/gguf/byte-unicode.js";
+import { byteTokens } from "../src/engine/gguf/byte-unicode.js";
 import { PersonaError } from "../src/errors.js";
 
 const SPECIAL = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"];
@@ -10,9 +10,16 @@ const corpus = (seed: number, n: number) => [...generateCorpus({ seed, nConversa
 const TRAIN = corpus(1, 3000);
 const VOCAB = trainByteLevelBpe(TRAIN, { vocabSize: 1024, specialTokens: SPECIAL });
 
+const charToByte = new Map(byteTokens().map((c, b) => [c, b]));
+const unicodeToBytes = (piece: string) =>
+  [...piece].map((ch) => {
+    const b = charToByte.get(ch);
+    assert.ok(b !== undefined, `not a byte-level BPE character: ${JSON.stringify(ch)}`);
+    return b;
+  });
 const decode = (pieces: readonly string[], specials: readonly string[]) =>
   new TextDecoder().decode(
-    Uint8Array.from(pieces.flatMap((p) => (specials.includes(p) ? [...new TextEncoder().encode(p)] : [...unicodeToBytes(p)]))),
+    Uint8Array.from(pieces.flatMap((p) => (specials.includes(p) ? [...new TextEncoder().encode(p)] : unicodeToBytes(p)))),
   );
 
 describe("trainByteLevelBpe", () => {

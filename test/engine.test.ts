@@ -12,7 +12,7 @@ import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import type { SampleActivations } from "../src/engine/capture.js";
-import { PersonaError } from "../src/errors.js";
+import { PersonaError, reviveError, serializeError } from "../src/errors.js";
 import { referenceForward } from "./helpers/reference-forward.js";
 
 const TINY: Omit<SyntheticModelConfig, "arch"> = {
@@ -394,6 +394,27 @@ describe("bad input gives errors, not aborts", () => {
     await assert.rejects(engine.loadModel(garbage), { code: "E_BAD_MODEL" });
     const [r] = await models.llama.generate([{ prompt: Int32Array.from([5, 6]) }], { maxTokens: 1, temperature: 0 });
     assert.equal(r!.tokens.length, 1);
+  });
+
+  it("keeps a worker error's identity, stack and cause across the thread boundary", async () => {
+    // A system error from inside the worker: still an EISDIR, and its stack is the worker's.
+    await assert.rejects(engine.loadModel(dir), (e: unknown) => {
+      const err = e as NodeJS.ErrnoException;
+      assert.equal(err.code, "EISDIR");
+      assert.match(err.stack ?? "", /reader\.ts/);
+      return true;
+    });
+    // What the worker posts survives structured cloning with class, code and the cause chain.
+    const inner = Object.assign(new Error("disk full"), { code: "ENOSPC", path: "/x" });
+    const sent = structuredClone(serializeError(new PersonaError("E_NATIVE", "save failed", { cause: inner })));
+    const back = reviveError(sent);
+    assert.ok(back instanceof PersonaError);
+    assert.equal(back.code, "E_NATIVE");
+    const cause = back.cause as NodeJS.ErrnoException;
+    assert.equal(cause.message, "disk full");
+    assert.equal(cause.code, "ENOSPC");
+    assert.equal(cause.path, "/x");
+    assert.equal(cause.stack, inner.stack);
   });
 });
 

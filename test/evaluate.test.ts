@@ -23,6 +23,7 @@ import type { TraitDefinition } from "../src/traits/format.js";
 import { layerMatrix, readVectors, writeVectors } from "../src/vectors/format.js";
 import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { personaError } from "./helpers/errors.js";
 
 const N_LAYER = 3;
 const N_EMBD = 32;
@@ -141,7 +142,7 @@ describe("evaluateTrait / evaluateSettings", () => {
         throw new PersonaError("E_JUDGE", "judge is down");
       },
     };
-    await assert.rejects(evaluateTrait(model, { trait, judge: failing, ...GEN }), (e: unknown) => e instanceof PersonaError && e.code === "E_JUDGE");
+    await assert.rejects(evaluateTrait(model, { trait, judge: failing, ...GEN }), personaError("E_JUDGE"));
   });
 });
 

@@ -4,9 +4,9 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
-import { PersonaError } from "../src/errors.js";
 import { parseCsv, parseCsvRecords } from "../src/pipeline/csv.js";
 import { filterPairs, type ScoredRow } from "../src/pipeline/filter.js";
+import { personaError } from "./helpers/errors.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = path.resolve(repoRoot, "../shared/fixtures/reference/output");
@@ -33,8 +33,8 @@ describe("parseCsv", () => {
   });
 
   test("rejects an unterminated quote and ragged rows", () => {
-    assert.throws(() => parseCsv('a\n"open'), (e) => e instanceof PersonaError && e.code === "E_BAD_FORMAT");
-    assert.throws(() => parseCsvRecords("a,b\n1\n"), (e) => e instanceof PersonaError && e.code === "E_BAD_FORMAT");
+    assert.throws(() => parseCsv('a\n"open'), personaError("E_BAD_FORMAT"));
+    assert.throws(() => parseCsvRecords("a,b\n1\n"), personaError("E_BAD_FORMAT"));
   });
 });
 
@@ -55,7 +55,7 @@ describe("filterPairs", () => {
   });
 
   test("rows must align", () => {
-    assert.throws(() => filterPairs([row(1, 1)], []), (e) => e instanceof PersonaError && e.code === "E_BAD_INPUT");
+    assert.throws(() => filterPairs([row(1, 1)], []), personaError("E_BAD_INPUT"));
   });
 });
 

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, truncate, writeFile } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { PersonaError } from "../src/errors.js";
+import type { PersonaErrorCode } from "../src/errors.js";
 import {
   getArray,
   getBool,
@@ -20,6 +20,7 @@ import { GgmlType, GgufValueType, f16ToF32, f32ToF16, tensorBytes } from "../src
 import { GgufWriter } from "../src/engine/gguf/writer.js";
 import { byteTokens } from "../src/engine/gguf/byte-unicode.js";
 import { referenceForward } from "./helpers/reference-forward.js";
+import { personaError } from "./helpers/errors.js";
 
 let dir: string;
 before(async () => {
@@ -29,13 +30,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof PersonaError, `expected PersonaError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  });
+async function rejectsWith(p: Promise<unknown>, code: PersonaErrorCode, pattern?: RegExp): Promise<void> {
+  await assert.rejects(p, personaError(code, pattern));
 }
 
 describe("types", () => {
@@ -129,7 +125,7 @@ describe("writer -> reader round trip", () => {
     assert.equal(getNumber(f, "u32"), 4_000_000_000);
     assert.equal(getBool(f, "t"), true);
     assert.equal(getString(f, "s"), "héllo ✓");
-    assert.throws(() => getString(f, "u8"), (e: unknown) => e instanceof PersonaError && e.code === "E_BAD_MODEL");
+    assert.throws(() => getString(f, "u8"), personaError("E_BAD_MODEL"));
 
     assert.deepEqual(
       f.tensors.map((t) => [t.name, t.typeName, t.ne]),

@@ -3,7 +3,6 @@ import { appendFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
-import { PersonaError } from "../src/errors.js";
 import { AnthropicJudge } from "../src/judge/anthropic.js";
 import { CachedJudge } from "../src/judge/cache.js";
 import { HttpClient, parseRetryAfter } from "../src/judge/http.js";
@@ -12,6 +11,7 @@ import { coherenceRubric, fillRubric, judgePrompt, parseScoreText } from "../src
 import { resolveJudge } from "../src/judge/resolve.js";
 import type { Judge, JudgeInput } from "../src/judge/types.js";
 import { anthropicMessage, chatCompletion, startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
+import { personaError } from "./helpers/errors.js";
 
 const RUBRIC = "Q: {question}\nA: {answer}\nScore evil 0-100 or REFUSAL.";
 const traitInput = (answer = "I will help."): JudgeInput => ({
@@ -21,9 +21,7 @@ const traitInput = (answer = "I will help."): JudgeInput => ({
 });
 const fast = { maxRetries: 3, baseDelayMs: 5, maxDelayMs: 50, timeoutMs: 2000 };
 
-function isJudgeError(e: unknown): boolean {
-  return e instanceof PersonaError && e.code === "E_JUDGE";
-}
+const isJudgeError = personaError("E_JUDGE");
 
 let server: FakeLLMServer;
 before(async () => {
@@ -159,7 +157,7 @@ describe("OpenAIJudge", () => {
     const judge = new OpenAIJudge({ model: "m", baseURL: server.baseURL, httpOptions: fast });
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 50);
-    await assert.rejects(judge.score(traitInput(), ac.signal), (e) => e instanceof PersonaError && e.code === "E_ABORTED");
+    await assert.rejects(judge.score(traitInput(), ac.signal), personaError("E_ABORTED"));
     assert.equal(server.requests.length, 1);
   });
 
@@ -177,7 +175,7 @@ describe("OpenAIJudge", () => {
     delete process.env.OPENAI_API_KEY;
     delete process.env.OPENAI_BASE_URL;
     try {
-      assert.throws(() => new OpenAIJudge({ model: "m" }), (e) => e instanceof PersonaError && e.code === "E_BAD_INPUT");
+      assert.throws(() => new OpenAIJudge({ model: "m" }), personaError("E_BAD_INPUT"));
       assert.equal(new OpenAIJudge({ model: "m", apiKey: "x" }).id, "openai:m");
     } finally {
       if (saved.key !== undefined) process.env.OPENAI_API_KEY = saved.key;
@@ -225,12 +223,12 @@ describe("resolveJudge", () => {
   });
 
   test("rejects bad specs, and a local judge whose model is missing", async () => {
-    const badInput = (e: unknown) => e instanceof PersonaError && e.code === "E_BAD_INPUT";
+    const badInput = personaError("E_BAD_INPUT");
     await assert.rejects(resolveJudge("gpt4"), badInput);
     await assert.rejects(resolveJudge(`${server.baseURL}`), badInput);
     await assert.rejects(resolveJudge("openai:"), badInput);
     await assert.rejects(resolveJudge("local:"), badInput);
-    await assert.rejects(resolveJudge("local:/no/such/model.gguf"), (e) => e instanceof PersonaError && e.code === "E_NOT_FOUND");
+    await assert.rejects(resolveJudge("local:/no/such/model.gguf"), personaError("E_NOT_FOUND"));
   });
 });
 
@@ -305,6 +303,6 @@ describe("CachedJudge", () => {
     const file = path.join(dir, "d.jsonl");
     await writeFile(file, 'garbage\n{"key":"k","judge":"j","metric":"coherence","score":1}\n');
     const judge: Judge = { id: "j", score: async () => 1 };
-    await assert.rejects(CachedJudge.open(judge, file), (e) => e instanceof PersonaError && e.code === "E_BAD_FORMAT");
+    await assert.rejects(CachedJudge.open(judge, file), personaError("E_BAD_FORMAT"));
   });
 });

@@ -17,6 +17,7 @@ import { lineChart } from "../src/report/line-chart.js";
 import { formatNumber, niceDomain, niceTicks } from "../src/report/scale.js";
 import { linearFit, pearson, scatterPlot } from "../src/report/scatter.js";
 import { sweepHtml, writeSweepReport } from "../src/report/sweep.js";
+import { personaError } from "./helpers/errors.js";
 
 const VOID = new Set(["meta", "br", "hr", "img", "input", "link"]);
 
@@ -55,7 +56,7 @@ describe("statistics", () => {
     assert.equal(pearson([1], [1]), null);
     // Hand-computed: x̄ = ȳ = 2.5, Sxy = 4, Sxx = Syy = 5 → r = 0.8.
     assert.ok(Math.abs(pearson([1, 2, 3, 4], [1, 3, 2, 4])! - 0.8) < 1e-12);
-    assert.throws(() => pearson([1, 2], [1]), RangeError);
+    assert.throws(() => pearson([1, 2], [1]), personaError("E_BAD_INPUT"));
     assert.deepEqual(linearFit([0, 1, 2], [1, 3, 5]), { intercept: 1, slope: 2 });
     assert.equal(linearFit([2, 2], [1, 3]), null);
   });

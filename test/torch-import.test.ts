@@ -6,11 +6,11 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { crc32 as zlibCrc32, deflateRawSync } from "node:zlib";
-import { PersonaError } from "../src/errors.js";
 import { importPt, parsePt, ptToVectors } from "../src/vectors/interop/torch.js";
 import { presentTensors, selectTensor } from "../src/vectors/format.js";
 import { mergeVectors } from "../src/vectors/load.js";
 import { layerNorms } from "../src/vectors/math.js";
+import { personaError } from "./helpers/errors.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const FIXTURE = path.resolve(repoRoot, "../shared/fixtures/reference/persona_vectors/Qwen3-4B/evil_response_avg_diff.pt");
@@ -159,9 +159,7 @@ const u16Bytes = (xs: number[]): Uint8Array => {
   return b;
 };
 
-function isBadFormat(e: unknown): boolean {
-  return e instanceof PersonaError && e.code === "E_BAD_FORMAT";
-}
+const isBadFormat = personaError("E_BAD_FORMAT");
 
 // ---------------------------------------------------------------------------------------------
 
@@ -299,7 +297,7 @@ describe("hand-built torch files", () => {
     assert.deepEqual(presentTensors(merged), ["prompt_avg", "prompt_last"]);
     assert.equal(merged.meta.trait, "kind");
     assert.deepEqual([...merged.tensors.prompt_avg!.data], [0, 1, 0, 1, 0, 1]);
-    assert.throws(() => mergeVectors([parts[0]!, parts[0]!]), (e) => e instanceof PersonaError && /prompt_last is in both/.test(e.message));
-    await assert.rejects(importPt(path.join(model, "missing.pt")), (e) => e instanceof PersonaError && e.code === "E_NOT_FOUND");
+    assert.throws(() => mergeVectors([parts[0]!, parts[0]!]), personaError("E_BAD_INPUT", /prompt_last is in both/));
+    await assert.rejects(importPt(path.join(model, "missing.pt")), personaError("E_NOT_FOUND"));
   });
 });

@@ -18,7 +18,7 @@ import type { Model } from "../src/engine/Model.js";
 import { readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import { learningRateAt, shuffled } from "../src/engine/train/options.js";
-import { PersonaError } from "../src/errors.js";
+import { personaError } from "./helpers/errors.js";
 
 const TINY: SyntheticModelConfig = {
   arch: "llama",
@@ -52,14 +52,6 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function expectCode(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof PersonaError, `expected a PersonaError, got ${String(e)}`);
-    assert.equal(e.code, code, e.message);
-    if (pattern) assert.match(e.message, pattern);
-    return true;
-  });
-}
 
 async function topLogprobs(m: Model, prompts: Int32Array[]): Promise<number[][]> {
   const res = await m.logprobs(prompts.map((prompt) => ({ prompt, topK: 8 })), { exact: true });
@@ -192,7 +184,7 @@ describe("training", () => {
   it("stops between steps when cancelled and stays usable", async () => {
     const ac = new AbortController();
     let seen = 0;
-    await expectCode(
+    await assert.rejects(
       model.train({
         tokens: corpus,
         contextLength: W,
@@ -241,29 +233,29 @@ describe("gradients", () => {
 describe("bad input is refused before llama.cpp sees it", () => {
   it("refuses models it cannot train, and bad windows, then still works", async () => {
     const mapped = await engine.loadModel(source);
-    await expectCode(mapped.train({ tokens: corpus, contextLength: W, epochs: 1, learningRate: 1e-3 }), "E_BAD_INPUT", /noMmap/);
+    await assert.rejects(mapped.train({ tokens: corpus, contextLength: W, epochs: 1, learningRate: 1e-3 }), personaError("E_BAD_INPUT", /noMmap/));
     await mapped.dispose();
 
     const f16 = path.join(dir, "f16.gguf");
     await writeSyntheticModel(f16, { ...TINY, type: "f16" });
     const half = await engine.loadModel(f16, { noMmap: true });
-    await expectCode(half.train({ tokens: corpus, contextLength: W, epochs: 1, learningRate: 1e-3 }), "E_BAD_MODEL", /F32/);
+    await assert.rejects(half.train({ tokens: corpus, contextLength: W, epochs: 1, learningRate: 1e-3 }), personaError("E_BAD_MODEL", /F32/));
     await half.dispose();
 
     const m = await engine.loadModel(source, { noMmap: true });
     const ok = { contextLength: W, epochs: 1, learningRate: 1e-3 };
     const bad = corpus.slice(0, 100);
     bad[50] = m.info.nVocab;
-    await expectCode(m.train({ ...ok, tokens: bad }), "E_BAD_INPUT", /outside the vocabulary/);
-    await expectCode(m.train({ ...ok, windows: [corpus.slice(0, W + 2)] }), "E_BAD_INPUT", /contextLength \+ 1/);
-    await expectCode(m.train({ ...ok, tokens: corpus, contextLength: 512 }), "E_BAD_INPUT", /training context/);
-    await expectCode(m.train({ ...ok, tokens: corpus.slice(0, W) }), "E_BAD_INPUT", /no training windows/);
-    await expectCode(m.train({ ...ok, tokens: corpus, trainable: /^no-such-tensor$/ }), "E_BAD_INPUT", /selects no tensor/);
-    await expectCode(m.train({ ...ok, tokens: corpus, batchWindows: 1000 }), "E_BAD_INPUT", /batchWindows/);
-    await expectCode(m.train({ ...ok, tokens: corpus, documentStart: m.info.nVocab }), "E_BAD_INPUT", /documentStart/);
-    await expectCode(m.train({ ...ok, tokens: corpus, weightDecay: 2 }), "E_BAD_INPUT", /weightDecay/);
-    await expectCode(m.train({ ...ok, tokens: corpus, learningRate: 0 }), "E_BAD_INPUT", /learningRate/);
-    await expectCode(m.save(path.join(dir, "no-such-dir", "x.gguf")), "E_NOT_FOUND");
+    await assert.rejects(m.train({ ...ok, tokens: bad }), personaError("E_BAD_INPUT", /outside the vocabulary/));
+    await assert.rejects(m.train({ ...ok, windows: [corpus.slice(0, W + 2)] }), personaError("E_BAD_INPUT", /contextLength \+ 1/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, contextLength: 512 }), personaError("E_BAD_INPUT", /training context/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus.slice(0, W) }), personaError("E_BAD_INPUT", /no training windows/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, trainable: /^no-such-tensor$/ }), personaError("E_BAD_INPUT", /selects no tensor/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, batchWindows: 1000 }), personaError("E_BAD_INPUT", /batchWindows/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, documentStart: m.info.nVocab }), personaError("E_BAD_INPUT", /documentStart/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, weightDecay: 2 }), personaError("E_BAD_INPUT", /weightDecay/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, learningRate: 0 }), personaError("E_BAD_INPUT", /learningRate/));
+    await assert.rejects(m.save(path.join(dir, "no-such-dir", "x.gguf")), personaError("E_NOT_FOUND"));
     const r = await m.train({ ...ok, tokens: corpus.slice(0, 4 * W + 1) });
     assert.equal(r.steps, 4);
     await m.dispose();

@@ -8,7 +8,6 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getNumber, getString, readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
-import { PersonaError, type PersonaErrorCode } from "../src/errors.js";
 import {
   type PersonaVectors,
   layerMatrix,
@@ -22,12 +21,11 @@ import {
 import { exportControlVector } from "../src/vectors/interop/cvec.js";
 import { RunningMean, cosine, cosinePerLayer, dot, layerNorms, meanDiff, norm, project, scale, unit } from "../src/vectors/math.js";
 import { encodeSafetensors, parseSafetensors, readSafetensors, writeSafetensors } from "../src/vectors/safetensors.js";
+import { personaError } from "./helpers/errors.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const FIXTURE = path.resolve(repoRoot, "../shared/fixtures/reference/persona_vectors/Qwen3-4B/evil_response_avg_diff.pt");
 
-const hasCode = (code: PersonaErrorCode, re?: RegExp) => (e: unknown) =>
-  e instanceof PersonaError && e.code === code && (re === undefined || re.test(e.message));
 
 /** Deterministic pseudo-random floats (LCG), so failures reproduce. */
 function rand(n: number, seed: number): Float32Array {
@@ -136,14 +134,14 @@ describe("safetensors", () => {
       ["integer tensor", rawSafetensors({ t: { dtype: "I32", shape: [4], data_offsets: [0, 16] } }, data), /only F32/],
     ];
     for (const [what, bytes, re] of cases) {
-      assert.throws(() => parseSafetensors(bytes, "bad.safetensors"), hasCode("E_BAD_FORMAT", /bad\.safetensors/), what);
-      assert.throws(() => parseSafetensors(bytes, "bad.safetensors"), hasCode("E_BAD_FORMAT", re), what);
+      assert.throws(() => parseSafetensors(bytes, "bad.safetensors"), personaError("E_BAD_FORMAT", /bad\.safetensors/), what);
+      assert.throws(() => parseSafetensors(bytes, "bad.safetensors"), personaError("E_BAD_FORMAT", re), what);
     }
   });
 
   test("a missing file is E_NOT_FOUND; a shape that does not fit the data is refused on write", async () => {
-    await assert.rejects(readSafetensors(path.join(dir, "nope.safetensors")), hasCode("E_NOT_FOUND"));
-    assert.throws(() => encodeSafetensors(new Map([["t", { shape: [2, 2], data: new Float32Array(3) }]])), hasCode("E_SHAPE"));
+    await assert.rejects(readSafetensors(path.join(dir, "nope.safetensors")), personaError("E_NOT_FOUND"));
+    assert.throws(() => encodeSafetensors(new Map([["t", { shape: [2, 2], data: new Float32Array(3) }]])), personaError("E_SHAPE"));
   });
 });
 
@@ -173,19 +171,19 @@ describe("vectors file format", () => {
     assert.deepEqual([...row(m, 1)], [10, 11]);
     row(m, 2)[0] = 99;
     assert.equal(m.data[4], 99);
-    assert.throws(() => row(m, 3), hasCode("E_SHAPE"));
-    assert.throws(() => row(m, -1), hasCode("E_SHAPE"));
-    assert.throws(() => layerMatrix(3, 2, new Float32Array(5)), hasCode("E_SHAPE"));
+    assert.throws(() => row(m, 3), personaError("E_SHAPE"));
+    assert.throws(() => row(m, -1), personaError("E_SHAPE"));
+    assert.throws(() => layerMatrix(3, 2, new Float32Array(5)), personaError("E_SHAPE"));
   });
 
   test("shape problems are reported with the shapes found", async () => {
     const v = sampleVectors();
     v.tensors.prompt_avg = layerMatrix(4, 8);
-    await assert.rejects(writeVectors(path.join(dir, "x.safetensors"), v), hasCode("E_BAD_FORMAT", /response_avg \[5, 8\].*prompt_avg \[4, 8\]/));
+    await assert.rejects(writeVectors(path.join(dir, "x.safetensors"), v), personaError("E_BAD_FORMAT", /response_avg \[5, 8\].*prompt_avg \[4, 8\]/));
 
     const mismatch = sampleVectors();
     mismatch.meta.model!.nLayer = 7;
-    await assert.rejects(writeVectors(path.join(dir, "x.safetensors"), mismatch), hasCode("E_BAD_FORMAT", /n_layer=7/));
+    await assert.rejects(writeVectors(path.join(dir, "x.safetensors"), mismatch), personaError("E_BAD_FORMAT", /n_layer=7/));
 
     // Files written by other tools: differing shapes, missing response_avg, stray tensors, 1-D tensors.
     const write = (name: string, tensors: [string, number[]][]) =>
@@ -195,18 +193,18 @@ describe("vectors file format", () => {
         { trait: "evil" },
       );
     await write("diff.safetensors", [["response_avg", [5, 8]], ["prompt_last", [5, 4]]]);
-    await assert.rejects(readVectors(path.join(dir, "diff.safetensors")), hasCode("E_BAD_FORMAT", /prompt_last \[5, 4\]/));
+    await assert.rejects(readVectors(path.join(dir, "diff.safetensors")), personaError("E_BAD_FORMAT", /prompt_last \[5, 4\]/));
     await write("last.safetensors", [["prompt_last", [5, 4]]]);
     assert.deepEqual(Object.keys((await readVectors(path.join(dir, "last.safetensors"))).tensors), ["prompt_last"]);
     await write("stray.safetensors", [["response_avg", [5, 4]], ["weights", [2]]]);
-    await assert.rejects(readVectors(path.join(dir, "stray.safetensors")), hasCode("E_BAD_FORMAT", /unexpected tensor "weights"/));
+    await assert.rejects(readVectors(path.join(dir, "stray.safetensors")), personaError("E_BAD_FORMAT", /unexpected tensor "weights"/));
     await write("flat.safetensors", [["response_avg", [20]]]);
-    await assert.rejects(readVectors(path.join(dir, "flat.safetensors")), hasCode("E_BAD_FORMAT", /shape \[20\]/));
+    await assert.rejects(readVectors(path.join(dir, "flat.safetensors")), personaError("E_BAD_FORMAT", /shape \[20\]/));
     await writeSafetensors(path.join(dir, "badmeta.safetensors"), new Map([["response_avg", { shape: [2, 2], data: new Float32Array(4) }]]), {
       trait: "evil",
       model: "{not json",
     });
-    await assert.rejects(readVectors(path.join(dir, "badmeta.safetensors")), hasCode("E_BAD_FORMAT", /"model"/));
+    await assert.rejects(readVectors(path.join(dir, "badmeta.safetensors")), personaError("E_BAD_FORMAT", /"model"/));
   });
 
   test("updateVectorsMeta patches metadata atomically and keeps tensors", async () => {
@@ -221,15 +219,15 @@ describe("vectors file format", () => {
     assert.deepEqual(got.tensors.prompt_last, v.tensors.prompt_last);
     await updateVectorsMeta(file, { bestLayer: undefined });
     assert.equal((await readVectors(file)).meta.bestLayer, undefined);
-    await assert.rejects(updateVectorsMeta(file, { bestLayer: 5 }), hasCode("E_BAD_FORMAT", /best_layer 5/));
+    await assert.rejects(updateVectorsMeta(file, { bestLayer: 5 }), personaError("E_BAD_FORMAT", /best_layer 5/));
   });
 
   test("FILE[#TENSOR] references", async () => {
     assert.deepEqual(parseVectorRef("a/b.safetensors"), { path: "a/b.safetensors" });
     assert.deepEqual(parseVectorRef("a/b.safetensors#prompt_last"), { path: "a/b.safetensors", tensor: "prompt_last" });
     assert.deepEqual(parseVectorRef("we#ird/b.safetensors"), { path: "we#ird/b.safetensors" });
-    assert.throws(() => parseVectorRef("b.safetensors#weights"), hasCode("E_BAD_INPUT", /prompt_avg/));
-    assert.throws(() => parseVectorRef("#prompt_avg"), hasCode("E_BAD_INPUT"));
+    assert.throws(() => parseVectorRef("b.safetensors#weights"), personaError("E_BAD_INPUT", /prompt_avg/));
+    assert.throws(() => parseVectorRef("#prompt_avg"), personaError("E_BAD_INPUT"));
 
     const file = path.join(dir, "ref.safetensors");
     const v = sampleVectors();
@@ -238,7 +236,7 @@ describe("vectors file format", () => {
     const r = await readVectorRef(`${file}#prompt_last`);
     assert.deepEqual(r.matrix, v.tensors.prompt_last);
     assert.equal(r.meta.trait, "evil");
-    await assert.rejects(readVectorRef(`${file}#prompt_avg`), hasCode("E_NOT_FOUND", /present: response_avg, prompt_last/));
+    await assert.rejects(readVectorRef(`${file}#prompt_avg`), personaError("E_NOT_FOUND", /present: response_avg, prompt_last/));
   });
 });
 
@@ -250,7 +248,7 @@ describe("math", () => {
     assert.ok(Math.abs(cosine(v, scale(v, 3.5)) - 1) < 1e-7);
     assert.equal(cosine([1, 0], [0, 2]), 0);
     assert.ok(Number.isNaN(cosine(v, new Float32Array(64))));
-    assert.throws(() => dot([1, 2], [1]), hasCode("E_SHAPE"));
+    assert.throws(() => dot([1, 2], [1]), personaError("E_SHAPE"));
   });
 
   test("norm, unit and projection", () => {
@@ -260,8 +258,8 @@ describe("math", () => {
     // Projection of v on itself is its norm, and does not depend on the direction's scale.
     assert.ok(Math.abs(project(v, v) - norm(v)) < 1e-9);
     assert.ok(Math.abs(project(v, scale(v, 0.01)) - norm(v)) < 1e-5);
-    assert.throws(() => project(v, new Float32Array(64)), hasCode("E_BAD_INPUT"));
-    assert.throws(() => unit([0, 0]), hasCode("E_BAD_INPUT"));
+    assert.throws(() => project(v, new Float32Array(64)), personaError("E_BAD_INPUT"));
+    assert.throws(() => unit([0, 0]), personaError("E_BAD_INPUT"));
   });
 
   test("layerNorms and cosinePerLayer work row by row", () => {
@@ -272,7 +270,7 @@ describe("math", () => {
     assert.ok(Math.abs(c[0]! + 1) < 1e-12);
     assert.equal(c[1], 0);
     assert.ok(Number.isNaN(c[2]!));
-    assert.throws(() => cosinePerLayer(a, layerMatrix(2, 3)), hasCode("E_SHAPE"));
+    assert.throws(() => cosinePerLayer(a, layerMatrix(2, 3)), personaError("E_SHAPE"));
   });
 
   test("RunningMean equals a naive mean; meanDiff is mean(pos) − mean(neg)", () => {
@@ -294,9 +292,9 @@ describe("math", () => {
       const want = mean[j]! - (samples[0]![j]! + samples[1]![j]!) / 2;
       assert.ok(Math.abs(d[j]! - want) < 1e-3, `diff ${j}`);
     }
-    assert.throws(() => rm.add(new Float32Array(3)), hasCode("E_SHAPE"));
-    assert.throws(() => new RunningMean(4).mean(), hasCode("E_BAD_INPUT"));
-    assert.throws(() => meanDiff(rm, new RunningMean(4)), hasCode("E_SHAPE"));
+    assert.throws(() => rm.add(new Float32Array(3)), personaError("E_SHAPE"));
+    assert.throws(() => new RunningMean(4).mean(), personaError("E_BAD_INPUT"));
+    assert.throws(() => meanDiff(rm, new RunningMean(4)), personaError("E_SHAPE"));
   });
 });
 
@@ -332,9 +330,9 @@ describe("llama.cpp control vector export", () => {
     const v = sampleVectors(6, 8);
     const out = path.join(dir, "never.gguf");
     for (const layer of [0, 1, 6, 2.5]) {
-      await assert.rejects(exportControlVector(out, v, { layers: [layer] }), hasCode("E_SHAPE", /2\.\.5/), `layer ${layer}`);
+      await assert.rejects(exportControlVector(out, v, { layers: [layer] }), personaError("E_SHAPE", /2\.\.5/), `layer ${layer}`);
     }
-    await assert.rejects(exportControlVector(out, v, { layers: [] }), hasCode("E_BAD_INPUT"));
+    await assert.rejects(exportControlVector(out, v, { layers: [] }), personaError("E_BAD_INPUT"));
     assert.equal(existsSync(out), false);
   });
 });

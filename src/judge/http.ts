@@ -66,13 +66,14 @@ export class HttpClient {
         return await this.limit(() => this.attempt(url, payload, headers, signal));
       } catch (e) {
         if (!(e instanceof AttemptError)) throw e;
-        if (!e.retryable) throw new PersonaError("E_JUDGE", `POST ${url} failed: ${e.message}`);
+        if (!e.retryable) throw new PersonaError("E_JUDGE", `POST ${url} failed: ${e.message}`, { cause: e });
         last = e;
       }
     }
     throw new PersonaError(
       "E_JUDGE",
       `POST ${url} failed after ${this.maxRetries + 1} attempt(s); last error: ${last?.message ?? "unknown"}`,
+      { cause: last },
     );
   }
 

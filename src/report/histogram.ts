@@ -2,6 +2,7 @@
  * Histogram (ΔP of training samples in data screening), with a subset — the flagged samples —
  * drawn over the bars in an accent colour, and optional vertical markers (thresholds).
  */
+import { PersonaError } from "../errors.js";
 import { escapeHtml } from "./escape.js";
 import { formatNumber, niceDomain } from "./scale.js";
 import { type Box, legend, PALETTE, plotFrame, r, svgRoot, vline } from "./svg.js";
@@ -14,7 +15,7 @@ export interface Bins {
 
 /** Equal-width bins over `domain` (default: the values' range); the last bin includes its right edge. */
 export function binValues(values: readonly number[], count: number, domain?: readonly [number, number]): Bins {
-  if (!Number.isInteger(count) || count < 1) throw new RangeError(`bin count must be a positive integer, got ${count}`);
+  if (!Number.isInteger(count) || count < 1) throw new PersonaError("E_BAD_INPUT", `bin count must be a positive integer, got ${count}`);
   const finite = values.filter(Number.isFinite);
   let [lo, hi] = domain ?? (finite.length ? [Math.min(...finite), Math.max(...finite)] : [0, 1]);
   if (lo === hi) {

@@ -2,13 +2,14 @@
  * Scatter plot with Pearson r and a least-squares line (projection vs trait score in monitoring,
  * shift vs expression in finetuning experiments). Points may belong to groups, one colour each.
  */
+import { PersonaError } from "../errors.js";
 import { escapeHtml } from "./escape.js";
 import { formatNumber, niceDomain } from "./scale.js";
 import { type Box, colorAt, legend, plotFrame, r, svgRoot, text } from "./svg.js";
 
 /** Means and centred sums of squares and products of paired values; null with fewer than 2 pairs. */
 function moments(xs: readonly number[], ys: readonly number[]) {
-  if (xs.length !== ys.length) throw new RangeError(`paired values needed, got ${xs.length} and ${ys.length}`);
+  if (xs.length !== ys.length) throw new PersonaError("E_BAD_INPUT", `paired values needed, got ${xs.length} and ${ys.length}`);
   const n = xs.length;
   if (n < 2) return null;
   const mx = xs.reduce((a, b) => a + b, 0) / n;

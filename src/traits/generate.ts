@@ -57,11 +57,11 @@ export function extractJsonObject(reply: string): unknown {
   const body = fenced?.[1] ?? reply;
   const start = body.indexOf("{");
   const end = body.lastIndexOf("}");
-  if (start < 0 || end <= start) throw new Error("the reply contains no JSON object");
+  if (start < 0 || end <= start) throw new PersonaError("E_BAD_FORMAT", "the reply contains no JSON object");
   try {
     return JSON.parse(body.slice(start, end + 1)) as unknown;
   } catch (e) {
-    throw new Error(`the JSON does not parse: ${(e as Error).message}`);
+    throw new PersonaError("E_BAD_FORMAT", `the JSON does not parse: ${(e as Error).message}`, { cause: e });
   }
 }
 

@@ -15,22 +15,10 @@ const BYTE_TO_CHAR: string[] = (() => {
   return map;
 })();
 
-const CHAR_TO_BYTE = new Map<string, number>(BYTE_TO_CHAR.map((c, b) => [c, b]));
-
 export function bytesToUnicode(bytes: Uint8Array): string {
   let s = "";
   for (const b of bytes) s += BYTE_TO_CHAR[b]!;
   return s;
-}
-
-export function unicodeToBytes(s: string): Uint8Array {
-  const out: number[] = [];
-  for (const ch of s) {
-    const b = CHAR_TO_BYTE.get(ch);
-    if (b === undefined) throw new Error(`not a byte-level BPE character: ${JSON.stringify(ch)}`);
-    out.push(b);
-  }
-  return Uint8Array.from(out);
 }
 
 /** The 256 single-byte tokens, in byte order. */

@@ -1,3 +1,4 @@
+import { PersonaError } from "../../errors.js";
 import type { LlamaApi, LlamaBatch } from "../ffi/llama.js";
 import { viewInt32, viewInt32Indirect, viewInt8 } from "../ffi/llama.js";
 
@@ -36,7 +37,7 @@ export class Batch {
 
   /** Appends one token; returns its index in the batch (the index logits are read with). */
   add(token: number, pos: number, seq: number, wantLogits: boolean): number {
-    if (this.count >= this.capacity) throw new Error(`batch full (${this.capacity} tokens)`);
+    if (this.count >= this.capacity) throw new PersonaError("E_INTERNAL", `batch full (${this.capacity} tokens)`);
     const i = this.count++;
     this.token[i] = token;
     this.pos[i] = pos;

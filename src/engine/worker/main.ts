@@ -3,6 +3,7 @@
  * a time (a decode loop is synchronous), so concurrent callers queue up in the message channel.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { serializeError } from "../../errors.js";
 import type { JobResult } from "../batching.js";
 import { EngineCore } from "./core.js";
 import { claimLogs, releaseLogs } from "../ffi/llama.js";
@@ -103,8 +104,7 @@ port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
       const transfer = value instanceof Int32Array ? [value.buffer as ArrayBuffer] : [];
       post({ id: m.id, kind: "ok", value }, transfer);
     } catch (e) {
-      const err = e as { message?: string; code?: string; stack?: string };
-      post({ id: m.id, kind: "error", error: { message: err.message ?? String(e), code: err.code, stack: err.stack } });
+      post({ id: m.id, kind: "error", error: serializeError(e) });
     }
   });
 });

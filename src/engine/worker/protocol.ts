@@ -1,4 +1,5 @@
 /** Messages between the main thread (host) and the engine worker. */
+import type { SerializedError } from "../../errors.js";
 import type { Job, JobResult } from "../batching.js";
 import type { TrainProgress, TrainSpec } from "../train/options.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
@@ -25,7 +26,7 @@ export type WorkerEvent =
 
 export type ResponseMessage =
   | { id: number; kind: "ok"; value: unknown }
-  | { id: number; kind: "error"; error: { message: string; code?: string; stack?: string } }
+  | { id: number; kind: "error"; error: SerializedError }
   | { id: number; kind: "event"; event: WorkerEvent }
   | { id: 0; kind: "log"; text: string };
 
