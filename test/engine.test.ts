@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Engine } from "../src/engine/Engine.js";
-import type { Model } from "../src/engine/Model.js";
+import { JOBS_PER_MESSAGE, type Model } from "../src/engine/Model.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import type { SampleActivations } from "../src/engine/capture.js";
 import { PersonaError, reviveError, serializeError } from "../src/errors.js";
@@ -128,6 +128,17 @@ describe("capture", () => {
     const kept = await model.capture(samples, { onSample: (i, a) => seen.push(i + a.nResponseTokens * 0) });
     assert.deepEqual(kept, []);
     assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4]);
+  });
+
+  it("keeps results in order when the input spans several worker messages", async () => {
+    const model = models.llama;
+    const n = JOBS_PER_MESSAGE + 5;
+    const samples = Array.from({ length: n }, (_, i) => ({ tokens: Int32Array.from([1 + (i % 50), 2 + (i % 7), 3]), promptLength: 2 }));
+    const all = await model.capture(samples, { captureLayers: [2] });
+    for (const i of [0, JOBS_PER_MESSAGE - 1, JOBS_PER_MESSAGE, n - 1]) {
+      const [alone] = await model.capture([samples[i]!], { captureLayers: [2] });
+      assert.ok(relErr(all[i]!.responseAvg, alone!.responseAvg) < 1e-5, `sample ${i}`);
+    }
   });
 });
 

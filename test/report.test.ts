@@ -69,6 +69,12 @@ describe("statistics", () => {
     assert.deepEqual(binValues([-1, 5, 0.2], 2, [0, 1]).counts, [1, 0], "values outside the domain are left out");
   });
 
+  it("takes domains of arrays too long to spread into Math.max", () => {
+    const many = Array.from({ length: 500_000 }, (_, i) => i % 1000);
+    assert.deepEqual(niceDomain(many), [0, 1000]);
+    assert.deepEqual(binValues(many, 2).counts, [250_000, 250_000]);
+  });
+
   it("nice ticks, domains and number labels", () => {
     assert.deepEqual(niceTicks(0, 100), [0, 20, 40, 60, 80, 100]);
     assert.deepEqual(niceTicks(-2, 2, 4), [-2, -1, 0, 1, 2]);

@@ -8,6 +8,7 @@ import type { Job, JobResult, SamplerSettings } from "./batching.js";
 import { type ProbeSpec, type ResolvedProbes, resolveProbes, type SampleActivations, type SampleProjections } from "./capture.js";
 import { renderJinjaChat, validateMessages } from "./chat.js";
 import { readGguf } from "./gguf/reader.js";
+import { maxOf } from "../util/extent.js";
 import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
 import type { PathScore } from "./tree.js";
 import { NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
@@ -191,7 +192,7 @@ export class Model implements AsyncDisposable {
     if (jobs.length === 0) return [];
     const parallel = opts.parallel ?? Math.min(jobs.length, 16);
     checkPositiveInt("parallel", parallel);
-    const longest = Math.max(...jobs.map((j) => j.prompt.length));
+    const longest = maxOf(jobs, (j) => j.prompt.length);
     const shape: ContextShape = {
       nSeqMax: parallel,
       nCtxPerSeq: longest + sampling.maxTokens + 1,
@@ -360,7 +361,7 @@ export class Model implements AsyncDisposable {
     const byVocab = Math.floor(2 ** 28 / (4 * this.info.nVocab));
     const nBatch = batchTokens ?? Math.min(512, Math.max(64, byVocab));
     checkPositiveInt("batchTokens", nBatch);
-    const longest = Math.max(...jobs.map((j) => j.prompt.length + (j.forced?.length ?? 0)));
+    const longest = maxOf(jobs, (j) => j.prompt.length + (j.forced?.length ?? 0));
     const parallel = Math.min(jobs.length, Math.max(1, Math.min(16, Math.floor((nBatch * 2) / longest) || 1)));
     return { nSeqMax: parallel, nCtxPerSeq: longest + 1, nBatch: Math.max(nBatch, parallel), exact };
   }
@@ -378,7 +379,12 @@ export class Model implements AsyncDisposable {
     const onAbort = () => Atomics.store(flag, 0, 1);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      await this.host.call({ op: "run", modelId: this.id, jobs, shape, streamTokens, abort }, onEvent);
+      // One message per slice, numbered back into the caller's order: a message is copied whole
+      // (structured clone) and held by the worker until done, so its size must not grow with the input.
+      for (let start = 0; start < jobs.length; start += JOBS_PER_MESSAGE) {
+        const slice = jobs.slice(start, start + JOBS_PER_MESSAGE);
+        await this.host.call({ op: "run", modelId: this.id, jobs: slice, shape, streamTokens, abort }, (e) => onEvent(offsetEvent(e, start)));
+      }
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
@@ -387,6 +393,16 @@ export class Model implements AsyncDisposable {
   private ensureAlive(): void {
     if (this.disposed) throw new PersonaError("E_DISPOSED", "model used after dispose()");
   }
+}
+
+/** Jobs per worker message: ≥ any sensible `parallel`, so slicing leaves batches full. */
+export const JOBS_PER_MESSAGE = 1024;
+
+function offsetEvent(e: WorkerEvent, start: number): WorkerEvent {
+  if (start === 0) return e;
+  if (e.type === "result") return { ...e, result: { ...e.result, index: e.result.index + start } };
+  if (e.type === "token") return { ...e, index: e.index + start };
+  return e;
 }
 
 function joinSample(prompt: Int32Array, response: Int32Array): CaptureSample {

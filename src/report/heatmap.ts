@@ -5,6 +5,7 @@
 import { escapeHtml } from "./escape.js";
 import { formatNumber } from "./scale.js";
 import { r, svgRoot, text } from "./svg.js";
+import { extent } from "../util/extent.js";
 
 export interface HeatmapOptions {
   rowLabels: readonly string[];
@@ -53,7 +54,7 @@ export function heatmap(o: HeatmapOptions): string {
   const width = left + nCols * cw + 150;
   const height = top + nRows * ch + 44;
   const flat = o.values.flat().filter((v): v is number => v !== null && Number.isFinite(v));
-  const [lo, hi] = o.domain ?? (flat.length ? [Math.min(...flat), Math.max(...flat)] : [0, 1]);
+  const [lo, hi] = o.domain ?? extent(flat) ?? [0, 1];
   const t = (v: number) => (hi === lo ? 0.5 : (v - lo) / (hi - lo));
   const parts: string[] = [];
   if (o.title) parts.push(text(left, 16, o.title, `class="title"`));

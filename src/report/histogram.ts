@@ -6,6 +6,7 @@ import { PersonaError } from "../errors.js";
 import { escapeHtml } from "./escape.js";
 import { formatNumber, niceDomain } from "./scale.js";
 import { type Box, legend, PALETTE, plotFrame, r, svgRoot, vline } from "./svg.js";
+import { extent } from "../util/extent.js";
 
 export interface Bins {
   /** count + 1 edges, ascending. */
@@ -17,7 +18,7 @@ export interface Bins {
 export function binValues(values: readonly number[], count: number, domain?: readonly [number, number]): Bins {
   if (!Number.isInteger(count) || count < 1) throw new PersonaError("E_BAD_INPUT", `bin count must be a positive integer, got ${count}`);
   const finite = values.filter(Number.isFinite);
-  let [lo, hi] = domain ?? (finite.length ? [Math.min(...finite), Math.max(...finite)] : [0, 1]);
+  let [lo, hi] = domain ?? extent(finite) ?? [0, 1];
   if (lo === hi) {
     lo -= 0.5;
     hi += 0.5;
@@ -58,8 +59,7 @@ export function histogram(o: HistogramOptions): string {
   const legendWidth = flagged.length ? 110 : 0;
   const box: Box = { width, height, margin: { top: 28, right: 16 + legendWidth, bottom: 38, left: 52 } };
   const finite = [...o.values, ...(o.markers ?? []).map((m) => m.x)].filter(Number.isFinite);
-  const lo = finite.length ? Math.min(...finite) : 0;
-  const hi = finite.length ? Math.max(...finite) : 1;
+  const [lo, hi] = extent(finite) ?? [0, 1];
   const all = binValues(o.values, n, [lo, hi === lo ? lo + 1 : hi]);
   const sub = binValues(flagged, n, [all.edges[0]!, all.edges[n]!]);
   const frame = plotFrame({

@@ -1,4 +1,6 @@
 /** Linear scales, "nice" axis ticks and compact number labels for the SVG plots. */
+import { extent } from "../util/extent.js";
+
 export interface Scale {
   domain: readonly [number, number];
   (v: number): number;
@@ -27,10 +29,9 @@ export function niceTicks(min: number, max: number, count = 5): number[] {
 
 /** A domain widened to nice tick boundaries, with a unit of room when all values are equal. */
 export function niceDomain(values: readonly number[], pad = 0): [number, number] {
-  const finite = values.filter(Number.isFinite);
-  if (finite.length === 0) return [0, 1];
-  let lo = Math.min(...finite);
-  let hi = Math.max(...finite);
+  const range = extent(values.filter(Number.isFinite));
+  if (!range) return [0, 1];
+  let [lo, hi] = range;
   if (lo === hi) {
     lo -= 1;
     hi += 1;
