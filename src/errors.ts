@@ -16,6 +16,8 @@ export type PersonaErrorCode =
   | "E_ABORTED" // the caller cancelled
   | "E_JUDGE" // a judge call failed after retries
   | "E_CONFIG_MISMATCH" // a run directory holds results from another configuration
+  | "E_NETWORK" // a download failed or a server could not be reached
+  | "E_AUTH" // a server refused access (token missing or not allowed, gated repo)
   | "E_INTERNAL";
 
 export class PersonaError extends Error {
@@ -42,6 +44,8 @@ const HTTP_STATUS: Record<PersonaErrorCode, number> = {
   E_ABORTED: 499,
   E_JUDGE: 502,
   E_CONFIG_MISMATCH: 409,
+  E_NETWORK: 502,
+  E_AUTH: 401,
   E_INTERNAL: 500,
 };
 

@@ -6,7 +6,7 @@
  * null when Σ P(n) is under the minimum mass, as for the OpenAI-compatible judge.
  */
 import path from "node:path";
-import { DEMO_MODEL_PATH } from "../demo/model.js";
+import { resolveModelRef } from "../hub/resolve.js";
 import { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
 import { judgePrompt } from "./prompts.js";
@@ -35,7 +35,7 @@ export class LocalJudge implements Judge {
   static async open(modelPath: string, opts: LocalJudgeOptions = {}): Promise<LocalJudge> {
     const engine = await Engine.create(opts.threads !== undefined ? { threads: opts.threads } : {});
     try {
-      const model = await engine.loadModel(modelPath === "demo" ? DEMO_MODEL_PATH : modelPath);
+      const model = await engine.loadModel(await resolveModelRef(modelPath));
       return new LocalJudge(engine, model, opts.minProbabilityMass ?? 0.25);
     } catch (e) {
       await engine.dispose();
