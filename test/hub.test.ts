@@ -130,7 +130,7 @@ describe("pull from a hub-like server", () => {
     assert.ok(info.path.startsWith(path.join(cache, "models--acme--Tiny-GGUF", "snapshots")), info.path);
     assert.equal(hubEnv({ HF_HOME: "/h" }).cacheDir, path.join("/h", "hub"));
 
-    await assert.rejects(resolveModelRef("acme/Tiny-GGUF:Q8_0"), hasCode("E_NOT_FOUND", /tried a file at .*"demo".*did you mean hf:acme\/Tiny-GGUF:Q8_0/));
+    await assert.rejects(resolveModelRef("acme/Tiny-GGUF:Q8_0"), hasCode("E_NOT_FOUND", /not found: tried a file at .*"demo".*Did you mean hf:acme\/Tiny-GGUF:Q8_0/));
     await assert.rejects(resolveModelRef(dir), hasCode("E_BAD_INPUT", /directory.*tiny\.gguf/));
   });
 });

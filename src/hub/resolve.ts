@@ -26,8 +26,10 @@ export async function resolveModelRef(spec: string, opts: PullOptions = {}): Pro
     }
     throw new PersonaError("E_BAD_INPUT", `${spec} is a directory; name a GGUF file in it${ggufs.length ? ` (${ggufs.join(", ")})` : ""}`);
   }
-  const tried = [`a file at ${path.resolve(spec)}: none`, `"demo": no`, `a hub reference: needs the hf: prefix`];
   const looksLikeRepo = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(:[\w.-]+)?$/.test(spec);
-  const hint = looksLikeRepo ? `; did you mean hf:${spec}?` : "";
-  throw new PersonaError("E_NOT_FOUND", `no model "${spec}" (tried ${tried.join("; ")})${hint}. --model takes a ${MODEL_REF_HELP} (hub cache: ${hubEnv().cacheDir})`);
+  const hint = looksLikeRepo ? ` Did you mean hf:${spec}?` : "";
+  throw new PersonaError(
+    "E_NOT_FOUND",
+    `model "${spec}" not found: tried a file at ${path.resolve(spec)} (none), the built-in "demo" (not that name), a hub reference (needs the hf: prefix; hub cache ${hubEnv().cacheDir}).${hint} --model takes a ${MODEL_REF_HELP}`,
+  );
 }
