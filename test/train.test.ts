@@ -9,12 +9,13 @@
  * with other processes two threads can be a hundred times slower than one.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, open, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
+import type { SteeringSpec } from "../src/engine/steering.js";
 import { readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import { learningRateAt, shuffled } from "../src/engine/train/options.js";
@@ -227,6 +228,124 @@ describe("gradients", () => {
     } finally {
       await m.dispose();
     }
+  });
+});
+
+/** A fixed pseudo-random vector of the model's width. */
+function direction(seed: number, scale: number): Float32Array {
+  return Float32Array.from({ length: TINY.nEmbd }, (_, i) => scale * Math.sin(seed * 12.9898 + i * 78.233));
+}
+
+/** Preventative steering at two layers at once, then CAFT ablation of another direction (not fully: coef 0.8). */
+const STEERED: SteeringSpec[] = [
+  { vector: direction(1, 0.6), layer: 1, coef: 2 },
+  { vector: direction(2, 1), layer: 2, coef: -1.5 },
+  { vector: direction(3, 1), layer: 1, coef: 0.8, mode: "ablate" },
+];
+
+describe("steering and masks inside the training graph", () => {
+  let m: Model;
+  before(async () => {
+    m = await engine.loadModel(source, { noMmap: true });
+  });
+  after(async () => {
+    await m.dispose();
+  });
+
+  /** Mean -log P of window w's tokens whose mask is 1, by inference under `steering`. */
+  async function inferenceLoss(w: Int32Array, specs: SteeringSpec[], mask?: Uint8Array): Promise<number> {
+    const steering = m.steering(specs);
+    const [lp] = await m.logprobs([{ prompt: w.subarray(0, 1), continuation: w.subarray(1), steering }], { exact: true });
+    let sum = 0;
+    let n = 0;
+    lp!.continuation.forEach((l, k) => {
+      if (mask && mask[k + 1] !== 1) return;
+      sum -= l;
+      n++;
+    });
+    return sum / n;
+  }
+
+  it("the training forward with add at several layers and ablate equals inference under the same steering", async () => {
+    const windows = [0, 5].map((k) => corpus.slice(k * W, k * W + W + 1));
+    const opts = { windows, contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1 };
+    const steered = await m.train({ ...opts, steering: STEERED });
+    const plain = await m.train(opts);
+    const [want, wantPlain] = [await inferenceLoss(windows[1]!, STEERED), await inferenceLoss(windows[1]!, [])];
+    assert.ok(Math.abs(steered.valLosses![0]! - want) < 1e-4, `training graph ${steered.valLosses![0]} vs inference ${want}`);
+    assert.ok(Math.abs(plain.valLosses![0]! - wantPlain) < 1e-4, `unsteered ${plain.valLosses![0]} vs ${wantPlain}`);
+    assert.ok(Math.abs(want - wantPlain) > 1e-2, `the steering should change the loss: ${want} vs ${wantPlain}`);
+  });
+
+  it("scores only the masked tokens (response-only loss), with documents flagged where no token opens them", async () => {
+    const win = corpus.slice(3 * W, 4 * W + 1);
+    const mask = new Uint8Array(W + 1);
+    mask.fill(1, 6, 14);
+    mask.fill(1, 20, W + 1);
+    const opts = { windows: [corpus.slice(0, W + 1), win], labelMask: [new Uint8Array(W + 1).fill(1), mask], contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1 };
+    const r = await m.train(opts);
+    const want = await inferenceLoss(win, [], mask);
+    assert.ok(Math.abs(r.valLosses![0]! - want) < 1e-4, `masked loss ${r.valLosses![0]} vs inference ${want}`);
+    // A second document flagged at 16: scored tokens after it see only their own document.
+    const starts = new Uint8Array(W + 1);
+    starts[16] = 1;
+    const split = await m.train({ ...opts, documentStarts: [new Uint8Array(W + 1), starts] });
+    const [a, b] = [await inferenceLoss(win.subarray(0, 16), [], mask.subarray(0, 16)), await inferenceLoss(win.subarray(16), [], mask.subarray(16))];
+    const [na, nb] = [mask.subarray(1, 16).reduce((x, y) => x + y, 0), mask.subarray(17).reduce((x, y) => x + y, 0)];
+    // Token 16 (the second document's first) is unscored, so no target straddles the boundary.
+    const expected = (a * na + b * nb) / (na + nb);
+    assert.ok(Math.abs(split.valLosses![0]! - expected) < 1e-4, `split ${split.valLosses![0]} vs ${expected}`);
+    await assert.rejects(m.train({ ...opts, labelMask: [mask, new Uint8Array(W + 1)] }), personaError("E_BAD_INPUT", /no scored token/));
+  });
+
+  it("gradients through the steering ops match central finite differences", async () => {
+    const fresh = await engine.loadModel(source, { noMmap: true });
+    const w = corpus.slice(0, W + 1);
+    const lr = 1e-3;
+    const stepped = path.join(dir, "fd-stepped.gguf");
+    try {
+      await fresh.train({ windows: [w], contextLength: W, epochs: 1, learningRate: lr, minLearningRate: lr, optimizer: "sgd", steering: STEERED });
+      await fresh.save(stepped);
+    } finally {
+      await fresh.dispose();
+    }
+    const [f0, f1] = [await readGguf(source, { maxArrayItems: 0 }), await readGguf(stepped, { maxArrayItems: 0 })];
+    const h = 1e-2;
+    // Block 0 sits under both steered layers; the output weights above them.
+    for (const name of ["blk.0.ffn_down.weight", "blk.1.attn_v.weight"]) {
+      const [a, b] = [await readTensorF32(f0, name), await readTensorF32(f1, name)];
+      const g = Float64Array.from(a, (x, i) => (x - b[i]!) / lr);
+      const top = [...g.keys()].sort((i, j) => Math.abs(g[j]!) - Math.abs(g[i]!)).slice(0, 2);
+      const t = f0.tensorsByName.get(name)!;
+      for (const idx of top) {
+        const loss = async (delta: number) => {
+          const file = path.join(dir, "fd.gguf");
+          await copyFile(source, file);
+          const fh = await open(file, "r+");
+          const v = Buffer.alloc(4);
+          v.writeFloatLE(a[idx]! + delta);
+          await fh.write(v, 0, 4, f0.dataOffset + t.offset + 4 * idx);
+          await fh.close();
+          const pm = await engine.loadModel(file);
+          try {
+            const steering = pm.steering(STEERED);
+            const [lp] = await pm.logprobs([{ prompt: w.subarray(0, 1), continuation: w.subarray(1), steering }], { exact: true });
+            return -lp!.total / W;
+          } finally {
+            await pm.dispose();
+          }
+        };
+        const fd = ((await loss(h)) - (await loss(-h))) / (2 * h);
+        assert.ok(Math.abs(fd - g[idx]!) < 0.03 * Math.abs(g[idx]!) + 1e-5, `${name}[${idx}]: graph gradient ${g[idx]}, finite difference ${fd}`);
+      }
+    }
+  });
+
+  it("refuses steering it cannot apply before llama.cpp sees it", async () => {
+    const ok = { tokens: corpus, contextLength: W, epochs: 1, learningRate: 1e-3 };
+    await assert.rejects(m.train({ ...ok, steering: [{ vector: new Float32Array(TINY.nEmbd + 1), layer: 1, coef: 1 }] }), personaError("E_SHAPE", /n_embd/));
+    await assert.rejects(m.train({ ...ok, steering: [{ vector: direction(1, 1), layer: 3, coef: 1 }] }), personaError("E_SHAPE", /out of range/));
+    await assert.rejects(m.train({ ...ok, steering: [{ vector: direction(1, 1), layer: 1, coef: 1, positions: "response" }] }), personaError("E_BAD_STEER_ARG", /every position/));
   });
 });
 

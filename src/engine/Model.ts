@@ -324,7 +324,11 @@ export class Model implements AsyncDisposable {
       const gguf = await readGguf(this.info.path, { maxArrayItems: 0 });
       trainable = gguf.tensors.map((t) => t.name).filter((n) => pick(n));
     }
-    const spec = packTrainOptions(opts, trainable);
+    const steering = resolveSteering(opts.steering ?? [], this.info).map((op, i) => {
+      if (op.mask !== 0b111) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training steers every position; positions must be "all"`);
+      return { layer: op.layer, kind: op.kind, vec: op.vec, coef: op.coef };
+    });
+    const spec = packTrainOptions(opts, trainable, steering);
     const abort = new SharedArrayBuffer(4);
     const flag = new Int32Array(abort);
     const onAbort = () => Atomics.store(flag, 0, 1);

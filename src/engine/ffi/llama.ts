@@ -431,6 +431,8 @@ function bind(paths: LibraryPaths) {
     ggml_rms_norm: fn<(ctx: GgmlContextHandle, a: TensorHandle, eps: number) => TensorHandle>(base, "void *ggml_rms_norm(void *ctx, void *a, float eps)"),
     ggml_mul: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul(void *ctx, void *a, void *b)"),
     ggml_add: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_add(void *ctx, void *a, void *b)"),
+    ggml_sub: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_sub(void *ctx, void *a, void *b)"),
+    ggml_scale: fn<(ctx: GgmlContextHandle, a: TensorHandle, s: number) => TensorHandle>(base, "void *ggml_scale(void *ctx, void *a, float s)"),
     ggml_mul_mat: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul_mat(void *ctx, void *a, void *b)"),
     ggml_reshape_2d: fn<(ctx: GgmlContextHandle, a: TensorHandle, ne0: number, ne1: number) => TensorHandle>(
       base,

@@ -158,13 +158,23 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
     const labels = new Float32Array(hp.nVocab * W * B);
 
     /** One forward (and, when training, backward + AdamW step) over the given windows; their mean loss. */
-    const runBatch = (ids: ArrayLike<number>, train: boolean): number => {
+    const runBatch = (ids: ArrayLike<number>, train: boolean): { loss: number; scored: number } => {
       const wins = Array.from(ids, windowOf);
       const n = wins.length;
+      // Rows b·W + i whose target (token i + 1 of window b) is scored; null = all of them.
+      let rows: Int32Array | null = null;
+      if (spec.labelMask) {
+        const picked: number[] = [];
+        Array.from(ids).forEach((w, b) => {
+          for (let i = 0; i < W; i++) if (spec.labelMask![spec.starts[w]! + i + 1] === 1) picked.push(b * W + i);
+        });
+        rows = Int32Array.from(picked);
+      }
+      const nRows = rows ? rows.length : W * n;
       const ctx = api.ggml_init({ mem_size: ctxBytes, mem_buffer: null, no_alloc: true });
       if (isNull(ctx)) throw new PersonaError("E_NATIVE", "ggml_init failed for the training graph");
       try {
-        const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n);
+        const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n, spec.steering, rows ? rows.length : null);
         const gf = api.ggml_new_graph_custom(ctx, size, true);
         api.ggml_build_forward_expand(gf, logits);
         api.ggml_opt_prepare_alloc(optCtx, ctx, gf, inputs.tokens, logits);
@@ -174,15 +184,19 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         if (train) api.ggml_opt_reset(optCtx, false);
         const tokens = new Int32Array(W * n);
         wins.forEach((w, b) => tokens.set(w.subarray(0, W), b * W));
-        const { positions, mask } = documentLayout(wins, W, spec.documentStart < 0 ? null : spec.documentStart);
+        const startFlags = spec.documentStarts ? Array.from(ids, (w) => spec.documentStarts!.subarray(spec.starts[w]!, spec.starts[w]! + W)) : null;
+        const { positions, mask } = documentLayout(wins, W, spec.documentStart < 0 ? null : spec.documentStart, startFlags);
         api.ggml_backend_tensor_set(inputs.tokens, tokens, 0, tokens.byteLength);
         api.ggml_backend_tensor_set(inputs.positions, positions, 0, positions.byteLength);
         api.ggml_backend_tensor_set(inputs.mask, mask, 0, mask.byteLength);
-        const hot = (b: number, i: number) => (b * W + i) * hp.nVocab + wins[b]![i + 1]!;
-        for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 1;
-        const used = labels.subarray(0, hp.nVocab * W * n);
+        spec.steering.forEach((op, i) => api.ggml_backend_tensor_set(inputs.steer[i]!, op.vec, 0, op.vec.byteLength));
+        if (rows && inputs.rows) api.ggml_backend_tensor_set(inputs.rows, rows, 0, rows.byteLength);
+        const target = (r: number) => wins[Math.floor(r / W)]![(r % W) + 1]!;
+        const hot = (k: number) => k * hp.nVocab + target(rows ? rows[k]! : k);
+        for (let k = 0; k < nRows; k++) labels[hot(k)] = 1;
+        const used = labels.subarray(0, hp.nVocab * nRows);
         api.ggml_backend_tensor_set(api.ggml_opt_labels(optCtx), used, 0, used.byteLength);
-        for (let b = 0; b < n; b++) for (let i = 0; i < W; i++) labels[hot(b, i)] = 0;
+        for (let k = 0; k < nRows; k++) labels[hot(k)] = 0;
         api.ggml_opt_result_reset(result);
         api.ggml_opt_eval(optCtx, result);
         api.ggml_opt_result_loss(result, lossOut, uncOut);
@@ -193,7 +207,7 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       if (!Number.isFinite(loss)) {
         throw new PersonaError("E_NATIVE", `the loss became ${loss} at step ${step} (learning rate ${lr.toExponential(2)} too high?)`);
       }
-      return loss;
+      return { loss, scored: nRows };
     };
 
     const losses: number[] = [];
@@ -206,7 +220,7 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       for (let i = 0; i < stepsPerEpoch; i++) {
         if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
         lr = learningRateAt(spec, step, totalSteps);
-        sum += runBatch(order.subarray(i * B, (i + 1) * B), true);
+        sum += runBatch(order.subarray(i * B, (i + 1) * B), true).loss;
         step++;
         hooks.onProgress?.({
           epoch,
@@ -222,12 +236,16 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       losses.push(sum / stepsPerEpoch);
       let valLoss: number | undefined;
       if (spec.valCount > 0) {
+        // Token-weighted, so that it is the mean loss over every scored validation token.
         let v = 0;
+        let scored = 0;
         for (let w = nTrain; w < spec.starts.length; w++) {
           if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
-          v += runBatch([w], false);
+          const r = runBatch([w], false);
+          v += r.loss * r.scored;
+          scored += r.scored;
         }
-        valLoss = v / spec.valCount;
+        valLoss = v / scored;
         valLosses.push(valLoss);
       }
       const p: TrainProgress = {

@@ -25,7 +25,19 @@ export function graphSize(nLayer: number): number {
   return 512 + 256 * nLayer;
 }
 
-/** Graph inputs, filled before every step: token ids, positions and the attention mask. */
+/**
+ * A steering op inside the training graph (validated by resolveSteering): at layer L (the
+ * residual after block L−1), on every position, `add` adds `vec` (already coef·v) and `ablate`
+ * subtracts coef·(x·v̂)v̂ with `vec` = v̂. As graph ops, gradients flow through them.
+ */
+export interface GraphSteer {
+  layer: number;
+  kind: "add" | "ablate";
+  vec: Float32Array;
+  coef: number;
+}
+
+/** Graph inputs, filled before every step: token ids, positions, the attention mask, steering vectors and scored rows. */
 export interface GraphInputs {
   /** I32 [T·B]. */
   tokens: TensorHandle;
@@ -33,6 +45,10 @@ export interface GraphInputs {
   positions: TensorHandle;
   /** F32 [T, T, 1, B]: 0 where query i may attend key j, -inf elsewhere. */
   mask: TensorHandle;
+  /** F32 [n_embd] per steering op, in order. */
+  steer: TensorHandle[];
+  /** I32 [M]: the rows (b·T + i) whose next token is scored; null = every row. */
+  rows: TensorHandle | null;
 }
 
 /** The names of the tensors the graph reads; `output.weight` falls back to `token_embd.weight` (tied). */
@@ -44,7 +60,12 @@ export function llamaTensorNames(nLayer: number): string[] {
   return names;
 }
 
-/** Builds logits [nVocab, T·B] for B windows of T tokens into `ctx` (a no_alloc context); the allocator places the inputs. */
+/**
+ * Builds logits [nVocab, M] for B windows of T tokens into `ctx` (a no_alloc context); the
+ * allocator places the inputs. M = T·B, or `scoredRows` when only those rows' next tokens are
+ * scored (response-only loss): they are gathered before the output projection, so the
+ * optimiser's mean cross-entropy is the mean over exactly the scored tokens.
+ */
 export function buildLlamaGraph(
   api: LlamaApi,
   ctx: GgmlContextHandle,
@@ -52,6 +73,8 @@ export function buildLlamaGraph(
   hp: LlamaHParams,
   T: number,
   B: number,
+  steering: readonly GraphSteer[] = [],
+  scoredRows: number | null = null,
 ): { inputs: GraphInputs; logits: TensorHandle } {
   const w = (name: string): TensorHandle => {
     const t = weights.get(name) ?? (name === "output.weight" ? weights.get("token_embd.weight") : undefined);
@@ -63,7 +86,9 @@ export function buildLlamaGraph(
   const tokens = api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
   const positions = api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
   const mask = api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
-  for (const t of [tokens, positions, mask]) api.ggml_set_input(t);
+  const steer = steering.map(() => api.ggml_new_tensor_1d(ctx, GGML_TYPE_F32, hp.nEmbd));
+  const rows = scoredRows === null ? null : api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, scoredRows);
+  for (const t of [tokens, positions, mask, ...steer, ...(rows ? [rows] : [])]) api.ggml_set_input(t);
 
   const norm = (x: TensorHandle, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
   const mm = (weight: string, x: TensorHandle) => api.ggml_mul_mat(ctx, w(weight), x);
@@ -86,17 +111,34 @@ export function buildLlamaGraph(
     const h = norm(x, `${b}.ffn_norm.weight`);
     const act = api.ggml_mul(ctx, api.ggml_silu(ctx, mm(`${b}.ffn_gate.weight`, h)), mm(`${b}.ffn_up.weight`, h));
     x = api.ggml_add(ctx, x, mm(`${b}.ffn_down.weight`, act));
+    steering.forEach((op, i) => {
+      if (op.layer !== l + 1) return;
+      const v = steer[i]!;
+      if (op.kind === "add") x = api.ggml_add(ctx, x, v);
+      else {
+        // (x·v̂) per row as [1, N], then the outer product v̂ ⊗ (x·v̂) as a K = 1 matrix product.
+        const along = api.ggml_mul_mat(ctx, v, x);
+        const component = api.ggml_mul_mat(ctx, api.ggml_reshape_2d(ctx, v, 1, hp.nEmbd), along);
+        x = api.ggml_sub(ctx, x, api.ggml_scale(ctx, component, op.coef));
+      }
+    });
   }
+  if (rows) x = api.ggml_get_rows(ctx, x, rows);
   const logits = mm("output.weight", norm(x, "output_norm.weight"));
-  return { inputs: { tokens, positions, mask }, logits };
+  return { inputs: { tokens, positions, mask, steer, rows }, logits };
 }
 
 /**
  * Positions and the block-causal mask of B windows of T tokens: a document starts at every
- * `documentStart` token (and at each window's start); tokens attend only to earlier tokens of
- * their own document. Without `documentStart` each window is one document.
+ * `documentStart` token or flagged in `startFlags` (and at each window's start); tokens attend
+ * only to earlier tokens of their own document. Without either, each window is one document.
  */
-export function documentLayout(windows: readonly Int32Array[], T: number, documentStart: number | null): { positions: Int32Array; mask: Float32Array } {
+export function documentLayout(
+  windows: readonly Int32Array[],
+  T: number,
+  documentStart: number | null,
+  startFlags: readonly Uint8Array[] | null = null,
+): { positions: Int32Array; mask: Float32Array } {
   const B = windows.length;
   const positions = new Int32Array(T * B);
   const mask = new Float32Array(T * T * B).fill(-Infinity);
@@ -104,7 +146,7 @@ export function documentLayout(windows: readonly Int32Array[], T: number, docume
     const win = windows[b]!;
     let start = 0;
     for (let i = 0; i < T; i++) {
-      if (i > 0 && documentStart !== null && win[i] === documentStart) start = i;
+      if (i > 0 && ((documentStart !== null && win[i] === documentStart) || startFlags?.[b]![i] === 1)) start = i;
       positions[b * T + i] = i - start;
       // mask row i (query) of window b: keys start..i
       mask.fill(0, b * T * T + i * T + start, b * T * T + i * T + i + 1);

@@ -4,6 +4,8 @@
  * before llama.cpp sees it: a GGML_ASSERT inside ggml would kill the process).
  */
 import { PersonaError } from "../../errors.js";
+import type { SteeringSpec } from "../steering.js";
+import type { GraphSteer } from "./graph.js";
 
 export interface TrainProgress {
   /** 1-based epoch. */
@@ -66,6 +68,26 @@ export interface TrainOptions {
    * each were alone. Defaults to none (a window is one document).
    */
   documentStart?: number;
+  /**
+   * Which tokens are scored as next-token targets (1) and which are context only (0), e.g. 1 on
+   * an assistant reply and 0 on its prompt (response-only loss): one mask per window (same length)
+   * with `windows`, or one aligned with `tokens`. Every training window needs a scored target.
+   * Defaults to every token scored.
+   */
+  labelMask?: Uint8Array | readonly Uint8Array[];
+  /**
+   * Document starts flagged per token (1 = a document opens here), as `labelMask` is laid out: for
+   * packed data whose documents have no token of their own that opens them (no BOS).
+   */
+  documentStarts?: Uint8Array | readonly Uint8Array[];
+  /**
+   * Steering applied in every forward pass of training, on every position, as graph ops that the
+   * gradient flows through: `add` (preventative steering) and `ablate` (CAFT). Validated like
+   * inference steering; positions must be "all".
+   */
+  steering?: readonly SteeringSpec[];
+  /** Exactly this many trailing windows are the validation split (instead of `valFraction`). */
+  valWindows?: number;
   /** Which weight tensors train (by GGUF tensor name). Defaults to all of them. */
   trainable?: RegExp | ((name: string) => boolean);
   /** Called after every step, and once more at the end of each epoch. */
@@ -111,6 +133,11 @@ export interface TrainSpec {
   batchWindows: number;
   /** -1 = none. */
   documentStart: number;
+  /** Aligned with `tokens`: 1 where a token is a scored target; null = all. */
+  labelMask: Uint8Array | null;
+  /** Aligned with `tokens`: 1 where a document starts; null = none flagged. */
+  documentStarts: Uint8Array | null;
+  steering: GraphSteer[];
 }
 
 function bad(msg: string): PersonaError {
@@ -129,8 +156,26 @@ function inRange(name: string, v: unknown, lo: number, hi: number, hiOpen: boole
   return v;
 }
 
+/** One flag per token of the packed stream, from a per-window list or one aligned array. */
+function packFlags(name: string, flags: Uint8Array | readonly Uint8Array[] | undefined, o: TrainOptions, nTokens: number, W: number): Uint8Array | null {
+  if (flags === undefined) return null;
+  if (flags instanceof Uint8Array) {
+    if (o.windows) throw bad(`with \`windows\`, ${name} must be one Uint8Array per window`);
+    if (flags.length !== nTokens) throw bad(`${name} has ${flags.length} entries for ${nTokens} tokens`);
+    return flags;
+  }
+  if (!o.windows || !Array.isArray(flags)) throw bad(`${name} must be a Uint8Array aligned with \`tokens\``);
+  if (flags.length !== o.windows.length) throw bad(`${name} has ${flags.length} masks for ${o.windows.length} windows`);
+  const out = new Uint8Array(nTokens);
+  flags.forEach((f, i) => {
+    if (!(f instanceof Uint8Array) || f.length !== W + 1) throw bad(`${name} ${i} must be a Uint8Array of ${W + 1} entries, as its window`);
+    out.set(f, i * (W + 1));
+  });
+  return out;
+}
+
 /** Packs the user's options into a TrainSpec (shapes only; token ids are checked against the model by validateSpec). */
-export function packTrainOptions(o: TrainOptions, trainable: string[] | null): TrainSpec {
+export function packTrainOptions(o: TrainOptions, trainable: string[] | null, steering: GraphSteer[] = []): TrainSpec {
   const W = int("contextLength", o.contextLength, 1);
   let tokens: Int32Array;
   let starts: Int32Array;
@@ -155,7 +200,7 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null): T
     starts = Int32Array.from({ length: n }, (_, i) => i * stride);
   }
   const valFraction = inRange("valFraction", o.valFraction ?? 0, 0, 1, true);
-  const valCount = valFraction > 0 ? Math.max(1, Math.round(starts.length * valFraction)) : 0;
+  const valCount = o.valWindows !== undefined ? int("valWindows", o.valWindows, 0) : valFraction > 0 ? Math.max(1, Math.round(starts.length * valFraction)) : 0;
   const lr = o.learningRate;
   return {
     tokens,
@@ -175,11 +220,14 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null): T
     optimizer: o.optimizer ?? "adamw",
     batchWindows: o.batchWindows ?? 1,
     documentStart: o.documentStart ?? -1,
+    labelMask: packFlags("labelMask", o.labelMask, o, tokens.length, W),
+    documentStarts: packFlags("documentStarts", o.documentStarts, o, tokens.length, W),
+    steering,
   };
 }
 
 /** Everything ggml's training graph would assert on, checked against the model first. */
-export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number }): void {
+export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number; nEmbd: number; nLayer: number }): void {
   const W = int("contextLength", s.contextLength, 1);
   if (W > model.nCtxTrain) throw bad(`contextLength ${W} exceeds the model's training context ${model.nCtxTrain}`);
   int("epochs", s.epochs, 1);
@@ -212,6 +260,21 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
     if (t < 0 || t >= nVocab) throw bad(`token id ${t} at position ${i} is outside the vocabulary (0..${nVocab - 1})`);
   }
   if (s.trainable !== null && s.trainable.length === 0) throw bad("`trainable` selects no tensor");
+  for (const f of [s.labelMask, s.documentStarts]) {
+    if (f !== null && (!(f instanceof Uint8Array) || f.length !== s.tokens.length)) throw bad("token flags must be aligned with the tokens");
+  }
+  if (s.labelMask !== null) {
+    for (let i = 0; i < n; i++) {
+      if (!s.labelMask.subarray(s.starts[i]! + 1, s.starts[i]! + W + 1).includes(1)) throw bad(`window ${i} has no scored token (labelMask)`);
+    }
+  }
+  s.steering.forEach((op, i) => {
+    if (!Number.isInteger(op.layer) || op.layer < 1 || op.layer > model.nLayer) throw new PersonaError("E_SHAPE", `steering #${i + 1}: layer ${op.layer} is out of range 1..${model.nLayer}`);
+    if (!(op.vec instanceof Float32Array) || op.vec.length !== model.nEmbd) {
+      throw new PersonaError("E_SHAPE", `steering #${i + 1}: vector has ${op.vec?.length ?? 0} values but the model's n_embd is ${model.nEmbd}`);
+    }
+    if ((op.kind !== "add" && op.kind !== "ablate") || !Number.isFinite(op.coef)) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: bad kind or coefficient`);
+  });
 }
 
 /**
