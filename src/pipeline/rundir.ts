@@ -10,7 +10,7 @@ import { mkdir, open, readFile, rename, rm, type FileHandle } from "node:fs/prom
 import path from "node:path";
 import { PersonaError } from "../errors.js";
 import { toolVersion } from "../vectors/format.js";
-import { writeFileAtomic } from "../vectors/safetensors.js";
+import { writeFileAtomic } from "../store/atomic.js";
 
 export interface RunInfo {
   kind: string;
@@ -95,7 +95,7 @@ export class RecordLog<T> {
     if (!text.endsWith("\n") && text.length > 0) {
       // Rewrite without the torn tail so appends start on a clean line.
       const clean = complete.map((l) => `${l}\n`).join("");
-      await writeFileAtomic(file, new TextEncoder().encode(clean));
+      await writeFileAtomic(file, clean);
     }
     log.fh = await open(file, "a");
     return log;
@@ -165,7 +165,7 @@ export class RunDir {
       }
       if (prev.kind === kind && prev.config_hash === configHash) {
         const info = { ...prev, resumed_at: [...(prev.resumed_at ?? []), new Date().toISOString()] };
-        await writeFileAtomic(runFile, new TextEncoder().encode(`${JSON.stringify(info, null, 2)}\n`));
+        await writeFileAtomic(runFile, `${JSON.stringify(info, null, 2)}\n`);
         return new RunDir(dir, info, true);
       }
       if (!opts.restart) {
@@ -188,7 +188,7 @@ export class RunDir {
       node_version: process.version,
       created_at: new Date().toISOString(),
     };
-    await writeFileAtomic(runFile, new TextEncoder().encode(`${JSON.stringify(info, null, 2)}\n`));
+    await writeFileAtomic(runFile, `${JSON.stringify(info, null, 2)}\n`);
     return new RunDir(dir, info, false);
   }
 
@@ -201,7 +201,7 @@ export class RunDir {
   }
 
   async writeArtifact(name: string, data: Uint8Array | string): Promise<void> {
-    await writeFileAtomic(this.path(name), typeof data === "string" ? new TextEncoder().encode(data) : data);
+    await writeFileAtomic(this.path(name), data);
   }
 
   async removeArtifact(name: string): Promise<void> {

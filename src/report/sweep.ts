@@ -6,7 +6,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { ScoreStats } from "../pipeline/evaluate.js";
 import type { SweepResult } from "../pipeline/sweep.js";
-import { writeFileAtomic } from "../traits/format.js";
+import { writeFileAtomic } from "../store/atomic.js";
 import { heatmap } from "./heatmap.js";
 import { htmlPage, htmlTable, metaList, plots, section } from "./html.js";
 import { lineChart } from "./line-chart.js";

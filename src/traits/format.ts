@@ -1,8 +1,8 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { PersonaError } from "../errors.js";
+import { writeFileAtomic } from "../store/atomic.js";
 
 /**
  * Trait artifacts in the reference implementation's interchange format: one JSON file per split,
@@ -123,24 +123,6 @@ export async function loadTraitFiles(files: TraitFiles): Promise<TraitDefinition
     extract,
     eval: evalSplit,
   };
-}
-
-/** Writes via a temp file, fsync and rename, so a crash never leaves a half-written file. */
-export async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString("hex")}.tmp`;
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(data, "utf8");
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  try {
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
 }
 
 /** Writes `extract.json`, `eval.json` (interchange format) and `trait.json` (name, description, antonym) into `dir`. */

@@ -4,7 +4,7 @@ import type { Command } from "commander";
 import { PersonaError } from "../../errors.js";
 import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
 import { modelVectorsDir } from "../../vectors/registry.js";
-import { writeFileAtomic } from "../../vectors/safetensors.js";
+import { writeFileAtomic } from "../../store/atomic.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import type { TraitSplitName } from "../../traits/registry.js";
