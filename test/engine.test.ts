@@ -14,6 +14,9 @@ import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gg
 import type { SampleActivations } from "../src/engine/capture.js";
 import { PersonaError, reviveError, serializeError } from "../src/errors.js";
 import { referenceForward } from "./helpers/reference-forward.js";
+import { personaError } from "./helpers/errors.js";
+import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../src/pipeline/activations.js";
+import { encodeSafetensors } from "../src/vectors/safetensors.js";
 
 const TINY: Omit<SyntheticModelConfig, "arch"> = {
   nLayer: 4,
@@ -128,6 +131,40 @@ describe("capture", () => {
     const kept = await model.capture(samples, { onSample: (i, a) => seen.push(i + a.nResponseTokens * 0) });
     assert.deepEqual(kept, []);
     assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4]);
+  });
+
+  it("streams an activations file slice by slice, in the format encoding it in memory gives", async () => {
+    const model = models.llama;
+    const pairs = [1, 2, 3, 4, 5].map((i) => ({ prompt: `question ${i}?`, response: `answer number ${i}` }));
+    const input = path.join(dir, "pairs.jsonl");
+    await writeFile(input, `${pairs.map((p) => JSON.stringify(p)).join("\n")}\n\n`);
+    const count = await countCaptureInputs(input);
+    const out = path.join(dir, "acts.safetensors");
+    const { shape } = await captureActivationsToFile(model, readCaptureInputs(input), out, { count, sliceSize: 2 });
+    const samples = await Promise.all(pairs.map((p) => model.encodePair(p.prompt, p.response)));
+    const acts = await model.capture(samples);
+    const stack = (pick: (a: SampleActivations) => Float32Array) => {
+      const data = new Float32Array(acts.length * pick(acts[0]!).length);
+      acts.forEach((a, i) => data.set(pick(a), i * pick(a).length));
+      return { shape, data };
+    };
+    const expected = encodeSafetensors(
+      new Map([
+        ["response_avg", stack((a) => a.responseAvg)],
+        ["prompt_avg", stack((a) => a.promptAvg)],
+        ["prompt_last", stack((a) => a.promptLast)],
+      ]),
+      { model: model.info.name, architecture: model.info.architecture, layers: "0 = embeddings, l = residual after block l-1" },
+    );
+    const written = new Uint8Array(await readFile(out));
+    assert.equal(written.length, expected.length);
+    const dataStart = 8 + Number(new DataView(expected.buffer).getBigUint64(0, true));
+    assert.deepEqual(written.subarray(0, dataStart), expected.subarray(0, dataStart), "same header");
+    // Slices batch differently, which moves the last float bits only.
+    const got = new Float32Array(written.slice(dataStart).buffer);
+    assert.ok(relErr(got, new Float32Array(expected.slice(dataStart).buffer)) < 1e-5);
+    await writeFile(input, '{"prompt": "a", "response": "b"}\n{"prompt": 3}\n');
+    await assert.rejects(countCaptureInputs(input), personaError("E_BAD_FORMAT", /pairs\.jsonl:2/));
   });
 
   it("keeps results in order when the input spans several worker messages", async () => {

@@ -1,9 +1,8 @@
-import { randomBytes } from "node:crypto";
 import { endianness } from "node:os";
-import { open, readFile, rename, unlink } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { f16ToF32 } from "../engine/gguf/types.js";
 import { PersonaError } from "../errors.js";
+import { writeFileAtomic } from "../store/atomic.js";
 
 /**
  * Reader and writer for the safetensors format: an 8-byte little-endian header length, a JSON
@@ -123,32 +122,56 @@ export function parseSafetensors(bytes: Uint8Array, fileName: string): Safetenso
   return { tensors, metadata };
 }
 
-/** Serialises float32 tensors (in the given order) and string metadata to safetensors bytes. */
-export function encodeSafetensors(tensors: ReadonlyMap<string, FloatTensor>, metadata: Record<string, string> = {}): Uint8Array {
+/**
+ * The bytes before the tensor data (length, JSON header, padding) for float32 tensors of these
+ * shapes, in order; the data follows as each tensor's values, row-major, little-endian.
+ */
+export function safetensorsHeader(shapes: ReadonlyMap<string, readonly number[]>, metadata: Record<string, string> = {}): Uint8Array {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
-  for (const [name, t] of tensors) {
+  for (const [name, shape] of shapes) {
     if (name === "__metadata__") throw new PersonaError("E_BAD_INPUT", `"__metadata__" cannot be a tensor name`);
-    const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (!t.shape.every(isNonNegInt) || numel !== t.data.length) {
-      throw new PersonaError("E_SHAPE", `tensor "${name}": shape [${t.shape.join(", ")}] does not match ${t.data.length} values`);
-    }
-    header[name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + numel * 4] };
+    if (!shape.every((d) => isNonNegInt(d))) throw new PersonaError("E_SHAPE", `tensor "${name}": shape [${shape.join(", ")}] is not a list of sizes`);
+    const numel = shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + numel * 4] };
     offset += numel * 4;
   }
   // Pad the header with spaces to a multiple of 8 so every tensor stays aligned in memory-mapped readers.
   let json = JSON.stringify(header);
   json += " ".repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
   const headerBytes = Buffer.from(json, "utf-8");
-  const out = new Uint8Array(8 + headerBytes.length + offset);
-  const view = new DataView(out.buffer);
-  view.setBigUint64(0, BigInt(headerBytes.length), true);
+  const out = new Uint8Array(8 + headerBytes.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
   out.set(headerBytes, 8);
-  let pos = 8 + headerBytes.length;
+  return out;
+}
+
+/** float32 values as little-endian bytes (a view on little-endian hosts, a copy otherwise). */
+export function float32Bytes(data: Float32Array): Uint8Array {
+  if (LITTLE_ENDIAN_HOST) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint8Array(data.byteLength);
+  const view = new DataView(out.buffer);
+  data.forEach((x, i) => view.setFloat32(i * 4, x, true));
+  return out;
+}
+
+/** Serialises float32 tensors (in the given order) and string metadata to safetensors bytes. */
+export function encodeSafetensors(tensors: ReadonlyMap<string, FloatTensor>, metadata: Record<string, string> = {}): Uint8Array {
+  for (const [name, t] of tensors) {
+    const numel = t.shape.reduce((a, b) => a * b, 1);
+    if (!t.shape.every(isNonNegInt) || numel !== t.data.length) {
+      throw new PersonaError("E_SHAPE", `tensor "${name}": shape [${t.shape.join(", ")}] does not match ${t.data.length} values`);
+    }
+  }
+  const header = safetensorsHeader(new Map([...tensors].map(([name, t]) => [name, t.shape])), metadata);
+  let size = header.length;
+  for (const t of tensors.values()) size += t.data.byteLength;
+  const out = new Uint8Array(size);
+  out.set(header);
+  let pos = header.length;
   for (const t of tensors.values()) {
-    if (LITTLE_ENDIAN_HOST) out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
-    else t.data.forEach((x, i) => view.setFloat32(pos + i * 4, x, true));
+    out.set(float32Bytes(t.data), pos);
     pos += t.data.byteLength;
   }
   return out;
@@ -156,34 +179,6 @@ export function encodeSafetensors(tensors: ReadonlyMap<string, FloatTensor>, met
 
 export async function writeSafetensors(path: string, tensors: ReadonlyMap<string, FloatTensor>, metadata: Record<string, string> = {}): Promise<void> {
   await writeFileAtomic(path, encodeSafetensors(tensors, metadata));
-}
-
-/**
- * Writes to a temp file beside `path`, fsyncs, then renames over it: a reader sees the old file or
- * the complete new one, never a torn write.
- */
-export async function writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`);
-  const fh = await open(tmp, "w");
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  // Persist the rename itself; some platforms cannot open a directory, which is harmless to skip.
-  const dir = await open(dirname(path), "r").catch(() => undefined);
-  await dir?.sync().catch(() => undefined);
-  await dir?.close();
 }
 
 const LITTLE_ENDIAN_HOST = endianness() === "LE";

@@ -1,47 +1,11 @@
-import { readFile } from "node:fs/promises";
 import type { Command } from "commander";
-import { z } from "zod";
-import type { CaptureSample } from "../../engine/types.js";
-import { PersonaError } from "../../errors.js";
-import { writeSafetensors } from "../../vectors/safetensors.js";
+import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../../pipeline/activations.js";
 import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { print, printJson } from "../output.js";
 import { progress } from "../progress.js";
-
-const Line = z.union([
-  z.object({ prompt: z.string(), response: z.string() }).strict(),
-  z.object({ messages: z.array(z.object({ role: z.string(), content: z.string() })).min(2) }).strict(),
-]);
-
-/** Reads pairs.jsonl: `{"prompt","response"}` (raw text) or `{"messages":[...]}` (templated). */
-export async function readPairs(file: string): Promise<z.infer<typeof Line>[]> {
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch {
-    throw new PersonaError("E_NOT_FOUND", `cannot read ${file}`);
-  }
-  const out: z.infer<typeof Line>[] = [];
-  for (const [i, raw] of text.split("\n").entries()) {
-    if (raw.trim() === "") continue;
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch {
-      throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1}: not valid JSON`);
-    }
-    const parsed = Line.safeParse(json);
-    if (!parsed.success) {
-      throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1}: expected {"prompt","response"} or {"messages":[...]} with string fields`);
-    }
-    out.push(parsed.data);
-  }
-  if (out.length === 0) throw new PersonaError("E_BAD_FORMAT", `${file} has no samples`);
-  return out;
-}
 
 interface ActivationsFlags {
   model: string;
@@ -77,47 +41,24 @@ Examples:
 `,
     )
     .action(async function (this: Command, opts: ActivationsFlags) {
-      const lines = await readPairs(opts.input);
+      // Validated (and counted) before the model loads: a bad line fails in a second, not after the work.
+      const count = await countCaptureInputs(opts.input);
       await withModel(this, opts, async (model) => {
         const steering = await loadSteering(opts.steer ?? [], model);
-        const samples: CaptureSample[] = [];
-        for (const l of lines) {
-          samples.push("messages" in l ? await model.encodeConversation(l.messages) : await model.encodePair(l.prompt, l.response));
-        }
-        const { nLayer, nEmbd } = model.info;
-        const per = (nLayer + 1) * nEmbd;
-        const n = samples.length;
-        const tensors = {
-          response_avg: new Float32Array(n * per),
-          prompt_avg: new Float32Array(n * per),
-          prompt_last: new Float32Array(n * per),
-        };
-        const bar = progress("capturing", n);
-        await model.capture(samples, {
+        const samples: { tokens: number[]; prompt_length: number }[] = [];
+        const bar = progress("capturing", count);
+        const { shape } = await captureActivationsToFile(model, readCaptureInputs(opts.input), opts.out, {
+          count,
           steering,
           batchTokens: opts.batchTokens,
-          onSample: (i, a) => {
-            tensors.response_avg.set(a.responseAvg, i * per);
-            tensors.prompt_avg.set(a.promptAvg, i * per);
-            tensors.prompt_last.set(a.promptLast, i * per);
-            bar.tick();
-          },
+          // Only --json reports the tokens; without it nothing per sample is kept.
+          onEncoded: opts.json ? (_, s) => samples.push({ tokens: Array.from(s.tokens), prompt_length: s.promptLength }) : undefined,
+          onCaptured: () => bar.tick(),
         });
         bar.stop();
-        const shape = [n, nLayer + 1, nEmbd];
-        await writeSafetensors(
-          opts.out,
-          new Map(Object.entries(tensors).map(([k, data]) => [k, { shape, data }])),
-          { model: model.info.name, architecture: model.info.architecture, layers: "0 = embeddings, l = residual after block l-1" },
-        );
-        if (opts.json) {
-          return printJson({
-            out: opts.out,
-            shape,
-            samples: samples.map((s) => ({ tokens: Array.from(s.tokens), prompt_length: s.promptLength })),
-          });
-        }
-        print(`wrote ${opts.out}: ${n} samples × ${nLayer + 1} layers × ${nEmbd}`);
+        if (opts.json) return printJson({ out: opts.out, shape, samples });
+        const [n, layers, nEmbd] = shape;
+        print(`wrote ${opts.out}: ${n} samples × ${layers} layers × ${nEmbd}`);
       });
     });
 }
