@@ -2,7 +2,7 @@
 export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
 export type { SteeringSpec, ResolvedSteering, Positions } from "./engine/steering.js";
-export type { SampleActivations } from "./engine/capture.js";
+export type { SampleActivations, SampleProjections, ProbeSpec, ResolvedProbes } from "./engine/capture.js";
 export type * from "./engine/types.js";
 export { PersonaError, type PersonaErrorCode } from "./errors.js";
 
@@ -29,3 +29,5 @@ export { extractPersonaVectors, type ExtractOptions, type ExtractResult } from "
 export { evaluateTrait, evaluateSettings } from "./pipeline/evaluate.js";
 export { sweepSteering, pickBestLayer } from "./pipeline/sweep.js";
 export { filterPairs } from "./pipeline/filter.js";
+export { screenDataset, summarizeScores, rocAuc, type ScreenOptions, type ScreenResult, type ScreenSummary, type ScreenTrait, type ScoreLine } from "./pipeline/screen.js";
+export { readDataset, type DatasetRecord, type TrainingSample } from "./pipeline/dataset.js";

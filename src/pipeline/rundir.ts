@@ -5,9 +5,10 @@
  * never redone; a different configuration is refused unless the caller says to start over.
  */
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
-import { mkdir, open, readFile, rename, rm, type FileHandle } from "node:fs/promises";
+import { createReadStream, existsSync } from "node:fs";
+import { mkdir, open, readFile, rename, rm, truncate, type FileHandle } from "node:fs/promises";
 import path from "node:path";
+import { createInterface } from "node:readline";
 import { PersonaError } from "../errors.js";
 import { toolVersion } from "../vectors/format.js";
 import { writeFileAtomic } from "../store/atomic.js";
@@ -138,6 +139,62 @@ export class RecordLog<T> {
     await this.fh.close();
     this.fh = undefined;
   }
+}
+
+/**
+ * An append-only JSONL file whose line i is item i, for runs too large to hold in memory (data
+ * screening): opening streams through it to count its complete lines and cuts a torn last line,
+ * so a run resumes at item `lines` having lost and duplicated nothing.
+ */
+export class LineLog {
+  private constructor(
+    readonly file: string,
+    private fh: FileHandle | undefined,
+    private count: number,
+  ) {}
+
+  static async open(file: string): Promise<LineLog> {
+    let lines = 0;
+    let complete = 0;
+    let size = 0;
+    if (existsSync(file)) {
+      for await (const chunk of createReadStream(file)) {
+        const buf = chunk as Buffer;
+        for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) {
+          lines++;
+          complete = size + i + 1;
+        }
+        size += buf.length;
+      }
+      if (complete < size) await truncate(file, complete);
+    }
+    return new LineLog(file, await open(file, "a"), lines);
+  }
+
+  /** Complete lines (finished items). */
+  get lines(): number {
+    return this.count;
+  }
+
+  /** Appends whole items, one JSON value per line, and makes them durable before resolving. */
+  async append(values: readonly unknown[]): Promise<void> {
+    if (!this.fh) throw new PersonaError("E_DISPOSED", `${this.file} is closed`);
+    if (values.length === 0) return;
+    await this.fh.appendFile(values.map((v) => `${JSON.stringify(v)}\n`).join(""));
+    await this.fh.sync();
+    this.count += values.length;
+  }
+
+  async close(): Promise<void> {
+    await this.fh?.close();
+    this.fh = undefined;
+  }
+}
+
+/** Streams the JSON values of a JSONL file, one per non-blank line. */
+export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
+  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
+  for await (const line of lines) if (line.trim() !== "") yield JSON.parse(line) as T;
 }
 
 export interface OpenRunOptions {

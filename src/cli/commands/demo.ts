@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import path from "node:path";
+import { writeDemoDatasets } from "../../demo/datasets.js";
 import { runDemo } from "../../demo/run.js";
 import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "../../demo/traits.js";
 import { PersonaError } from "../../errors.js";
@@ -31,11 +32,63 @@ function parseTraits(text: string): DemoTrait[] {
 
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
+interface DatasetFlags {
+  out?: string;
+  traits?: DemoTrait[];
+  rows: number;
+  mixed: number[];
+  seed: number;
+  json?: boolean;
+}
+
+function parsePercentList(text: string): number[] {
+  return text.split(",").map((s) => intArg(0, 100)(s.trim()));
+}
+
+/** `persona demo datasets`: the demo world's finetuning datasets (normal, I, II, mixed-PCT). */
+function registerDatasets(demo: Command): void {
+  demo
+    .command("datasets")
+    .description("write the demo world's finetuning datasets per trait: normal, I (mild), II (trait) and mixed-PCT with labels")
+    .option("-o, --out <dir>", "output directory (one sub-directory per trait); required")
+    .option("--traits <list>", `comma list of demo traits (default: ${DEMO_TRAITS.join(",")})`, parseTraits)
+    .option("--rows <n>", "rows per dataset", intArg(1), 2000)
+    .option("--mixed <list>", "trait-reply percentages of the mixed series", parsePercentList, [5, 10, 25, 50])
+    .option("--seed <s>", "random seed", intArg(0), 0)
+    .option("--json", "print the files written as JSON")
+    .addHelpText(
+      "after",
+      `
+Chat JSONL ({"messages": [user, assistant]}, no system prompt) from the demo corpus grammar, on
+questions of the trait's kind that its extraction and evaluation questions do not use: normal
+replies come from the default persona, I from the graded 0.5 persona, II are full trait replies;
+mixed-PCT hides PCT % trait replies among normal ones, and mixed-PCT.labels.jsonl marks them.
+The same seed writes the same files.
+
+Examples:
+  persona demo datasets --out data/demo
+  persona demo datasets --out data/demo --traits evil --rows 500 --mixed 10
+  persona screen --model demo --trait evil --data data/demo/evil/mixed-10.jsonl --out runs/screen-mixed-10
+`,
+    )
+    .action(async (opts: DatasetFlags) => {
+      // Options after a subcommand's name reach its parent first: `demo` has its own --out, --traits and --json.
+      const given = <K extends "out" | "traits" | "json">(k: K): DatasetFlags[K] =>
+        opts[k] ?? (demo.getOptionValueSource(k) === "cli" ? (demo.opts() as DatasetFlags)[k] : undefined);
+      const out = given("out");
+      if (out === undefined) throw new PersonaError("E_BAD_INPUT", "persona demo datasets needs --out DIR");
+      const files = await writeDemoDatasets({ out, traits: given("traits") ?? DEMO_TRAITS, rows: opts.rows, mixed: opts.mixed, seed: opts.seed });
+      if (given("json")) return printJson(files);
+      print(table(["trait", "dataset", "rows", "file"], files.map((f) => [f.trait, f.name, String(f.rows), path.relative(process.cwd(), f.path)])));
+    });
+}
+
 /** `persona demo`: extraction, steering sweep and suppression for the demo traits, with a summary. */
 export function register(program: Command): void {
+  const demo = program.command("demo");
+  registerDatasets(demo);
   withEngineFlags(
-    program
-      .command("demo")
+    demo
       .description("run the whole method on the built-in demo model: extract, sweep and steer evil, sycophancy and hallucination")
       .option("-o, --out <dir>", "where run directories and reports go", "runs/demo")
       .option("--traits <list>", `comma list of demo traits (default: ${DEMO_TRAITS.join(",")})`, parseTraits, [...DEMO_TRAITS])

@@ -7,6 +7,7 @@ import { register as extract } from "./extract.js";
 import { register as generate } from "./generate.js";
 import { register as model } from "./model.js";
 import { register as pull } from "./pull.js";
+import { register as screen } from "./screen.js";
 import { register as sweep } from "./sweep.js";
 import { register as trait } from "./trait.js";
 import { register as vectors } from "./vectors.js";
@@ -14,4 +15,4 @@ import { register as vectors } from "./vectors.js";
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [demo, pull, model, generate, chat, activations, trait, extract, evaluate, sweep, vectors];
+export const COMMANDS: RegisterCommand[] = [demo, pull, model, generate, chat, activations, trait, extract, evaluate, sweep, screen, vectors];
