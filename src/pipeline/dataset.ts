@@ -27,6 +27,9 @@ export interface DatasetRecord {
   error?: string;
 }
 
+/** A broken record: caught by `record` and turned into its `error` text. */
+const bad = (why: string) => new PersonaError("E_BAD_FORMAT", why);
+
 const PAIRS = [
   ["prompt", "response"],
   ["question", "answer"],
@@ -34,11 +37,11 @@ const PAIRS = [
 
 function fromFields(get: (key: string) => unknown, has: (key: string) => boolean): TrainingSample {
   const pair = PAIRS.find(([p, r]) => has(p) && has(r));
-  if (!pair) throw new Error("needs prompt and response (or question and answer) fields, or a messages list");
+  if (!pair) throw bad("needs prompt and response (or question and answer) fields, or a messages list");
   const [p, r] = pair.map(get);
-  if (typeof p !== "string" || typeof r !== "string") throw new Error(`${pair[0]} and ${pair[1]} must be strings`);
-  if (p.trim() === "") throw new Error(`${pair[0]} is empty`);
-  if (r.trim() === "") throw new Error(`${pair[1]} is empty`);
+  if (typeof p !== "string" || typeof r !== "string") throw bad(`${pair[0]} and ${pair[1]} must be strings`);
+  if (p.trim() === "") throw bad(`${pair[0]} is empty`);
+  if (r.trim() === "") throw bad(`${pair[1]} is empty`);
   return { prompt: [{ role: "user", content: p }], response: r };
 }
 
@@ -48,21 +51,21 @@ export function parseSampleLine(text: string): TrainingSample {
   try {
     v = JSON.parse(text);
   } catch {
-    throw new Error("not valid JSON");
+    throw bad("not valid JSON");
   }
-  if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("not a JSON object");
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw bad("not a JSON object");
   const o = v as Record<string, unknown>;
   if (!("messages" in o)) return fromFields((k) => o[k], (k) => k in o);
   const messages = o.messages;
-  if (!Array.isArray(messages) || messages.length < 2) throw new Error("messages must be a list of at least two messages");
+  if (!Array.isArray(messages) || messages.length < 2) throw bad("messages must be a list of at least two messages");
   try {
     validateMessages(messages as ChatMessage[]);
   } catch (e) {
-    throw new Error(e instanceof Error ? e.message : String(e));
+    throw bad(e instanceof Error ? e.message : String(e));
   }
   const last = messages[messages.length - 1] as ChatMessage;
-  if (last.role !== "assistant") throw new Error(`the last message must be the assistant's reply, not ${JSON.stringify(last.role)}`);
-  if (last.content.trim() === "") throw new Error("the assistant's reply is empty");
+  if (last.role !== "assistant") throw bad(`the last message must be the assistant's reply, not ${JSON.stringify(last.role)}`);
+  if (last.content.trim() === "") throw bad("the assistant's reply is empty");
   return { prompt: (messages as ChatMessage[]).slice(0, -1).map((m) => ({ role: m.role, content: m.content })), response: last.content };
 }
 
@@ -101,7 +104,7 @@ async function* csvRecords(file: string): AsyncGenerator<DatasetRecord> {
       }
       const h = header;
       yield record(index++, line, () => {
-        if (fields.length !== h.length) throw new Error(`has ${fields.length} fields, the header has ${h.length}`);
+        if (fields.length !== h.length) throw bad(`has ${fields.length} fields, the header has ${h.length}`);
         return fromFields((k) => fields[h.indexOf(k)], (k) => h.includes(k));
       });
     }
