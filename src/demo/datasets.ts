@@ -9,7 +9,7 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { PersonaError } from "../errors.js";
-import { writeFileAtomic } from "../traits/format.js";
+import { writeFileAtomic } from "../store/atomic.js";
 import { sampleQuestion, TRAIT_KIND } from "./corpus/grammar.js";
 import { heldOutQuestionSet } from "./corpus/heldout.js";
 import { DEFAULT_PERSONA } from "./corpus/prompts.js";
