@@ -22,7 +22,6 @@ import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type Roll
 import { filterPairs } from "../src/pipeline/filter.js";
 import { writeTrait, type TraitDefinition } from "../src/traits/format.js";
 import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/format.js";
-import { modelVectorsDir } from "../src/vectors/registry.js";
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
@@ -253,6 +252,7 @@ describe("extractPersonaVectors", () => {
 describe("persona extract (CLI)", () => {
   const CONCURRENCY = 2;
   let slow: FakeLLMServer;
+  const dataDir = path.join(tmpdir(), `persona-extract-data-${process.pid}`);
   let clean: { json: Record<string, unknown>; vectors: PersonaVectors; rollouts: Map<string, RolloutRecord>; prompts: Set<string> };
 
   before(async () => {
@@ -261,6 +261,7 @@ describe("persona extract (CLI)", () => {
   });
   after(async () => {
     await slow?.close();
+    await rm(dataDir, { recursive: true, force: true });
   });
 
   const args = (out: string, ...extra: string[]) => [
@@ -278,7 +279,7 @@ describe("persona extract (CLI)", () => {
 
   async function persona(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     try {
-      const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", CLI, ...argv], { env: { ...process.env, PERSONA_GPU: "cpu" } });
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", CLI, ...argv], { env: { ...process.env, PERSONA_GPU: "cpu", PERSONA_DATA_DIR: dataDir } });
       return { code: 0, stdout, stderr };
     } catch (e) {
       const err = e as { code: number; stdout: string; stderr: string };
@@ -363,7 +364,8 @@ describe("persona extract (CLI)", () => {
     assert.deepEqual(json.counts, clean.json.counts);
     const v = await readVectors(json.vectors);
     assertSameTensors(v, clean.vectors);
-    assert.equal(json.registered, path.join(modelVectorsDir(modelPath), "testy.safetensors"));
+    assert.equal(json.registered, path.join(dataDir, "vectors", "tiny", "testy.safetensors"), "registered in the user data directory");
+    assert.equal(existsSync(path.join(dir, "tiny.vectors")), false, "nothing written next to the model");
     assertSameTensors(await readVectors(json.registered), clean.vectors);
   });
 

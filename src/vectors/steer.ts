@@ -40,14 +40,14 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
   if (!existsSync(file)) {
     const registered = findTraitVectors(model.path, file);
     if (!registered) {
-      const known = listTraitVectors(model.path);
+      const known = [...new Set(listTraitVectors(model.path).map((r) => r.trait))];
       throw new PersonaError(
         "E_NOT_FOUND",
         `"${file}" is neither a vectors file nor a trait with vectors for this model` +
           (known.length ? ` (registered: ${known.join(", ")})` : ""),
       );
     }
-    resolved = registered;
+    resolved = registered.path;
   }
   const v = await loadVectorsFile(resolved, { nLayer: model.nLayer, ...(layer !== undefined ? { layer } : {}) });
   const matrix = selectTensor(v, tensor);
@@ -66,7 +66,7 @@ export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<Mo
     const v = await loadVectorSource(a.source, model, a.layer);
     const layer = a.layer ?? v.meta.bestLayer;
     if (layer === undefined) {
-      throw new PersonaError("E_BAD_STEER_ARG", `${v.path} has no best layer in its metadata; give one, e.g. ${a.source}:20:${a.coef}`);
+      throw new PersonaError("E_BAD_STEER_ARG", `${v.path} has no best layer in its metadata; give one, e.g. ${a.source}:${Math.ceil(model.nLayer / 2)}:${a.coef}, or store one with \`persona sweep\``);
     }
     if (layer < 1 || layer > model.nLayer) {
       throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.nLayer} (layer 0, the embeddings, cannot be steered)`);

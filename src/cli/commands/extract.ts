@@ -1,10 +1,9 @@
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { PersonaError } from "../../errors.js";
 import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
-import { modelVectorsDir } from "../../vectors/registry.js";
-import { writeFileAtomic } from "../../store/atomic.js";
+import { registerVectors } from "../../vectors/registry.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import type { TraitSplitName } from "../../traits/registry.js";
@@ -96,7 +95,9 @@ function report(r: ExtractResult, registered: string | undefined): string {
   if (r.timings.newRollouts > 0) {
     lines.push(`generated ${r.timings.newRollouts} rollouts in ${r.timings.rolloutsSeconds.toFixed(1)} s (${(r.timings.newRollouts / r.timings.rolloutsSeconds).toFixed(1)}/s)`);
   }
-  if (registered) lines.push(`registered: ${registered} (use --steer ${path.basename(registered, ".safetensors")}::COEF)`);
+  if (registered) {
+    lines.push(`registered: ${registered} (use --steer ${path.basename(registered, ".safetensors")}:LAYER:COEF; \`persona sweep\` stores a best layer)`);
+  }
   return lines.join("\n");
 }
 
@@ -120,7 +121,7 @@ export function register(program: Command): void {
       .option("--parallel <n>", "sequences generated together (does not change results)", intArg(1))
       .option("--judge-concurrency <n>", "judge calls in flight at once", intArg(1), 8)
       .option("--restart", "set aside a run directory with another configuration and start over (judge scores are kept)")
-      .option("--register", "also copy the vectors next to the model so `--steer TRAIT::COEF` finds them")
+      .option("--register", "also register the vectors for the model in your data directory (see `persona vectors list`), so `--steer TRAIT:LAYER:COEF` finds them")
       .option("--json", "print {vectors, run_dir, counts, scores, timings, ...} as JSON"),
   )
     .addHelpText(
@@ -169,12 +170,7 @@ Examples:
             bars.stop();
           }
           let registered: string | undefined;
-          if (opts.register) {
-            const dir = modelVectorsDir(model.info.path);
-            await mkdir(dir, { recursive: true });
-            registered = path.join(dir, `${trait.name}.safetensors`);
-            await writeFileAtomic(registered, await readFile(result.vectorsPath));
-          }
+          if (opts.register) registered = await registerVectors(model.info.path, trait.name, await readFile(result.vectorsPath));
           if (opts.json) {
             // summary.json's fields (snake_case counts, scores, timings), with paths as given by --out.
             const summary = JSON.parse(await readFile(result.summaryPath, "utf8")) as Record<string, unknown>;

@@ -6,9 +6,12 @@ import { PersonaError } from "../../errors.js";
 import { fingerprintFile, RunDir } from "../../pipeline/rundir.js";
 import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
-import { updateVectorsMeta } from "../../vectors/format.js";
+import { updateVectorsMeta, writeVectors } from "../../vectors/format.js";
+import { loadVectorsFile } from "../../vectors/load.js";
+import { isReadOnlyVectors, userVectorsFile } from "../../vectors/registry.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
+import { DEFAULT_POSITIONS } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
 import type { TraitSplitName } from "../../traits/registry.js";
@@ -80,7 +83,7 @@ export function register(program: Command): void {
       .option("-n, --samples <n>", "rollouts per question and cell", intArg(1), 10)
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
       .option("--coherence-floor <x>", "least mean coherence for a cell to count toward the best layer", floatArg(0, 100), 50)
-      .addOption(new Option("--positions <where>", "where the vector is added (response = the reference's steering)").choices(["all", "prompt", "response"]).default("response"))
+      .addOption(new Option("--positions <where>", "where the vector is added (response: the last prompt token and every generated token, the reference's steering)").choices(["response", "prompt", "all"]).default(DEFAULT_POSITIONS))
       .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
       .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
       .option("--seed <s>", "random seed", intArg(0), 0)
@@ -97,7 +100,9 @@ Every cell is the trait's evaluation questions × --samples rollouts under steer
 layer; coefficient 0 is the unsteered baseline, evaluated once. The best layer is the one whose
 largest move of the trait score in the coefficient's direction, among cells with mean coherence
 ≥ --coherence-floor, is largest; it is stored as best_layer in the vectors file, so later
---steer SOURCE::COEF uses it. Re-running with the same settings resumes from finished cells.
+--steer SOURCE::COEF uses it. Files shipped with a model (such as the demo's) are never rewritten:
+the best layer goes into your copy in the data directory, which then stands for the trait
+(\`persona vectors list\` shows which file a trait name resolves to). Re-running with the same settings resumes from finished cells.
 
 Examples:
   persona sweep --model demo --trait evil --coefs 0,2,4,6,8
@@ -185,6 +190,12 @@ Examples:
           note(`no layer moved the score while keeping coherence ≥ ${opts.coherenceFloor}; best_layer in ${vectors.path} left unchanged`);
         } else if (/\.pt$/i.test(vectors.path)) {
           note(`${vectors.path} is a reference .pt file and cannot hold metadata; import it (persona vectors import) to store best_layer`);
+        } else if (isReadOnlyVectors(vectors.path, model.info.path)) {
+          // Shipped files stay as shipped: the user's copy, with the new best layer, shadows them.
+          const v = await loadVectorsFile(vectors.path, { nLayer: model.info.nLayer });
+          updated = await userVectorsFile(model.info.path, trait.name);
+          await writeVectors(updated, { tensors: v.tensors, meta: { ...v.meta, bestLayer: result.bestLayer } });
+          note(`stored best_layer ${result.bestLayer} in ${updated} (a copy of ${vectors.path}, which is not modified; it now stands for trait "${trait.name}")`);
         } else {
           await updateVectorsMeta(vectors.path, { bestLayer: result.bestLayer });
           updated = vectors.path;
