@@ -4,6 +4,8 @@
  */
 export type PersonaErrorCode =
   | "E_BAD_INPUT" // a user-supplied value failed validation
+  | "E_USAGE" // a command line that does not parse: unknown flag, missing or malformed value
+  | "E_IO" // a file or directory could not be read or written
   | "E_BAD_STEER_ARG" // a --steer flag or steering object is malformed
   | "E_NOT_FOUND" // a file, model, trait or tensor does not exist
   | "E_BAD_MODEL" // a model file is corrupt, truncated or unsupported
@@ -32,6 +34,8 @@ export class PersonaError extends Error {
 
 const HTTP_STATUS: Record<PersonaErrorCode, number> = {
   E_BAD_INPUT: 400,
+  E_USAGE: 400,
+  E_IO: 500,
   E_BAD_STEER_ARG: 400,
   E_NOT_FOUND: 404,
   E_BAD_MODEL: 422,
@@ -97,4 +101,16 @@ export function reviveError(e: SerializedError): Error {
   // The worker's stack says where the failure happened; the host's would only show the message loop.
   if (e.stack !== undefined) err.stack = e.stack;
   return err;
+}
+
+/**
+ * A file-system error (ENOENT, EACCES, EISDIR, ...) as a one-line PersonaError naming the path;
+ * undefined for anything else.
+ */
+export function fileSystemError(e: unknown): PersonaError | undefined {
+  const err = e as NodeJS.ErrnoException;
+  if (!(err instanceof Error) || typeof err.code !== "string" || typeof err.path !== "string") return undefined;
+  const reason = /^[A-Z]+: ([^,]+)/.exec(err.message)?.[1] ?? err.code;
+  const what = err.syscall ? `cannot ${err.syscall} ${err.path}` : err.path;
+  return new PersonaError(err.code === "ENOENT" ? "E_NOT_FOUND" : "E_IO", `${what}: ${reason}`, { cause: e });
 }

@@ -79,11 +79,11 @@ describe("persona generate", () => {
     assert.notDeepEqual(JSON.parse(steered.stdout).samples[0].tokens, p.samples[0].tokens);
   });
 
-  it("rejects malformed and misfitting steering with exit code 1", async () => {
+  it("rejects malformed steering with exit code 2 and misfitting steering with exit code 1", async () => {
     const base = ["generate", "--model", modelPath, "--prompt", "x", "--max-tokens", "2"];
     const badSyntax = await persona(...base, "--steer", `${vectorsPath}:two:1`);
-    assert.equal(badSyntax.code, 1);
-    assert.match(badSyntax.stderr, /E_BAD_STEER_ARG/);
+    assert.equal(badSyntax.code, 2, "a malformed flag is a usage error");
+    assert.match(badSyntax.stderr, /^persona: --steer ".*:two:1": layer "two" is not a non-negative integer; .*see `persona generate --help` \[E_USAGE\]\n$/);
     const layer0 = await persona(...base, "--steer", `${vectorsPath}:0:1`);
     assert.equal(layer0.code, 1);
     assert.match(layer0.stderr, /layer 0.*E_SHAPE/);

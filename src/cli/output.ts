@@ -1,6 +1,37 @@
-/** How commands print: plain text to stdout, stable JSON for scripts, aligned tables for people. */
+/**
+ * How commands print: plain text to stdout, stable JSON for scripts, aligned tables for people.
+ * Everything goes through one sink, so the CLI can run in-process with its output captured.
+ */
+export interface CliIO {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const STDIO: CliIO = {
+  out: (t) => void process.stdout.write(t),
+  err: (t) => void process.stderr.write(t),
+};
+
+let io: CliIO = STDIO;
+
+/** Runs `fn` with output going to `sink` (main's caller chooses; tests capture). */
+export async function withIO<T>(sink: CliIO, fn: () => Promise<T>): Promise<T> {
+  const prev = io;
+  io = sink;
+  try {
+    return await fn();
+  } finally {
+    io = prev;
+  }
+}
+
+/** Raw text to stdout, for streamed replies. */
+export function write(text: string): void {
+  io.out(text);
+}
+
 export function print(text: string): void {
-  process.stdout.write(text.endsWith("\n") ? text : `${text}\n`);
+  io.out(text.endsWith("\n") ? text : `${text}\n`);
 }
 
 export function printJson(value: unknown): void {
@@ -17,5 +48,5 @@ export function table(header: readonly string[], rows: readonly (readonly string
 
 /** Progress and notes go to stderr so stdout stays clean for pipes and --json. */
 export function note(text: string): void {
-  process.stderr.write(text.endsWith("\n") ? text : `${text}\n`);
+  io.err(text.endsWith("\n") ? text : `${text}\n`);
 }

@@ -1,4 +1,9 @@
-/** A progress bar with ETA on stderr, only when stderr is a terminal (never in pipes or CI logs). */
+/**
+ * A progress bar with ETA on stderr, only when stderr is a terminal (never in pipes or CI logs).
+ * While one is shown the cursor is hidden and line wrapping is off; every exit path puts the
+ * terminal back: stop(), an error reaching main (`stopAllProgress`), SIGINT/SIGTERM (restored,
+ * then the signal is raised again so the exit status stays the conventional one) and exit.
+ */
 import cliProgress from "cli-progress";
 
 export interface Progress {
@@ -6,16 +11,84 @@ export interface Progress {
   stop(): void;
 }
 
+/** The ETA is hidden until this share of the work is done and this much time has passed. */
+const ETA_MIN_FRACTION = 0.02;
+const ETA_MIN_MS = 3000;
+
+/** "1h02m", "4m05s", "12s". */
+export function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+/**
+ * Time left at the run's average rate so far (steady where a recent-window rate jumps with
+ * bursty work such as batched judging), or "" while too little is done for it to mean anything.
+ */
+export function etaText(elapsedMs: number, done: number, total: number): string {
+  if (done <= 0 || done >= total || done < total * ETA_MIN_FRACTION || elapsedMs < ETA_MIN_MS) return "";
+  return `ETA ${formatDuration((elapsedMs / done) * (total - done))}`;
+}
+
+const active = new Set<cliProgress.SingleBar>();
+
+/** Stops every bar still shown, restoring the cursor and line wrapping. */
+export function stopAllProgress(): void {
+  for (const bar of [...active]) {
+    active.delete(bar);
+    bar.stop();
+  }
+  uninstall();
+}
+
+const SIGNALS = ["SIGINT", "SIGTERM"] as const;
+
+function onSignal(signal: NodeJS.Signals): void {
+  stopAllProgress();
+  process.kill(process.pid, signal);
+}
+
+let installed = false;
+function install(): void {
+  if (installed) return;
+  installed = true;
+  for (const s of SIGNALS) process.on(s, onSignal);
+  process.on("exit", stopAllProgress);
+}
+
+function uninstall(): void {
+  if (!installed) return;
+  installed = false;
+  for (const s of SIGNALS) process.off(s, onSignal);
+  process.off("exit", stopAllProgress);
+}
+
 export function progress(label: string, total: number): Progress {
   if (!process.stderr.isTTY || total <= 1) return { tick() {}, stop() {} };
   const bar = new cliProgress.SingleBar(
-    { format: `${label} [{bar}] {value}/{total} {percentage}% | ETA {eta_formatted}`, stream: process.stderr, hideCursor: true },
+    {
+      format: (options, params) => {
+        const eta = etaText(Date.now() - params.startTime, params.value, params.total);
+        const pct = Math.floor(params.progress * 100);
+        return `${label} [${cliProgress.Format.BarFormat(params.progress, options)}] ${params.value}/${params.total} ${pct}%${eta ? ` | ${eta}` : ""}`;
+      },
+      stream: process.stderr,
+      hideCursor: true,
+    },
     cliProgress.Presets.shades_classic,
   );
+  install();
+  active.add(bar);
   bar.start(total, 0);
   return {
     tick: (n = 1) => bar.increment(n),
-    stop: () => bar.stop(),
+    stop: () => {
+      if (!active.delete(bar)) return;
+      bar.stop();
+      if (active.size === 0) uninstall();
+    },
   };
 }
 

@@ -3,42 +3,66 @@
  *   SOURCE    a vectors file (FILE.safetensors[#TENSOR], or a reference .pt) or a trait name
  *   LAYER     1..n_layer, or empty for the layer stored in the vectors' metadata (best layer)
  *   COEF      a number (negative steers away from the trait)
- *   POSITIONS all (default) | prompt | response
+ *   POSITIONS response (default) | prompt | all
  *   MODE      add (default) | ablate
- * Parsed from the right so a SOURCE may itself contain ':' (Windows drive letters).
+ * Parsed from the right so a SOURCE may itself contain ':' (Windows drive letters): the trailing
+ * non-numeric fields (at most two) are POSITIONS and MODE, the field before them is COEF.
  */
+import { InvalidArgumentError } from "commander";
 import { PersonaError } from "../../errors.js";
 import type { Positions } from "../../engine/steering.js";
 import type { SteeringRef } from "../../vectors/steer.js";
 
-export const STEER_SYNTAX = "SOURCE:LAYER:COEF[:all|prompt|response[:add|ablate]] (e.g. evil.safetensors:20:1.5, evil::4:response)";
+/**
+ * Where every command steers unless told otherwise: the reference's steering (the last prompt
+ * token, then every generated token), which is also what `sweep` picks its best layer on.
+ */
+export const DEFAULT_POSITIONS: Positions = "response";
 
-const POSITIONS = new Set(["all", "prompt", "response"]);
-const MODES = new Set(["add", "ablate"]);
+export const STEER_SYNTAX = "SOURCE:LAYER:COEF[:response|prompt|all[:add|ablate]] (e.g. evil.safetensors:20:1.5, evil::3)";
+
+const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
+const MODES = ["add", "ablate"] as const;
+
+const isNumber = (s: string) => s.trim() !== "" && Number.isFinite(Number(s));
 
 export function parseSteeringRef(arg: string): SteeringRef {
-  const bad = (why: string) => new PersonaError("E_BAD_STEER_ARG", `bad --steer "${arg}": ${why}; expected ${STEER_SYNTAX}`);
+  // The caller names the flag or command and the text given.
+  const bad = (why: string) => new PersonaError("E_BAD_STEER_ARG", `${why}; expected ${STEER_SYNTAX}`);
   const parts = arg.split(":");
-  let mode: "add" | "ablate" = "add";
-  let positions: Positions = "all";
-  if (parts.length >= 5 && MODES.has(parts[parts.length - 1]!)) mode = parts.pop() as "add" | "ablate";
-  if (parts.length >= 4 && POSITIONS.has(parts[parts.length - 1]!)) positions = parts.pop() as Positions;
+  let words = 0;
+  while (words < 2 && parts.length - words > 3 && !isNumber(parts[parts.length - 1 - words]!)) words++;
+  const [posText, modeText] = parts.splice(parts.length - words, words);
   if (parts.length < 3) throw bad("too few fields");
+  let positions = DEFAULT_POSITIONS;
+  if (posText !== undefined) {
+    if (!(POSITIONS as readonly string[]).includes(posText)) throw bad(`position "${posText}" is not ${POSITIONS.join(", ")}`);
+    positions = posText as Positions;
+  }
+  let mode: SteeringRef["mode"] = "add";
+  if (modeText !== undefined) {
+    if (!(MODES as readonly string[]).includes(modeText)) throw bad(`mode "${modeText}" is not add or ablate`);
+    mode = modeText as SteeringRef["mode"];
+  }
   const coefText = parts.pop()!;
   const layerText = parts.pop()!;
   const source = parts.join(":");
   if (!source) throw bad("missing vectors file or trait name");
-  const coef = Number(coefText);
-  if (coefText.trim() === "" || !Number.isFinite(coef)) throw bad(`coefficient "${coefText}" is not a number`);
+  if (!isNumber(coefText)) throw bad(`coefficient "${coefText}" is not a number`);
   let layer: number | undefined;
   if (layerText !== "") {
     layer = Number(layerText);
     if (!Number.isInteger(layer) || layer < 0) throw bad(`layer "${layerText}" is not a non-negative integer`);
   }
-  return { source, layer, coef, positions, mode };
+  return { source, layer, coef: Number(coefText), positions, mode };
 }
 
-/** commander's repeatable-option collector. */
+/** commander's repeatable-option collector; a malformed spec is a usage error naming the flag. */
 export function collectSteer(arg: string, previous: SteeringRef[] = []): SteeringRef[] {
-  return [...previous, parseSteeringRef(arg)];
+  try {
+    return [...previous, parseSteeringRef(arg)];
+  } catch (e) {
+    if (e instanceof PersonaError) throw new InvalidArgumentError(e.message);
+    throw e;
+  }
 }

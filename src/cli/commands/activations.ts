@@ -4,7 +4,8 @@ import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { print, printJson } from "../output.js";
+import { note, print, printJson } from "../output.js";
+import { checkOutputFile } from "../args/paths.js";
 import { progress } from "../progress.js";
 
 interface ActivationsFlags {
@@ -14,6 +15,7 @@ interface ActivationsFlags {
   steer?: SteeringRef[];
   batchTokens?: number;
   json?: boolean;
+  force?: boolean;
   threads?: number;
 }
 
@@ -27,6 +29,7 @@ export function register(program: Command): void {
       .requiredOption("-o, --out <file.safetensors>", "output: response_avg, prompt_avg, prompt_last as float32 [n_samples, n_layer+1, n_embd]")
       .option("--steer <spec>", `steer while capturing, repeatable: ${STEER_SYNTAX}`, collectSteer)
       .option("--batch-tokens <n>", "tokens per forward pass", intArg(1))
+      .option("--force", "overwrite --out if it exists")
       .option("--json", "print JSON with each sample's token ids and prompt length"),
   )
     .addHelpText(
@@ -43,7 +46,10 @@ Examples:
     .action(async function (this: Command, opts: ActivationsFlags) {
       // Validated (and counted) before the model loads: a bad line fails in a second, not after the work.
       const count = await countCaptureInputs(opts.input);
+      await checkOutputFile(opts.out, "--out", opts.force);
       await withModel(this, opts, async (model) => {
+        const { nCtxTrain } = model.info;
+        const long: string[] = [];
         const steering = await loadSteering(opts.steer ?? [], model);
         const samples: { tokens: number[]; prompt_length: number }[] = [];
         const bar = progress("capturing", count);
@@ -52,10 +58,20 @@ Examples:
           steering,
           batchTokens: opts.batchTokens,
           // Only --json reports the tokens; without it nothing per sample is kept.
-          onEncoded: opts.json ? (_, s) => samples.push({ tokens: Array.from(s.tokens), prompt_length: s.promptLength }) : undefined,
+          onEncoded: (i, s) => {
+            if (s.tokens.length > nCtxTrain) long.push(`line ${i + 1}: ${s.tokens.length} tokens`);
+            if (opts.json) samples.push({ tokens: Array.from(s.tokens), prompt_length: s.promptLength });
+          },
           onCaptured: () => bar.tick(),
         });
         bar.stop();
+        if (long.length > 0) {
+          // It runs (the context grows to fit), but positions past the trained context give activations the model never learned.
+          note(
+            `warning: ${long.length} sample${long.length > 1 ? "s are" : " is"} longer than the ${nCtxTrain} tokens the model was trained on ` +
+              `(${long.slice(0, 5).join(", ")}${long.length > 5 ? ", ..." : ""}); their activations may be meaningless`,
+          );
+        }
         if (opts.json) return printJson({ out: opts.out, shape, samples });
         const [n, layers, nEmbd] = shape;
         print(`wrote ${opts.out}: ${n} samples × ${layers} layers × ${nEmbd}`);

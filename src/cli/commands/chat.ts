@@ -8,7 +8,7 @@ import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { note, print } from "../output.js";
+import { note, print, write } from "../output.js";
 
 const HELP = `commands:
   /steer SPEC     add steering (${STEER_SYNTAX})
@@ -27,6 +27,14 @@ interface ChatFlags {
   seed: number;
   json?: boolean;
   threads?: number;
+}
+
+function parseSteer(arg: string): SteeringRef {
+  try {
+    return parseSteeringRef(arg);
+  } catch (e) {
+    throw e instanceof PersonaError ? new PersonaError(e.code, `/steer "${arg}": ${e.message}`) : e;
+  }
 }
 
 function describeRef(r: SteeringRef): string {
@@ -89,7 +97,7 @@ class ChatSession {
         break;
       case "/steer": {
         if (arg === "") throw new PersonaError("E_BAD_STEER_ARG", `usage: /steer ${STEER_SYNTAX}`);
-        const refs = [...this.refs, parseSteeringRef(arg)];
+        const refs = [...this.refs, parseSteer(arg)];
         this.steering = await loadSteering(refs, this.model);
         this.refs = refs;
         note(`steering: ${refs.map(describeRef).join(" + ")}`);
@@ -116,7 +124,7 @@ class ChatSession {
         seed: this.opts.seed + this.turn,
         steering: this.steering,
         signal: this.current.signal,
-        onToken: stream ? (_i, _t, piece) => process.stdout.write(decoder.decode(piece, { stream: true })) : undefined,
+        onToken: stream ? (_i, _t, piece) => write(decoder.decode(piece, { stream: true })) : undefined,
       });
     } catch (e) {
       if (e instanceof PersonaError && e.code === "E_ABORTED") {
@@ -211,10 +219,9 @@ Examples:
             try {
               if (!(await session.handle(line))) break;
             } catch (e) {
-              // A bad /steer or an unknown trait must not end the conversation.
+              // A bad /steer or an unknown trait must not end the conversation, nor fail it: it was reported and refused.
               if (!(e instanceof PersonaError) || e.code === "E_ENGINE_CRASHED" || e.code === "E_DISPOSED") throw e;
               note(`persona: ${e.message} [${e.code}]`);
-              if (!tty) process.exitCode = 1;
             }
             if (tty) rl.prompt();
           }

@@ -1,9 +1,8 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import path from "node:path";
 import { writeDemoDatasets } from "../../demo/datasets.js";
 import { runDemo } from "../../demo/run.js";
 import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "../../demo/traits.js";
-import { PersonaError } from "../../errors.js";
 import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
@@ -25,7 +24,7 @@ interface DemoFlags {
 function parseTraits(text: string): DemoTrait[] {
   const names = text.split(",").map((s) => s.trim());
   for (const n of names) {
-    if (!isDemoTrait(n)) throw new PersonaError("E_BAD_INPUT", `--traits: unknown demo trait "${n}" (known: ${DEMO_TRAITS.join(", ")})`);
+    if (!isDemoTrait(n)) throw new InvalidArgumentError(`unknown demo trait "${n}" (known: ${DEMO_TRAITS.join(", ")})`);
   }
   return names as DemoTrait[];
 }
@@ -91,7 +90,7 @@ export function register(program: Command): void {
     demo
       .description("run the whole method on the built-in demo model: extract, sweep and steer evil, sycophancy and hallucination")
       .option("-o, --out <dir>", "where run directories and reports go", "runs/demo")
-      .option("--traits <list>", `comma list of demo traits (default: ${DEMO_TRAITS.join(",")})`, parseTraits, [...DEMO_TRAITS])
+      .option("--traits <list>", "comma list of demo traits", parseTraits, [...DEMO_TRAITS])
       .option("--rollouts <n>", "extraction rollouts per instruction pair × question × polarity", intArg(1), 2)
       .option("--questions <n>", "evaluation questions per sweep cell", intArg(1), 10)
       .option("--samples <n>", "rollouts per question per sweep cell", intArg(1), 2)

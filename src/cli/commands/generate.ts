@@ -3,7 +3,7 @@ import { loadSteering } from "../../vectors/steer.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { print, printJson } from "../output.js";
+import { print, printJson, write } from "../output.js";
 import type { SteeringRef } from "../../vectors/steer.js";
 import type { ChatMessage, SamplingOptions } from "../../engine/types.js";
 
@@ -71,7 +71,7 @@ Examples:
             maxTokens: opts.maxTokens,
             minTokens: opts.minTokens,
             steering,
-            onToken: stream ? (_i, _t, piece) => process.stdout.write(decoder.decode(piece, { stream: true })) : undefined,
+            onToken: stream ? (_i, _t, piece) => write(decoder.decode(piece, { stream: true })) : undefined,
           },
         );
         if (opts.json) {

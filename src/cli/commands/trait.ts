@@ -1,11 +1,13 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
-import { type Command, InvalidArgumentError } from "commander";
+import type { Command } from "commander";
+import { intArg } from "../args/numbers.js";
 import { PersonaError } from "../../errors.js";
 import { AnthropicChat } from "../../judge/anthropic.js";
 import { OpenAIChat } from "../../judge/openai.js";
 import { loadTraitFiles, systemPrompt, writeTrait, type TraitDefinition } from "../../traits/format.js";
 import { generateTrait, type ChatLLM } from "../../traits/generate.js";
+import { note, print } from "../output.js";
 import { DEFAULT_TRAITS_DIR, isValidTraitName, listTraits, resolveTraitFiles, type TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 
@@ -24,21 +26,7 @@ export function createChatLLM(llm: string, model: string | undefined): ChatLLM {
   throw new PersonaError("E_BAD_INPUT", `--llm must be openai, anthropic or an http(s):// base URL, got "${llm}"`);
 }
 
-function intAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer ≥ ${min}`);
-    return n;
-  };
-}
 
-/** Through commander's output config, so tests (and embedders) can capture what a command prints. */
-function print(cmd: Command, text: string): void {
-  const { writeOut } = cmd.configureOutput();
-  const line = text.endsWith("\n") ? text : `${text}\n`;
-  if (writeOut) writeOut(line);
-  else process.stdout.write(line);
-}
 
 function summary(def: TraitDefinition) {
   return {
@@ -88,8 +76,8 @@ export function register(program: Command): void {
     .option("--llm <provider>", "openai, anthropic, or an OpenAI-compatible base URL", "openai")
     .option("--model <name>", `model to ask (defaults: openai ${DEFAULT_MODELS.openai}, anthropic ${DEFAULT_MODELS.anthropic})`)
     .option("--out <dir>", `directory to write (default: ${DEFAULT_TRAITS_DIR}/NAME)`)
-    .option("--questions <n>", "questions per split (extract and eval each)", intAtLeast(1), 20)
-    .option("--retries <n>", "extra tries when the LLM's reply is malformed", intAtLeast(0), 3)
+    .option("--questions <n>", "questions per split (extract and eval each)", intArg(1), 20)
+    .option("--retries <n>", "extra tries when the LLM's reply is malformed", intArg(0), 3)
     .option("--force", "overwrite an existing trait directory")
     .option("--json", "print the result as JSON")
     .addHelpText(
@@ -108,7 +96,6 @@ Examples:
       async (
         name: string,
         o: { description: string; llm: string; model?: string; out?: string; questions: number; retries: number; force?: boolean; json?: boolean },
-        cmd: Command,
       ) => {
         if (!isValidTraitName(name)) {
           throw new PersonaError("E_BAD_INPUT", `"${name}" is not a valid trait name (letters, digits, - and _)`);
@@ -118,7 +105,7 @@ Examples:
           throw new PersonaError("E_BAD_INPUT", `${out} already exists; pass --force to overwrite it or --out to pick another directory`);
         }
         const llm = createChatLLM(o.llm, o.model);
-        if (!o.json) process.stderr.write(`asking ${llm.id} to write "${name}"…\n`);
+        if (!o.json) note(`asking ${llm.id} to write "${name}"…`);
         const def = await generateTrait({
           name,
           description: o.description,
@@ -127,8 +114,8 @@ Examples:
           maxRetries: o.retries,
         });
         await writeTrait(out, def);
-        if (o.json) print(cmd, JSON.stringify({ dir: out, ...summary(def) }, null, 2));
-        else print(cmd, `${describeTrait(def, out)}\nwrote ${out}`);
+        if (o.json) print(JSON.stringify({ dir: out, ...summary(def) }, null, 2));
+        else print(`${describeTrait(def, out)}\nwrote ${out}`);
       },
     );
 
@@ -145,12 +132,12 @@ Examples:
   $ persona trait list --dir ./my-traits --json
 `,
     )
-    .action(async (o: { dir: string; json?: boolean }, cmd: Command) => {
+    .action(async (o: { dir: string; json?: boolean }) => {
       const traits = await listTraits({ traitsDir: o.dir });
-      if (o.json) return print(cmd, JSON.stringify(traits, null, 2));
-      if (traits.length === 0) return print(cmd, `no traits found (looked in ${o.dir} and the built-in demo traits)`);
+      if (o.json) return print(JSON.stringify(traits, null, 2));
+      if (traits.length === 0) return print(`no traits found (looked in ${o.dir} and the built-in demo traits)`);
       const width = Math.max(...traits.map((t) => t.name.length));
-      print(cmd, traits.map((t) => `${t.name.padEnd(width)}  ${t.source.padEnd(7)}  ${t.path}`).join("\n"));
+      print(traits.map((t) => `${t.name.padEnd(width)}  ${t.source.padEnd(7)}  ${t.path}`).join("\n"));
     });
 
   trait
@@ -175,10 +162,10 @@ Examples:
   $ persona trait show mine.json --split extract
 `,
     )
-    .action(async (ref: string, o: { dir: string; json?: boolean; split?: TraitSplitName }, cmd: Command) => {
+    .action(async (ref: string, o: { dir: string; json?: boolean; split?: TraitSplitName }) => {
       const files = await resolveTraitFiles(ref, { traitsDir: o.dir, ...(o.split !== undefined ? { split: o.split } : {}) });
       const def = await loadTraitFiles(files);
-      if (o.json) return print(cmd, JSON.stringify(def, null, 2));
-      print(cmd, describeTrait(def, `${files.extractPath}, ${files.evalPath}`));
+      if (o.json) return print(JSON.stringify(def, null, 2));
+      print(describeTrait(def, `${files.extractPath}, ${files.evalPath}`));
     });
 }

@@ -1,4 +1,3 @@
-import { access } from "node:fs/promises";
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
 import {
@@ -17,14 +16,57 @@ import {
 import { exportControlVector } from "../../vectors/interop/cvec.js";
 import { ptToVectors } from "../../vectors/interop/torch.js";
 import { loadVectorsFile, mergeVectors } from "../../vectors/load.js";
-import { intArg } from "../args/numbers.js";
 import { cosinePerLayer, layerNorms } from "../../vectors/math.js";
+import { listTraitVectors, userVectorsDir } from "../../vectors/registry.js";
+import { userDataDir } from "../../datadir.js";
+import { resolveModelPath } from "../engine.js";
+import { print } from "../output.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { checkOutputFile } from "../args/paths.js";
 
-/** `persona vectors info|import|export|compare`: inspect and convert persona vector files. */
+/** `persona vectors list|info|import|export|compare`: find, inspect and convert persona vector files. */
 export function register(program: Command): void {
   const vectors = program
     .command("vectors")
-    .description("inspect, import, export and compare persona vector files (.safetensors; reference .pt files are read too)");
+    .description("list, inspect, import, export and compare persona vector files (.safetensors; reference .pt files are read too)");
+
+  vectors
+    .command("list")
+    .description("the trait names that stand for vectors files with a model (as in --steer TRAIT::COEF), and where each comes from")
+    .option("-m, --model <path>", "GGUF model file, or `demo`", "demo")
+    .option("--json", "print stable JSON")
+    .addHelpText(
+      "after",
+      `
+A trait name resolves to the first of: your registrations (user: what \`extract --register\` and
+\`sweep\` write, in $PERSONA_DATA_DIR, else $XDG_DATA_HOME/persona-vectors, else
+~/.local/share/persona-vectors), the files shipped next to the model (shipped: MODEL.vectors/,
+never modified by the tool), then $PERSONA_VECTORS_DIR (env). Delete your file to fall back
+to the shipped one.
+
+Examples:
+  persona vectors list
+  persona vectors list --model qwen2.5-7b-instruct-q4_k_m.gguf --json
+`,
+    )
+    .action(async (opts: { model: string; json?: boolean }) => {
+      const modelPath = resolveModelPath(opts.model);
+      const entries = await Promise.all(
+        listTraitVectors(modelPath).map(async (r) => ({ ...r, best_layer: await readVectors(r.path).then((v) => v.meta.bestLayer ?? null, () => null) })),
+      );
+      if (opts.json) {
+        print(JSON.stringify({ model: modelPath, data_dir: userDataDir(), user_dir: userVectorsDir(modelPath), vectors: entries }, null, 2));
+        return;
+      }
+      const lines = [`model:    ${modelPath}`, `user dir: ${userVectorsDir(modelPath)}`, ""];
+      if (entries.length === 0) lines.push("no registered vectors (persona extract --register adds some)");
+      else {
+        const rows = [["trait", "origin", "best layer", "file"], ...entries.map((e) => [e.trait, e.origin + (e.shadowed ? " (shadowed)" : ""), e.best_layer === null ? "-" : String(e.best_layer), e.path])];
+        const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length)));
+        lines.push(...rows.map((r) => r.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c)).join("  ")));
+      }
+      print(lines.join("\n"));
+    });
 
   vectors
     .command("info")
@@ -101,7 +143,7 @@ export function register(program: Command): void {
         if (opts.tensor !== undefined && !isTensorName(opts.tensor)) {
           throw new PersonaError("E_BAD_INPUT", `unknown tensor "${opts.tensor}"; expected one of ${TENSOR_NAMES.join(", ")}`);
         }
-        await refuseOverwrite(out, opts.force);
+        await checkOutputFile(out, "--out", opts.force);
         const foreign = { trait: opts.trait, tensor: opts.tensor as VectorTensorName | undefined, nLayer: opts.nLayer, layer: opts.layer };
         const parts: { path: string; vectors: PersonaVectors }[] = [];
         for (const file of files) {
@@ -126,7 +168,7 @@ export function register(program: Command): void {
     .option("--tensor <name>", `tensor to export: ${TENSOR_NAMES.join(", ")} (defaults to response_avg)`)
     .addOption(new Option("--format <format>", "output format").choices(["gguf-cvec"]).default("gguf-cvec"))
     .requiredOption("--layer <L>", "layer(s) to export, e.g. 20 or 16,20 or best (the file's best_layer); layer L becomes direction.(L-1)")
-    .option("--coef <c>", "multiply the vector by this coefficient", parseFiniteNumber, 1)
+    .option("--coef <c>", "multiply the vector by this coefficient", floatArg(), 1)
     .option("--model-hint <arch>", "controlvector.model_hint (defaults to the file's model arch)")
     .requiredOption("--out <file>", "output .gguf path")
     .option("--force", "overwrite the output file if it exists")
@@ -139,7 +181,7 @@ export function register(program: Command): void {
       const v = await loadVectorsFile(ref.path);
       const tensor = ref.tensor ?? defaultTensor(v);
       const layers = parseLayers(opts.layer, v);
-      await refuseOverwrite(opts.out, opts.force);
+      await checkOutputFile(opts.out, "--out", opts.force);
       await exportControlVector(opts.out, v, { layers, tensor, coef: opts.coef, modelHint: opts.modelHint });
       print(`wrote ${opts.out}: ${tensor} × ${opts.coef}, layer${layers.length > 1 ? "s" : ""} ${layers.join(", ")} → ${layers.map((l) => `direction.${l - 1}`).join(", ")}`);
     });
@@ -199,20 +241,7 @@ function parseLayers(arg: string, v: PersonaVectors): number[] {
   });
 }
 
-function parseFiniteNumber(s: string): number {
-  const x = Number(s);
-  if (s.trim() === "" || !Number.isFinite(x)) throw new PersonaError("E_BAD_INPUT", `"${s}" is not a number`);
-  return x;
-}
 
-async function refuseOverwrite(path: string, force: boolean | undefined): Promise<void> {
-  if (force) return;
-  const exists = await access(path).then(
-    () => true,
-    () => false,
-  );
-  if (exists) throw new PersonaError("E_BAD_INPUT", `${path} exists; pass --force to overwrite it`);
-}
 
 function fmt(x: number): string {
   return Number.isNaN(x) ? "n/a" : x.toFixed(4);
@@ -223,8 +252,4 @@ function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
   return [line(header), ...rows.map(line)].join("\n");
-}
-
-function print(s: string): void {
-  process.stdout.write(`${s}\n`);
 }

@@ -224,13 +224,20 @@ async function fileSizeOf(fh: FileHandle): Promise<number> {
 }
 
 async function openForRead(path: string): Promise<FileHandle> {
+  let fh: FileHandle;
   try {
-    return await open(path, "r");
+    fh = await open(path, "r");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT") throw new PersonaError("E_NOT_FOUND", `model file not found: ${path}`, { cause: e });
     throw new PersonaError("E_BAD_MODEL", `cannot open model file ${path}: ${(e as Error).message}`, { cause: e });
   }
+  // A directory opens fine on Linux and fails only at the first read, with a bare EISDIR.
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw new PersonaError("E_BAD_INPUT", `${path} is not a file; expected a GGUF model file`);
+  }
+  return fh;
 }
 
 /** Reads and validates a GGUF file's header, metadata and tensor table. */

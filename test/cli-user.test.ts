@@ -1,0 +1,138 @@
+/**
+ * The CLI as a new user meets it (issue 9): one-line errors with the right exit codes, shipped
+ * files never rewritten, output paths checked before the work. Commands run in-process.
+ */
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileSystemError } from "../src/errors.js";
+import { readVectors } from "../src/vectors/format.js";
+import { runCli } from "./helpers/cli.js";
+
+let dir: string;
+let dataDir: string;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "persona-user-"));
+  dataDir = path.join(dir, "data");
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** One `persona: ... [CODE]` line and nothing else: no help dump, no stack. */
+function assertOneLine(stderr: string, pattern: RegExp): void {
+  assert.equal(stderr.split("\n").filter(Boolean).length, 1, stderr);
+  assert.match(stderr, /^persona: .* \[E_[A-Z_]+\]\n$/);
+  assert.match(stderr, pattern);
+}
+
+describe("usage errors", () => {
+  const cases: [string[], RegExp][] = [
+    [["generate", "--model", "demo", "--prompt", "hi", "--threads", "x"], /--threads "x": expected an integer ≥ 1; see `persona generate --help` \[E_USAGE\]/],
+    [["generate", "--prompt", "hi"], /--model is required; see `persona generate --help`/],
+    [["generate", "--model", "demo", "--prompt"], /--prompt needs a value/],
+    [["eval", "--model", "demo", "--trait", "evil", "--bogus"], /unknown option --bogus; see `persona eval --help`/],
+    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:middle"], /--steer "evil:2:1:middle": position "middle" is not response, prompt, all/],
+    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:response:both"], /mode "both" is not add or ablate/],
+    [["vectors", "export", "a.safetensors", "--layer", "2", "--out", "x.gguf", "--coef", "lots"], /--coef "lots": expected a number; see `persona vectors export --help`/],
+    [["demo", "--traits", "evl"], /--traits "evl": unknown demo trait "evl"/],
+    [["nonsense"], /unknown command 'nonsense'; see `persona --help`/],
+  ];
+  for (const [argv, pattern] of cases) {
+    it(`${argv.join(" ")}: one line, exit 2`, async () => {
+      const r = await runCli(argv);
+      assert.equal(r.code, 2, r.stderr);
+      assertOneLine(r.stderr, pattern);
+      assert.equal(r.stdout, "");
+    });
+  }
+
+  it("--help still prints the help, with exit 0", async () => {
+    const r = await runCli(["generate", "--help"]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /Examples:/);
+  });
+});
+
+describe("file-system errors", () => {
+  it("--model given a directory is one line naming it", async () => {
+    const r = await runCli(["model", "info", "--model", dir]);
+    assert.equal(r.code, 1);
+    assertOneLine(r.stderr, new RegExp(`${dir} is not a file; expected a GGUF model file \\[E_BAD_INPUT\\]`));
+  });
+
+  it("activations checks --out before the work: missing directory, existing file without --force", async () => {
+    const input = path.join(dir, "pairs.jsonl");
+    await writeFile(input, `${JSON.stringify({ prompt: "Q: hi", response: " hello" })}\n`);
+    const missing = path.join(dir, "missing-dir", "x.safetensors");
+    const r = await runCli(["activations", "--model", path.join(dir, "no-model.gguf"), "--input", input, "--out", missing]);
+    // The model does not exist either: the output path is checked first, before any loading.
+    assert.equal(r.code, 1);
+    assertOneLine(r.stderr, /--out .*missing-dir\/x\.safetensors: directory .*missing-dir does not exist \[E_NOT_FOUND\]/);
+
+    const existing = path.join(dir, "acts.safetensors");
+    await writeFile(existing, "keep me");
+    const refused = await runCli(["activations", "--model", "demo", "--input", input, "--out", existing]);
+    assert.equal(refused.code, 1);
+    assertOneLine(refused.stderr, /acts\.safetensors exists; pass --force to overwrite it \[E_BAD_INPUT\]/);
+    assert.equal(await readFile(existing, "utf8"), "keep me");
+  });
+
+  it("a raw Node file-system error becomes one line with the path", async () => {
+    const e = await readFile(path.join(dir, "nope.txt")).catch((err: unknown) => err);
+    const p = fileSystemError(e);
+    assert.equal(p?.code, "E_NOT_FOUND");
+    assert.equal(p?.message, `cannot open ${path.join(dir, "nope.txt")}: no such file or directory`);
+    assert.equal(fileSystemError(new Error("plain")), undefined);
+  });
+});
+
+describe("shipped files are read-only (user data directory)", () => {
+  const shipped = execFileSync("git", ["ls-files", "models"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  let before: Map<string, Buffer>;
+
+  it("sweep stores the best layer in the user's copy and vectors list shows it shadowing the shipped file", async () => {
+    assert.ok(shipped.includes("models/persona-demo.vectors/evil.safetensors"));
+    before = new Map(await Promise.all(shipped.map(async (f) => [f, await readFile(f)] as const)));
+    const out = path.join(dir, "sweep");
+    const r = await runCli(
+      ["sweep", "--model", "demo", "--trait", "evil", "--layers", "3,4", "--coefs", "0,4", "--questions", "1", "--samples", "1",
+        "--max-tokens", "8", "--coherence-floor", "0", "--threads", "1", "--out", out, "--json"],
+      { PERSONA_DATA_DIR: dataDir },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const json = JSON.parse(r.stdout) as { best_layer: number; updated_vectors: string };
+    const copy = path.join(dataDir, "vectors", "persona-demo", "evil.safetensors");
+    assert.equal(json.updated_vectors, copy);
+    assert.equal((await readVectors(copy)).meta.bestLayer, json.best_layer);
+    for (const [f, bytes] of before) assert.ok(bytes.equals(await readFile(f)), `${f} was modified`);
+
+    const list = await runCli(["vectors", "list", "--json"], { PERSONA_DATA_DIR: dataDir });
+    assert.equal(list.code, 0, list.stderr);
+    const entries = (JSON.parse(list.stdout) as { vectors: { trait: string; origin: string; shadowed: boolean; path: string }[] }).vectors;
+    const evil = entries.filter((e) => e.trait === "evil");
+    assert.deepEqual(evil.map((e) => [e.origin, e.shadowed]), [["user", false], ["shipped", true]]);
+    assert.equal(evil[0]!.path, copy);
+    const human = await runCli(["vectors", "list"], { PERSONA_DATA_DIR: dataDir });
+    assert.match(human.stdout, /^evil\s+user\s+\d\s+\S+data\/vectors\/persona-demo\/evil\.safetensors$/m);
+    assert.match(human.stdout, /^evil\s+shipped \(shadowed\)/m);
+  });
+
+  it("--steer with a trait name resolves to the user's copy first", async () => {
+    const copy = path.join(dataDir, "vectors", "persona-demo", "evil.safetensors");
+    await mkdir(path.dirname(copy), { recursive: true });
+    await writeFile(copy, "not safetensors");
+    const r = await runCli(["generate", "--model", "demo", "--prompt", "hi", "--max-tokens", "2", "--steer", "evil::2", "--threads", "1"], {
+      PERSONA_DATA_DIR: dataDir,
+    });
+    assert.equal(r.code, 1);
+    assertOneLine(r.stderr, new RegExp(`${copy}.*\\[E_BAD_FORMAT\\]`));
+    assert.ok(existsSync("models/persona-demo.vectors/evil.safetensors"));
+  });
+});
