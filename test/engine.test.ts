@@ -445,10 +445,13 @@ describe("bad input gives errors, not aborts", () => {
   });
 
   it("keeps a worker error's identity, stack and cause across the thread boundary", async () => {
-    // A system error from inside the worker: still an EISDIR, and its stack is the worker's.
+    // An error from inside the worker (a directory as the model, refused by the GGUF reader before
+    // any read could fail with a bare EISDIR): still a PersonaError, and its stack is the worker's.
     await assert.rejects(engine.loadModel(dir), (e: unknown) => {
       const err = e as NodeJS.ErrnoException;
-      assert.equal(err.code, "EISDIR");
+      assert.ok(e instanceof PersonaError);
+      assert.equal(err.code, "E_BAD_INPUT");
+      assert.match(err.message, /is not a file; expected a GGUF model file/);
       assert.match(err.stack ?? "", /reader\.ts/);
       return true;
     });
