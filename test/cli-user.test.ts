@@ -64,7 +64,7 @@ describe("file-system errors", () => {
   it("--model given a directory is one line naming it", async () => {
     const r = await runCli(["model", "info", "--model", dir]);
     assert.equal(r.code, 1);
-    assertOneLine(r.stderr, new RegExp(`${dir} is not a file; expected a GGUF model file \\[E_BAD_INPUT\\]`));
+    assertOneLine(r.stderr, new RegExp(`${dir} is a directory.*\\[E_BAD_INPUT\\]`));
   });
 
   it("activations checks --out before the work: missing directory, existing file without --force", async () => {

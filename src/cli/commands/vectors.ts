@@ -50,7 +50,8 @@ Examples:
 `,
     )
     .action(async (opts: { model: string; json?: boolean }) => {
-      const modelPath = resolveModelPath(opts.model);
+      // Listing never downloads: an hf: model must already be in the cache.
+      const modelPath = await resolveModelPath(opts.model, { offline: true });
       const entries = await Promise.all(
         listTraitVectors(modelPath).map(async (r) => ({ ...r, best_layer: await readVectors(r.path).then((v) => v.meta.bestLayer ?? null, () => null) })),
       );
