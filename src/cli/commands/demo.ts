@@ -3,6 +3,7 @@ import path from "node:path";
 import { writeDemoDatasets } from "../../demo/datasets.js";
 import { runDemo } from "../../demo/run.js";
 import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "../../demo/traits.js";
+import { PersonaError } from "../../errors.js";
 import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
