@@ -8,15 +8,13 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
-import { PersonaError, type PersonaErrorCode } from "../src/errors.js";
 import { type HubEnv, hubEnv } from "../src/hub/cache.js";
 import { parseHubRef, pullModel, selectGguf } from "../src/hub/pull.js";
 import { resolveModelRef } from "../src/hub/resolve.js";
+import { personaError } from "./helpers/errors.js";
 import { type FakeHub, sha256, startFakeHub } from "./helpers/fake-hub.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const hasCode = (code: PersonaErrorCode, re?: RegExp) => (e: unknown) =>
-  e instanceof PersonaError && e.code === code && (re === undefined || re.test(e.message));
 
 let dir: string;
 let hub: FakeHub;
@@ -52,15 +50,15 @@ describe("hub references", () => {
   test("parse and pick files: quant, path, default, splits, and clear errors", () => {
     assert.deepEqual(parseHubRef("hf:Qwen/Qwen2.5-7B-Instruct-GGUF:Q4_K_M"), { repo: "Qwen/Qwen2.5-7B-Instruct-GGUF", quant: "Q4_K_M" });
     assert.deepEqual(parseHubRef("a/b/sub/x.gguf"), { repo: "a/b", file: "sub/x.gguf" });
-    assert.throws(() => parseHubRef("hf:nope"), hasCode("E_BAD_INPUT", /OWNER\/NAME/));
+    assert.throws(() => parseHubRef("hf:nope"), personaError("E_BAD_INPUT", /OWNER\/NAME/));
     const files = ["m-Q4_K_M.gguf", "m-q8_0.gguf", "x/m-F16-00002-of-00002.gguf", "x/m-F16-00001-of-00002.gguf", "mmproj-f16.gguf", "README.md"];
     assert.deepEqual(selectGguf(files, { repo: "a/b" }), ["m-Q4_K_M.gguf"]);
     assert.deepEqual(selectGguf(files, { repo: "a/b", quant: "Q8_0" }), ["m-q8_0.gguf"]);
     assert.deepEqual(selectGguf(files, { repo: "a/b", quant: "f16" }), ["x/m-F16-00001-of-00002.gguf", "x/m-F16-00002-of-00002.gguf"]);
     assert.deepEqual(selectGguf(files, { repo: "a/b", file: "x/m-F16-00002-of-00002.gguf" }), ["x/m-F16-00001-of-00002.gguf", "x/m-F16-00002-of-00002.gguf"]);
-    assert.throws(() => selectGguf(files, { repo: "a/b", quant: "Q2_K" }), hasCode("E_NOT_FOUND", /m-Q4_K_M\.gguf/));
-    assert.throws(() => selectGguf(["a-Q5_0.gguf", "a-Q6_K.gguf"], { repo: "a/b" }), hasCode("E_BAD_INPUT", /name one/));
-    assert.throws(() => selectGguf(["s-00001-of-00003.gguf", "s-00002-of-00003.gguf"], { repo: "a/b" }), hasCode("E_NOT_FOUND", /3 parts/));
+    assert.throws(() => selectGguf(files, { repo: "a/b", quant: "Q2_K" }), personaError("E_NOT_FOUND", /m-Q4_K_M\.gguf/));
+    assert.throws(() => selectGguf(["a-Q5_0.gguf", "a-Q6_K.gguf"], { repo: "a/b" }), personaError("E_BAD_INPUT", /name one/));
+    assert.throws(() => selectGguf(["s-00001-of-00003.gguf", "s-00002-of-00003.gguf"], { repo: "a/b" }), personaError("E_NOT_FOUND", /3 parts/));
   });
 });
 
@@ -91,8 +89,8 @@ describe("pull from a hub-like server", () => {
     assert.equal(hub.log.filter((l) => l.path.startsWith("/cdn/")).length, 0);
     const offline = await pullModel("acme/Tiny-GGUF:Q4_K_M", { env: envFor(cache, { endpoint: "http://127.0.0.1:9" }), offline: true });
     assert.equal(offline.modelPath, r.modelPath);
-    await assert.rejects(pullModel("acme/Tiny-GGUF:Q8_0", { env: envFor(cache), offline: true }), hasCode("E_NOT_FOUND", /Q8_0/));
-    await assert.rejects(pullModel("acme/Other", { env: envFor(cache), offline: true }), hasCode("E_NOT_FOUND", /not in the hub cache/));
+    await assert.rejects(pullModel("acme/Tiny-GGUF:Q8_0", { env: envFor(cache), offline: true }), personaError("E_NOT_FOUND", /Q8_0/));
+    await assert.rejects(pullModel("acme/Other", { env: envFor(cache), offline: true }), personaError("E_NOT_FOUND", /not in the hub cache/));
   });
 
   test("split GGUFs arrive whole; gated repos need the token (never sent to the CDN); 404s and a corrupt CDN are clear errors", async () => {
@@ -102,16 +100,16 @@ describe("pull from a hub-like server", () => {
     assert.match(split.modelPath, /big\/tiny-F16-00001-of-00002\.gguf$/);
     assert.deepEqual(await readFile(split.files[1]!), Buffer.from(big.subarray(1000, 5000)));
 
-    await assert.rejects(pullModel("acme/Gated-GGUF", { env: envFor(cache) }), hasCode("E_AUTH", /gated.*HF_TOKEN/));
+    await assert.rejects(pullModel("acme/Gated-GGUF", { env: envFor(cache) }), personaError("E_AUTH", /gated.*HF_TOKEN/));
     hub.log.length = 0;
     const gated = await pullModel("acme/Gated-GGUF", { env: envFor(cache, { token: "hf_secret" }) });
     assert.deepEqual(await readFile(gated.modelPath), Buffer.from(big.subarray(0, 2000)));
     for (const l of hub.log) assert.equal(l.auth, l.path.startsWith("/cdn/") ? undefined : "Bearer hf_secret", l.path);
 
-    await assert.rejects(pullModel("acme/Missing", { env: envFor(cache) }), hasCode("E_NOT_FOUND", /repo not found/));
-    await assert.rejects(pullModel("acme/Tiny-GGUF", { env: envFor(cache), revision: "v9" }), hasCode("E_NOT_FOUND", /revision not found/));
+    await assert.rejects(pullModel("acme/Missing", { env: envFor(cache) }), personaError("E_NOT_FOUND", /repo not found/));
+    await assert.rejects(pullModel("acme/Tiny-GGUF", { env: envFor(cache), revision: "v9" }), personaError("E_NOT_FOUND", /revision not found/));
     hub.corrupt.set("tiny-Q8_0.gguf", Buffer.from(model).fill(1, 0, 10));
-    await assert.rejects(pullModel("acme/Tiny-GGUF:Q8_0", { env: envFor(cache) }), hasCode("E_BAD_MODEL", /sha256/));
+    await assert.rejects(pullModel("acme/Tiny-GGUF:Q8_0", { env: envFor(cache) }), personaError("E_BAD_MODEL", /sha256/));
     hub.corrupt.clear();
     assert.equal(existsSync(path.join(cache, "models--acme--Tiny-GGUF", "blobs", `${sha256(model)}.incomplete`)), false);
   });
@@ -130,7 +128,7 @@ describe("pull from a hub-like server", () => {
     assert.ok(info.path.startsWith(path.join(cache, "models--acme--Tiny-GGUF", "snapshots")), info.path);
     assert.equal(hubEnv({ HF_HOME: "/h" }).cacheDir, path.join("/h", "hub"));
 
-    await assert.rejects(resolveModelRef("acme/Tiny-GGUF:Q8_0"), hasCode("E_NOT_FOUND", /not found: tried a file at .*"demo".*Did you mean hf:acme\/Tiny-GGUF:Q8_0/));
-    await assert.rejects(resolveModelRef(dir), hasCode("E_BAD_INPUT", /directory.*tiny\.gguf/));
+    await assert.rejects(resolveModelRef("acme/Tiny-GGUF:Q8_0"), personaError("E_NOT_FOUND", /not found: tried a file at .*"demo".*Did you mean hf:acme\/Tiny-GGUF:Q8_0/));
+    await assert.rejects(resolveModelRef(dir), personaError("E_BAD_INPUT", /directory.*tiny\.gguf/));
   });
 });

@@ -4,15 +4,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
-import { PersonaError, type PersonaErrorCode } from "../src/errors.js";
 import { type PersonaVectors, layerMatrix, row, selectTensor } from "../src/vectors/format.js";
 import { exportControlVector, importControlVector } from "../src/vectors/interop/cvec.js";
 import { loadVectorsFile } from "../src/vectors/load.js";
 import { writeSafetensors } from "../src/vectors/safetensors.js";
 import { steeringSpecs } from "../src/vectors/steer.js";
+import { personaError } from "./helpers/errors.js";
 
-const hasCode = (code: PersonaErrorCode, re?: RegExp) => (e: unknown) =>
-  e instanceof PersonaError && e.code === code && (re === undefined || re.test(e.message));
 
 function rand(n: number, seed: number): Float32Array {
   let s = seed >>> 0;
@@ -56,7 +54,7 @@ describe("control vector GGUF import (llama.cpp / repeng)", () => {
 
     // Without n_layer the matrix ends at the highest steered layer; a larger layer than the model has is refused.
     assert.equal(selectTensor(await loadVectorsFile(file)).nLayerPlus1, 6);
-    await assert.rejects(importControlVector(file, { nLayer: 4 }), hasCode("E_SHAPE", /layer 5/));
+    await assert.rejects(importControlVector(file, { nLayer: 4 }), personaError("E_SHAPE", /layer 5/));
   });
 });
 
@@ -69,19 +67,19 @@ describe("bare safetensors from other tools", () => {
     assert.equal(v.meta.trait, "steer_vec");
     assert.deepEqual([...selectTensor(v, "response_avg").data], [...data]);
     assert.deepEqual(Object.keys((await loadVectorsFile(full, { tensor: "prompt_last" })).tensors), ["prompt_last"]);
-    await assert.rejects(loadVectorsFile(full, { nLayer: 7 }), hasCode("E_SHAPE", /\[8, n_embd\]/));
+    await assert.rejects(loadVectorsFile(full, { nLayer: 7 }), personaError("E_SHAPE", /\[8, n_embd\]/));
 
     const one = path.join(dir, "one.safetensors");
     const vec = rand(4, 9);
     await writeSafetensors(one, new Map([["v", { shape: [4], data: vec }]]));
-    await assert.rejects(loadVectorsFile(one), hasCode("E_BAD_INPUT", /give its layer/));
+    await assert.rejects(loadVectorsFile(one), personaError("E_BAD_INPUT", /give its layer/));
     const placed = selectTensor(await loadVectorsFile(one, { layer: 3, nLayer: 4 }));
     assert.deepEqual([...row(placed, 3)], [...vec]);
     assert.deepEqual([...row(placed, 2)], [0, 0, 0, 0]);
 
     const two = path.join(dir, "two.safetensors");
     await writeSafetensors(two, new Map([["a", { shape: [4], data: vec }], ["b", { shape: [4], data: vec }]]));
-    await assert.rejects(loadVectorsFile(two), hasCode("E_BAD_FORMAT", /cannot tell which/));
+    await assert.rejects(loadVectorsFile(two), personaError("E_BAD_FORMAT", /cannot tell which/));
   });
 
   test("steering specs take a bare file, an [n_embd] vector at an explicit layer, a prompt_last-only file and a control vector", async () => {
@@ -110,6 +108,6 @@ describe("bare safetensors from other tools", () => {
     assert.deepEqual([...specs[1]!.vector], [...vec]);
     assert.deepEqual([...specs[2]!.vector], [...data.subarray(16, 20)]);
     assert.deepEqual([...specs[3]!.vector], [...data.subarray(12, 16)]);
-    await assert.rejects(steeringSpecs([{ source: one, layer: undefined, coef: 1, positions: "all", mode: "add" }], model), hasCode("E_BAD_INPUT", /give its layer/));
+    await assert.rejects(steeringSpecs([{ source: one, layer: undefined, coef: 1, positions: "all", mode: "add" }], model), personaError("E_BAD_INPUT", /give its layer/));
   });
 });

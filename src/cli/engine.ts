@@ -4,6 +4,8 @@ import { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
 import type { GpuChoice } from "../engine/ffi/discover.js";
 import { MODEL_REF_HELP, resolveModelRef } from "../hub/resolve.js";
+import type { LoraAdapter } from "../engine/lora.js";
+import { collectLora } from "./args/lora.js";
 import { intArg } from "./args/numbers.js";
 import { downloadProgress } from "./progress.js";
 
@@ -18,6 +20,7 @@ export function withEngineFlags(cmd: Command, defaults: { model?: string } = {})
   return cmd
     .requiredOption("-m, --model <ref>", MODEL_REF_HELP, defaults.model)
     .option("--offline", "use only the local hub cache for hf: models (also HF_HUB_OFFLINE=1)")
+    .option("--lora <file[:scale]>", "apply a GGUF LoRA adapter (repeatable; make one with persona convert lora)", collectLora)
     .option("--threads <n>", "CPU threads (default: all cores, or PERSONA_THREADS)", intArg(1))
     .addOption(new Option("--gpu <kind>", "llama.cpp build to use (GPU builds are opt-in installs)").choices(["auto", "cpu", "cuda", "vulkan", "metal"]));
 }
@@ -30,14 +33,14 @@ export function resolveModelPath(spec: string, opts: { offline?: boolean } = {})
 /** Runs `fn` with a loaded model; the engine is disposed whatever happens. */
 export async function withModel<T>(
   cmd: Command,
-  opts: { model: string; threads?: number; gpu?: GpuChoice; offline?: boolean },
+  opts: { model: string; threads?: number; gpu?: GpuChoice; offline?: boolean; lora?: LoraAdapter[] },
   fn: (model: Model, engine: Engine) => Promise<T>,
   load: { vocabOnly?: boolean } = {},
 ): Promise<T> {
   const globals = cmd.optsWithGlobals() as EngineFlags;
   const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu });
   try {
-    const model = await engine.loadModel(await resolveModelPath(opts.model, opts), load);
+    const model = await engine.loadModel(await resolveModelPath(opts.model, opts), { ...load, ...(opts.lora?.length ? { loras: opts.lora } : {}) });
     return await fn(model, engine);
   } finally {
     await engine.dispose();

@@ -5,6 +5,7 @@
 import { availableParallelism } from "node:os";
 import { PersonaError } from "../errors.js";
 import type { GpuChoice } from "./ffi/discover.js";
+import type { LoraAdapter } from "./lora.js";
 import { Model } from "./Model.js";
 import { WorkerHost } from "./worker/host.js";
 import type { LoadModelReply } from "./worker/protocol.js";
@@ -27,6 +28,8 @@ export interface LoadModelOptions {
   noMmap?: boolean;
   /** Load only metadata and vocabulary (fast; tokenizer and info only, no inference). Defaults to false. */
   vocabOnly?: boolean;
+  /** GGUF LoRA adapters applied to every context, each checked against the model first. Defaults to none. */
+  loras?: LoraAdapter[];
 }
 
 const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];

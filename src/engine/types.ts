@@ -26,6 +26,8 @@ export interface ModelInfo {
   addBos: boolean;
   bosText: string;
   eosText: string;
+  /** LoRA adapters applied to every context of the model, in load order. */
+  adapters: readonly { path: string; scale: number }[];
 }
 
 export interface SamplingOptions {

@@ -69,17 +69,42 @@ export function parseSafetensors(bytes: Uint8Array, fileName: string): Safetenso
     throw bad(`header length ${headerLen} does not fit a file of ${bytes.length} bytes`);
   }
   const dataStart = 8 + Number(headerLen);
-  const dataLen = bytes.length - dataStart;
+  const { metadata, entries } = parseSafetensorsHeader(bytes.subarray(8, dataStart), bytes.length - dataStart, fileName);
+
+  const tensors: SafetensorsContent["tensors"] = new Map();
+  for (const e of entries) {
+    const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end);
+    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: toFloat32(raw, e.dtype, `${fileName}: tensor "${e.name}"`) });
+  }
+  return { tensors, metadata };
+}
+
+/** One tensor's place in a safetensors file; offsets are relative to the data section. */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: string;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/**
+ * Validates a safetensors JSON header (dtypes, shapes, offsets inside a `dataLen`-byte data
+ * section, no overlaps) without reading any tensor, so large checkpoints can be read lazily.
+ */
+export function parseSafetensorsHeader(headerBytes: Uint8Array, dataLen: number, fileName: string): { metadata: Record<string, string>; entries: SafetensorsEntry[] } {
+  const bad = (why: string): PersonaError =>
+    new PersonaError("E_BAD_FORMAT", `${fileName}: not a valid safetensors file: ${why}`);
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)));
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(headerBytes));
   } catch {
     throw bad("header is not UTF-8 JSON");
   }
   if (!isRecord(header)) throw bad("header is not a JSON object");
 
   const metadata: Record<string, string> = {};
-  const entries: { name: string; dtype: string; shape: number[]; begin: number; end: number }[] = [];
+  const entries: SafetensorsEntry[] = [];
   for (const [name, value] of Object.entries(header)) {
     if (name === "__metadata__") {
       if (!isRecord(value)) throw bad("__metadata__ is not an object");
@@ -113,13 +138,7 @@ export function parseSafetensors(bytes: Uint8Array, fileName: string): Safetenso
     const cur = byStart[i]!;
     if (cur.begin < prev.end) throw bad(`tensors "${prev.name}" and "${cur.name}" overlap`);
   }
-
-  const tensors: SafetensorsContent["tensors"] = new Map();
-  for (const e of entries) {
-    const raw = bytes.subarray(dataStart + e.begin, dataStart + e.end);
-    tensors.set(e.name, { dtype: e.dtype, shape: e.shape, data: toFloat32(raw, e.dtype, `${fileName}: tensor "${e.name}"`) });
-  }
-  return { tensors, metadata };
+  return { metadata, entries };
 }
 
 /**

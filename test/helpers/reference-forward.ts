@@ -1,10 +1,12 @@
 /**
- * Float64 reference forward pass of llama.cpp's "llama" and "qwen2" graphs (src/models/llama.cpp,
- * src/models/qwen2.cpp), reading the weights back from the GGUF file. Tests compare activations
- * captured from the engine with this, so it follows llama.cpp's conventions exactly: RMSNorm with
- * the file's eps, RoPE NORM (llama: adjacent pairs) or NEOX (qwen2: halves), scale 1/sqrt(head
- * dim), causal mask, GQA, SwiGLU, optional biases, final norm, output (or tied token_embd).
- * Single sequence at positions 0..n-1.
+ * Float64 reference forward pass of llama.cpp's "llama", "qwen2" and "qwen3" graphs
+ * (src/models/llama.cpp, qwen2.cpp, qwen3.cpp), reading the weights back from the GGUF file — or,
+ * through `referenceForwardFrom`, from any source such as a Hugging Face checkpoint. Tests compare
+ * activations captured from the engine with this, so it follows llama.cpp's conventions exactly:
+ * RMSNorm with the file's eps, RoPE NORM (llama: adjacent pairs) or NEOX (qwen: halves; also what
+ * Hugging Face's rotate_half does on unpermuted weights), Llama 3.1 rope factors, per-head Q/K
+ * norms (qwen3), scale 1/sqrt(head dim), causal mask, GQA, SwiGLU, optional biases, final norm,
+ * output (or tied token_embd). Single sequence at positions 0..n-1.
  */
 import { PersonaError } from "../../src/errors.js";
 import { getNumber, hasKey, readGguf, readTensorF32, requireNumber, requireString, type GgufFile } from "../../src/engine/gguf/reader.js";
@@ -45,14 +47,14 @@ function rmsNorm(x: Float64Array, nTok: number, n: number, w: Weights, eps: numb
   return y;
 }
 
-/** In place; x is [nTok][nHeads][headDim]. */
-function rope(x: Float64Array, nTok: number, nHeads: number, headDim: number, base: number, neox: boolean): void {
+/** In place; x is [nTok][nHeads][headDim]; `factors` divide each frequency's angle (Llama 3.1). */
+function rope(x: Float64Array, nTok: number, nHeads: number, headDim: number, base: number, neox: boolean, factors?: Weights): void {
   const half = headDim / 2;
   for (let t = 0; t < nTok; t++) {
     for (let h = 0; h < nHeads; h++) {
       const o = (t * nHeads + h) * headDim;
       for (let i = 0; i < half; i++) {
-        const theta = t * base ** ((-2 * i) / headDim);
+        const theta = (t * base ** ((-2 * i) / headDim)) / (factors ? factors[i]! : 1);
         const c = Math.cos(theta);
         const s = Math.sin(theta);
         const a = neox ? o + i : o + 2 * i;
@@ -70,29 +72,61 @@ function silu(v: number): number {
   return v / (1 + Math.exp(-v));
 }
 
-export async function referenceForward(fileOrPath: GgufFile | string, tokens: number[]): Promise<ReferenceResult> {
+/** Hyper-parameters and weights (by llama.cpp tensor name, ggml order) for `referenceForwardFrom`. */
+export interface WeightSource {
+  nLayer: number;
+  nEmbd: number;
+  nFf: number;
+  nHead: number;
+  nHeadKv: number;
+  headDim: number;
+  eps: number;
+  ropeBase: number;
+  /** NEOX (halves) rotation; false = NORM (adjacent pairs). */
+  neox: boolean;
+  tensor(name: string): Promise<Weights | undefined>;
+}
+
+export async function referenceForward(fileOrPath: GgufFile | string, tokens: number[], opts: { weight?: (name: string, w: Weights) => Weights } = {}): Promise<ReferenceResult> {
   const file = typeof fileOrPath === "string" ? await readGguf(fileOrPath) : fileOrPath;
   const arch = requireString(file, "general.architecture");
-  if (arch !== "llama" && arch !== "qwen2") throw new PersonaError("E_BAD_MODEL", `reference forward supports llama and qwen2, not ${arch}`);
-  const neox = arch === "qwen2"; // llama_model_rope_type: LLAMA -> NORM, QWEN2 -> NEOX
-  const nLayer = requireNumber(file, `${arch}.block_count`);
+  if (arch !== "llama" && arch !== "qwen2" && arch !== "qwen3") throw new PersonaError("E_BAD_MODEL", `reference forward supports llama, qwen2 and qwen3, not ${arch}`);
   const nEmbd = requireNumber(file, `${arch}.embedding_length`);
-  const nFf = requireNumber(file, `${arch}.feed_forward_length`);
   const nHead = requireNumber(file, `${arch}.attention.head_count`);
-  const nHeadKv = getNumber(file, `${arch}.attention.head_count_kv`) ?? nHead;
-  const eps = requireNumber(file, `${arch}.attention.layer_norm_rms_epsilon`);
-  const base = getNumber(file, `${arch}.rope.freq_base`) ?? 10000;
   const headDim = getNumber(file, `${arch}.attention.key_length`) ?? nEmbd / nHead;
   const nRot = getNumber(file, `${arch}.rope.dimension_count`) ?? headDim;
   if (nRot !== headDim || (getNumber(file, `${arch}.attention.value_length`) ?? headDim) !== headDim) {
     throw new PersonaError("E_BAD_MODEL", "reference forward needs rope dims = key length = value length");
   }
-  if (hasKey(file, `${arch}.rope.scaling.factor`) || file.tensorsByName.has("rope_freqs.weight")) {
-    throw new PersonaError("E_BAD_MODEL", "reference forward does not implement RoPE scaling");
-  }
-  const tensor = (name: string): Promise<Weights> => readTensorF32(file, name);
-  const optional = async (name: string): Promise<Weights | undefined> =>
-    file.tensorsByName.has(name) ? readTensorF32(file, name) : undefined;
+  if (hasKey(file, `${arch}.rope.scaling.factor`)) throw new PersonaError("E_BAD_MODEL", "reference forward does not implement RoPE scaling");
+  const weight = opts.weight ?? ((_: string, w: Weights) => w);
+  return referenceForwardFrom(
+    {
+      nLayer: requireNumber(file, `${arch}.block_count`),
+      nEmbd,
+      nFf: requireNumber(file, `${arch}.feed_forward_length`),
+      nHead,
+      nHeadKv: getNumber(file, `${arch}.attention.head_count_kv`) ?? nHead,
+      headDim,
+      eps: requireNumber(file, `${arch}.attention.layer_norm_rms_epsilon`),
+      ropeBase: getNumber(file, `${arch}.rope.freq_base`) ?? 10000,
+      neox: arch !== "llama", // llama_model_rope_type: LLAMA -> NORM, QWEN2/QWEN3 -> NEOX
+      tensor: async (name) => (file.tensorsByName.has(name) ? weight(name, await readTensorF32(file, name)) : undefined),
+    },
+    tokens,
+  );
+}
+
+export async function referenceForwardFrom(src: WeightSource, tokens: number[]): Promise<ReferenceResult> {
+  const { nLayer, nEmbd, nFf, nHead, nHeadKv, headDim, eps, neox } = src;
+  const base = src.ropeBase;
+  const optional = (name: string): Promise<Weights | undefined> => src.tensor(name);
+  const tensor = async (name: string): Promise<Weights> => {
+    const w = await src.tensor(name);
+    if (!w) throw new PersonaError("E_NOT_FOUND", `reference forward: no tensor ${name}`);
+    return w;
+  };
+  const factors = await optional("rope_freqs.weight");
 
   const embd = await tensor("token_embd.weight");
   const nVocab = embd.length / nEmbd;
@@ -114,8 +148,13 @@ export async function referenceForward(fileOrPath: GgufFile | string, tokens: nu
     const q = matmul(h, n, await tensor(`${p}.attn_q.weight`), nEmbd, qDim, await optional(`${p}.attn_q.bias`));
     const k = matmul(h, n, await tensor(`${p}.attn_k.weight`), nEmbd, kvDim, await optional(`${p}.attn_k.bias`));
     const v = matmul(h, n, await tensor(`${p}.attn_v.weight`), nEmbd, kvDim, await optional(`${p}.attn_v.bias`));
-    rope(q, n, nHead, headDim, base, neox);
-    rope(k, n, nHeadKv, headDim, base, neox);
+    const qNorm = await optional(`${p}.attn_q_norm.weight`);
+    const kNorm = await optional(`${p}.attn_k_norm.weight`);
+    // Qwen3: RMSNorm over each head's vector before RoPE.
+    const qn = qNorm ? rmsNorm(q, n * nHead, headDim, qNorm, eps) : q;
+    const kn = kNorm ? rmsNorm(k, n * nHeadKv, headDim, kNorm, eps) : k;
+    rope(qn, n, nHead, headDim, base, neox, factors);
+    rope(kn, n, nHeadKv, headDim, base, neox, factors);
 
     const attn = new Float64Array(n * qDim);
     const scores = new Float64Array(n);
@@ -125,7 +164,7 @@ export async function referenceForward(fileOrPath: GgufFile | string, tokens: nu
         let max = -Infinity;
         for (let s = 0; s <= t; s++) {
           let dot = 0;
-          for (let i = 0; i < headDim; i++) dot += q[t * qDim + hd * headDim + i]! * k[s * kvDim + kh * headDim + i]!;
+          for (let i = 0; i < headDim; i++) dot += qn[t * qDim + hd * headDim + i]! * kn[s * kvDim + kh * headDim + i]!;
           scores[s] = dot * scale;
           if (scores[s]! > max) max = scores[s]!;
         }

@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { register as activations } from "./activations.js";
 import { register as chat } from "./chat.js";
+import { register as convert } from "./convert.js";
 import { register as demo } from "./demo.js";
 import { register as evaluate } from "./eval.js";
 import { register as extract } from "./extract.js";
@@ -15,4 +16,4 @@ import { register as vectors } from "./vectors.js";
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [demo, pull, model, generate, chat, activations, trait, extract, evaluate, sweep, screen, vectors];
+export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, activations, trait, extract, evaluate, sweep, screen, vectors];

@@ -1,5 +1,6 @@
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
+import { refuseOverwrite } from "../args/out.js";
 import {
   type PersonaVectors,
   TENSOR_NAMES,

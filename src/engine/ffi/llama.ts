@@ -19,6 +19,7 @@ export type Handle<T extends string> = { readonly [nativeKind]: T };
 export type ModelHandle = Handle<"llama_model">;
 export type VocabHandle = Handle<"llama_vocab">;
 export type ContextHandle = Handle<"llama_context">;
+export type LoraHandle = Handle<"llama_adapter_lora">;
 export type MemoryHandle = Handle<"llama_memory">;
 export type SamplerHandle = Handle<"llama_sampler">;
 export type TensorHandle = Handle<"ggml_tensor">;
@@ -315,6 +316,16 @@ function bind(paths: LibraryPaths) {
     llama_model_chat_template: fn<(model: ModelHandle, name: string | null) => string | null>(
       llama,
       "const char *llama_model_chat_template(void *model, const char *name)",
+    ),
+
+    // LoRA adapters (freed with their model)
+    llama_adapter_lora_init: fn<(model: ModelHandle, path: string) => LoraHandle | null>(
+      llama,
+      "void *llama_adapter_lora_init(void *model, const char *path_lora)",
+    ),
+    llama_set_adapters_lora: fn<(ctx: ContextHandle, adapters: readonly LoraHandle[], n: number, scales: Float32Array) => number>(
+      llama,
+      "int32_t llama_set_adapters_lora(void *ctx, void **adapters, size_t n_adapters, float *scales)",
     ),
 
     // vocab

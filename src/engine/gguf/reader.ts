@@ -349,7 +349,7 @@ export async function readGguf(path: string, opts: ReadGgufOptions = {}): Promis
   }
 }
 
-/** Reads an F32, F16 or BF16 tensor as float32, in ggml order (ne[0] fastest). */
+/** Reads an F32, F16, BF16 or Q8_0 tensor as float32, in ggml order (ne[0] fastest). */
 export async function readTensorF32(file: GgufFile, name: string): Promise<Float32Array> {
   const t = file.tensorsByName.get(name);
   if (!t) throw new PersonaError("E_NOT_FOUND", `tensor '${name}' not found in ${file.path}`);
@@ -373,8 +373,12 @@ export async function readTensorF32(file: GgufFile, name: string): Promise<Float
     case GgmlType.BF16:
       for (let i = 0; i < count; i++) out[i] = bf16ToF32(raw.readUInt16LE(i * 2));
       return out;
+    case GgmlType.Q8_0:
+      // Blocks of 32: an F16 scale, then 32 int8 values.
+      for (let i = 0; i < count; i++) out[i] = f16ToF32(raw.readUInt16LE((i >> 5) * 34)) * raw.readInt8((i >> 5) * 34 + 2 + (i & 31));
+      return out;
     default:
-      throw bad(`tensor '${name}' is ${t.typeName}; only F32, F16 and BF16 can be read as floats`);
+      throw bad(`tensor '${name}' is ${t.typeName}; only F32, F16, BF16 and Q8_0 can be read as floats`);
   }
 }
 

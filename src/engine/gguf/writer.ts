@@ -33,10 +33,14 @@ export interface GgufWriterOptions {
   alignment?: number;
 }
 
+/** Tensor types the writer can encode from floats. */
+export type WritableType = typeof GgmlType.F32 | typeof GgmlType.F16 | typeof GgmlType.BF16 | typeof GgmlType.Q8_0;
+const WRITABLE: ReadonlySet<number> = new Set([GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0]);
+
 interface PendingTensor {
   name: string;
   ne: number[];
-  type: typeof GgmlType.F32 | typeof GgmlType.F16;
+  type: WritableType;
   data: TensorData;
   nBytes: number;
 }
@@ -219,16 +223,18 @@ export class GgufWriter {
 
   /**
    * Adds a tensor. `ne` is in ggml order (ne[0] fastest, i.e. the row length). Float data is
-   * stored as `type` (Defaults to F32, or F16 when `data` is a Uint16Array of F16 bits).
+   * stored as `type`: F32, F16, BF16 or Q8_0 (ggml's reference rounding; chunks must hold whole
+   * 32-value blocks). Defaults to F32, or F16 when `data` is a Uint16Array of F16 bits.
    */
-  addTensor(name: string, ne: readonly number[], data: TensorData, type?: typeof GgmlType.F32 | typeof GgmlType.F16): this {
+  addTensor(name: string, ne: readonly number[], data: TensorData, type?: WritableType): this {
     if (name === "" || Buffer.byteLength(name) >= GGML_MAX_NAME) throw badInput(`bad tensor name '${name}' (1..${GGML_MAX_NAME - 1} bytes)`);
     if (this.tensorNames.has(name)) throw badInput(`duplicate tensor '${name}'`);
     if (ne.length < 1 || ne.length > GGML_MAX_DIMS || ne.some((n) => !Number.isInteger(n) || n < 0)) {
       throw badInput(`tensor '${name}': bad shape [${ne.join(", ")}]`);
     }
     const t = type ?? (data instanceof Uint16Array ? GgmlType.F16 : GgmlType.F32);
-    if (t !== GgmlType.F32 && t !== GgmlType.F16) throw badInput(`tensor '${name}': only F32 and F16 can be written`);
+    if (!WRITABLE.has(t)) throw badInput(`tensor '${name}': only F32, F16, BF16 and Q8_0 can be written`);
+    if (t === GgmlType.Q8_0 && ne[0]! % 32 !== 0) throw badInput(`tensor '${name}': Q8_0 needs rows of a multiple of 32 values, not ${ne[0]}`);
     if (data instanceof Uint16Array && t !== GgmlType.F16) throw badInput(`tensor '${name}': Uint16Array data means F16 bits`);
     if (typeof data !== "function" && data.length !== nElements(ne)) {
       throw badInput(`tensor '${name}': ${data.length} values for shape [${ne.join(", ")}]`);
@@ -262,8 +268,8 @@ export class GgufWriter {
     return out.bytes();
   }
 
-  /** Writes the file atomically: to a temp file beside `path`, then renamed over it. */
-  async write(path: string): Promise<void> {
+  /** Writes the file atomically: to a temp file beside `path`, then renamed over it. `onTensor` follows progress. */
+  async write(path: string, onTensor?: (done: number, total: number, name: string) => void): Promise<void> {
     // Tensor bytes are the host's float layout; GGUF is little-endian.
     if (endianness() !== "LE") throw new PersonaError("E_INTERNAL", "writing GGUF needs a little-endian host");
     const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
@@ -286,6 +292,7 @@ export class GgufWriter {
         }
         const pad = alignUp(pos, this.alignment) - pos;
         if (pad > 0) await put(new Uint8Array(pad));
+        onTensor?.(this.tensors.indexOf(t) + 1, this.tensors.length, t.name);
       }
       await fh.sync();
       await fh.close();
@@ -299,10 +306,47 @@ export class GgufWriter {
 }
 
 function toBytes(chunk: Float32Array, type: PendingTensor["type"]): Uint8Array {
-  if (type === GgmlType.F32) return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  const half = new Uint16Array(chunk.length);
-  for (let i = 0; i < chunk.length; i++) half[i] = f32ToF16(chunk[i]!);
-  return new Uint8Array(half.buffer);
+  switch (type) {
+    case GgmlType.F32:
+      return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    case GgmlType.F16: {
+      const half = new Uint16Array(chunk.length);
+      for (let i = 0; i < chunk.length; i++) half[i] = f32ToF16(chunk[i]!);
+      return new Uint8Array(half.buffer);
+    }
+    case GgmlType.BF16: {
+      const bits = new Uint32Array(Float32Array.from(chunk).buffer);
+      const out = new Uint16Array(chunk.length);
+      // ggml_compute_fp32_to_bf16: round to nearest even; NaN stays a quiet NaN.
+      for (let i = 0; i < bits.length; i++) {
+        const u = bits[i]!;
+        out[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 64 : (u + (0x7fff + ((u >>> 16) & 1))) >>> 16;
+      }
+      return new Uint8Array(out.buffer);
+    }
+    case GgmlType.Q8_0:
+      return quantizeQ8_0(chunk);
+  }
+}
+
+/** ggml's quantize_row_q8_0_ref: per 32 values an F16 scale d = max|x|/127 and int8 round(x/d). */
+function quantizeQ8_0(x: Float32Array): Uint8Array {
+  if (x.length % 32 !== 0) throw badInput(`Q8_0 data chunks must hold whole 32-value blocks, got ${x.length} values`);
+  const nb = x.length / 32;
+  const out = new Uint8Array(nb * 34);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < nb; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b * 32 + j]!));
+    const d = Math.fround(amax / 127);
+    const id = d ? Math.fround(1 / d) : 0;
+    view.setUint16(b * 34, f32ToF16(d), true);
+    for (let j = 0; j < 32; j++) {
+      const v = Math.fround(x[b * 32 + j]! * id);
+      view.setInt8(b * 34 + 2 + j, Math.sign(v) * Math.round(Math.abs(v))); // roundf: halves away from zero
+    }
+  }
+  return out;
 }
 
 async function writeTensorData(t: PendingTensor, put: (b: Uint8Array) => Promise<void>): Promise<number> {

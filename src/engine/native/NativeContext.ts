@@ -114,6 +114,14 @@ export class NativeContext {
         `llama.cpp could not create a context (n_ctx=${options.nCtx}, n_seq_max=${options.nSeqMax}, n_batch=${options.nBatch})${model.lastErrors()}`,
       );
     }
+    if (model.loras.length > 0) {
+      const rc = api.llama_set_adapters_lora(ctx, model.loras.map((l) => l.handle), model.loras.length, Float32Array.from(model.loras, (l) => l.scale));
+      if (rc !== 0) {
+        api.llama_free(ctx);
+        unregisterCallback(this.callback);
+        throw new PersonaError("E_NATIVE", `llama.cpp could not apply the LoRA adapters (code ${rc})${model.lastErrors()}`);
+      }
+    }
     this.ctx = ctx;
     this.memory = api.llama_get_memory(ctx);
     this.batch = new Batch(api, options.nBatch);

@@ -7,7 +7,8 @@ import { stat } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
 import { checkLlamaLoad } from "../gguf/llama-checks.js";
 import { getNumber, getString, readGguf } from "../gguf/reader.js";
-import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type ModelHandle, type VocabHandle } from "../ffi/llama.js";
+import { LLAMA_LOAD_MODE_MMAP, LLAMA_LOAD_MODE_NONE, isNull, type LlamaApi, type LoraHandle, type ModelHandle, type VocabHandle } from "../ffi/llama.js";
+import { type LoraAdapter, checkLoraFile } from "../lora.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 export interface NativeModelOptions {
@@ -29,6 +30,8 @@ export class NativeModel {
   /** Token ids llama.cpp treats as end of generation. */
   readonly eogTokens: Int32Array;
   readonly vocabOnly: boolean;
+  /** Applied to each context at creation (see NativeContext). */
+  readonly loras: { handle: LoraHandle; scale: number }[] = [];
   private freed = false;
 
   private constructor(
@@ -109,11 +112,36 @@ export class NativeModel {
       addBos: api.llama_vocab_get_add_bos(vocab),
       bosText: "",
       eosText: "",
+      adapters: [],
     };
     const model = new NativeModel(api, handle, info, recentErrors, options.vocabOnly);
     info.bosText = info.bos >= 0 ? model.tokenToPiece(info.bos, true) : "";
     info.eosText = info.eos >= 0 ? model.tokenToPiece(info.eos, true) : "";
     return model;
+  }
+
+  /** Loads LoRA adapters, each checked against this model's GGUF first (see engine/lora.ts). */
+  async addLoras(adapters: readonly LoraAdapter[]): Promise<void> {
+    this.ensureAlive();
+    if (adapters.length === 0) return;
+    if (this.vocabOnly) throw new PersonaError("E_BAD_INPUT", "LoRA adapters need a fully loaded model, not a vocabulary-only one");
+    const base = await readGguf(this.info.path, { maxArrayItems: 0 });
+    const applied: { path: string; scale: number }[] = [...this.info.adapters];
+    for (const a of adapters) {
+      const scale = a.scale ?? 1;
+      if (typeof a.path !== "string" || a.path === "") throw new PersonaError("E_BAD_INPUT", "a LoRA adapter needs a path");
+      if (!Number.isFinite(scale)) throw new PersonaError("E_BAD_INPUT", `LoRA scale ${scale} for ${a.path} is not a finite number`);
+      await checkLoraFile(a.path, base);
+      const before = this.recentErrors().length;
+      const handle = this.api.llama_adapter_lora_init(this.handle, a.path);
+      if (isNull(handle)) {
+        const log = this.recentErrors().slice(before);
+        throw new PersonaError("E_BAD_MODEL", `llama.cpp could not load the LoRA adapter ${a.path}` + (log.length ? `: ${log.slice(-3).join(" | ")}` : ""));
+      }
+      this.loras.push({ handle, scale });
+      applied.push({ path: a.path, scale });
+    }
+    this.info.adapters = applied;
   }
 
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array {

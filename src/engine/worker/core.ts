@@ -3,6 +3,7 @@
  * be driven by the worker's message loop (and nothing else touches native memory).
  */
 import { availableParallelism } from "node:os";
+import type { LoraAdapter } from "../lora.js";
 import { PersonaError } from "../../errors.js";
 import { BatchRunner, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
 import { discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
@@ -70,7 +71,7 @@ export class EngineCore {
 
   async loadModel(
     path: string,
-    opts: { gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean },
+    opts: { gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean; loras?: LoraAdapter[] },
   ): Promise<{ id: number; info: ModelInfo }> {
     const gpuLayers = opts.gpuLayers ?? (isGpuVariant(this.libraries.variant) ? -1 : 0);
     const model = await NativeModel.load(
@@ -79,6 +80,12 @@ export class EngineCore {
       { gpuLayers, noMmap: opts.noMmap ?? false, vocabOnly: opts.vocabOnly ?? false },
       () => this.errors,
     );
+    try {
+      await model.addLoras(opts.loras ?? []);
+    } catch (e) {
+      model.free();
+      throw e;
+    }
     const id = this.nextModelId++;
     this.models.set(id, { model, contexts: new Map(), noMmap: opts.noMmap ?? false });
     return { id, info: model.info };
@@ -166,6 +173,7 @@ export class EngineCore {
     const entry = this.models.get(modelId);
     if (!entry) throw new PersonaError("E_DISPOSED", `model ${modelId} is not loaded`);
     const { model } = entry;
+    if (model.loras.length > 0) throw new PersonaError("E_BAD_INPUT", "training changes the base weights; load the model without LoRA adapters to train it");
     if (!entry.noMmap) {
       throw new PersonaError("E_BAD_INPUT", `training writes the weights: load ${model.info.name} with noMmap: true`);
     }

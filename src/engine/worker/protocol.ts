@@ -1,4 +1,5 @@
 /** Messages between the main thread (host) and the engine worker. */
+import type { LoraAdapter } from "../lora.js";
 import type { SerializedError } from "../../errors.js";
 import type { Job, JobResult } from "../batching.js";
 import type { TrainProgress, TrainSpec } from "../train/options.js";
@@ -6,7 +7,7 @@ import type { ChatMessage, ModelInfo } from "../types.js";
 import type { ContextShape, CoreOptions } from "./core.js";
 
 export type Request =
-  | { op: "loadModel"; path: string; gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean }
+  | { op: "loadModel"; path: string; gpuLayers?: number; noMmap?: boolean; vocabOnly?: boolean; loras?: LoraAdapter[] }
   | { op: "freeModel"; modelId: number }
   | { op: "tokenize"; modelId: number; text: string; addSpecial: boolean; parseSpecial: boolean }
   | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
