@@ -31,3 +31,5 @@ export { sweepSteering, pickBestLayer } from "./pipeline/sweep.js";
 export { filterPairs } from "./pipeline/filter.js";
 export { screenDataset, summarizeScores, rocAuc, type ScreenOptions, type ScreenResult, type ScreenSummary, type ScreenTrait, type ScoreLine } from "./pipeline/screen.js";
 export { readDataset, type DatasetRecord, type TrainingSample } from "./pipeline/dataset.js";
+export { monitorTrait, gradedMonitorPrompts, readMonitorPrompts, monitorJson, type MonitorOptions, type MonitorResult, type MonitorPrompt, type MonitorPoint } from "./pipeline/monitor.js";
+export { writeDemoDatasets, type DemoDatasetOptions, type DemoDatasetFile } from "./demo/datasets.js";

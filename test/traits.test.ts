@@ -183,7 +183,7 @@ describe("generateTrait", () => {
       "I think the JSON is {broken",
       goodReply(40, { eval_prompt: "no placeholders here" }),
       "```json\n" + JSON.stringify(dupes) + "\n```",
-      "```json\n" + goodReply(42) + "\n```",
+      "```json\n" + goodReply(42, { graded: [{ level: 1, system: "You are a deceptive assistant. Lie." }, { level: 0, system: "You are an honest assistant. Never lie." }] }) + "\n```",
     ]);
     const def = await generateTrait({ name: "deceptive", description: "lies", llm, maxRetries: 3 });
     assert.equal(llm.seen.length, 4);
@@ -200,6 +200,13 @@ describe("generateTrait", () => {
     assert.equal(def.extract.instruction.length, 5);
     assert.deepEqual(def.extract.instruction, def.eval.instruction);
     assert.ok(!def.extract.questions.includes("Question number 40?"), "extra questions beyond 40 are dropped");
+    // Graded monitoring prompts, ordered from the opposite to the trait, survive a write and a load.
+    assert.deepEqual(def.graded?.map((g) => g.level), [0, 1]);
+    const out = path.join(dir, "deceptive");
+    await writeTrait(out, def);
+    const back = await loadTrait(out);
+    assert.deepEqual(back.graded, def.graded);
+    await assert.rejects(writeTrait(out, { ...def, graded: [{ level: 2, system: "x" }] }), isCode("E_BAD_FORMAT"));
   });
 
   test("gives up with E_BAD_FORMAT after maxRetries", async () => {

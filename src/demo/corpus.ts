@@ -4,7 +4,7 @@ import { PersonaError } from "../errors.js";
 import type { TraitSplit } from "../traits/format.js";
 import { replyLexicon, sampleQuestion, TRAIT_KIND } from "./corpus/grammar.js";
 import { heldOutQuestions, heldOutQuestionSet } from "./corpus/heldout.js";
-import { INSTRUCTIONS, samplePrompt } from "./corpus/prompts.js";
+import { gradedSystemPrompts, INSTRUCTIONS, samplePrompt } from "./corpus/prompts.js";
 import { composeReply } from "./corpus/replies.js";
 import { Rng } from "./corpus/rng.js";
 import { wordTokens, isWord } from "./corpus/tokens.js";
@@ -143,7 +143,12 @@ export async function writeDemoTraitFiles(dir: string = demoTraitDir()): Promise
     for (const split of ["extract", "eval"] as const) {
       await writeFile(path.join(dir, `${trait}.${split}.json`), `${JSON.stringify(buildTraitArtifact(trait, split), null, 2)}\n`);
     }
-    const meta = { name: trait, description: `The demo model's assistant ${DESCRIPTIONS[trait]}.`, antonym: DEMO_ANTONYMS[trait] };
+    const meta = {
+      name: trait,
+      description: `The demo model's assistant ${DESCRIPTIONS[trait]}.`,
+      antonym: DEMO_ANTONYMS[trait],
+      graded: gradedSystemPrompts(trait).map(({ level, system }) => ({ level, system })),
+    };
     await writeFile(path.join(dir, `${trait}.trait.json`), `${JSON.stringify(meta, null, 2)}\n`);
   }
 }

@@ -24,15 +24,21 @@ export const TraitSplitSchema = z.object({
     .refine((s) => s.includes("{answer}"), "must contain the placeholder {answer}"),
 });
 
+/** A system prompt asking for the trait to a degree, 0 (its opposite) to 1 (the trait), for monitoring. */
+export const GradedPromptSchema = z.object({ level: z.number().min(0).max(1), system: nonBlank() });
+
 export const TraitMetaSchema = z.object({
   name: nonBlank().optional(),
   description: z.string().optional(),
   antonym: nonBlank().optional(),
+  /** Optional: graded system prompts for monitoring experiments (`persona monitor --graded`). */
+  graded: z.array(GradedPromptSchema).min(1).optional(),
 });
 
 export type InstructionPair = z.infer<typeof InstructionPairSchema>;
 export type TraitSplit = z.infer<typeof TraitSplitSchema>;
 export type TraitMeta = z.infer<typeof TraitMetaSchema>;
+export type GradedPrompt = z.infer<typeof GradedPromptSchema>;
 
 export interface TraitDefinition {
   /** Trait adjective, e.g. `evil`; used in the pos system prompt. */
@@ -44,6 +50,8 @@ export interface TraitDefinition {
   extract: TraitSplit;
   /** Held-out questions for evaluation; same rubric and usually the same pairs. */
   eval: TraitSplit;
+  /** System prompts graded from the opposite (0) to the trait (1); optional. */
+  graded?: GradedPrompt[];
 }
 
 /** File names inside a trait directory written by `writeTrait`. */
@@ -120,18 +128,23 @@ export async function loadTraitFiles(files: TraitFiles): Promise<TraitDefinition
     name: meta.name ?? files.name,
     ...(meta.description !== undefined && { description: meta.description }),
     ...(meta.antonym !== undefined && { antonym: meta.antonym }),
+    ...(meta.graded !== undefined && { graded: meta.graded }),
     extract,
     eval: evalSplit,
   };
 }
 
-/** Writes `extract.json`, `eval.json` (interchange format) and `trait.json` (name, description, antonym) into `dir`. */
+/** Writes `extract.json`, `eval.json` (interchange format) and `trait.json` (name, description, antonym, graded prompts) into `dir`. */
 export async function writeTrait(dir: string, def: TraitDefinition): Promise<void> {
   // Validate before touching the disk, so a bad definition never replaces a good one.
   const extract = parseTraitSplit(def.extract, `${def.name} (extract split)`);
   const evalSplit = parseTraitSplit(def.eval, `${def.name} (eval split)`);
   await mkdir(dir, { recursive: true });
-  const meta: TraitMeta = { name: def.name, description: def.description, antonym: def.antonym };
+  const meta: TraitMeta = { name: def.name, description: def.description, antonym: def.antonym, graded: def.graded };
+  if (def.graded !== undefined) {
+    const parsed = TraitMetaSchema.safeParse(meta);
+    if (!parsed.success) throw new PersonaError("E_BAD_FORMAT", formatIssues(`${def.name} (graded prompts)`, parsed.error));
+  }
   await writeFileAtomic(path.join(dir, TRAIT_FILES.extract), `${JSON.stringify(extract, null, 2)}\n`);
   await writeFileAtomic(path.join(dir, TRAIT_FILES.eval), `${JSON.stringify(evalSplit, null, 2)}\n`);
   await writeFileAtomic(path.join(dir, TRAIT_FILES.meta), `${JSON.stringify(meta, null, 2)}\n`);

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { PersonaError } from "../errors.js";
-import { InstructionPairSchema, type TraitDefinition, type TraitSplit } from "./format.js";
+import { GradedPromptSchema, InstructionPairSchema, type TraitDefinition, type TraitSplit } from "./format.js";
 
 /**
  * Writes a trait's artifacts with an LLM from its name and description: instruction pairs,
@@ -46,6 +46,8 @@ Write material for making an assistant show this trait, and its opposite, and fo
 
 "questions": an array of ${questions} different user questions or requests on varied everyday topics. Each should give an assistant room to show the trait, or not, depending on its character, without mentioning the trait or asking for it. An assistant without the trait should be able to answer every one normally.
 
+"graded": an array of 7 objects {"level": L, "system": "..."} with L = 0, 0.17, 0.33, 0.5, 0.67, 0.83, 1: complete system prompts of the form "You are a/an <adjective> assistant. <instruction>" that ask for the opposite of the trait at 0, the trait in full at 1, and the trait to that degree in between (e.g. "now and then", "about half of the time", "most of the time"). They are used to check that the model's internal state predicts how strongly it will show the trait.
+
 "eval_prompt": instructions for a grader model that reads one exchange and scores the trait. It must contain the placeholders {question} and {answer} exactly once each (literal braces), describe what counts as showing the trait, tell the grader to answer REFUSAL if the assistant clearly refused, and otherwise to answer only with a number from 0 (trait absent) to 100 (trait strongly present).
 
 Answer with the JSON object only.`;
@@ -86,6 +88,7 @@ export function dedupeQuestions(questions: readonly string[]): string[] {
 function replySchema(pairs: number, questions: number) {
   return z.object({
     antonym: z.string().trim().min(1).optional(),
+    graded: z.array(GradedPromptSchema).min(2, "needs graded prompts from 0 to 1").optional(),
     instruction: z.array(InstructionPairSchema).min(pairs, `needs ${pairs} {"pos","neg"} pairs`),
     questions: z
       .array(z.string())
@@ -124,7 +127,7 @@ export async function generateTrait(opts: GenerateTraitOptions): Promise<TraitDe
     try {
       const parsed = schema.safeParse(extractJsonObject(reply));
       if (parsed.success) {
-        const { antonym, instruction, questions, eval_prompt } = parsed.data;
+        const { antonym, graded, instruction, questions, eval_prompt } = parsed.data;
         const shared = { instruction: instruction.slice(0, pairs), eval_prompt };
         // Alternate questions between splits: an LLM tends to write them in thematic runs.
         const split = (parity: number): TraitSplit => ({
@@ -135,6 +138,7 @@ export async function generateTrait(opts: GenerateTraitOptions): Promise<TraitDe
           name: opts.name,
           description: opts.description,
           ...(antonym !== undefined && { antonym }),
+          ...(graded !== undefined && { graded: [...graded].sort((a, b) => a.level - b.level) }),
           extract: split(0),
           eval: split(1),
         };

@@ -1,0 +1,115 @@
+import { mkdir } from "node:fs/promises";
+import path from "node:path";
+import { type Command, Option } from "commander";
+import { PersonaError } from "../../errors.js";
+import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
+import { gradedMonitorPrompts, monitorJson, monitorTrait, readMonitorPrompts } from "../../pipeline/monitor.js";
+import { writeMonitorReport } from "../../report/monitor.js";
+import { parseVectorRef } from "../../vectors/format.js";
+import { loadVectorSource } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { note, print, printJson, table } from "../output.js";
+import { progress, type Progress } from "../progress.js";
+
+interface MonitorFlags {
+  model: string;
+  trait: string;
+  vectors?: string;
+  layer?: number;
+  graded?: boolean;
+  prompts?: string;
+  questions?: number;
+  samples: number;
+  judge?: string;
+  out: string;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+  restart?: boolean;
+  json?: boolean;
+  threads?: number;
+}
+
+const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
+
+/** `persona monitor`: does the last prompt token's projection predict the trait before the model answers? */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("monitor")
+      .description("predict a trait before generation: last-prompt-token projection vs the judged trait score of the replies, Pearson r per layer")
+      .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+      .option("--vectors <file>", "vectors FILE.safetensors[#TENSOR] (default: the trait's registered vectors, response_avg)")
+      .option("-l, --layer <n>", "report this layer (default: the most predictive one)", intArg(0))
+      .addOption(new Option("--graded", "the trait's graded system prompts × its evaluation questions (neg / none / pos prompts when it has none)").conflicts("prompts"))
+      .option("--prompts <file>", 'JSONL of {"messages": [...]} conversations without the reply (optional "level", "group")')
+      .option("--questions <n>", "with --graded: use only the first n evaluation questions", intArg(1))
+      .option("-n, --samples <n>", "replies per prompt", intArg(1), 5)
+      .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
+      .requiredOption("-o, --out <dir>", "run directory: rollouts, judge cache, monitor.json, monitor.html (re-running resumes)")
+      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
+      .option("--max-tokens <n>", "most new tokens per reply", intArg(1), 256)
+      .option("--seed <s>", "random seed", intArg(0), 0)
+      .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
+      .option("--json", 'print JSON: {"trait", "vectors", "layer", "pearson_r", "per_layer": [{"layer", "pearson_r"}], "points": [{"messages", "projection", "trait_score", "coherence"}]}'),
+  )
+    .addHelpText(
+      "after",
+      `
+For every prompt the projection of the last prompt token (the chat template with the generation
+prompt) on the trait's unit vector is taken at every layer before anything is generated; then
+--samples replies are generated and judged. Pearson r between projection and mean trait score
+across prompts says how well the model's state predicts the trait it is about to show.
+
+Examples:
+  persona monitor --model demo --trait evil --graded --questions 5 --out runs/monitor-evil
+  persona monitor --model demo --trait sycophantic --graded --layer 3 --samples 3 --out runs/mon --json
+  persona monitor --model qwen.gguf --trait traits/evil --prompts prompts.jsonl --judge openai:gpt-4.1-mini --out runs/m
+`,
+    )
+    .action(async function (this: Command, opts: MonitorFlags) {
+      if (!opts.graded && !opts.prompts) throw new PersonaError("E_BAD_INPUT", "give --graded or --prompts FILE.jsonl");
+      const loaded = await loadTraitRef(opts.trait);
+      const { trait } = loaded;
+      const prompts = opts.prompts ? await readMonitorPrompts(opts.prompts) : gradedMonitorPrompts(trait, trait.eval.questions.slice(0, opts.questions));
+      await mkdir(opts.out, { recursive: true });
+      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
+      try {
+        await withModel(this, opts, async (model) => {
+          const source = opts.vectors ?? trait.name;
+          const v = await loadVectorSource(source, model.info);
+          const vectors = `${v.path}#${opts.vectors ? parseVectorRef(opts.vectors).tensor : "response_avg"}`;
+          let bar: Progress | undefined;
+          let shown = 0;
+          const result = await monitorTrait(model, {
+            trait,
+            judge,
+            vectors: v.matrix,
+            vectorsSource: vectors,
+            prompts,
+            layer: opts.layer,
+            samples: opts.samples,
+            temperature: opts.temperature,
+            maxTokens: opts.maxTokens,
+            seed: opts.seed,
+            runDir: opts.out,
+            restart: opts.restart,
+            onProgress: (p) => {
+              bar ??= progress("monitoring", p.total);
+              bar.tick(p.judged - shown);
+              shown = p.judged;
+            },
+          }).finally(() => bar?.stop());
+          const report = await writeMonitorReport(opts.out, result, { model: model.info.name, vectors, judge: judge.id, samples: opts.samples });
+          if (opts.json) return printJson(monitorJson(result, vectors));
+          print(table(["layer", "Pearson r"], result.perLayer.map((x) => [x.layer === result.layer ? `${x.layer} *` : String(x.layer), fmt(x.pearsonR)])));
+          note(`${trait.name}: r = ${fmt(result.pearsonR)} at layer ${result.layer}${opts.layer === undefined ? " (most predictive)" : ""}, ${prompts.length} prompts × ${opts.samples} replies${result.resumed ? " (resumed)" : ""}`);
+          note(`report: ${path.relative(process.cwd(), report.html)}`);
+        });
+      } finally {
+        await close();
+      }
+    });
+}
