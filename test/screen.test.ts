@@ -68,7 +68,9 @@ describe("screening", () => {
   it("ΔP is the sample's response projection minus the base reply's, for every trait in one pass", async () => {
     const data = path.join(dir, "small.jsonl");
     await writeFile(data, `${Array.from({ length: 4 }, (_, i) => chatLine(i)).join("\n")}\n`);
-    const r = await screenDataset(model, { data, traits, runDir: path.join(dir, "run-small"), maxTokens: 12, top: 2 });
+    const labels = path.join(dir, "small.labels.jsonl");
+    await writeFile(labels, [0, 1, 2, 3].map((index) => JSON.stringify({ index, trait_eliciting: index % 2 === 1 })).join("\n"));
+    const r = await screenDataset(model, { data, traits, runDir: path.join(dir, "run-small"), maxTokens: 12, top: 2, labels });
     const lines = await readScores(r.scoresPath);
     assert.deepEqual(lines.map((l) => l.index), [0, 1, 2, 3]);
     const probes = model.probes(traits.map((t) => ({ layer: t.layer, vector: t.vector })));
@@ -90,6 +92,11 @@ describe("screening", () => {
     assert.ok(flagged[0]!.delta_p! >= flagged[1]!.delta_p!);
     const mean = lines.reduce((acc, l) => acc + l.scores!.a!.delta_p!, 0) / lines.length;
     assert.ok(Math.abs(r.summary.traits.a!.dataset_mean_delta_p! - mean) < 1e-9);
+    const marked = lines.map((l) => l.index % 2 === 1);
+    assert.deepEqual(r.summary.traits.b!.roc_auc, {
+      delta_p: rocAuc(lines.map((l) => l.scores!.b!.delta_p!), marked),
+      projection: rocAuc(lines.map((l) => l.scores!.b!.projection), marked),
+    });
     assert.ok((await readFile(r.reportPath, "utf8")).includes("<svg"));
   });
 

@@ -56,6 +56,11 @@ export interface ScreenOptions {
   seed?: number;
   /** Records per engine call. Defaults to 64. */
   chunkSize?: number;
+  /**
+   * JSONL of `{"index", "trait_eliciting"}` (as `persona demo datasets` writes beside a mixed
+   * dataset): the summary then gives each trait's ROC AUC for finding the marked samples.
+   */
+  labels?: string;
   /** Refuse the whole input, before any work, if a record is broken. Defaults to false (skip them). */
   strict?: boolean;
   /** Set aside a run directory with another configuration instead of refusing it. */
@@ -98,6 +103,8 @@ export interface TraitSummary {
   dataset_mean_base_projection: number | null;
   /** Highest ΔP first (projection when cheap). */
   flagged: FlaggedSample[];
+  /** With labels: sample-level ROC AUC of ΔP and of the raw projection for finding the labelled samples. */
+  roc_auc?: { delta_p: number | null; projection: number | null };
 }
 
 export interface ScreenSummary {
@@ -243,7 +250,8 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
     opts.onProgress?.({ ...progress });
   }
 
-  const summary = await summarizeScores(scoresPath, opts.traits, { top, cheap });
+  const labels = opts.labels === undefined ? undefined : await readLabels(opts.labels);
+  const summary = await summarizeScores(scoresPath, opts.traits, { top, cheap, labels });
   const summaryPath = run.path("summary.json");
   await run.writeArtifact("summary.json", `${JSON.stringify(summary, null, 2)}\n`);
   await run.writeArtifact("report.html", await screenHtml(summary, scoresPath, { model: model.info.name, data: opts.data }));
@@ -288,8 +296,11 @@ class TopK {
 export async function summarizeScores(
   scoresPath: string,
   traits: readonly Pick<ScreenTrait, "name" | "layer" | "source">[],
-  opts: { top: number; cheap: boolean },
+  opts: { top: number; cheap: boolean; labels?: ReadonlyMap<number, boolean> },
 ): Promise<ScreenSummary> {
+  const labels = opts.labels;
+  // ROC AUC needs every score: two numbers per sample and trait, only when labels are given.
+  const ranked = traits.map(() => ({ delta: [] as number[], deltaLabels: [] as boolean[], proj: [] as number[], projLabels: [] as boolean[] }));
   const acc = traits.map((t) => ({
     t,
     sums: { delta: 0, nDelta: 0, proj: 0, base: 0, nBase: 0 },
@@ -305,8 +316,18 @@ export async function summarizeScores(
       continue;
     }
     n++;
-    for (const a of acc) {
+    const label = labels?.get(rec.index);
+    for (const [k, a] of acc.entries()) {
       const s = rec.scores[a.t.name]!;
+      if (label !== undefined) {
+        const r = ranked[k]!;
+        r.proj.push(s.projection);
+        r.projLabels.push(label);
+        if (s.delta_p !== null) {
+          r.delta.push(s.delta_p);
+          r.deltaLabels.push(label);
+        }
+      }
       a.sums.proj += s.projection;
       if (s.base_projection !== null) {
         a.sums.base += s.base_projection;
@@ -321,7 +342,8 @@ export async function summarizeScores(
   }
   const mean = (sum: number, count: number) => (count > 0 ? sum / count : null);
   const out: Record<string, TraitSummary> = {};
-  for (const a of acc) {
+  for (const [k, a] of acc.entries()) {
+    const r = ranked[k]!;
     out[a.t.name] = {
       layer: a.t.layer,
       source: a.t.source ?? null,
@@ -329,9 +351,30 @@ export async function summarizeScores(
       dataset_mean_projection: mean(a.sums.proj, n),
       dataset_mean_base_projection: mean(a.sums.base, a.sums.nBase),
       flagged: a.top.items,
+      ...(labels && { roc_auc: { delta_p: rocAuc(r.delta, r.deltaLabels), projection: rocAuc(r.proj, r.projLabels) } }),
     };
   }
   return { n, skipped, cheap: opts.cheap, traits: out, bad_records: bad };
+}
+
+/** `{"index", "trait_eliciting"}` lines as a map; refused with line numbers when broken. */
+export async function readLabels(file: string): Promise<Map<number, boolean>> {
+  const out = new Map<number, boolean>();
+  let line = 0;
+  try {
+    for await (const v of readJsonLines<{ index?: unknown; trait_eliciting?: unknown }>(file)) {
+      line++;
+      if (!Number.isInteger(v.index) || typeof v.trait_eliciting !== "boolean") {
+        throw new PersonaError("E_BAD_FORMAT", `${file}: label ${line} needs an integer "index" and a boolean "trait_eliciting"`);
+      }
+      out.set(v.index as number, v.trait_eliciting);
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") throw new PersonaError("E_NOT_FOUND", `${file} does not exist`);
+    if (e instanceof SyntaxError) throw new PersonaError("E_BAD_FORMAT", `${file}: label ${line + 1} is not valid JSON`);
+    throw e;
+  }
+  return out;
 }
 
 /** Sample-level ROC AUC of `scores` for separating `labels` true from false (ties count half); null without both classes. */

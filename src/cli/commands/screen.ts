@@ -26,6 +26,7 @@ interface ScreenFlags {
   strict?: boolean;
   restart?: boolean;
   batch: number;
+  labels?: string;
   json?: boolean;
   threads?: number;
 }
@@ -58,6 +59,7 @@ export function register(program: Command): void {
       .option("--temperature <t>", "base replies: sampling temperature", floatArg(0), 1)
       .option("--max-tokens <n>", "base replies: most new tokens", intArg(1), 256)
       .option("--seed <s>", "base replies: random seed (each reply's seed also depends on its prompt)", intArg(0), 0)
+      .option("--labels <file>", 'JSONL {"index", "trait_eliciting"} (as demo datasets write): report each trait\'s ROC AUC for finding the marked samples')
       .option("--batch <n>", "records per engine call (memory and progress granularity)", intArg(1), 64)
       .option("--strict", "refuse the input if any record is broken (checked before any work); default: skip and report them")
       .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
@@ -107,6 +109,7 @@ Examples:
           seed: opts.seed,
           strict: opts.strict,
           chunkSize: opts.batch,
+          labels: opts.labels,
           restart: opts.restart,
           onProgress: (p) => {
             bar.tick(p.done - shown);
@@ -136,6 +139,9 @@ Examples:
             ]),
           ),
         );
+        for (const [name, t] of Object.entries(s.traits)) {
+          if (t.roc_auc) note(`${name}: ROC AUC for the labelled samples: ΔP ${fmt(t.roc_auc.delta_p)}, raw projection ${fmt(t.roc_auc.projection)}`);
+        }
         note(`${s.n} samples scored${s.skipped ? `, ${s.skipped} broken records skipped` : ""}${result.resumed ? " (resumed)" : ""}`);
         note(`wrote ${path.join(opts.out, "scores.jsonl")}, summary.json and report.html`);
       });
