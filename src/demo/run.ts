@@ -2,7 +2,9 @@
  * `persona demo`: the whole method on the demo model, per trait — extract persona vectors from
  * pos/neg rollouts judged by the demo rubric, sweep steering over layers × coefficients to find
  * the best layer, then check that steering against the trait under its pos system prompt lowers
- * it — and the cosine similarities between the traits' vectors. Every step writes a run
+ * it; monitor the trait (does the last prompt token's projection on its graded prompts predict the
+ * judged score?) and screen demo datasets with it (ΔP of normal vs trait data, ROC AUC on a mixed
+ * set) — and the cosine similarities between the traits' vectors. Every step writes a run
  * directory under `out`, so an interrupted demo resumes.
  */
 import path from "node:path";
@@ -10,6 +12,10 @@ import type { Model } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { extractPersonaVectors, type ExtractResult } from "../pipeline/extract.js";
 import { evaluateTrait, type ScoreStats } from "../pipeline/evaluate.js";
+import { gradedMonitorPrompts, monitorTrait } from "../pipeline/monitor.js";
+import { screenDataset } from "../pipeline/screen.js";
+import { writeMonitorReport } from "../report/monitor.js";
+import { writeDemoDatasets } from "./datasets.js";
 import { RunDir } from "../pipeline/rundir.js";
 import { sweepSteering, type SweepRecord, type SweepResult } from "../pipeline/sweep.js";
 import { writeSweepReport } from "../report/sweep.js";
@@ -34,6 +40,11 @@ export interface DemoOptions {
   /** New tokens per rollout. Defaults to 64 (demo replies are short). */
   maxTokens?: number;
   seed?: number;
+  /** Monitoring: evaluation questions crossed with the graded prompts, and replies per prompt. Defaults to 2 and 2. */
+  monitorQuestions?: number;
+  monitorSamples?: number;
+  /** Screening: rows of each demo dataset screened (normal, II, mixed-10). Defaults to 80. */
+  screenRows?: number;
   onStage?(trait: DemoTrait, stage: string): void;
 }
 
@@ -44,6 +55,10 @@ export interface DemoTraitResult {
   report: string;
   /** Trait score under a pos system prompt, without and with −coef steering at the best layer. */
   suppression: { coef: number; unsteered: ScoreStats; steered: ScoreStats; coherence: ScoreStats } | null;
+  /** Pearson r of last-prompt-token projection vs trait score over the graded prompts, at the most predictive layer. */
+  monitoring: { layer: number; pearsonR: number | null; prompts: number; report: string };
+  /** Dataset mean ΔP of the normal and the trait (II) dataset, and ROC AUC of ΔP on mixed-10, at `layer`. */
+  screening: { layer: number; normal: number | null; trait: number | null; mixedAuc: number | null; rows: number };
 }
 
 export interface DemoResult {
@@ -123,7 +138,46 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       ]);
       suppression = { coef, unsteered: unsteered.traitScore, steered: steered.traitScore, coherence: steered.coherence };
     }
-    results.push({ trait: name, extraction, sweep, report, suppression });
+    opts.onStage?.(name, "monitoring");
+    const monitorDir = path.join(dir, "monitor");
+    const monitored = await monitorTrait(model, {
+      trait,
+      judge,
+      vectors: selectTensor(vectors, "response_avg"),
+      vectorsSource: `${extraction.vectorsPath}#response_avg`,
+      prompts: gradedMonitorPrompts(trait, trait.eval.questions.slice(0, opts.monitorQuestions ?? 2)),
+      samples: opts.monitorSamples ?? 2,
+      maxTokens,
+      seed,
+      runDir: monitorDir,
+    });
+    const monitorReport = await writeMonitorReport(monitorDir, monitored, {
+      model: model.info.name,
+      vectors: `${extraction.vectorsPath}#response_avg`,
+      judge: judge.id,
+      samples: opts.monitorSamples ?? 2,
+    });
+    const monitoring = { layer: monitored.layer, pearsonR: monitored.pearsonR, prompts: monitored.points.length, report: monitorReport.html };
+
+    opts.onStage?.(name, "screening");
+    const rows = opts.screenRows ?? 80;
+    const files = await writeDemoDatasets({ out: path.join(dir, "datasets"), traits: [name], rows, mixed: [10], seed });
+    const layer = sweep.bestLayer ?? model.info.nLayer;
+    const screenTraits = [{ name, layer, vector: Float32Array.from(row(selectTensor(vectors, "response_avg"), layer)), source: extraction.vectorsPath }];
+    const screenOne = async (which: string) => {
+      const file = files.find((f) => f.name === which)!;
+      const r = await screenDataset(model, { data: file.path, traits: screenTraits, runDir: path.join(dir, `screen-${which}`), maxTokens, seed, labels: file.labels });
+      return r.summary.traits[name]!;
+    };
+    const [normal, full, mixed] = [await screenOne("normal"), await screenOne("II"), await screenOne("mixed-10")];
+    const screening = {
+      layer,
+      normal: normal.dataset_mean_delta_p,
+      trait: full.dataset_mean_delta_p,
+      mixedAuc: mixed.roc_auc?.delta_p ?? null,
+      rows,
+    };
+    results.push({ trait: name, extraction, sweep, report, suppression, monitoring, screening });
   }
 
   const cosines: DemoResult["cosines"] = [];

@@ -7,9 +7,9 @@
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
-import type { ChatMessage } from "../engine/types.js";
+import type { ChatMessage, GenerateOptions, GenerateRequest } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
-import { limiter } from "../judge/limit.js";
+import { type Limit, limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import type { TraitDefinition } from "../traits/format.js";
 
@@ -161,49 +161,29 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   const total = requests.length;
   const samples: EvalSample[] = new Array(total);
   const progress: EvalProgress = { generated: 0, judged: 0, total };
-  // A failed judge call stops generation too: the whole evaluation fails.
-  const stop = new AbortController();
-  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const limit = limiter(concurrency);
-  const rubric = opts.trait.eval.eval_prompt;
-  const judging: Promise<void>[] = [];
-  let judgeError: unknown;
-
-  const judgeOne = async (index: number, answer: string): Promise<void> => {
-    const question = questions[Math.floor((index % perSetting) / perQuestion)]!;
-    const [trait, coherence] = await Promise.all([
-      limit(() => opts.judge.score({ question, answer, metric: { kind: "trait", trait: opts.trait.name, rubric } }, signal)),
-      limit(() => opts.judge.score({ question, answer, metric: { kind: "coherence" } }, signal)),
-    ]);
-    samples[index] = { question, answer, trait, coherence };
-    progress.judged++;
-    opts.onProgress?.({ ...progress });
-  };
-
-  try {
-    await model.generate(requests, {
+  await generateAndHandle(
+    model,
+    requests,
+    {
       temperature: opts.temperature ?? 1,
       maxTokens: opts.maxTokens ?? 1000,
       exact: opts.exact,
       parallel: opts.parallel === undefined ? undefined : Math.min(opts.parallel, total),
-      signal,
-      onResult: (r) => {
+      signal: opts.signal,
+      onGenerated: () => {
         progress.generated++;
         opts.onProgress?.({ ...progress });
-        judging.push(
-          judgeOne(r.index, r.text).catch((e: unknown) => {
-            judgeError ??= e;
-            stop.abort();
-          }),
-        );
       },
-    });
-  } catch (e) {
-    await Promise.all(judging);
-    throw judgeError ?? e;
-  }
-  await Promise.all(judging);
-  if (judgeError !== undefined) throw judgeError;
+    },
+    async (index, answer, signal) => {
+      const question = questions[Math.floor((index % perSetting) / perQuestion)]!;
+      const { trait, coherence } = await scoreReply(opts.judge, limit, opts.trait, question, answer, signal);
+      samples[index] = { question, answer, trait, coherence };
+      progress.judged++;
+      opts.onProgress?.({ ...progress });
+    },
+  );
 
   return opts.settings.map((setting, s) => {
     const mine = samples.slice(s * perSetting, (s + 1) * perSetting);
@@ -215,4 +195,58 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       samples: mine,
     };
   });
+}
+
+/** Trait and coherence scores of one reply, each judge call through `limit`. */
+export async function scoreReply(
+  judge: Judge,
+  limit: Limit,
+  trait: TraitDefinition,
+  question: string,
+  answer: string,
+  signal?: AbortSignal,
+): Promise<{ trait: number | null; coherence: number | null }> {
+  const rubric = trait.eval.eval_prompt;
+  const [t, coherence] = await Promise.all([
+    limit(() => judge.score({ question, answer, metric: { kind: "trait", trait: trait.name, rubric } }, signal)),
+    limit(() => judge.score({ question, answer, metric: { kind: "coherence" } }, signal)),
+  ]);
+  return { trait: t, coherence };
+}
+
+/**
+ * Generates `requests` and hands each reply to `onReply` as soon as it finishes, so judging
+ * overlaps generation; the first failing `onReply` stops generation and its error is thrown.
+ */
+export async function generateAndHandle(
+  model: Model,
+  requests: readonly GenerateRequest[],
+  opts: GenerateOptions & { signal?: AbortSignal; onGenerated?(): void },
+  onReply: (index: number, text: string, signal: AbortSignal) => Promise<void>,
+): Promise<void> {
+  const { onGenerated, ...generateOptions } = opts;
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+  const pending: Promise<void>[] = [];
+  let failure: unknown;
+  try {
+    await model.generate(requests, {
+      ...generateOptions,
+      signal,
+      onResult: (r) => {
+        onGenerated?.();
+        pending.push(
+          onReply(r.index, r.text, signal).catch((e: unknown) => {
+            failure ??= e;
+            stop.abort();
+          }),
+        );
+      },
+    });
+  } catch (e) {
+    await Promise.all(pending);
+    throw failure ?? e;
+  }
+  await Promise.all(pending);
+  if (failure !== undefined) throw failure;
 }

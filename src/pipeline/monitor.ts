@@ -22,6 +22,7 @@ import { PersonaError } from "../errors.js";
 import { limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import { pearson } from "../report/scatter.js";
+import { generateAndHandle, scoreReply } from "./evaluate.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
 import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
@@ -169,43 +170,19 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     const total = opts.prompts.length * samples;
     let judged = total - todo.length;
     const limit = limiter(opts.judgeConcurrency ?? 16);
-    const stop = new AbortController();
-    const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
-    const judging: Promise<void>[] = [];
-    let judgeError: unknown;
-    const judgeOne = async (item: (typeof todo)[number], text: string) => {
-      const messages = opts.prompts[item.p]!.messages;
-      const question = [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]!.content;
-      const rubric = opts.trait.eval.eval_prompt;
-      const [trait, coherence] = await Promise.all([
-        limit(() => opts.judge.score({ question, answer: text, metric: { kind: "trait", trait: opts.trait.name, rubric } }, signal)),
-        limit(() => opts.judge.score({ question, answer: text, metric: { kind: "coherence" } }, signal)),
-      ]);
-      await log.append(item.key, { text, trait, coherence });
-      opts.onProgress?.({ judged: ++judged, total });
-    };
-    try {
-      await model.generate(
-        todo.map((t) => ({ prompt: encoded[t.p]!, seed: requestSeed(seed, t.p * samples + t.k) })),
-        {
-          temperature,
-          maxTokens,
-          signal,
-          onResult: (r) =>
-            judging.push(
-              judgeOne(todo[r.index]!, r.text).catch((e: unknown) => {
-                judgeError ??= e;
-                stop.abort();
-              }),
-            ),
-        },
-      );
-    } catch (e) {
-      await Promise.all(judging);
-      throw judgeError ?? e;
-    }
-    await Promise.all(judging);
-    if (judgeError !== undefined) throw judgeError;
+    await generateAndHandle(
+      model,
+      todo.map((t) => ({ prompt: encoded[t.p]!, seed: requestSeed(seed, t.p * samples + t.k) })),
+      { temperature, maxTokens, signal: opts.signal },
+      async (index, text, signal) => {
+        const item = todo[index]!;
+        const messages = opts.prompts[item.p]!.messages;
+        const question = [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]!.content;
+        const scores = await scoreReply(opts.judge, limit, opts.trait, question, text, signal);
+        await log.append(item.key, { text, ...scores });
+        opts.onProgress?.({ judged: ++judged, total });
+      },
+    );
 
     const points: MonitorPoint[] = opts.prompts.map((prompt, p) => {
       const replies = Array.from({ length: samples }, (_, k) => log.get(`${p}/${k}`)!);

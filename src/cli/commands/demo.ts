@@ -129,7 +129,7 @@ Examples:
         if (opts.json) return printJson(result);
         print(
           table(
-            ["trait", "kept", "pos/neg score", "baseline", "best layer", "steered (coef)", "coherence", "pos prompt → −coef"],
+            ["trait", "kept", "pos/neg score", "baseline", "best layer", "steered (coef)", "coherence", "pos prompt → −coef", "monitor r (layer)", "ΔP normal/trait", "mixed-10 AUC"],
             result.traits.map((r) => {
               const best = r.sweep.grid.find((c) => c.layer === r.sweep.bestLayer && c.coef === r.sweep.bestCoef);
               const c = r.extraction.counts;
@@ -142,6 +142,9 @@ Examples:
                 best ? `${formatStats(best.traitScore)} (${best.coef})` : "-",
                 best ? fmt(best.coherence.mean) : "-",
                 r.suppression ? `${fmt(r.suppression.unsteered.mean)} → ${fmt(r.suppression.steered.mean)} (${r.suppression.coef})` : "-",
+                `${r.monitoring.pearsonR === null ? "-" : r.monitoring.pearsonR.toFixed(2)} (${r.monitoring.layer})`,
+                `${fmt(r.screening.normal)}/${fmt(r.screening.trait)}`,
+                r.screening.mixedAuc === null ? "-" : r.screening.mixedAuc.toFixed(2),
               ];
             }),
           ),
@@ -150,7 +153,7 @@ Examples:
         if (result.failed.length > 0) process.exitCode = 1;
         print("");
         for (const c of result.cosines) print(`cosine(${c.a}, ${c.b}) at layer ${c.layer}: ${c.cosine.toFixed(3)}`);
-        print(`\nreports: ${result.traits.map((r) => path.relative(process.cwd(), r.report)).join(", ")}`);
+        print(`\nreports: ${result.traits.flatMap((r) => [r.report, r.monitoring.report]).map((f) => path.relative(process.cwd(), f)).join(", ")}`);
         print(`done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
       });
     });
