@@ -93,6 +93,32 @@ describe("llama.cpp load-time asserts are refused first", () => {
     await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.model is "none"/);
   });
 
+  it("a SentencePiece vocabulary without byte tokens (byte_to_token's map lookup throws through the C API)", async () => {
+    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "llama"));
+    await refused(file, { vocabOnly: true }, /lacks the byte token <0x00>/);
+  });
+
+  it("a tokenizer family outside the supported ones (the t5 tokenizer segfaulted)", async () => {
+    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "t5"));
+    await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.model is "t5"; persona-vectors supports "gpt2", "llama", "gemma4"/);
+  });
+
+  it("an F16 norm weight (ggml-cpu binary op abort at the first decode)", async () => {
+    const file = await modelWith((s) => {
+      s.tensors.find((t) => t.name === "output_norm.weight")!.f16 = true;
+    });
+    await refused(file, {}, /one-dimensional tensor 'output_norm\.weight' is F16; norms and biases must be F32/);
+  });
+
+  it("a vocabulary that adds a BOS token it does not have (tokenize assert)", async () => {
+    const file = await modelWith((s) => {
+      tokensOf(s).length = 10; // so that BPE's default BOS id 11 is out of range too
+      s.kv = s.kv.filter((e) => e.key !== "tokenizer.ggml.token_type" && e.key !== "tokenizer.ggml.bos_token_id");
+      set(s, "tokenizer.ggml.add_bos_token", GgufValueType.BOOL, true);
+    });
+    await refused(file, { vocabOnly: true }, /add_bos_token is on but the vocabulary has no BOS token/);
+  });
+
   it("more experts used than the model has (load_hparams asserts)", async () => {
     const file = await modelWith((s) => set(s, "llama.expert_used_count", GgufValueType.UINT32, 1024));
     await refused(file, {}, /llama\.expert_used_count is 1024, more than llama\.expert_count 0/);

@@ -335,6 +335,7 @@ function bind(paths: LibraryPaths) {
     llama_vocab_eot: fn<(vocab: VocabHandle) => number>(llama, "int32_t llama_vocab_eot(void *vocab)"),
     llama_vocab_is_eog: fn<(vocab: VocabHandle, token: number) => boolean>(llama, "bool llama_vocab_is_eog(void *vocab, int32_t token)"),
     llama_vocab_get_add_bos: fn<(vocab: VocabHandle) => boolean>(llama, "bool llama_vocab_get_add_bos(void *vocab)"),
+    llama_vocab_get_add_eos: fn<(vocab: VocabHandle) => boolean>(llama, "bool llama_vocab_get_add_eos(void *vocab)"),
     llama_tokenize: fn<
       (vocab: VocabHandle, text: Uint8Array, textLen: number, tokens: Int32Array, nTokensMax: number, addSpecial: boolean, parseSpecial: boolean) => number
     >(

@@ -7,13 +7,20 @@
  */
 import { PersonaError } from "../../errors.js";
 import { type GgufFile, type GgufKv } from "./reader.js";
-import { GgufValueType } from "./types.js";
+import { GgmlType, GgufValueType } from "./types.js";
 
 /** llama-hparams.h */
 export const LLAMA_MAX_LAYERS = 512;
 export const LLAMA_MAX_EXPERTS = 1024;
 /** ggml-impl.h: a mapped tensor's address must be a multiple of this. */
 export const TENSOR_ALIGNMENT = 32;
+/**
+ * tokenizer.ggml.model values whose tokenizers were checked against the asserts (BPE and
+ * SentencePiece, what chat models use). The others (bert, t5, rwkv, plamo2, …) are refused:
+ * their tokenizers crash on inputs the fuzzer found (a segfault in the t5 one) and no
+ * persona-vectors command works with encoder-only or encoder-decoder models anyway.
+ */
+export const SUPPORTED_TOKENIZERS: readonly string[] = ["gpt2", "llama", "gemma4"];
 /** llama-model.cpp LLAMA_ROPE_SCALING_TYPES. */
 const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
 
@@ -58,6 +65,7 @@ export function checkLlamaLoad(file: GgufFile, opts: LlamaLoadChecks): void {
   checkVocab(file);
   if (opts.vocabOnly) return;
   checkHparams(file);
+  checkTensorTypes(file);
   if (opts.mmap) checkMappedAlignment(file);
 }
 
@@ -66,6 +74,12 @@ function checkVocab(file: GgufFile): void {
   // A "no_vocab" model gets no tokenizer: tokenize and detokenize then abort (llama-vocab.cpp:3375, 3712).
   if (model === "no_vocab" || model === "none") {
     throw refuse(file, `tokenizer.ggml.model is "${model}": the model has no vocabulary to tokenize with`);
+  }
+  if (typeof model === "string" && !SUPPORTED_TOKENIZERS.includes(model)) {
+    throw new PersonaError(
+      "E_BAD_MODEL",
+      `${file.path}: tokenizer.ggml.model is ${JSON.stringify(model)}; persona-vectors supports ${SUPPORTED_TOKENIZERS.map((t) => `"${t}"`).join(", ")} vocabularies`,
+    );
   }
   const list = file.kv.get("tokenizer.ggml.tokens");
   if (list?.type !== GgufValueType.ARRAY || typeof list.value !== "object" || list.value.itemType !== GgufValueType.STRING) return;
@@ -83,6 +97,16 @@ function checkVocab(file: GgufFile): void {
       throw refuse(file, `tokenizer.ggml.tokens holds ${JSON.stringify(text)} twice (ids ${first} and ${id})`);
     }
     seen.set(text, id);
+  }
+  // llama-vocab.cpp byte_to_token: SentencePiece falls back to one token per byte of text it
+  // cannot match, looked up with token_to_id.at(), which throws through the C API (terminate).
+  if (model === "llama") {
+    for (let b = 0; b < 256; b++) {
+      const hex = `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`;
+      if (!seen.has(hex) && !(b < 0x80 && seen.has(String.fromCharCode(b)))) {
+        throw refuse(file, `tokenizer.ggml.tokens lacks the byte token ${hex}, which a SentencePiece ("llama") vocabulary needs for every byte`);
+      }
+    }
   }
 }
 
@@ -131,6 +155,20 @@ function checkHparams(file: GgufFile): void {
   const scaling = file.kv.get(key("rope.scaling.type"));
   if (scaling?.type === GgufValueType.STRING && !ROPE_SCALING_TYPES.has(scaling.value as string)) {
     throw refuse(file, `${key("rope.scaling.type")} is ${JSON.stringify(scaling.value)}, not one of ${[...ROPE_SCALING_TYPES].join(", ")}`);
+  }
+}
+
+/**
+ * ggml-cpu binary-ops.cpp:135 aborts on an f32 × f16 multiply or add: one-dimensional weights
+ * (norms, biases, scales) enter the graph as the second operand of such ops, so they must be F32,
+ * as every converter writes them.
+ */
+function checkTensorTypes(file: GgufFile): void {
+  for (const t of file.tensors) {
+    const oneDim = t.ne.slice(1).every((n) => n === 1);
+    if (oneDim && t.type !== GgmlType.F32) {
+      throw refuse(file, `one-dimensional tensor '${t.name}' is ${t.typeName}; norms and biases must be F32`);
+    }
   }
 }
 

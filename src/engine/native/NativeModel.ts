@@ -80,6 +80,20 @@ export class NativeModel {
       );
     }
     const vocab = api.llama_model_get_vocab(handle);
+    // llama-vocab.cpp tokenize asserts that a vocabulary which adds BOS/EOS has one; which it adds
+    // depends on defaults per tokenizer and pre-tokenizer, so ask the loaded vocabulary.
+    for (const [what, adds, id, key] of [
+      ["BOS", api.llama_vocab_get_add_bos(vocab), api.llama_vocab_bos(vocab), "bos"],
+      ["EOS", api.llama_vocab_get_add_eos(vocab), api.llama_vocab_eos(vocab), "eos"],
+    ] as const) {
+      if (adds && id < 0) {
+        api.llama_model_free(handle);
+        throw new PersonaError(
+          "E_BAD_MODEL",
+          `${path}: tokenizer.ggml.add_${key}_token is on but the vocabulary has no ${what} token (tokenizer.ggml.${key}_token_id missing or out of range); llama.cpp would abort on it`,
+        );
+      }
+    }
     const template = api.llama_model_chat_template(handle, null);
     const size = (await stat(path)).size;
     // Vocabulary-only models have no layer hyperparameters in llama.cpp (asking aborts): use the file's.
