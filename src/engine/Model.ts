@@ -130,12 +130,13 @@ export class Model implements AsyncDisposable {
     }
     const addGenerationPrompt = opts.addGenerationPrompt ?? true;
     try {
-      return renderJinjaChat(template, messages, {
+      return await renderJinjaChat(template, messages, {
         addGenerationPrompt,
         bosToken: this.info.bosText,
         eosToken: this.info.eosText,
       });
-    } catch {
+    } catch (e) {
+      if (e instanceof PersonaError) throw e; // a runaway template, not one jinja cannot parse
       return this.host.call({ op: "builtinTemplate", modelId: this.id, messages: [...messages], addAssistant: addGenerationPrompt });
     }
   }
