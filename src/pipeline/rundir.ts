@@ -85,13 +85,17 @@ export class RecordLog<T> {
     const complete = text.endsWith("\n") ? lines.slice(0, -1) : lines.slice(0, -1); // last piece is "" or torn
     for (const [i, line] of complete.entries()) {
       if (line.trim() === "") continue;
-      let rec: { key: string; value: T };
+      let rec: unknown;
       try {
         rec = JSON.parse(line);
       } catch {
         throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is corrupt (not JSON); remove the line or the run directory`);
       }
-      log.byKey.set(rec.key, rec.value);
+      const r = rec as { key?: unknown; value?: T } | null;
+      if (typeof r !== "object" || r === null || typeof r.key !== "string" || !("value" in r)) {
+        throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is not a {"key", "value"} record; remove the line or the run directory`);
+      }
+      log.byKey.set(r.key, r.value as T);
     }
     if (!text.endsWith("\n") && text.length > 0) {
       // Rewrite without the torn tail so appends start on a clean line.
@@ -220,8 +224,9 @@ export class RunDir {
       } catch {
         throw new PersonaError("E_BAD_FORMAT", `${runFile} is not valid JSON`);
       }
+      if (typeof prev !== "object" || prev === null || Array.isArray(prev)) throw new PersonaError("E_BAD_FORMAT", `${runFile} is not a JSON object`);
       if (prev.kind === kind && prev.config_hash === configHash) {
-        const info = { ...prev, resumed_at: [...(prev.resumed_at ?? []), new Date().toISOString()] };
+        const info = { ...prev, resumed_at: [...(Array.isArray(prev.resumed_at) ? prev.resumed_at : []), new Date().toISOString()] };
         await writeFileAtomic(runFile, `${JSON.stringify(info, null, 2)}\n`);
         return new RunDir(dir, info, true);
       }

@@ -163,6 +163,7 @@ function readZip(b: Uint8Array, bad: Bad): Map<string, Uint8Array> {
     const extraLen = v.getUint16(p + 30, true);
     const commentLen = v.getUint16(p + 32, true);
     let local = v.getUint32(p + 42, true);
+    if (p + 46 + nameLen + extraLen + commentLen > b.length) throw bad(`central directory entry ${i} runs past the end of the file`);
     const name = new TextDecoder().decode(b.subarray(p + 46, p + 46 + nameLen));
     // Zip64 extra field: the 64-bit values appear in this order, only for fields saturated at 0xffffffff.
     for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
@@ -171,6 +172,7 @@ function readZip(b: Uint8Array, bad: Bad): Map<string, Uint8Array> {
       if (id === 0x0001) {
         let q = e + 4;
         const next = (): number => {
+          if (q + 8 > e + 4 + len) throw bad(`member "${name}" has a truncated zip64 extra field`);
           const x = num(v.getBigUint64(q, true));
           q += 8;
           return x;

@@ -1,0 +1,64 @@
+/**
+ * Inputs `npm run fuzz` found ending in a stack trace or a runaway process (not a GGUF load:
+ * those are in llama-checks.test.ts), each now refused with a PersonaError.
+ */
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { renderJinjaChat } from "../src/engine/chat.js";
+import { PersonaError } from "../src/errors.js";
+import { RecordLog, RunDir } from "../src/pipeline/rundir.js";
+import { parsePt } from "../src/vectors/interop/torch.js";
+import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
+
+let dir: string;
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "fuzz-regressions-"));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function isCode(code: string, pattern: RegExp) {
+  return (e: unknown): boolean => {
+    assert.ok(e instanceof PersonaError, String(e));
+    assert.equal(e.code, code);
+    assert.match(e.message, pattern);
+    return true;
+  };
+}
+
+describe("fuzz regressions", () => {
+  it("a run log line that is JSON but not a record (was: TypeError reading 'key' of null)", async () => {
+    const file = path.join(dir, "rollouts.jsonl");
+    await writeFile(file, '{"key":"pos/0/0/0","value":1}\nnull\n');
+    await assert.rejects(RecordLog.open(file), isCode("E_BAD_FORMAT", /rollouts\.jsonl:2 is not a \{"key", "value"\} record/));
+  });
+
+  it("a run.json that is JSON but not an object (was: TypeError reading 'kind' of null)", async () => {
+    const run = path.join(dir, "run");
+    await RunDir.open(run, "extract", { a: 1 });
+    await writeFile(path.join(run, "run.json"), "null\n");
+    await assert.rejects(RunDir.open(run, "extract", { a: 1 }), isCode("E_BAD_FORMAT", /run\.json is not a JSON object/));
+  });
+
+  it("a zip central directory entry whose name runs past the end (was: RangeError from a DataView)", () => {
+    const pt = ptArchive("a", singleTensorPickle({ storageType: "FloatStorage", key: "0", numel: 2, offset: 0, size: [1, 2], stride: [2, 1] }), { "0": new Uint8Array(8) });
+    const view = new DataView(pt.buffer, pt.byteOffset, pt.byteLength);
+    let cd = pt.length - 22;
+    cd = view.getUint32(cd + 16, true); // first central directory entry
+    view.setUint16(cd + 28, 0xffff, true); // its name length
+    assert.throws(() => parsePt(pt, "x.pt"), isCode("E_BAD_FORMAT", /runs past the end of the file/));
+  });
+
+  it("a chat template that exhausts memory is stopped in its renderer, and rendering goes on", async () => {
+    const o = { addGenerationPrompt: true, bosToken: "", eosToken: "" };
+    await assert.rejects(
+      renderJinjaChat("{% for i in range(100000000) %}{% endfor %}", [{ role: "user", content: "hi" }], o),
+      isCode("E_BAD_MODEL", /chat template could not be rendered/),
+    );
+    assert.equal(await renderJinjaChat("{{ messages[0].content }}!", [{ role: "user", content: "hi" }], o), "hi!");
+  });
+});
