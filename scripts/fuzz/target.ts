@@ -13,6 +13,8 @@ export interface FuzzCase {
   commands: string[][];
   /** Which mutations made it, for the reproducer. */
   note: string;
+  /** What the in-process runner needs besides the files (a prompt, a kind of input). */
+  input?: unknown;
 }
 
 export interface RunEnv {
@@ -41,3 +43,17 @@ export class CliRefusal extends Error {
 
 /** A failure that is not a clean refusal: a stack trace, E_INTERNAL, a crashed engine worker. */
 export class UnexpectedError extends Error {}
+
+/** Runs every command of a case (a refusal does not stop the others); the first refusal is rethrown at the end. */
+export async function runCommands(env: RunEnv, commands: readonly string[][]): Promise<void> {
+  let refusal: CliRefusal | undefined;
+  for (const argv of commands) {
+    try {
+      await env.cli(argv);
+    } catch (e) {
+      if (!(e instanceof CliRefusal)) throw e;
+      refusal ??= e;
+    }
+  }
+  if (refusal) throw refusal;
+}

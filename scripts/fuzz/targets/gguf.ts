@@ -5,17 +5,18 @@
  * tokenizer arrays, hyperparameters, tensor table) re-written through the writer, and sometimes
  * raw edits of header fields (counts, lengths, types, dims, offsets) located by walking the header.
  */
-import { readFile, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Rng } from "../../../src/demo/corpus/rng.js";
 import { type GgufKv, type GgufValue, readGguf, readTensorF32 } from "../../../src/engine/gguf/reader.js";
-import { writeSyntheticModel } from "../../../src/engine/gguf/synthetic.js";
+import { type SyntheticModelConfig, writeSyntheticModel } from "../../../src/engine/gguf/synthetic.js";
 import { GgmlType, GgufValueType, GGUF_VALUE_SIZE } from "../../../src/engine/gguf/types.js";
 import { GgufWriter } from "../../../src/engine/gguf/writer.js";
 import { PersonaError } from "../../../src/errors.js";
 import { applySome, interestingInt, mutateBytes, nastyString, readUint, writeUint } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
+import { bytesWrittenBy } from "../tmp.js";
 
 export interface GgufSpec {
   kv: GgufKv[];
@@ -25,11 +26,13 @@ export interface GgufSpec {
 
 const MODEL = "model.gguf";
 
-/** A 1-layer llama small enough to write, load and decode in a few milliseconds. */
+/** The tiny model every GGUF case starts from: a 1-layer llama that writes, loads and decodes in a few ms. */
+export const TINY_MODEL: SyntheticModelConfig = { arch: "llama", nLayer: 1, nEmbd: 16, nHead: 2, nHeadKv: 2, nFf: 32, contextLength: 64, seed: 7 };
+
 export async function tinyModelSpec(): Promise<GgufSpec> {
   const file = path.join(tmpdir(), `fuzz-seed-${process.pid}-${Date.now()}.gguf`);
   try {
-    await writeSyntheticModel(file, { arch: "llama", nLayer: 1, nEmbd: 16, nHead: 2, nHeadKv: 2, nFf: 32, contextLength: 64, seed: 7 });
+    await writeSyntheticModel(file, TINY_MODEL);
     const g = await readGguf(file);
     const tensors = [];
     for (const t of g.tensors) tensors.push({ name: t.name, ne: [...t.ne], data: await readTensorF32(g, t.name), f16: false });
@@ -52,13 +55,7 @@ export async function writeSpec(s: GgufSpec): Promise<Uint8Array> {
   const w = new GgufWriter({ alignment: s.alignment });
   for (const e of s.kv) w.set(e.key, e.type, e.value);
   for (const t of s.tensors) w.addTensor(t.name, t.ne, t.data, t.f16 ? GgmlType.F16 : GgmlType.F32);
-  const file = path.join(tmpdir(), `fuzz-${process.pid}-${Math.random().toString(36).slice(2)}.gguf`);
-  try {
-    await w.write(file);
-    return await readFile(file);
-  } finally {
-    await rm(file, { force: true });
-  }
+  return bytesWrittenBy(".gguf", (file) => w.write(file));
 }
 
 // ---- structured edits ----
@@ -187,6 +184,37 @@ function mutateTokens(rng: Rng, s: GgufSpec): string {
       return `${n} tokens appended`;
     }
   }
+}
+
+/**
+ * A well-formed SentencePiece-style ("llama", "gemma4") vocabulary: the 256 <0xXX> byte tokens
+ * appended (type BYTE), embeddings grown to match, so those tokenizers get cases that load.
+ */
+function toSentencePiece(rng: Rng, s: GgufSpec): string {
+  const model = rng.pick(["llama", "gemma4"]);
+  setKv(s, "tokenizer.ggml.model", GgufValueType.STRING, model);
+  const t = tokens(s);
+  const types = kvOf(s, "tokenizer.ggml.token_type")?.value;
+  const have = new Set(t);
+  for (let b = 0; b < 256; b++) {
+    const hex = `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`;
+    if (have.has(hex)) continue;
+    t.push(hex);
+    if (types && typeof types === "object") types.items.push(6);
+  }
+  if (types && typeof types === "object") types.length = types.items.length;
+  const list = kvOf(s, "tokenizer.ggml.tokens")?.value;
+  if (list && typeof list === "object") list.length = t.length;
+  setKv(s, `${arch(s)}.vocab_size`, GgufValueType.UINT32, t.length);
+  for (const name of ["token_embd.weight", "output.weight"]) {
+    const i = s.tensors.findIndex((x) => x.name === name);
+    if (i < 0) continue;
+    const x = s.tensors[i]!;
+    const data = new Float32Array(x.ne[0]! * t.length);
+    data.set(x.data.subarray(0, Math.min(x.data.length, data.length)));
+    s.tensors[i] = { ...x, ne: [x.ne[0]!, t.length], data };
+  }
+  return `${model} vocabulary with byte tokens`;
 }
 
 function mutateTokenTypes(rng: Rng, s: GgufSpec): string {
@@ -340,6 +368,8 @@ function structured(rng: Rng, s: GgufSpec): string {
     () => mutateHparam(rng, s),
     () => mutateHparam(rng, s),
     () => mutateArch(rng, s),
+    () => toSentencePiece(rng, s),
+    () => toSentencePiece(rng, s),
     () => mutateTensors(rng, s),
     () => {
       const v = rng.pick(TOKENIZERS);
@@ -542,7 +572,7 @@ export const ggufTarget: Target<GgufSpec> = {
   setup: tinyModelSpec,
   async make(rng, base): Promise<FuzzCase> {
     const c = await makeGgufCase(rng, base, structured);
-    return { files: { [MODEL]: c.bytes }, commands: modelCommands(c.text), note: c.note };
+    return { files: { [MODEL]: c.bytes }, commands: modelCommands(c.text), note: c.note, input: c.text };
   },
-  run: (c, env) => runModelCommands(env, c.commands[1]![4]!),
+  run: (c, env) => runModelCommands(env, c.input as string),
 };
