@@ -119,6 +119,27 @@ describe("llama.cpp load-time asserts are refused first", () => {
     await refused(file, { vocabOnly: true }, /add_bos_token is on but the vocabulary has no BOS token/);
   });
 
+  it("a transformer without a head count (n_embd / n_head: SIGFPE in olmo2's tensor set-up)", async () => {
+    const file = await modelWith((s) => {
+      for (const e of s.kv) if (e.key.startsWith("llama.")) e.key = `olmo2.${e.key.slice(6)}`;
+      set(s, "general.architecture", GgufValueType.STRING, "olmo2");
+      s.kv = s.kv.filter((e) => e.key !== "olmo2.attention.head_count");
+    });
+    await refused(file, {}, /olmo2\.attention\.head_count is missing/);
+  });
+
+  it("a weight matrix of a type ggml-cpu cannot multiply (segfault at the first decode)", async () => {
+    const s = cloneSpec(base);
+    const bytes = await writeSpec(s);
+    // The writer only writes F32/F16: patch blk.0.attn_v.weight's type id in the header to I32 (same size).
+    const name = Buffer.from("blk.0.attn_v.weight");
+    const at = Buffer.from(bytes).indexOf(name) + name.length + 4 + 2 * 8; // n_dims, ne[0], ne[1]
+    Buffer.from(bytes.buffer, bytes.byteOffset).writeInt32LE(26, at);
+    const file = path.join(dir, "i32.gguf");
+    await writeFile(file, bytes);
+    await refused(file, {}, /tensor 'blk\.0\.attn_v\.weight' is I32, not a weight type llama\.cpp can multiply/);
+  });
+
   it("more experts used than the model has (load_hparams asserts)", async () => {
     const file = await modelWith((s) => set(s, "llama.expert_used_count", GgufValueType.UINT32, 1024));
     await refused(file, {}, /llama\.expert_used_count is 1024, more than llama\.expert_count 0/);

@@ -21,6 +21,8 @@ export const TENSOR_ALIGNMENT = 32;
  * persona-vectors command works with encoder-only or encoder-decoder models anyway.
  */
 export const SUPPORTED_TOKENIZERS: readonly string[] = ["gpt2", "llama", "gemma4"];
+/** Architectures without attention heads (recurrent models, vocoders): head_count 0 is normal there. */
+const ATTENTION_FREE = new Set(["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "wavtokenizer-dec", "clip"]);
 /** llama-model.cpp LLAMA_ROPE_SCALING_TYPES. */
 const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
 
@@ -32,7 +34,7 @@ export interface LlamaLoadChecks {
 }
 
 function refuse(file: GgufFile, msg: string): PersonaError {
-  return new PersonaError("E_BAD_MODEL", `${file.path}: ${msg}; llama.cpp would abort on it`);
+  return new PersonaError("E_BAD_MODEL", `${file.path}: ${msg}; llama.cpp would crash on it`);
 }
 
 /** A scalar llama.cpp reads as uint32 (it refuses other types itself, so those are skipped here). */
@@ -152,6 +154,16 @@ function checkHparams(file: GgufFile): void {
   } else if (nGroups !== 0) {
     throw refuse(file, `${key("expert_group_count")} is ${nGroups} in a model without experts`);
   }
+  // Tensor shapes are derived as n_embd / n_head (and n_gqa as n_head / n_head_kv): an integer
+  // division by zero (SIGFPE) when a transformer's scalar head count is missing or 0. Per-layer
+  // arrays may hold 0 for attention-free layers of hybrid models, so only scalars are checked.
+  if (!ATTENTION_FREE.has(archKv)) {
+    const heads = file.kv.get(key("attention.head_count"));
+    if (heads === undefined) throw refuse(file, `${key("attention.head_count")} is missing`);
+    if (heads.type === GgufValueType.UINT32 && heads.value === 0) throw refuse(file, `${key("attention.head_count")} is 0`);
+    const kvHeads = file.kv.get(key("attention.head_count_kv"));
+    if (kvHeads?.type === GgufValueType.UINT32 && kvHeads.value === 0) throw refuse(file, `${key("attention.head_count_kv")} is 0`);
+  }
   const scaling = file.kv.get(key("rope.scaling.type"));
   if (scaling?.type === GgufValueType.STRING && !ROPE_SCALING_TYPES.has(scaling.value as string)) {
     throw refuse(file, `${key("rope.scaling.type")} is ${JSON.stringify(scaling.value)}, not one of ${[...ROPE_SCALING_TYPES].join(", ")}`);
@@ -159,15 +171,27 @@ function checkHparams(file: GgufFile): void {
 }
 
 /**
- * ggml-cpu binary-ops.cpp:135 aborts on an f32 × f16 multiply or add: one-dimensional weights
- * (norms, biases, scales) enter the graph as the second operand of such ops, so they must be F32,
- * as every converter writes them.
+ * Weight types ggml-cpu can multiply (type_traits_cpu entries with a vec_dot): a matrix of another
+ * type (I8..I64, F64, the Q8_1/Q8_K intermediates) crashed the first decode (a segfault).
+ */
+const MATRIX_TYPES: ReadonlySet<number> = new Set(
+  (["F32", "F16", "BF16", "Q1_0", "Q2_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "MXFP4", "NVFP4", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+    "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ3_S", "IQ2_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0"] as const).map((n) => GgmlType[n]),
+);
+
+/**
+ * Tensor types the compute graph can use. One-dimensional weights (norms, biases, scales) enter
+ * it as the second operand of a multiply or add, which ggml-cpu binary-ops.cpp:135 aborts on
+ * unless it is F32, as every converter writes them.
  */
 function checkTensorTypes(file: GgufFile): void {
   for (const t of file.tensors) {
     const oneDim = t.ne.slice(1).every((n) => n === 1);
     if (oneDim && t.type !== GgmlType.F32) {
       throw refuse(file, `one-dimensional tensor '${t.name}' is ${t.typeName}; norms and biases must be F32`);
+    }
+    if (!oneDim && !MATRIX_TYPES.has(t.type)) {
+      throw refuse(file, `tensor '${t.name}' is ${t.typeName}, not a weight type llama.cpp can multiply`);
     }
   }
 }
