@@ -7,10 +7,12 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Engine } from "../src/engine/Engine.js";
 import { renderJinjaChat } from "../src/engine/chat.js";
 import { PersonaError } from "../src/errors.js";
 import { RecordLog, RunDir } from "../src/pipeline/rundir.js";
 import { parsePt } from "../src/vectors/interop/torch.js";
+import { tinyModelSpec, writeSpec } from "../scripts/fuzz/targets/gguf.js";
 import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
 
 let dir: string;
@@ -60,5 +62,24 @@ describe("fuzz regressions", () => {
       isCode("E_BAD_MODEL", /chat template could not be rendered/),
     );
     assert.equal(await renderJinjaChat("{{ messages[0].content }}!", [{ role: "user", content: "hi" }], o), "hi!");
+  });
+
+  it("a thread count beyond GGML_MAX_N_THREADS (was: std::bad_alloc abort)", async () => {
+    await assert.rejects(Engine.create({ gpu: "cpu", threads: 1_000_000 }), isCode("E_BAD_INPUT", /threads must be an integer in 1\.\.512/));
+  });
+
+  it("absurd batch sizes and contexts (was: a RangeError stack trace; a context size wrapped around 2^32)", async () => {
+    const file = path.join(dir, "tiny.gguf");
+    await writeFile(file, await writeSpec(await tinyModelSpec()));
+    await using engine = await Engine.create({ gpu: "cpu", threads: 1 });
+    const model = await engine.loadModel(file);
+    const prompt = await model.tokenize("Hi");
+    await assert.rejects(
+      model.capture([{ tokens: prompt, promptLength: 1 }], { batchTokens: 2 ** 31 }),
+      isCode("E_BAD_INPUT", /batchTokens must be at most 65536/),
+    );
+    await assert.rejects(model.generate([{ prompt }], { maxTokens: 2 ** 53 - 1 }), isCode("E_BAD_INPUT", /beyond llama\.cpp's 32-bit size/));
+    const [r] = await model.generate([{ prompt }], { maxTokens: 2, temperature: 0 });
+    assert.ok(r!.tokens.length >= 1);
   });
 });

@@ -44,7 +44,8 @@ export class Engine implements AsyncDisposable {
     const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
     if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
     const threads = options.threads ?? (Number(process.env.PERSONA_THREADS) || availableParallelism());
-    if (!Number.isInteger(threads) || threads < 1) throw new PersonaError("E_BAD_INPUT", `threads must be a positive integer`);
+    // ggml.h GGML_MAX_N_THREADS; a larger count ended in std::bad_alloc thrown through the C API (abort).
+    if (!Number.isInteger(threads) || threads < 1 || threads > 512) throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${threads}`);
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
     const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads }, onLog);
     const engine = new Engine(host);

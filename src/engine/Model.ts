@@ -59,6 +59,9 @@ export function requestSeed(seed: number, index: number): number {
   return (h ^ (h >>> 15)) >>> 0;
 }
 
+/** Most tokens per forward pass a caller may ask for. */
+export const MAX_BATCH_TOKENS = 65536;
+
 function checkPositiveInt(name: string, v: number, min = 1): void {
   if (!Number.isInteger(v) || v < min) throw new PersonaError("E_BAD_INPUT", `${name} must be an integer ≥ ${min}, got ${v}`);
 }
@@ -366,6 +369,8 @@ export class Model implements AsyncDisposable {
     const byVocab = Math.floor(2 ** 28 / (4 * this.info.nVocab));
     const nBatch = batchTokens ?? Math.min(512, Math.max(64, byVocab));
     checkPositiveInt("batchTokens", nBatch);
+    // Buffers are sized by it (a 2^31 batch failed allocating a typed array in the worker).
+    if (nBatch > MAX_BATCH_TOKENS) throw new PersonaError("E_BAD_INPUT", `batchTokens must be at most ${MAX_BATCH_TOKENS}, got ${nBatch}`);
     const longest = maxOf(jobs, (j) => j.prompt.length + (j.forced?.length ?? 0));
     const parallel = Math.min(jobs.length, Math.max(1, Math.min(16, Math.floor((nBatch * 2) / longest) || 1)));
     return { nSeqMax: parallel, nCtxPerSeq: longest + 1, nBatch: Math.max(nBatch, parallel), exact };

@@ -229,6 +229,10 @@ export class EngineCore {
   private context(modelId: number, shape: ContextShape): NativeContext {
     const entry = this.models.get(modelId)!;
     const nCtx = Math.ceil((shape.nSeqMax * shape.nCtxPerSeq) / 256) * 256;
+    // llama_context_params.n_ctx is a uint32: a larger context would wrap around in the FFI.
+    if (nCtx > 0xffffffff) {
+      throw new PersonaError("E_BAD_INPUT", `a context of ${nCtx} tokens (prompt + max tokens, × ${shape.nSeqMax} sequences) is beyond llama.cpp's 32-bit size`);
+    }
     const existing = entry.contexts.get(shape.exact);
     if (existing) {
       const o = existing.options;
