@@ -38,28 +38,11 @@ const env: RunEnv = {
   },
   async cli(argv) {
     let err = "";
-    const out = process.stdout.write;
-    const errw = process.stderr.write;
-    // Commands print through process.stdout/stderr; keep their output out of the campaign log.
-    process.stdout.write = (() => true) as typeof process.stdout.write;
-    process.stderr.write = ((s: string | Uint8Array) => {
-      err += typeof s === "string" ? s : Buffer.from(s).toString();
-      return true;
-    }) as typeof process.stderr.write;
-    process.exitCode = undefined;
-    let code: number;
-    try {
-      code = await main(argv);
-    } finally {
-      process.stdout.write = out;
-      process.stderr.write = errw;
-      process.exitCode = undefined;
-    }
-    if (code === 0) return;
-    // main() prints known failures as `persona: message [CODE]` (exit 1) and anything else with its stack (exit 2).
-    const failed = [...FAILURE_CODES].some((c) => err.includes(`[${c}]`));
-    if (code === 2 || failed) throw new UnexpectedError(err.trim().slice(-2000));
-    throw new CliRefusal(code, err);
+    const code = await main(argv, { out: () => undefined, err: (t) => void (err += t) });
+    // main() prints known failures as `persona: message [CODE]` and anything else as `persona: unexpected error: <stack>`.
+    const failed = err.includes("persona: unexpected error") || [...FAILURE_CODES].some((c) => err.includes(`[${c}]`));
+    if (failed) throw new UnexpectedError(err.trim().slice(-2000));
+    if (code !== 0) throw new CliRefusal(code, err);
   },
 };
 

@@ -6,10 +6,10 @@
  * blank lines, CRLF, BOM, invalid UTF-8, huge lines, unbalanced CSV quotes.
  */
 import { readFile } from "node:fs/promises";
-import { readPairs } from "../../../src/cli/commands/activations.js";
 import type { Rng } from "../../../src/demo/corpus/rng.js";
 import { CachedJudge } from "../../../src/judge/cache.js";
 import type { Judge } from "../../../src/judge/types.js";
+import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../../../src/pipeline/activations.js";
 import { parseCsvRecords } from "../../../src/pipeline/csv.js";
 import { RecordLog, RunDir, hashOf } from "../../../src/pipeline/rundir.js";
 import { applySome, jsonValue, mutateBytes, mutateJson, nastyString } from "../mutate.js";
@@ -109,15 +109,13 @@ export const jsonlTarget: Target<GgufSpec> = {
   },
 };
 
-/** `persona activations`: read the pairs, template and tokenize them, capture every layer. */
+/** `persona activations`: count and validate the lines, then template, tokenize and capture them into a file. */
 async function capturePairs(env: RunEnv, file: string): Promise<void> {
-  const lines = await readPairs(file);
+  const count = await countCaptureInputs(file);
   const engine = await env.engine();
   const model = await engine.loadModel("model.gguf");
   try {
-    const samples = [];
-    for (const l of lines) samples.push("messages" in l ? await model.encodeConversation(l.messages) : await model.encodePair(l.prompt, l.response));
-    await model.capture(samples, { onSample: () => undefined });
+    await captureActivationsToFile(model, readCaptureInputs(file), "acts.safetensors", { count });
   } finally {
     await model.dispose();
   }
