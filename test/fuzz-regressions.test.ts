@@ -13,6 +13,8 @@ import { PersonaError } from "../src/errors.js";
 import { RecordLog, RunDir } from "../src/pipeline/rundir.js";
 import { parsePt } from "../src/vectors/interop/torch.js";
 import { tinyModelSpec, writeSpec } from "../scripts/fuzz/targets/gguf.js";
+import { loraAdapterSpec } from "../scripts/fuzz/targets/lora.js";
+import { GgufValueType } from "../src/engine/gguf/types.js";
 import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
 
 let dir: string;
@@ -81,5 +83,21 @@ describe("fuzz regressions", () => {
     await assert.rejects(model.generate([{ prompt }], { maxTokens: 2 ** 53 - 1 }), isCode("E_BAD_INPUT", /beyond llama\.cpp's 32-bit size/));
     const [r] = await model.generate([{ prompt }], { maxTokens: 2, temperature: 0 });
     assert.ok(r!.tokens.length >= 1);
+  });
+
+  it("a LoRA adapter whose adapter.lora.alpha is not a float32 (was: gguf_get_val_f32's type assert)", async () => {
+    const model = path.join(dir, "tiny-for-lora.gguf");
+    await writeFile(model, await writeSpec(await tinyModelSpec()));
+    const good = loraAdapterSpec();
+    const bad = loraAdapterSpec();
+    Object.assign(bad.kv.find((e) => e.key === "adapter.lora.alpha")!, { type: GgufValueType.UINT8, value: 8 });
+    await writeFile(path.join(dir, "good.gguf"), await writeSpec(good));
+    await writeFile(path.join(dir, "bad.gguf"), await writeSpec(bad));
+    await using engine = await Engine.create({ gpu: "cpu", threads: 1 });
+    await (await engine.loadModel(model, { loras: [{ path: path.join(dir, "good.gguf") }] })).dispose();
+    await assert.rejects(
+      engine.loadModel(model, { loras: [{ path: path.join(dir, "bad.gguf") }] }),
+      isCode("E_BAD_MODEL", /adapter\.lora\.alpha is not a float32/),
+    );
   });
 });

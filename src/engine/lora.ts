@@ -5,7 +5,7 @@
  */
 import { PersonaError } from "../errors.js";
 import { type GgufFile, getString, readGguf } from "./gguf/reader.js";
-import { GgmlType, ggmlTypeName } from "./gguf/types.js";
+import { GgmlType, GgufValueType, ggmlTypeName } from "./gguf/types.js";
 
 export interface LoraAdapter {
   /** GGUF LoRA file (`persona convert lora` writes one from a PEFT adapter). */
@@ -40,6 +40,9 @@ export async function checkLoraFile(path: string, base: GgufFile): Promise<void>
   if (getString(g, "general.type") !== "adapter" || getString(g, "adapter.type") !== "lora") {
     throw bad(`general.type is ${getString(g, "general.type") ?? "unset"}, adapter.type ${getString(g, "adapter.type") ?? "unset"} (expected adapter / lora; convert a PEFT adapter with persona convert lora)`);
   }
+  // llama-adapter.cpp reads it with gguf_get_val_f32, which asserts the type (found by npm run fuzz).
+  const alpha = g.kv.get("adapter.lora.alpha");
+  if (alpha && alpha.type !== GgufValueType.FLOAT32) throw bad("adapter.lora.alpha is not a float32");
   const arch = getString(g, "general.architecture");
   const baseArch = getString(base, "general.architecture");
   if (arch !== baseArch) throw bad(`its architecture is ${arch}, the model's ${baseArch}`);

@@ -320,7 +320,18 @@ function mutateArch(rng: Rng, s: GgufSpec): string {
   return `architecture ${to}`;
 }
 
-function mutateTensors(rng: Rng, s: GgufSpec): string {
+/** Removes `key`, or gives it a boundary value of a random type. */
+export function mutateKv(rng: Rng, s: GgufSpec, key: string, how: "remove" | "retype"): string {
+  if (how === "remove") {
+    removeKv(s, key);
+    return `${key} removed`;
+  }
+  const type = rng.pick(ALL_TYPES);
+  setKv(s, key, type, valueOf(rng, type));
+  return `${key} retyped (${type})`;
+}
+
+export function mutateTensors(rng: Rng, s: GgufSpec): string {
   if (s.tensors.length === 0) return "no tensors";
   const i = rng.int(s.tensors.length);
   const t = s.tensors[i]!;
@@ -411,17 +422,8 @@ function structured(rng: Rng, s: GgufSpec): string {
       setKv(s, "general.type", GgufValueType.STRING, v);
       return `general.type "${v}"`;
     },
-    () => {
-      const e = rng.pick(s.kv);
-      removeKv(s, e.key);
-      return `${e.key} removed`;
-    },
-    () => {
-      const e = rng.pick(s.kv);
-      const type = rng.pick(ALL_TYPES);
-      setKv(s, e.key, type, valueOf(rng, type));
-      return `${e.key} retyped (${type})`;
-    },
+    () => mutateKv(rng, s, rng.pick(s.kv).key, "remove"),
+    () => mutateKv(rng, s, rng.pick(s.kv).key, "retype"),
   ]);
 }
 

@@ -2,6 +2,7 @@ import type { Target } from "../target.js";
 import { cliTarget } from "./cli.js";
 import { ggufTarget } from "./gguf.js";
 import { jsonlTarget } from "./jsonl.js";
+import { loraTarget } from "./lora.js";
 import { ptTarget } from "./pt.js";
 import { steerTarget } from "./steer.js";
 import { templateTarget } from "./template.js";
@@ -9,4 +10,4 @@ import { traitTarget } from "./trait.js";
 import { vectorsTarget } from "./vectors.js";
 
 /** Every fuzz target, in the order `npm run fuzz` runs them. */
-export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget];
+export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget, loraTarget];
