@@ -3,7 +3,7 @@
  *   Runs every target (or the named ones) through the fork-server and prints, per target, cases
  *   run, clean refusals, runs, aborts, hangs and unexpected errors (stack traces). Reproducers of
  *   failures go to DIR/crashes/<target>-s<seed>-c<case>/ (default DIR: .cache/fuzz). Exit 1 when
- *   anything failed.
+ *   anything failed. With --json, one JSON report per target, printed as each target finishes.
  * `npm run fuzz -- --repro DIR`
  *   Runs a reproducer's commands through the real `persona` CLI, each in its own process, and says
  *   whether it still crashes (exit 1 if it does).
@@ -97,12 +97,12 @@ async function main(): Promise<number> {
     });
     if (!values.json && process.stderr.isTTY) process.stderr.write("\r\x1b[K");
     reports.push(r);
-    if (!values.json) {
+    if (values.json) console.log(JSON.stringify({ seed: opts.seed, ...r }));
+    else {
       console.log(line(r));
       for (const f of r.failures) console.log(`    case ${f.index}: ${f.kind}: ${f.detail.split("\n").find((l) => l.trim()) ?? ""}\n      reproducer: ${path.relative(process.cwd(), f.dir)}`);
     }
   }
-  if (values.json) console.log(JSON.stringify({ seed: opts.seed, cases: opts.cases, reports }, null, 2));
   return reports.some((r) => r.failures.length > 0) ? 1 : 0;
 }
 

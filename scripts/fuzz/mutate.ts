@@ -133,16 +133,18 @@ export function jsonValue(rng: Rng): unknown {
 /** Edits one node of a parsed JSON document in place (or returns a replacement root). */
 export function mutateJson(rng: Rng, doc: unknown): { doc: unknown; what: string } {
   const nodes: { parent: Record<string, unknown> | unknown[]; key: string | number; path: string }[] = [];
-  const walk = (v: unknown, path: string): void => {
-    if (Array.isArray(v)) v.forEach((x, i) => (nodes.push({ parent: v, key: i, path: `${path}[${i}]` }), walk(x, `${path}[${i}]`)));
+  // Only the top levels: the deep arrays jsonValue makes would overflow the stack here.
+  const walk = (v: unknown, path: string, depth: number): void => {
+    if (depth > 32) return;
+    if (Array.isArray(v)) v.forEach((x, i) => (nodes.push({ parent: v, key: i, path: `${path}[${i}]` }), walk(x, `${path}[${i}]`, depth + 1)));
     else if (v && typeof v === "object") {
       for (const [k, x] of Object.entries(v)) {
         nodes.push({ parent: v as Record<string, unknown>, key: k, path: `${path}.${k}` });
-        walk(x, `${path}.${k}`);
+        walk(x, `${path}.${k}`, depth + 1);
       }
     }
   };
-  walk(doc, "$");
+  walk(doc, "$", 0);
   if (nodes.length === 0 || rng.chance(0.05)) return { doc: jsonValue(rng), what: "replace the whole document" };
   const n = rng.pick(nodes);
   const parent = n.parent as Record<string | number, unknown>;

@@ -45,7 +45,15 @@ function csvText(rng: Rng): string {
   return text;
 }
 
-function jsonlText(rng: Rng, lines: unknown[]): { text: string; what: string } {
+/** Cuts every string in a document to `max` characters (pairs are decoded: a 70,000-token sample is slow, not broken). */
+function capStrings(v: unknown, max: number, depth = 0): unknown {
+  if (typeof v === "string") return v.slice(0, max);
+  if (depth > 32 || typeof v !== "object" || v === null) return v;
+  if (Array.isArray(v)) return v.map((x) => capStrings(x, max, depth + 1));
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, capStrings(x, max, depth + 1)]));
+}
+
+function jsonlText(rng: Rng, lines: unknown[], maxString = Infinity): { text: string; what: string } {
   const docs = structuredClone(lines);
   const what = applySome(rng, 3, [
     () => {
@@ -63,7 +71,7 @@ function jsonlText(rng: Rng, lines: unknown[]): { text: string; what: string } {
       return `${docs.length} lines`;
     },
   ]);
-  let text = docs.map((d) => JSON.stringify(d) ?? "undefined").join(rng.pick(["\n", "\r\n", "\n\n"])) + rng.pick(["\n", "", "\n{\"key\":", "\n   \n"]);
+  let text = docs.map((d) => JSON.stringify(capStrings(d, maxString)) ?? "undefined").join(rng.pick(["\n", "\r\n", "\n\n"])) + rng.pick(["\n", "", "\n{\"key\":", "\n   \n"]);
   if (rng.chance(0.1)) text = `\ufeff${text}`;
   return { text, what };
 }
@@ -78,7 +86,7 @@ export const jsonlTarget: Target<GgufSpec> = {
   async make(rng, model): Promise<FuzzCase> {
     const kind = rng.pick(KINDS);
     const name = { pairs: "pairs.jsonl", records: "run/rollouts.jsonl", "judge-cache": "run/judge-cache.jsonl", "run.json": "run/run.json", csv: "rollouts.csv" }[kind];
-    const built = kind === "csv" ? { text: csvText(rng), what: "csv" } : jsonlText(rng, seedLines(rng, kind));
+    const built = kind === "csv" ? { text: csvText(rng), what: "csv" } : jsonlText(rng, seedLines(rng, kind), kind === "pairs" ? 4096 : Infinity);
     let data: Uint8Array | string = built.text;
     const notes = [kind, built.what];
     if (rng.chance(0.2)) {

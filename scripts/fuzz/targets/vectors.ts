@@ -30,6 +30,10 @@ export function vectorsFileBytes(v: PersonaVectors): Promise<Uint8Array> {
   return bytesWrittenBy(".safetensors", (f) => writeVectors(f, v));
 }
 
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
 function split(b: Uint8Array): { header: Record<string, unknown>; data: Uint8Array } {
   const len = Number(new DataView(b.buffer, b.byteOffset).getBigUint64(0, true));
   return { header: JSON.parse(Buffer.from(b.subarray(8, 8 + len)).toString("utf8")), data: b.subarray(8 + len) };
@@ -64,13 +68,16 @@ export function mutateVectorsFile(rng: Rng, base: Uint8Array): { bytes: Uint8Arr
     },
     () => {
       const key = rng.pick(["trait", "source", "model", "counts", "judge", "thresholds", "created_at", "tool_version", "best_layer", "zzz"]);
-      (h.__metadata__ ??= {})[key] = rng.chance(0.9) ? META_VALUES(rng) : jsonValue(rng);
+      const value = rng.chance(0.9) ? META_VALUES(rng) : jsonValue(rng);
+      // An earlier edit may have made __metadata__ something other than an object.
+      if (!isObject(h.__metadata__)) h.__metadata__ = {};
+      h.__metadata__[key] = value;
       return `__metadata__.${key} edited`;
     },
     () => {
       const t = rng.pick(["response_avg", "prompt_avg", "prompt_last"]);
       const e = h[t];
-      if (!e) return "no tensor";
+      if (!isObject(e)) return "no tensor";
       const field = rng.pick(["dtype", "shape", "data_offsets"]);
       e[field] =
         field === "dtype" ? rng.pick(["F16", "BF16", "F64", "I8", "BOOL", "U64", "F8_E4M3", "f32", "", "Q4_0"]) :
