@@ -12,9 +12,8 @@ import { after, before, describe, it } from "node:test";
 import { Engine } from "../src/engine/Engine.js";
 import type { LoadModelOptions } from "../src/engine/Engine.js";
 import { GgufValueType } from "../src/engine/gguf/types.js";
-import type { GgufValue } from "../src/engine/gguf/reader.js";
 import { PersonaError } from "../src/errors.js";
-import { cloneSpec, tinyModelSpec, writeSpec, type GgufSpec } from "../scripts/fuzz/targets/gguf.js";
+import { cloneSpec, setKv, tinyModelSpec, writeSpec, type GgufSpec } from "../scripts/fuzz/targets/gguf.js";
 
 let dir: string;
 let engine: Engine;
@@ -30,12 +29,6 @@ after(async () => {
   await engine?.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-function set(s: GgufSpec, key: string, type: GgufValueType, value: GgufValue): void {
-  const e = s.kv.find((x) => x.key === key);
-  if (e) Object.assign(e, { type, value });
-  else s.kv.push({ key, type, value });
-}
 
 function tokensOf(s: GgufSpec): string[] {
   const v = s.kv.find((x) => x.key === "tokenizer.ggml.tokens")!.value;
@@ -89,17 +82,17 @@ describe("llama.cpp load-time asserts are refused first", () => {
   });
 
   it("a model without a vocabulary (tokenizer not initialised assert)", async () => {
-    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "none"));
+    const file = await modelWith((s) => setKv(s, "tokenizer.ggml.model", GgufValueType.STRING, "none"));
     await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.model is "none"/);
   });
 
   it("a SentencePiece vocabulary without byte tokens (byte_to_token's map lookup throws through the C API)", async () => {
-    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "llama"));
+    const file = await modelWith((s) => setKv(s, "tokenizer.ggml.model", GgufValueType.STRING, "llama"));
     await refused(file, { vocabOnly: true }, /lacks the byte token <0x00>/);
   });
 
   it("a tokenizer family outside the supported ones (the t5 tokenizer segfaulted)", async () => {
-    const file = await modelWith((s) => set(s, "tokenizer.ggml.model", GgufValueType.STRING, "t5"));
+    const file = await modelWith((s) => setKv(s, "tokenizer.ggml.model", GgufValueType.STRING, "t5"));
     await refused(file, { vocabOnly: true }, /tokenizer\.ggml\.model is "t5"; persona-vectors supports "gpt2", "llama", "gemma4"/);
   });
 
@@ -114,7 +107,7 @@ describe("llama.cpp load-time asserts are refused first", () => {
     const file = await modelWith((s) => {
       tokensOf(s).length = 10; // so that BPE's default BOS id 11 is out of range too
       s.kv = s.kv.filter((e) => e.key !== "tokenizer.ggml.token_type" && e.key !== "tokenizer.ggml.bos_token_id");
-      set(s, "tokenizer.ggml.add_bos_token", GgufValueType.BOOL, true);
+      setKv(s, "tokenizer.ggml.add_bos_token", GgufValueType.BOOL, true);
     });
     await refused(file, { vocabOnly: true }, /add_bos_token is on but the vocabulary has no BOS token/);
   });
@@ -122,7 +115,7 @@ describe("llama.cpp load-time asserts are refused first", () => {
   it("a transformer without a head count (n_embd / n_head: SIGFPE in olmo2's tensor set-up)", async () => {
     const file = await modelWith((s) => {
       for (const e of s.kv) if (e.key.startsWith("llama.")) e.key = `olmo2.${e.key.slice(6)}`;
-      set(s, "general.architecture", GgufValueType.STRING, "olmo2");
+      setKv(s, "general.architecture", GgufValueType.STRING, "olmo2");
       s.kv = s.kv.filter((e) => e.key !== "olmo2.attention.head_count");
     });
     await refused(file, {}, /olmo2\.attention\.head_count is missing/);
@@ -141,19 +134,19 @@ describe("llama.cpp load-time asserts are refused first", () => {
   });
 
   it("more experts used than the model has (load_hparams asserts)", async () => {
-    const file = await modelWith((s) => set(s, "llama.expert_used_count", GgufValueType.UINT32, 1024));
+    const file = await modelWith((s) => setKv(s, "llama.expert_used_count", GgufValueType.UINT32, 1024));
     await refused(file, {}, /llama\.expert_used_count is 1024, more than llama\.expert_count 0/);
     // hyperparameters are not read for a vocabulary-only load
     await (await engine.loadModel(file, { vocabOnly: true })).dispose();
   });
 
   it("a block count beyond LLAMA_MAX_LAYERS", async () => {
-    const file = await modelWith((s) => set(s, "llama.block_count", GgufValueType.UINT32, 513));
+    const file = await modelWith((s) => setKv(s, "llama.block_count", GgufValueType.UINT32, 513));
     await refused(file, {}, /llama\.block_count is 513, outside 1\.\.512/);
   });
 
   it("an unknown rope scaling type", async () => {
-    const file = await modelWith((s) => set(s, "llama.rope.scaling.type", GgufValueType.STRING, "bogus"));
+    const file = await modelWith((s) => setKv(s, "llama.rope.scaling.type", GgufValueType.STRING, "bogus"));
     await refused(file, {}, /llama\.rope\.scaling\.type is "bogus"/);
   });
 

@@ -64,7 +64,7 @@ function kvOf(s: GgufSpec, key: string): GgufKv | undefined {
   return s.kv.find((e) => e.key === key);
 }
 
-function setKv(s: GgufSpec, key: string, type: GgufValueType, value: GgufValue): void {
+export function setKv(s: GgufSpec, key: string, type: GgufValueType, value: GgufValue): void {
   const e = kvOf(s, key);
   if (e) Object.assign(e, { type, value });
   else s.kv.push({ key, type, value });
