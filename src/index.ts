@@ -1,6 +1,7 @@
 /** The library surface: the engine, vectors, traits, judges and the pipelines built on them. */
 export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
+export type { LoraAdapter } from "./engine/lora.js";
 export type { SteeringSpec, ResolvedSteering, Positions } from "./engine/steering.js";
 export type { SampleActivations, SampleProjections, ProbeSpec, ResolvedProbes } from "./engine/capture.js";
 export type * from "./engine/types.js";
@@ -9,7 +10,8 @@ export { PersonaError, type PersonaErrorCode } from "./errors.js";
 export { readVectors, writeVectors, updateVectorsMeta, row, type PersonaVectors, type LayerMatrix } from "./vectors/format.js";
 export { cosine, project, norm, cosinePerLayer } from "./vectors/math.js";
 export { loadSteering, steeringSpecs, type SteeringRef } from "./vectors/steer.js";
-export { exportControlVector } from "./vectors/interop/cvec.js";
+export { exportControlVector, importControlVector } from "./vectors/interop/cvec.js";
+export { loadVectorsFile, mergeVectors, type ForeignVectorsOptions } from "./vectors/load.js";
 export { ptToVectors } from "./vectors/interop/torch.js";
 
 export { loadTrait, listTraits } from "./traits/registry.js";
@@ -24,6 +26,11 @@ export { CachedJudge } from "./judge/cache.js";
 export { LocalJudge } from "./judge/local.js";
 export { DemoJudge } from "./demo/judge.js";
 export { DEMO_MODEL_PATH } from "./demo/model.js";
+
+export { pullModel, parseHubRef, type PullOptions, type PullResult } from "./hub/pull.js";
+export { resolveModelRef } from "./hub/resolve.js";
+export { convertHf, type ConvertHfOptions } from "./convert/hf.js";
+export { convertLora } from "./convert/lora.js";
 
 export { extractPersonaVectors, type ExtractOptions, type ExtractResult } from "./pipeline/extract.js";
 export { evaluateTrait, evaluateSettings } from "./pipeline/evaluate.js";

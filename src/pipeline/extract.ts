@@ -27,7 +27,7 @@ import { captureMeans, type CaptureItem } from "./extract/capture.js";
 import { JudgePool, type Judgement } from "./extract/judging.js";
 import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
-import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
+import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
 export type ExtractStage = "rollouts" | "judging" | "capture";
 
@@ -159,7 +159,14 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
   const fileHash = await fingerprintFile(info.path);
   // Everything that changes the result; `parallel` does not (exact numerics, per-rollout seeds).
   const config = {
-    model: { file_hash: fileHash, arch: info.architecture, n_layer: info.nLayer, n_embd: info.nEmbd },
+    model: {
+      file_hash: fileHash,
+      arch: info.architecture,
+      n_layer: info.nLayer,
+      n_embd: info.nEmbd,
+      // Only with adapters, so runs made before adapters existed still resume.
+      ...(info.adapters.length > 0 ? { with_adapters: await fingerprintModel(info) } : {}),
+    },
     trait: { name: trait.name, antonym: trait.antonym ?? null, extract_hash: hashOf(trait.extract) },
     judge: opts.judge.id,
     rollouts: n,

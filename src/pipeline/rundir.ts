@@ -43,6 +43,13 @@ export function hashOf(v: unknown): string {
  * A cheap, stable fingerprint of a (possibly multi-GB) model file: sha256 over its size and its
  * first and last 8 MiB. Identifies the file a run or a vectors file came from.
  */
+/** The model a run used: its file's fingerprint, and each LoRA adapter's with its scale (results depend on both). */
+export async function fingerprintModel(info: { path: string; adapters: readonly { path: string; scale: number }[] }): Promise<string> {
+  const parts = [await fingerprintFile(info.path)];
+  for (const a of info.adapters) parts.push(`lora:${await fingerprintFile(a.path)}@${a.scale}`);
+  return parts.join("+");
+}
+
 export async function fingerprintFile(file: string): Promise<string> {
   const fh = await open(file, "r");
   try {

@@ -19,7 +19,7 @@ import { requestSeed } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { screenHtml } from "../report/screen.js";
 import { type DatasetRecord, readDataset, type TrainingSample } from "./dataset.js";
-import { fingerprintFile, hashOf, LineLog, readJsonLines, RunDir } from "./rundir.js";
+import { fingerprintFile, fingerprintModel, hashOf, LineLog, readJsonLines, RunDir } from "./rundir.js";
 
 export interface ScreenTrait {
   name: string;
@@ -171,7 +171,7 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
   if (opts.strict) await refuseBrokenInput(opts.data);
 
   const config = {
-    model: { name: model.info.name, hash: await fingerprintFile(model.info.path) },
+    model: { name: model.info.name, hash: await fingerprintModel(model.info) },
     data: { path: opts.data, hash: dataHash },
     traits: opts.traits.map((t) => ({ name: t.name, layer: t.layer, source: t.source ?? null, vector: hashOf(Array.from(t.vector)) })),
     cheap,

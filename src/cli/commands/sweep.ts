@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Positions } from "../../engine/steering.js";
 import { PersonaError } from "../../errors.js";
-import { fingerprintFile, RunDir } from "../../pipeline/rundir.js";
+import { fingerprintModel, RunDir } from "../../pipeline/rundir.js";
 import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
 import { updateVectorsMeta, writeVectors } from "../../vectors/format.js";
@@ -129,7 +129,7 @@ Examples:
         // Steering results depend on the vector's values, not on the file's metadata (which this command rewrites).
         const vectorHash = createHash("sha256").update(new Uint8Array(vectors.matrix.data.buffer, vectors.matrix.data.byteOffset, vectors.matrix.data.byteLength)).digest("hex").slice(0, 32);
         const config = {
-          model: await fingerprintFile(model.info.path),
+          model: await fingerprintModel(model.info),
           trait: trait.name,
           vector: `${tensor}:${vectorHash}`,
           judge: judgeSpec,
