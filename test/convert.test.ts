@@ -21,7 +21,7 @@ import { getBool, getNumber, getString, readGguf, readTensorF32 } from "../src/e
 import { readSafetensors } from "../src/vectors/safetensors.js";
 import { CORPUS, type TinyArch, type TinyCheckpoint, writePeftAdapter, writeTinyCheckpoint } from "./helpers/hf-checkpoint.js";
 import { personaError } from "./helpers/errors.js";
-import { type ReferenceResult, referenceForward, referenceForwardFrom } from "./helpers/reference-forward.js";
+import { type ReferenceResult, reduce, referenceForwardFrom, relErr } from "./helpers/reference-forward.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let dir: string;
@@ -34,24 +34,6 @@ after(async () => {
   await engine?.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-function relErr(got: Float32Array, want: Float64Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num = Math.max(num, Math.abs(got[i]! - want[i]!));
-    den = Math.max(den, Math.abs(want[i]!));
-  }
-  return num / den;
-}
-
-function reduce(residuals: Float64Array[], nEmbd: number, from: number, to: number): Float64Array {
-  const out = new Float64Array(residuals.length * nEmbd);
-  residuals.forEach((r, l) => {
-    for (let t = from; t < to; t++) for (let j = 0; j < nEmbd; j++) out[l * nEmbd + j]! += r[t * nEmbd + j]! / (to - from);
-  });
-  return out;
-}
 
 const HF_NAMES: Record<string, string> = {
   "attn_norm.weight": "input_layernorm.weight",

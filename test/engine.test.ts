@@ -13,7 +13,7 @@ import { JOBS_PER_MESSAGE, type Model } from "../src/engine/Model.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import type { SampleActivations } from "../src/engine/capture.js";
 import { PersonaError, reviveError, serializeError } from "../src/errors.js";
-import { referenceForward } from "./helpers/reference-forward.js";
+import { reduce, referenceForward, relErr } from "./helpers/reference-forward.js";
 import { personaError } from "./helpers/errors.js";
 import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../src/pipeline/activations.js";
 import { encodeSafetensors } from "../src/vectors/safetensors.js";
@@ -48,25 +48,6 @@ after(async () => {
   await engine?.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-function relErr(got: Float32Array, want: Float64Array | Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num = Math.max(num, Math.abs(got[i]! - want[i]!));
-    den = Math.max(den, Math.abs(want[i]!));
-  }
-  return num / den;
-}
-
-/** Reference reductions for one sequence: [layer][n_embd] flattened. */
-function reduce(residuals: Float64Array[], nEmbd: number, from: number, to: number): Float64Array {
-  const out = new Float64Array(residuals.length * nEmbd);
-  residuals.forEach((r, l) => {
-    for (let t = from; t < to; t++) for (let j = 0; j < nEmbd; j++) out[l * nEmbd + j]! += r[t * nEmbd + j]! / (to - from);
-  });
-  return out;
-}
 
 function layerRow(a: Float32Array, layer: number, nEmbd: number): Float32Array {
   return a.subarray(layer * nEmbd, (layer + 1) * nEmbd);

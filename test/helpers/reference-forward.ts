@@ -201,3 +201,23 @@ export async function referenceForwardFrom(src: WeightSource, tokens: number[]):
   const logits = matmul(normed, n, outW, nEmbd, nVocab, await optional("output.bias"));
   return { residuals, logits };
 }
+
+/** Largest absolute difference over the largest reference magnitude. */
+export function relErr(got: Float32Array, want: Float64Array | Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num = Math.max(num, Math.abs(got[i]! - want[i]!));
+    den = Math.max(den, Math.abs(want[i]!));
+  }
+  return num / den;
+}
+
+/** Reference reductions for one sequence: [layer][n_embd] flattened. */
+export function reduce(residuals: Float64Array[], nEmbd: number, from: number, to: number): Float64Array {
+  const out = new Float64Array(residuals.length * nEmbd);
+  residuals.forEach((r, l) => {
+    for (let t = from; t < to; t++) for (let j = 0; j < nEmbd; j++) out[l * nEmbd + j]! += r[t * nEmbd + j]! / (to - from);
+  });
+  return out;
+}
