@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -189,6 +189,15 @@ describe("persona convert hf", () => {
       }
     }
     await assert.rejects(convertHf(path.join(dir, "nowhere"), path.join(dir, "x.gguf")), personaError("E_NOT_FOUND", /config\.json/));
+    // A pre-tokenizer llama.cpp would split differently, and an architecture it is not written for, are refused.
+    const tokFile = path.join(ck.dir, "tokenizer.json");
+    const tok = JSON.parse(await readFile(tokFile, "utf8")) as { pre_tokenizer: { pretokenizers: { pattern?: { Regex: string } }[] } };
+    tok.pre_tokenizer.pretokenizers[0]!.pattern!.Regex = "\\s+|\\S+";
+    await writeFile(tokFile, JSON.stringify(tok));
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), personaError("E_BAD_MODEL", /unknown pre-tokenizer regex/));
+    const cfgFile = path.join(ck.dir, "config.json");
+    await writeFile(cfgFile, JSON.stringify({ ...ck.config, architectures: ["GPT2LMHeadModel"] }));
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), personaError("E_BAD_MODEL", /GPT2LMHeadModel is not supported/));
   });
 });
 

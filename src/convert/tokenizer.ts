@@ -96,7 +96,12 @@ export async function readHfTokenizer(dir: string, ids: HfTokenizerIds): Promise
   const cfgFile = path.join(dir, "tokenizer_config.json");
   const tok = parse(TokenizerJson, await readJson(tokFile), tokFile);
   const cfg = parse(TokenizerConfig, await readJson(cfgFile).catch((e: unknown) => (e instanceof PersonaError && e.code === "E_NOT_FOUND" ? {} : Promise.reject(e))), cfgFile);
-  if (tok.normalizer) throw new PersonaError("E_BAD_MODEL", `${tokFile}: tokenizers with a normalizer are not supported (Llama 3 and Qwen have none)`);
+  // Qwen's NFC normalizer is accepted as llama.cpp's own converter accepts it: llama.cpp does not
+  // normalize, so only text that is not already NFC (rare) can tokenize differently.
+  const normalizer = (tok.normalizer as { type?: string } | null | undefined)?.type;
+  if (normalizer !== undefined && normalizer !== "NFC") {
+    throw new PersonaError("E_BAD_MODEL", `${tokFile}: the ${normalizer} normalizer is not supported (llama.cpp applies none; Llama 3 has none, Qwen NFC)`);
+  }
   if (tok.model.byte_fallback) throw new PersonaError("E_BAD_MODEL", `${tokFile}: byte-fallback BPE (SentencePiece style) is not supported`);
   const pre = preTokenizerName(tok.pre_tokenizer, tokFile);
 
@@ -129,7 +134,10 @@ export async function readHfTokenizer(dir: string, ids: HfTokenizerIds): Promise
   if (eos === undefined) throw new PersonaError("E_BAD_MODEL", `${dir}: no eos token in tokenizer_config.json or config.json`);
   const pad = idOf(cfg.pad_token, "pad_token");
   const bosText = bos !== undefined ? tokens[bos] : undefined;
-  const chatTemplate = Array.isArray(cfg.chat_template) ? cfg.chat_template.find((t) => t.name === "default")?.template : (cfg.chat_template ?? undefined);
+  // Newer transformers save the template beside tokenizer_config.json as chat_template.jinja.
+  const chatTemplate =
+    (Array.isArray(cfg.chat_template) ? cfg.chat_template.find((t) => t.name === "default")?.template : (cfg.chat_template ?? undefined)) ??
+    (await readFile(path.join(dir, "chat_template.jinja"), "utf8").catch(() => undefined));
   return {
     tokens,
     tokenTypes,

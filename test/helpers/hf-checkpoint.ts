@@ -113,7 +113,7 @@ export async function writeTinyCheckpoint(
     truncation: null,
     padding: null,
     added_tokens: added,
-    normalizer: null,
+    normalizer: family === "qwen" ? { type: "NFC" } : null,
     pre_tokenizer: {
       type: "Sequence",
       pretokenizers: [
@@ -145,13 +145,15 @@ export async function writeTinyCheckpoint(
     },
   };
   await writeFile(path.join(dir, "tokenizer.json"), JSON.stringify(tokenizer));
+  // Newer transformers keep the template in its own file.
+  if (arch === "qwen3") await writeFile(path.join(dir, "chat_template.jinja"), CHATML_TEMPLATE);
   await writeFile(
     path.join(dir, "tokenizer_config.json"),
     JSON.stringify({
       bos_token: sp.bos ?? null,
       eos_token: sp.eos,
       pad_token: family === "qwen" ? "<|endoftext|>" : null,
-      chat_template: family === "llama" ? LLAMA3_TEMPLATE : CHATML_TEMPLATE,
+      ...(arch === "qwen3" ? {} : { chat_template: family === "llama" ? LLAMA3_TEMPLATE : CHATML_TEMPLATE }),
       ...(family === "qwen" ? { add_bos_token: false } : {}),
     }),
   );
