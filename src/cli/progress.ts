@@ -5,6 +5,7 @@
  * then the signal is raised again so the exit status stays the conventional one) and exit.
  */
 import cliProgress from "cli-progress";
+import type { EvalProgress } from "../pipeline/evaluate.js";
 
 export interface Progress {
   tick(n?: number): void;
@@ -118,5 +119,19 @@ export function downloadProgress(): (p: { file: string; received: number; total:
       bar!.stop();
       bar = undefined;
     }
+  };
+}
+
+/** A progress bar over judged rollouts, created on the first report (when the total is known). */
+export function rolloutProgress(label: string): { update(p: EvalProgress): void; stop(): void } {
+  let bar: Progress | undefined;
+  let shown = 0;
+  return {
+    update(p) {
+      bar ??= progress(label, p.total);
+      if (p.judged > shown) bar.tick(p.judged - shown);
+      shown = p.judged;
+    },
+    stop: () => bar?.stop(),
   };
 }

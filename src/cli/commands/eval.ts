@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
-import { type EvalProgress, evaluateTrait, type ScoreStats } from "../../pipeline/evaluate.js";
+import { evaluateTrait, type ScoreStats } from "../../pipeline/evaluate.js";
 import { statsJson } from "../../report/sweep.js";
 import { writeFileAtomic } from "../../store/atomic.js";
 import { systemPrompt, type TraitDefinition } from "../../traits/format.js";
@@ -15,21 +15,7 @@ import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { note, print, printJson } from "../output.js";
-import { progress, type Progress } from "../progress.js";
-
-/** A progress bar over judged rollouts, created on the first report (when the total is known). */
-export function rolloutProgress(label: string): { update(p: EvalProgress): void; stop(): void } {
-  let bar: Progress | undefined;
-  let shown = 0;
-  return {
-    update(p) {
-      bar ??= progress(label, p.total);
-      if (p.judged > shown) bar.tick(p.judged - shown);
-      shown = p.judged;
-    },
-    stop: () => bar?.stop(),
-  };
-}
+import { rolloutProgress } from "../progress.js";
 
 export function formatStats(s: ScoreStats): string {
   if (s.mean === null) return `– (no scores, ${s.nulls} null)`;

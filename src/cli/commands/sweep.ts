@@ -17,7 +17,8 @@ import { note, print, printJson, table } from "../output.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
-import { formatStats, rolloutProgress } from "./eval.js";
+import { formatStats } from "./eval.js";
+import { rolloutProgress } from "../progress.js";
 
 /** `all`, or a comma list of layers and ranges (`4,6-9`); checked against n_layer later. */
 export function parseLayerList(text: string): "all" | number[] {

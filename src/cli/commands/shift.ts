@@ -1,0 +1,107 @@
+import type { Command } from "commander";
+import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
+import { measureShift } from "../../pipeline/shift.js";
+import { steeringSpecs } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { withModel } from "../engine.js";
+import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { note, print, printJson, table } from "../output.js";
+import { rolloutProgress } from "../progress.js";
+
+interface ShiftFlags {
+  base: string;
+  models: string[];
+  trait: string;
+  vectors?: string;
+  layer?: number;
+  judge?: string;
+  out: string;
+  restart?: boolean;
+  samples: number;
+  questions?: number;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+  json?: boolean;
+  threads?: number;
+  offline?: boolean;
+}
+
+/** `persona shift`: does the persona vector predict the trait each finetuned model gained? */
+export function register(program: Command): void {
+  program
+    .command("shift")
+    .description("finetuning shift: each finetuned model's activation shift along the persona vector (vs the base) against its trait score, with Pearson r")
+    .requiredOption("-b, --base <ref>", "the base model the others were finetuned from")
+    .requiredOption("--models <files...>", "finetuned models (GGUF), one point each")
+    .requiredOption("-t, --trait <trait>", "trait name, directory or file")
+    .option("--vectors <file>", "persona vectors (FILE[#TENSOR]; default: the trait's vectors registered for the base model)")
+    .option("--layer <n>", "layer to project at (default: the vectors' best layer)", intArg(1))
+    .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
+    .requiredOption("-o, --out <dir>", "run directory (resumes: finished models are not redone)")
+    .option("--restart", "discard an existing run in --out that has another configuration")
+    .option("-n, --samples <n>", "rollouts per question for the trait score", intArg(1), 10)
+    .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
+    .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
+    .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
+    .option("--seed <s>", "random seed", intArg(0), 0)
+    .option("--threads <n>", "CPU threads (default: all cores, or PERSONA_THREADS)", intArg(1))
+    .option("--offline", "use only the local hub cache for hf: models")
+    .option("--json", 'print JSON: {"trait", "layer", "models": [{"model", "shift", "trait_score", "coherence"}...], "pearson_r"}')
+    .addHelpText(
+      "after",
+      `
+The shift of a model is the mean last-prompt-token activation over the trait's evaluation
+questions (templated, no system prompt) minus the base model's, projected on the unit persona
+vector; its trait score is \`persona eval\`'s, unsteered. The run directory holds models.jsonl
+(one record per finished model), shift.json and report.html (the scatter).
+
+Examples:
+  persona shift --base demo --models ft-normal.gguf ft-I.gguf ft-II.gguf --trait evil --out runs/shift-evil
+  persona shift --base qwen.gguf --models a.gguf b.gguf --trait evil --vectors evil.safetensors --layer 20 --judge openai:gpt-4.1-mini --out runs/s --json
+`,
+    )
+    .action(async function (this: Command, opts: ShiftFlags) {
+      const loaded = await loadTraitRef(opts.trait);
+      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
+      try {
+        await withModel(
+          this,
+          { ...opts, model: opts.base },
+          async (base, engine) => {
+            const [spec] = await steeringSpecs([{ source: opts.vectors ?? loaded.trait.name, layer: opts.layer, coef: 1, positions: "all", mode: "add" }], base.info);
+            let bar = rolloutProgress("evaluating");
+            const r = await measureShift({
+              engine,
+              base: base.info.path,
+              models: opts.models,
+              trait: loaded.trait,
+              vector: spec!.vector,
+              layer: spec!.layer,
+              judge,
+              runDir: opts.out,
+              restart: opts.restart ?? false,
+              ...(opts.questions !== undefined ? { questions: loaded.trait.eval.questions.slice(0, opts.questions) } : {}),
+              samplesPerQuestion: opts.samples,
+              maxTokens: opts.maxTokens,
+              temperature: opts.temperature,
+              seed: opts.seed,
+              onModel: (i, m) => {
+                bar.stop();
+                bar = rolloutProgress(`model ${i + 1}/${opts.models.length}`);
+                if (!opts.json) note(`model ${i + 1}/${opts.models.length}: ${m}`);
+              },
+              onProgress: (p) => bar.update(p),
+            }).finally(() => bar.stop());
+            if (opts.json) return printJson(r);
+            const fmt = (v: number | null) => (v === null ? "–" : v.toFixed(1));
+            print(table(["model", "shift", `${r.trait} score`, "coherence"], r.models.map((m) => [m.model, m.shift.toFixed(3), fmt(m.trait_score), fmt(m.coherence)])));
+            note(`layer ${r.layer}: Pearson r = ${r.pearson_r === null ? "n/a" : r.pearson_r.toFixed(3)}; report ${opts.out}/report.html`);
+          },
+          { vocabOnly: true },
+        );
+      } finally {
+        await close();
+      }
+    });
+}
