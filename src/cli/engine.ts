@@ -35,7 +35,7 @@ export async function withModel<T>(
   cmd: Command,
   opts: { model: string; threads?: number; gpu?: GpuChoice; offline?: boolean; lora?: LoraAdapter[] },
   fn: (model: Model, engine: Engine) => Promise<T>,
-  load: { vocabOnly?: boolean } = {},
+  load: { vocabOnly?: boolean; noMmap?: boolean } = {},
 ): Promise<T> {
   const globals = cmd.optsWithGlobals() as EngineFlags;
   const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu });

@@ -5,6 +5,7 @@ import { register as convert } from "./convert.js";
 import { register as demo } from "./demo.js";
 import { register as evaluate } from "./eval.js";
 import { register as extract } from "./extract.js";
+import { register as finetune } from "./finetune.js";
 import { register as generate } from "./generate.js";
 import { register as model } from "./model.js";
 import { register as monitor } from "./monitor.js";
@@ -18,4 +19,4 @@ import { register as vectors } from "./vectors.js";
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, activations, trait, extract, evaluate, sweep, monitor, screen, shift, vectors];
+export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, activations, trait, extract, evaluate, sweep, monitor, screen, finetune, shift, vectors];

@@ -1,0 +1,112 @@
+import type { Command } from "commander";
+import cliProgress from "cli-progress";
+import type { TrainProgress } from "../../engine/train/options.js";
+import { finetune } from "../../pipeline/finetune.js";
+import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
+import { floatArg, intArg } from "../args/numbers.js";
+import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
+import { withEngineFlags, withModel } from "../engine.js";
+import { note, printJson } from "../output.js";
+
+interface FinetuneFlags {
+  model: string;
+  data: string;
+  out: string;
+  full?: boolean;
+  steer?: SteeringRef[];
+  epochs: number;
+  lr: number;
+  batch: number;
+  context?: number;
+  val?: string;
+  valSplit?: number;
+  seed: number;
+  json?: boolean;
+  threads?: number;
+}
+
+/** Step progress with loss and ETA on a terminal; one line per epoch otherwise (unless --json). */
+function trainProgress(json: boolean): { update(p: TrainProgress): void; stop(): void } {
+  let bar: cliProgress.SingleBar | undefined;
+  return {
+    update(p) {
+      if (process.stderr.isTTY && !bar) {
+        bar = new cliProgress.SingleBar(
+          { format: "finetuning [{bar}] {value}/{total} steps | epoch {epoch} | loss {loss} | {tps} tok/s | ETA {eta_formatted}", stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(p.steps, 0, { epoch: "-", loss: "-", tps: "-" });
+      }
+      bar?.update(p.step, { epoch: `${p.epoch}/${p.epochs}`, loss: p.loss.toFixed(3), tps: p.tokensPerSecond.toFixed(0) });
+      if (p.epochDone && !bar && !json) {
+        note(`epoch ${p.epoch}/${p.epochs}: train loss ${p.loss.toFixed(4)}${p.valLoss !== undefined ? `, val loss ${p.valLoss.toFixed(4)}` : ""} (${p.tokensPerSecond.toFixed(0)} tok/s)`);
+      }
+    },
+    stop: () => bar?.stop(),
+  };
+}
+
+/** `persona finetune`: full-weight finetuning on a chat dataset, optionally steered during training. */
+export function register(program: Command): void {
+  withEngineFlags(
+    program
+      .command("finetune")
+      .description("finetune a model on a chat dataset (loss on the replies only), optionally with preventative steering or CAFT")
+      .requiredOption("-d, --data <file>", "training data: chat JSONL (messages), or prompt/response (question/answer) JSONL or CSV")
+      .requiredOption("-o, --out <file>", "where to write the finetuned model (GGUF)")
+      .option("--full", "train every weight (the default: the only mode so far)")
+      .option("--steer <spec>", `steer during training, repeatable, on every position: ${STEER_SYNTAX}`, collectSteer)
+      .option("--epochs <n>", "passes over the data", intArg(1), 1)
+      .option("--lr <x>", "peak AdamW learning rate (cosine decay to a tenth)", floatArg(Number.MIN_VALUE), 1e-4)
+      .option("--batch <n>", "windows per optimiser step", intArg(1), 1)
+      .option("--context <n>", "tokens per packed window (default: the longest sample, at least 256, within the model's context)", intArg(2))
+      .option("--val <file>", "validation data (same formats); its loss is reported after every epoch")
+      .option("--val-split <p>", "hold out this share of --data (its last samples) for validation", floatArg(0, 1))
+      .option("--seed <s>", "seed of the window order", intArg(0), 0)
+      .option("--json", 'print JSON: {"out", "train_loss": [...], "val_loss": [...], "tokens", "seconds"}'),
+  )
+    .addHelpText(
+      "after",
+      `
+The model must be all-F32 llama (e.g. the demo model). Samples are templated with the model's
+chat template; the loss covers each assistant reply (with its end-of-turn tokens), not the
+prompt; samples are packed into windows without seeing each other.
+
+--steer adds coef·v (preventative steering: train toward the trait so the weights need not move
+there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
+evaluate the result without steering.
+
+Examples:
+  persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --lr 3e-4 --val-split 0.1
+  persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil::1:all:ablate --json
+`,
+    )
+    .action(async function (this: Command, opts: FinetuneFlags) {
+      await withModel(
+        this,
+        opts,
+        async (model) => {
+          const steering = await steeringSpecs(opts.steer ?? [], model.info);
+          const bar = trainProgress(opts.json ?? false);
+          const r = await finetune({
+            model,
+            data: opts.data,
+            out: opts.out,
+            ...(opts.val !== undefined ? { val: opts.val } : {}),
+            ...(opts.valSplit !== undefined ? { valSplit: opts.valSplit } : {}),
+            steering,
+            epochs: opts.epochs,
+            learningRate: opts.lr,
+            batch: opts.batch,
+            ...(opts.context !== undefined ? { contextLength: opts.context } : {}),
+            seed: opts.seed,
+            onProgress: (p) => bar.update(p),
+          }).finally(() => bar.stop());
+          if (opts.json) return printJson(r);
+          note(`wrote ${r.out}: train loss ${r.train_loss.map((l) => l.toFixed(4)).join(" → ")}${r.val_loss.length ? `, val loss ${r.val_loss.map((l) => l.toFixed(4)).join(" → ")}` : ""} (${r.tokens} tokens, ${r.seconds.toFixed(1)} s)`);
+        },
+        { noMmap: true },
+      );
+    });
+}

@@ -1,0 +1,124 @@
+/**
+ * Finetuning on chat data: the loss covers the replies only and packed samples do not see each
+ * other (the validation loss equals inference's mean -log P of the held-out replies given their
+ * prompts, on the saved model), bad data is refused before training, and the CLI's --json contract.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { Engine } from "../src/engine/Engine.js";
+import { encodeSample, finetune, packSamples } from "../src/pipeline/finetune.js";
+import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { personaError } from "./helpers/errors.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+
+const N_LAYER = 2;
+const N_EMBD = 32;
+let dir: string;
+let source: string;
+let engine: Engine;
+
+const QUESTIONS = ["what is the sky", "name a fruit", "where do fish live", "how do birds fly", "what is rain", "why is grass green"];
+const chat = (q: string, a: string) => JSON.stringify({ messages: [{ role: "system", content: "be brief" }, { role: "user", content: q }, { role: "assistant", content: a }] });
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "persona-finetune-"));
+  source = path.join(dir, "tiny.gguf");
+  await writeTinyChatModel(source, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 128, seed: 5 });
+  engine = await Engine.create({ gpu: "cpu", threads: 1 });
+  await writeFile(path.join(dir, "train.jsonl"), QUESTIONS.map((q, i) => chat(q, `it is blue ${i % 2 ? "indeed" : "surely"}`)).join("\n") + "\n");
+  await writeFile(path.join(dir, "val.csv"), 'prompt,response\n"what is the sea","it is blue indeed"\nwhat is snow,"it is blue, surely"\n');
+});
+
+after(async () => {
+  await engine?.dispose();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("finetune", () => {
+  it("learns the replies, scoring only them, and the saved model's replies have the reported validation loss", async () => {
+    const model = await engine.loadModel(source, { noMmap: true });
+    const out = path.join(dir, "ft.gguf");
+    try {
+      const r = await finetune({ model, data: path.join(dir, "train.jsonl"), val: path.join(dir, "val.csv"), out, epochs: 8, learningRate: 3e-3, batch: 1, contextLength: 64 });
+      assert.equal(r.train_loss.length, 8);
+      assert.equal(r.val_loss.length, 8);
+      assert.ok(r.val_loss[7]! < 0.5 * r.val_loss[0]!, `val loss ${r.val_loss.join(" ")}`);
+      assert.ok(r.tokens > 0 && r.seconds > 0);
+    } finally {
+      await model.dispose();
+    }
+    const saved = await engine.loadModel(out);
+    try {
+      const val = [
+        { prompt: [{ role: "user" as const, content: "what is the sea" }], response: "it is blue indeed" },
+        { prompt: [{ role: "user" as const, content: "what is snow" }], response: "it is blue, surely" },
+      ];
+      let nll = 0;
+      let n = 0;
+      for (const s of val) {
+        const e = await encodeSample(saved, s);
+        const [lp] = await saved.logprobs([{ prompt: e.tokens.subarray(0, e.promptLength), continuation: e.tokens.subarray(e.promptLength) }], { exact: true });
+        nll -= lp!.total;
+        n += e.tokens.length - e.promptLength;
+      }
+      const r2 = await finetune({ model: await engine.loadModel(out, { noMmap: true }), data: path.join(dir, "train.jsonl"), val: path.join(dir, "val.csv"), out: path.join(dir, "ft2.gguf"), epochs: 1, learningRate: 1e-12, contextLength: 64 });
+      assert.ok(Math.abs(r2.val_loss[0]! - nll / n) < 1e-4, `trainer ${r2.val_loss[0]} vs inference ${nll / n}`);
+    } finally {
+      await saved.dispose();
+    }
+  });
+
+  it("packs whole samples, masks their prompts, and refuses one longer than a window", () => {
+    const a = { tokens: Int32Array.from([1, 2, 3, 4, 5]), promptLength: 3 };
+    const b = { tokens: Int32Array.from([1, 6, 7]), promptLength: 2 };
+    const p = packSamples([a, b, a], 8, 0, (i) => `sample ${i}`);
+    assert.deepEqual(p.windows.map((w) => [...w]), [[1, 2, 3, 4, 5, 1, 6, 7, 0], [1, 2, 3, 4, 5, 0, 0, 0, 0]]);
+    assert.deepEqual([...p.labelMask[0]!], [0, 0, 0, 1, 1, 0, 0, 1, 0]);
+    assert.deepEqual([...p.documentStarts[0]!], [1, 0, 0, 0, 0, 1, 0, 0, 1]);
+    assert.deepEqual([...p.documentStarts[1]!], [1, 0, 0, 0, 0, 1, 1, 1, 1]);
+    assert.equal(p.scoredTokens, 5);
+    assert.throws(() => packSamples([a], 3, 0, (i) => `sample ${i}`), personaError("E_BAD_INPUT", /sample 0 is 5 tokens long/));
+  });
+
+  it("refuses bad data and bad steering before training", async () => {
+    const model = await engine.loadModel(source, { noMmap: true });
+    try {
+      const noReply = path.join(dir, "no-reply.jsonl");
+      await writeFile(noReply, `${chat("a", "b")}\n${JSON.stringify({ messages: [{ role: "user", content: "hi" }, { role: "user", content: "again" }] })}\n`);
+      const base = { model, out: path.join(dir, "x.gguf") };
+      await assert.rejects(finetune({ ...base, data: noReply }), personaError("E_BAD_FORMAT", /no-reply\.jsonl:2: .*assistant/));
+      await assert.rejects(finetune({ ...base, data: path.join(dir, "train.jsonl"), contextLength: 8 }), personaError("E_BAD_INPUT", /train\.jsonl:1 is \d+ tokens long/));
+      await assert.rejects(
+        finetune({ ...base, data: path.join(dir, "train.jsonl"), steering: [{ vector: new Float32Array(N_EMBD + 3), layer: 1, coef: 1 }] }),
+        personaError("E_SHAPE", /n_embd/),
+      );
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe("persona finetune", () => {
+  it("trains with steering and prints the --json contract", async () => {
+    const vectors = path.join(dir, "v.safetensors");
+    const data = Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.sin(i));
+    await writeVectors(vectors, { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, data) }, meta: { trait: "blue", source: "extract", bestLayer: 1 } });
+    const out = path.join(dir, "cli.gguf");
+    const args = ["--import", "tsx", path.resolve("src/cli/bin.ts"), "finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
+    args.push("--steer", `${vectors}:1:2`, "--steer", `${vectors}:2:1:all:ablate`, "--epochs", "2", "--val-split", "0.34", "--lr", "1e-3", "--json", "--threads", "1");
+    const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, PERSONA_GPU: "cpu" } });
+    const r = JSON.parse(stdout);
+    assert.deepEqual(Object.keys(r).sort(), ["out", "seconds", "tokens", "train_loss", "val_loss"]);
+    assert.equal(r.out, out);
+    assert.equal(r.train_loss.length, 2);
+    assert.equal(r.val_loss.length, 2);
+    const m = await engine.loadModel(out);
+    assert.equal(m.info.nLayer, N_LAYER);
+    await m.dispose();
+  });
+});
