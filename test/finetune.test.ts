@@ -11,6 +11,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
+import { readGguf } from "../src/engine/gguf/reader.js";
 import { encodeSample, finetune, packSamples } from "../src/pipeline/finetune.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { personaError } from "./helpers/errors.js";
@@ -119,6 +120,19 @@ describe("persona finetune", () => {
     assert.equal(r.val_loss.length, 2);
     const m = await engine.loadModel(out);
     assert.equal(m.info.nLayer, N_LAYER);
+    await m.dispose();
+  });
+
+  it("trains a LoRA adapter that loads onto the base", async () => {
+    const out = path.join(dir, "cli-lora.gguf");
+    const args = ["--import", "tsx", path.resolve("src/cli/bin.ts"), "finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
+    args.push("--lora-rank", "4", "--rslora", "--lora-targets", "q,v,up", "--lr", "1e-2", "--json", "--threads", "1");
+    const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, PERSONA_GPU: "cpu" } });
+    assert.equal(JSON.parse(stdout).out, out);
+    const g = await readGguf(out, { maxArrayItems: 0 });
+    assert.deepEqual(g.tensors.map((t) => t.name).slice(0, 2), ["blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b"]);
+    assert.equal(g.tensors.length, 2 * 3 * N_LAYER);
+    const m = await engine.loadModel(source, { loras: [{ path: out }] });
     await m.dispose();
   });
 });

@@ -15,6 +15,7 @@ import { pearson } from "../src/report/scatter.js";
 import { loadTraitFiles } from "../src/traits/format.js";
 import { resolveTraitFiles } from "../src/traits/registry.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { saveLora } from "../src/engine/train/save.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const N_LAYER = 2;
@@ -54,8 +55,8 @@ async function persona(...args: string[]): Promise<string> {
 }
 
 /** Mean last-prompt-token residual at LAYER over the questions, by capture. */
-async function meanLast(engine: Engine, file: string, questions: string[]): Promise<Float64Array> {
-  const m = await engine.loadModel(file);
+async function meanLast(engine: Engine, file: string, questions: string[], lora?: string): Promise<Float64Array> {
+  const m = await engine.loadModel(file, lora ? { loras: [{ path: lora }] } : {});
   const sum = new Float64Array(N_EMBD);
   for (const q of questions) {
     const tokens = await m.encodeChat([{ role: "user", content: q }]);
@@ -103,5 +104,27 @@ describe("persona shift", () => {
     assert.deepEqual(again, r);
     const lines = (await readFile(path.join(out, "models.jsonl"), "utf8")).trim().split("\n");
     assert.equal(lines.length, models.length, "a resumed run redid finished models");
+  });
+
+  it("takes LoRA adapters of the base as the finetuned models", async () => {
+    const engine = await Engine.create({ gpu: "cpu", threads: 1 });
+    const adapter = path.join(dir, "a.lora.gguf");
+    const trait = await loadTraitFiles(await resolveTraitFiles("evil"));
+    const questions = trait.eval.questions.slice(0, 2);
+    try {
+      const m = await engine.loadModel(base);
+      const tokens = await m.tokenize("the sea is wide and the sky is blue ".repeat(10));
+      const r = await m.train({ tokens, contextLength: 16, epochs: 2, learningRate: 3e-2, lora: { rank: 2 } });
+      await m.dispose();
+      await saveLora(adapter, "llama", r.lora!);
+      const out = JSON.parse(await persona("shift", "--base", base, "--lora", adapter, "--trait", "evil", "--vectors", vectors, "--out", path.join(dir, "run-lora"), "--questions", "2", "--samples", "1", "--max-tokens", "4", "--json"));
+      const [b, a] = [await meanLast(engine, base, questions), await meanLast(engine, base, questions, adapter)];
+      const want = a.reduce((s, x, j) => s + (x - b[j]!) * vector[j]!, 0) / Math.hypot(...vector);
+      assert.equal(out.models[0].model, adapter);
+      assert.ok(Math.abs(want) > 1e-3, "the adapter should move the activations");
+      assert.ok(Math.abs(out.models[0].shift - want) < 1e-4, `shift ${out.models[0].shift} vs ${want}`);
+    } finally {
+      await engine.dispose();
+    }
   });
 });

@@ -19,6 +19,7 @@ import type { SteeringSpec } from "../src/engine/steering.js";
 import { readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
 import { writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 import { learningRateAt, shuffled } from "../src/engine/train/options.js";
+import { saveLora } from "../src/engine/train/save.js";
 import { personaError } from "./helpers/errors.js";
 
 const TINY: SyntheticModelConfig = {
@@ -346,6 +347,37 @@ describe("steering and masks inside the training graph", () => {
     await assert.rejects(m.train({ ...ok, steering: [{ vector: new Float32Array(TINY.nEmbd + 1), layer: 1, coef: 1 }] }), personaError("E_SHAPE", /n_embd/));
     await assert.rejects(m.train({ ...ok, steering: [{ vector: direction(1, 1), layer: 3, coef: 1 }] }), personaError("E_SHAPE", /out of range/));
     await assert.rejects(m.train({ ...ok, steering: [{ vector: direction(1, 1), layer: 1, coef: 1, positions: "response" }] }), personaError("E_BAD_STEER_ARG", /every position/));
+  });
+});
+
+describe("LoRA training", () => {
+  it("trains an adapter that llama.cpp loads to the trainer's own loss (plain and rsLoRA scaling), weights untouched", async () => {
+    const m = await engine.loadModel(source);
+    const windows = [0, 3, 6].map((k) => corpus.slice(k * W, k * W + W + 1));
+    const held = windows[2]!;
+    const nll = async (model: Model) => -(await model.logprobs([{ prompt: held.subarray(0, 1), continuation: held.subarray(1) }], { exact: true }))[0]!.total / W;
+    try {
+      const before = await nll(m);
+      for (const rslora of [false, true]) {
+        const r = await m.train({ windows, contextLength: W, epochs: 10, learningRate: 3e-2, valWindows: 1, steering: STEERED.slice(0, 1), lora: { rank: 4, alpha: 8, rslora, targets: ["q", "v", "down"] } });
+        assert.equal(r.lora!.tensors.length, TINY.nLayer * 3);
+        assert.equal(r.lora!.scale, rslora ? 4 : 2);
+        assert.deepEqual(r.trainableTensors.slice(0, 2), ["blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b"]);
+        assert.ok(r.losses[9]! < 0.97 * r.losses[0]!, `losses ${r.losses.join(" ")}`);
+        assert.equal(await nll(m), before, "LoRA training changed the base weights");
+        const file = path.join(dir, `adapter-${rslora}.gguf`);
+        await saveLora(file, "llama", r.lora!);
+        const adapted = await engine.loadModel(source, { loras: [{ path: file }] });
+        try {
+          const steered = -(await adapted.logprobs([{ prompt: held.subarray(0, 1), continuation: held.subarray(1), steering: adapted.steering(STEERED.slice(0, 1)) }], { exact: true }))[0]!.total / W;
+          assert.ok(Math.abs(steered - r.valLosses![9]!) < 1e-4, `llama.cpp with the adapter ${steered} vs trainer ${r.valLosses![5]}`);
+        } finally {
+          await adapted.dispose();
+        }
+      }
+    } finally {
+      await m.dispose();
+    }
   });
 });
 

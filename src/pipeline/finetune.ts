@@ -8,7 +8,8 @@
 import { PersonaError } from "../errors.js";
 import type { Model } from "../engine/Model.js";
 import type { SteeringSpec } from "../engine/steering.js";
-import type { TrainProgress } from "../engine/train/options.js";
+import type { LoraOptions, TrainProgress } from "../engine/train/options.js";
+import { saveLora } from "../engine/train/save.js";
 import { readDataset, type TrainingSample } from "./dataset.js";
 
 /** One sample as the trainer sees it: templated tokens, the first `promptLength` of them context only. */
@@ -94,13 +95,15 @@ export async function loadSamples(file: string): Promise<{ samples: TrainingSamp
 }
 
 export interface FinetuneOptions {
-  /** The model to train in place: all-F32, llama architecture, loaded with `noMmap: true`. */
+  /** The model to train: all-F32, llama architecture; for full training (no `lora`) loaded with `noMmap: true`, and changed in place. */
   model: Model;
+  /** Train a LoRA adapter (written to `out` as a GGUF LoRA) instead of every weight. */
+  lora?: LoraOptions;
   data: string;
   /** A separate validation file, or the share of `data` (its last samples) held out. */
   val?: string;
   valSplit?: number;
-  /** Written as a full GGUF with the model's metadata. */
+  /** A full GGUF with the model's metadata, or the adapter with `lora`. */
   out: string;
   steering?: readonly SteeringSpec[];
   epochs?: number;
@@ -170,9 +173,11 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     batchWindows: Math.min(o.batch ?? 1, t.windows.length),
     seed: o.seed ?? 0,
     ...(o.steering ? { steering: o.steering } : {}),
+    ...(o.lora ? { lora: o.lora } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
   });
-  await model.save(o.out);
+  if (r.lora) await saveLora(o.out, model.info.architecture, r.lora);
+  else await model.save(o.out);
   return { out: o.out, train_loss: r.losses, val_loss: r.valLosses ?? [], tokens: r.tokens, seconds: r.seconds };
 }

@@ -1,5 +1,5 @@
 /**
- * Finetuning shift (spec §2): for each finetuned model, the mean last-prompt-token activation over
+ * Finetuning shift (spec §2): for each finetuned model (or base + LoRA adapter), the mean last-prompt-token activation over
  * the trait's evaluation questions minus the base model's, projected on the unit persona vector
  * (by linearity: the difference of the mean projections), next to the model's trait expression
  * score; Pearson r across the models says whether the vector predicts what finetuning did.
@@ -40,7 +40,10 @@ export interface ShiftResult {
 export interface ShiftOptions {
   engine: Engine;
   base: string;
+  /** Finetuned models (GGUF files), or with `lora`, LoRA adapters applied to the base. */
   models: readonly string[];
+  /** `models` are GGUF LoRA adapters for the base, not models. Defaults to false. */
+  lora?: boolean;
   trait: TraitDefinition;
   /** The persona vector at `layer` (any length; projections use its unit vector). */
   vector: Float32Array;
@@ -105,10 +108,10 @@ export async function measureShift(o: ShiftOptions): Promise<ShiftResult> {
     const out: ModelRecord[] = [];
     for (const [i, file] of o.models.entries()) {
       o.onModel?.(i, file);
-      const key = await fingerprintFile(file);
+      const key = `${o.lora ? "lora:" : ""}${await fingerprintFile(file)}`;
       let rec = records.get(key);
       if (!rec) {
-        const m = await o.engine.loadModel(file);
+        const m = o.lora ? await o.engine.loadModel(o.base, { loras: [{ path: file }] }) : await o.engine.loadModel(file);
         try {
           if (m.info.nEmbd !== o.vector.length || m.info.nLayer < o.layer) {
             throw new PersonaError("E_SHAPE", `${file} (n_embd ${m.info.nEmbd}, ${m.info.nLayer} layers) does not match the base model's vector`);

@@ -1,6 +1,8 @@
-import type { Command } from "commander";
 import cliProgress from "cli-progress";
-import type { TrainProgress } from "../../engine/train/options.js";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import { PersonaError } from "../../errors.js";
+import type { LoraAdapter } from "../../engine/lora.js";
+import { LORA_TARGETS, type LoraTarget, type TrainProgress } from "../../engine/train/options.js";
 import { finetune } from "../../pipeline/finetune.js";
 import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
@@ -13,6 +15,11 @@ interface FinetuneFlags {
   data: string;
   out: string;
   full?: boolean;
+  loraRank?: number;
+  loraAlpha?: number;
+  rslora?: boolean;
+  loraTargets?: LoraTarget[];
+  lora?: LoraAdapter[];
   steer?: SteeringRef[];
   epochs: number;
   lr: number;
@@ -46,6 +53,13 @@ function trainProgress(json: boolean): { update(p: TrainProgress): void; stop():
   };
 }
 
+function loraTargets(s: string): LoraTarget[] {
+  const list = s.split(",").map((x) => x.trim());
+  const bad = list.filter((x) => !(x in LORA_TARGETS));
+  if (bad.length > 0 || list.length === 0) throw new InvalidArgumentError(`unknown target ${bad.join(", ")}; use ${Object.keys(LORA_TARGETS).join(",")}`);
+  return list as LoraTarget[];
+}
+
 /** `persona finetune`: full-weight finetuning on a chat dataset, optionally steered during training. */
 export function register(program: Command): void {
   withEngineFlags(
@@ -54,7 +68,11 @@ export function register(program: Command): void {
       .description("finetune a model on a chat dataset (loss on the replies only), optionally with preventative steering or CAFT")
       .requiredOption("-d, --data <file>", "training data: chat JSONL (messages), or prompt/response (question/answer) JSONL or CSV")
       .requiredOption("-o, --out <file>", "where to write the finetuned model (GGUF)")
-      .option("--full", "train every weight (the default: the only mode so far)")
+      .addOption(new Option("--full", "train every weight (the default without --lora-rank); OUT is a full GGUF").conflicts("loraRank"))
+      .option("--lora-rank <r>", "train a LoRA adapter of this rank instead; OUT is a GGUF LoRA (load it with --lora)", intArg(1))
+      .option("--lora-alpha <a>", "LoRA alpha (default: 2 × rank)", floatArg(Number.MIN_VALUE))
+      .option("--rslora", "scale the adapter by alpha/√rank (rsLoRA) instead of alpha/rank")
+      .option("--lora-targets <list>", `weights to adapt, comma list of ${Object.keys(LORA_TARGETS).join(",")} (default: all)`, loraTargets)
       .option("--steer <spec>", `steer during training, repeatable, on every position: ${STEER_SYNTAX}`, collectSteer)
       .option("--epochs <n>", "passes over the data", intArg(1), 1)
       .option("--lr <x>", "peak AdamW learning rate (cosine decay to a tenth)", floatArg(Number.MIN_VALUE), 1e-4)
@@ -68,26 +86,35 @@ export function register(program: Command): void {
     .addHelpText(
       "after",
       `
-The model must be all-F32 llama (e.g. the demo model). Samples are templated with the model's
+The model must be all-F32 llama (e.g. the demo model). LoRA training leaves the base weights
+alone (A random, B zero, as PEFT) and writes a GGUF LoRA that llama.cpp loads. Samples are templated with the model's
 chat template; the loss covers each assistant reply (with its end-of-turn tokens), not the
 prompt; samples are packed into windows without seeing each other.
 
 --steer adds coef·v (preventative steering: train toward the trait so the weights need not move
 there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
-evaluate the result without steering.
+evaluate the result without steering. Training steers every position: the POSITIONS field of
+--steer does not apply.
 
 Examples:
   persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --lr 3e-4 --val-split 0.1
+  persona finetune --model demo --data evil-II.jsonl --out evil-lora.gguf --lora-rank 8 --rslora --lr 1e-3
+  persona eval --model demo --lora evil-lora.gguf --trait evil
   persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
   persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil::1:all:ablate --json
 `,
     )
     .action(async function (this: Command, opts: FinetuneFlags) {
+      if (opts.loraRank === undefined && (opts.loraAlpha !== undefined || opts.rslora || opts.loraTargets)) {
+        throw new PersonaError("E_BAD_INPUT", "--lora-alpha, --rslora and --lora-targets need --lora-rank");
+      }
+      if (opts.lora?.length) throw new PersonaError("E_BAD_INPUT", "finetune trains the base model's weights; --lora adapters would not take part in training");
       await withModel(
         this,
         opts,
         async (model) => {
-          const steering = await steeringSpecs(opts.steer ?? [], model.info);
+          // Training steers every position (the paper's preventative steering), whatever --steer's positions say.
+          const steering = (await steeringSpecs(opts.steer ?? [], model.info)).map((s) => ({ ...s, positions: "all" as const }));
           const bar = trainProgress(opts.json ?? false);
           const r = await finetune({
             model,
@@ -100,13 +127,23 @@ Examples:
             learningRate: opts.lr,
             batch: opts.batch,
             ...(opts.context !== undefined ? { contextLength: opts.context } : {}),
+            ...(opts.loraRank !== undefined
+              ? {
+                  lora: {
+                    rank: opts.loraRank,
+                    ...(opts.loraAlpha !== undefined ? { alpha: opts.loraAlpha } : {}),
+                    rslora: opts.rslora ?? false,
+                    ...(opts.loraTargets ? { targets: opts.loraTargets } : {}),
+                  },
+                }
+              : {}),
             seed: opts.seed,
             onProgress: (p) => bar.update(p),
           }).finally(() => bar.stop());
           if (opts.json) return printJson(r);
           note(`wrote ${r.out}: train loss ${r.train_loss.map((l) => l.toFixed(4)).join(" → ")}${r.val_loss.length ? `, val loss ${r.val_loss.map((l) => l.toFixed(4)).join(" → ")}` : ""} (${r.tokens} tokens, ${r.seconds.toFixed(1)} s)`);
         },
-        { noMmap: true },
+        { noMmap: opts.loraRank === undefined },
       );
     });
 }

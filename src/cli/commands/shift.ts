@@ -1,4 +1,5 @@
-import type { Command } from "commander";
+import { type Command, Option } from "commander";
+import { PersonaError } from "../../errors.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { measureShift } from "../../pipeline/shift.js";
 import { steeringSpecs } from "../../vectors/steer.js";
@@ -10,7 +11,8 @@ import { rolloutProgress } from "../progress.js";
 
 interface ShiftFlags {
   base: string;
-  models: string[];
+  models?: string[];
+  lora?: string[];
   trait: string;
   vectors?: string;
   layer?: number;
@@ -33,7 +35,8 @@ export function register(program: Command): void {
     .command("shift")
     .description("finetuning shift: each finetuned model's activation shift along the persona vector (vs the base) against its trait score, with Pearson r")
     .requiredOption("-b, --base <ref>", "the base model the others were finetuned from")
-    .requiredOption("--models <files...>", "finetuned models (GGUF), one point each")
+    .addOption(new Option("--models <files...>", "finetuned models (GGUF), one point each").conflicts("lora"))
+    .option("--lora <adapters...>", "GGUF LoRA adapters finetuned from --base (persona finetune --lora-rank), one point each")
     .requiredOption("-t, --trait <trait>", "trait name, directory or file")
     .option("--vectors <file>", "persona vectors (FILE[#TENSOR]; default: the trait's vectors registered for the base model)")
     .option("--layer <n>", "layer to project at (default: the vectors' best layer)", intArg(1))
@@ -58,23 +61,27 @@ vector; its trait score is \`persona eval\`'s, unsteered. The run directory hold
 
 Examples:
   persona shift --base demo --models ft-normal.gguf ft-I.gguf ft-II.gguf --trait evil --out runs/shift-evil
+  persona shift --base demo --lora normal.lora.gguf I.lora.gguf II.lora.gguf --trait evil --out runs/shift-evil-lora
   persona shift --base qwen.gguf --models a.gguf b.gguf --trait evil --vectors evil.safetensors --layer 20 --judge openai:gpt-4.1-mini --out runs/s --json
 `,
     )
     .action(async function (this: Command, opts: ShiftFlags) {
+      const models = opts.models ?? opts.lora;
+      if (!models?.length) throw new PersonaError("E_BAD_INPUT", "give the finetuned models (--models F1 F2 ...) or adapters (--lora A1 A2 ...)");
       const loaded = await loadTraitRef(opts.trait);
       const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
       try {
         await withModel(
           this,
-          { ...opts, model: opts.base },
+          { model: opts.base, ...(opts.threads !== undefined ? { threads: opts.threads } : {}), ...(opts.offline ? { offline: true } : {}) },
           async (base, engine) => {
             const [spec] = await steeringSpecs([{ source: opts.vectors ?? loaded.trait.name, layer: opts.layer, coef: 1, positions: "all", mode: "add" }], base.info);
             let bar = rolloutProgress("evaluating");
             const r = await measureShift({
               engine,
               base: base.info.path,
-              models: opts.models,
+              models,
+              lora: opts.lora !== undefined,
               trait: loaded.trait,
               vector: spec!.vector,
               layer: spec!.layer,
@@ -88,8 +95,8 @@ Examples:
               seed: opts.seed,
               onModel: (i, m) => {
                 bar.stop();
-                bar = rolloutProgress(`model ${i + 1}/${opts.models.length}`);
-                if (!opts.json) note(`model ${i + 1}/${opts.models.length}: ${m}`);
+                bar = rolloutProgress(`model ${i + 1}/${models.length}`);
+                if (!opts.json) note(`model ${i + 1}/${models.length}: ${m}`);
               },
               onProgress: (p) => bar.update(p),
             }).finally(() => bar.stop());

@@ -31,6 +31,7 @@ export type BackendRegHandle = Handle<"ggml_backend_reg">;
 export type SchedHandle = Handle<"ggml_backend_sched">;
 export type OptContextHandle = Handle<"ggml_opt_context">;
 export type OptResultHandle = Handle<"ggml_opt_result">;
+export type BufferHandle = Handle<"ggml_backend_buffer">;
 /** A C function pointer found at run time (ggml_backend_reg_get_proc_address). */
 export type ProcHandle = Handle<"proc">;
 /** A JS function registered with koffi as a C callback; valid until unregistered. */
@@ -443,6 +444,11 @@ function bind(paths: LibraryPaths) {
     ggml_rms_norm: fn<(ctx: GgmlContextHandle, a: TensorHandle, eps: number) => TensorHandle>(base, "void *ggml_rms_norm(void *ctx, void *a, float eps)"),
     ggml_mul: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul(void *ctx, void *a, void *b)"),
     ggml_add: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_add(void *ctx, void *a, void *b)"),
+    ggml_backend_alloc_ctx_tensors: fn<(ctx: GgmlContextHandle, backend: BackendHandle) => BufferHandle>(
+      base,
+      "void *ggml_backend_alloc_ctx_tensors(void *ctx, void *backend)",
+    ),
+    ggml_backend_buffer_free: fn<(buffer: BufferHandle) => void>(base, "void ggml_backend_buffer_free(void *buffer)"),
     ggml_sub: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_sub(void *ctx, void *a, void *b)"),
     ggml_scale: fn<(ctx: GgmlContextHandle, a: TensorHandle, s: number) => TensorHandle>(base, "void *ggml_scale(void *ctx, void *a, float s)"),
     ggml_mul_mat: fn<(ctx: GgmlContextHandle, a: TensorHandle, b: TensorHandle) => TensorHandle>(base, "void *ggml_mul_mat(void *ctx, void *a, void *b)"),

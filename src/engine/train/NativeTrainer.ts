@@ -18,6 +18,7 @@ import {
   GGML_TENSOR,
   GGML_TENSOR_FLAGS_OFFSET,
   GGML_TENSOR_FLAG_PARAM,
+  GGML_TYPE_F32,
   isNull,
   readCString,
   readInt32,
@@ -27,6 +28,8 @@ import {
   registerOptParsCallback,
   unregisterCallback,
   writeInt32,
+  type BufferHandle,
+  type GgmlContextHandle,
   type GgmlOptParams,
   type OptContextHandle,
   type OptimizerParams,
@@ -35,8 +38,8 @@ import {
 } from "../ffi/llama.js";
 import { Batch } from "../native/Batch.js";
 import type { NativeModel } from "../native/NativeModel.js";
-import { buildLlamaGraph, documentLayout, graphSize, llamaTensorNames, type LlamaHParams } from "./graph.js";
-import { learningRateAt, shuffled, validateSpec, type TrainProgress, type TrainResult, type TrainSpec } from "./options.js";
+import { buildLlamaGraph, documentLayout, type GraphLora, graphSize, llamaTensorNames, type LlamaHParams } from "./graph.js";
+import { learningRateAt, seededRandom, shuffled, validateSpec, type TrainProgress, type TrainResult, type TrainSpec } from "./options.js";
 
 export interface TrainHooks {
   onProgress?(p: TrainProgress): void;
@@ -98,16 +101,25 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   const totalSteps = stepsPerEpoch * spec.epochs;
 
   const weights = weightTensors(model, new Set(llamaTensorNames(hp.nLayer)));
+  const ne = (t: TensorHandle, d: number) => readInt64(t, GGML_TENSOR.ne + 8 * d);
   const wanted = spec.trainable ? new Set(spec.trainable) : null;
   const trained: string[] = [];
   let trainableParams = 0;
-  for (const name of llamaTensorNames(hp.nLayer)) {
+  for (const name of spec.lora ? [] : llamaTensorNames(hp.nLayer)) {
     const t = weights.get(name);
     if (t === undefined || (wanted !== null && !wanted.has(name))) continue;
     trained.push(name);
-    let n = 1;
-    for (let d = 0; d < 4; d++) n *= readInt64(t, GGML_TENSOR.ne + 8 * d);
-    trainableParams += n;
+    trainableParams += ne(t, 0) * ne(t, 1) * ne(t, 2) * ne(t, 3);
+  }
+  // The adapted weights: every layer's targets (ggml order: W is [nIn, nOut]).
+  const adapted = spec.lora
+    ? Array.from({ length: hp.nLayer }, (_, l) => spec.lora!.targets.map((t) => `blk.${l}.${t}.weight`)).flat().filter((n) => weights.has(n))
+    : [];
+  if (spec.lora) {
+    for (const n of adapted) {
+      trained.push(`${n}.lora_a`, `${n}.lora_b`);
+      trainableParams += spec.lora.rank * (ne(weights.get(n)!, 0) + ne(weights.get(n)!, 1));
+    }
   }
   // ggml's backward pass aborts the process when the graph has no trainable tensor.
   if (trained.length === 0) throw new PersonaError("E_BAD_INPUT", "no trainable tensor: `trainable` selects none of the model's weights");
@@ -124,9 +136,35 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   const backend = isNull(device) ? null : api.ggml_backend_dev_init(device, null);
   let sched: SchedHandle | null = null;
   let opt: OptContextHandle | null = null;
+  let loraCtx: GgmlContextHandle | null = null;
+  let loraBuf: BufferHandle | null = null;
+  const lora = new Map<string, GraphLora>();
   const result = api.ggml_opt_result_init();
   try {
     if (isNull(device) || isNull(backend)) throw new PersonaError("E_NATIVE", "ggml has no CPU backend to train on");
+    if (spec.lora) {
+      // The adapter lives in a buffer of its own on the training backend; A ~ U(±1/√nIn), B = 0.
+      const ctx = api.ggml_init({ mem_size: (2 * adapted.length + 1) * api.ggml_tensor_overhead(), mem_buffer: null, no_alloc: true });
+      if (isNull(ctx)) throw new PersonaError("E_NATIVE", "ggml_init failed for the LoRA tensors");
+      loraCtx = ctx;
+      const r = spec.lora.rank;
+      for (const n of adapted) {
+        const w = weights.get(n)!;
+        lora.set(n, { a: api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, ne(w, 0), r, 1, 1), b: api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, r, ne(w, 1), 1, 1), scale: spec.lora.scale });
+      }
+      const buf = api.ggml_backend_alloc_ctx_tensors(ctx, backend);
+      if (isNull(buf)) throw new PersonaError("E_NATIVE", "could not allocate the LoRA tensors");
+      loraBuf = buf;
+      const rand = seededRandom(spec.seed ^ 0x5eed);
+      for (const [n, { a, b }] of lora) {
+        const nIn = ne(weights.get(n)!, 0);
+        const bound = 1 / Math.sqrt(nIn);
+        const init = Float32Array.from({ length: nIn * r }, () => (2 * rand() - 1) * bound);
+        api.ggml_backend_tensor_set(a, init, 0, init.byteLength);
+        const zeros = new Float32Array(r * ne(weights.get(n)!, 1));
+        api.ggml_backend_tensor_set(b, zeros, 0, zeros.byteLength);
+      }
+    }
     const setThreads = api.ggml_backend_reg_get_proc_address(api.ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads");
     if (!isNull(setThreads)) callSetNThreads(setThreads, backend, threads);
     const size = graphSize(hp.nLayer);
@@ -147,7 +185,12 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
     const optCtx = api.ggml_opt_init(params);
     if (isNull(optCtx)) throw new PersonaError("E_NATIVE", "ggml_opt_init failed");
     opt = optCtx;
-    for (const name of trained) api.ggml_set_param(weights.get(name)!);
+    if (spec.lora) {
+      for (const { a, b } of lora.values()) {
+        api.ggml_set_param(a);
+        api.ggml_set_param(b);
+      }
+    } else for (const name of trained) api.ggml_set_param(weights.get(name)!);
 
     const ctxBytes = size * 4 * api.ggml_tensor_overhead() + 4 * api.ggml_graph_overhead_custom(size, true);
     const lossOut = new Float64Array(1);
@@ -174,7 +217,7 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       const ctx = api.ggml_init({ mem_size: ctxBytes, mem_buffer: null, no_alloc: true });
       if (isNull(ctx)) throw new PersonaError("E_NATIVE", "ggml_init failed for the training graph");
       try {
-        const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n, spec.steering, rows ? rows.length : null);
+        const { inputs, logits } = buildLlamaGraph(api, ctx, weights, hp, W, n, spec.steering, rows ? rows.length : null, lora);
         const gf = api.ggml_new_graph_custom(ctx, size, true);
         api.ggml_build_forward_expand(gf, logits);
         api.ggml_opt_prepare_alloc(optCtx, ctx, gf, inputs.tokens, logits);
@@ -272,11 +315,29 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       trainableParams,
     };
     if (spec.valCount > 0) out.valLosses = valLosses;
+    if (spec.lora) {
+      const read = (t: TensorHandle, n: number) => {
+        const data = new Float32Array(n);
+        api.ggml_backend_tensor_get(t, data, 0, data.byteLength);
+        return data;
+      };
+      const r = spec.lora.rank;
+      out.lora = {
+        rank: r,
+        scale: spec.lora.scale,
+        tensors: [...lora].map(([name, { a, b }]) => {
+          const [nIn, nOut] = [ne(weights.get(name)!, 0), ne(weights.get(name)!, 1)];
+          return { name, nIn, nOut, a: read(a, nIn * r), b: read(b, r * nOut) };
+        }),
+      };
+    }
     return out;
   } finally {
     api.ggml_opt_result_free(result);
     if (!isNull(opt)) api.ggml_opt_free(opt);
     if (!isNull(sched)) api.ggml_backend_sched_free(sched);
+    if (loraBuf !== null) api.ggml_backend_buffer_free(loraBuf);
+    if (loraCtx !== null) api.ggml_free(loraCtx);
     if (!isNull(backend)) api.ggml_backend_free(backend);
     unregisterCallback(optPars);
     // The trainable mark stays on a tensor for good; clear it so that inference graphs treat the

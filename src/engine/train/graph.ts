@@ -37,6 +37,13 @@ export interface GraphSteer {
   coef: number;
 }
 
+/** A LoRA pair on one weight: its product adds scale·B·(A·x). */
+export interface GraphLora {
+  a: TensorHandle;
+  b: TensorHandle;
+  scale: number;
+}
+
 /** Graph inputs, filled before every step: token ids, positions, the attention mask, steering vectors and scored rows. */
 export interface GraphInputs {
   /** I32 [T·B]. */
@@ -75,6 +82,7 @@ export function buildLlamaGraph(
   B: number,
   steering: readonly GraphSteer[] = [],
   scoredRows: number | null = null,
+  lora: ReadonlyMap<string, GraphLora> = new Map(),
 ): { inputs: GraphInputs; logits: TensorHandle } {
   const w = (name: string): TensorHandle => {
     const t = weights.get(name) ?? (name === "output.weight" ? weights.get("token_embd.weight") : undefined);
@@ -91,7 +99,11 @@ export function buildLlamaGraph(
   for (const t of [tokens, positions, mask, ...steer, ...(rows ? [rows] : [])]) api.ggml_set_input(t);
 
   const norm = (x: TensorHandle, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
-  const mm = (weight: string, x: TensorHandle) => api.ggml_mul_mat(ctx, w(weight), x);
+  const mm = (weight: string, x: TensorHandle) => {
+    const y = api.ggml_mul_mat(ctx, w(weight), x);
+    const ad = lora.get(weight);
+    return ad ? api.ggml_add(ctx, y, api.ggml_scale(ctx, api.ggml_mul_mat(ctx, ad.b, api.ggml_mul_mat(ctx, ad.a, x)), ad.scale)) : y;
+  };
   const rope = (x: TensorHandle) => api.ggml_rope_ext(ctx, x, positions, null, hd, GGML_ROPE_TYPE_NORMAL, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
   // [hd, heads, N] → [hd, T, heads, B]
   const headsFirst = (x: TensorHandle, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));

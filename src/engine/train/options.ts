@@ -26,6 +26,27 @@ export interface TrainProgress {
   valLoss?: number;
 }
 
+/** LoRA target shorthands (the reference's q,k,v,o,gate,up,down) and the weights they adapt. */
+export const LORA_TARGETS = { q: "attn_q", k: "attn_k", v: "attn_v", o: "attn_output", gate: "ffn_gate", up: "ffn_up", down: "ffn_down" } as const;
+export type LoraTarget = keyof typeof LORA_TARGETS;
+
+export interface LoraOptions {
+  rank: number;
+  /** Defaults to 2 · rank. */
+  alpha?: number;
+  /** Scale alpha/√rank (rsLoRA) instead of alpha/rank. Defaults to false. */
+  rslora?: boolean;
+  /** Defaults to all seven. */
+  targets?: readonly LoraTarget[];
+}
+
+/** A trained adapter: W + scale·B·A for each adapted weight (A [nIn, rank], B [rank, nOut] in ggml order). */
+export interface TrainedLora {
+  rank: number;
+  scale: number;
+  tensors: { name: string; a: Float32Array; b: Float32Array; nIn: number; nOut: number }[];
+}
+
 export interface TrainOptions {
   /**
    * Training windows of exactly `contextLength + 1` tokens each: the model reads the first
@@ -90,6 +111,11 @@ export interface TrainOptions {
   valWindows?: number;
   /** Which weight tensors train (by GGUF tensor name). Defaults to all of them. */
   trainable?: RegExp | ((name: string) => boolean);
+  /**
+   * Train a LoRA adapter instead of the weights (which stay as they are): A initialised
+   * uniform(±1/√nIn), B zero, as PEFT does. The result carries the adapter.
+   */
+  lora?: LoraOptions;
   /** Called after every step, and once more at the end of each epoch. */
   onProgress?: (p: TrainProgress) => void;
   /** Checked between steps; an abort stops training with E_ABORTED and leaves the weights as they are then. */
@@ -109,6 +135,8 @@ export interface TrainResult {
   /** Tensors the optimiser updated, and their parameter count. */
   trainableTensors: string[];
   trainableParams: number;
+  /** The adapter, when training a LoRA. */
+  lora?: TrainedLora;
 }
 
 /** What crosses to the worker: window i is `tokens[starts[i] .. starts[i] + contextLength]` (inclusive). */
@@ -138,6 +166,8 @@ export interface TrainSpec {
   /** Aligned with `tokens`: 1 where a document starts; null = none flagged. */
   documentStarts: Uint8Array | null;
   steering: GraphSteer[];
+  /** LoRA training: rank, scale and the weight-name suffixes adapted; null = full weights. */
+  lora: { rank: number; scale: number; targets: string[] } | null;
 }
 
 function bad(msg: string): PersonaError {
@@ -223,7 +253,21 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null, st
     labelMask: packFlags("labelMask", o.labelMask, o, tokens.length, W),
     documentStarts: packFlags("documentStarts", o.documentStarts, o, tokens.length, W),
     steering,
+    lora: o.lora === undefined ? null : packLora(o.lora),
   };
+}
+
+function packLora(l: LoraOptions): { rank: number; scale: number; targets: string[] } {
+  if (typeof l !== "object" || l === null) throw bad("lora must be an object with a rank");
+  const rank = int("lora rank", l.rank, 1);
+  const alpha = l.alpha ?? 2 * rank;
+  if (typeof alpha !== "number" || !(alpha > 0) || !Number.isFinite(alpha)) throw bad(`lora alpha must be a positive number, got ${String(alpha)}`);
+  const targets = [...new Set(l.targets ?? (Object.keys(LORA_TARGETS) as LoraTarget[]))];
+  if (targets.length === 0) throw bad("lora targets select no weight");
+  for (const t of targets) {
+    if (!(t in LORA_TARGETS)) throw bad(`unknown lora target ${String(t)}; use ${Object.keys(LORA_TARGETS).join(", ")}`);
+  }
+  return { rank, scale: alpha / (l.rslora ? Math.sqrt(rank) : rank), targets: targets.map((t) => LORA_TARGETS[t]) };
 }
 
 /** Everything ggml's training graph would assert on, checked against the model first. */
@@ -268,6 +312,13 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
       if (!s.labelMask.subarray(s.starts[i]! + 1, s.starts[i]! + W + 1).includes(1)) throw bad(`window ${i} has no scored token (labelMask)`);
     }
   }
+  if (s.lora !== null) {
+    int("lora rank", s.lora.rank, 1);
+    if (!(s.lora.scale > 0) || !Number.isFinite(s.lora.scale)) throw bad("lora scale must be a positive number");
+    const known = new Set<string>(Object.values(LORA_TARGETS));
+    if (s.lora.targets.length === 0 || !s.lora.targets.every((t) => known.has(t))) throw bad("bad lora targets");
+    if (s.trainable !== null) throw bad("`trainable` selects weights for full training; it does not combine with lora");
+  }
   s.steering.forEach((op, i) => {
     if (!Number.isInteger(op.layer) || op.layer < 1 || op.layer > model.nLayer) throw new PersonaError("E_SHAPE", `steering #${i + 1}: layer ${op.layer} is out of range 1..${model.nLayer}`);
     if (!(op.vec instanceof Float32Array) || op.vec.length !== model.nEmbd) {
@@ -293,17 +344,22 @@ export function learningRateAt(s: Pick<TrainSpec, "learningRate" | "minLearningR
   return Math.max(lr, 1e-30);
 }
 
-/** Seeded Fisher-Yates shuffle (mulberry32), so a run's window order is reproducible. */
-export function shuffled(n: number, seed: number): Int32Array {
-  const out = Int32Array.from({ length: n }, (_, i) => i);
+/** mulberry32: uniform [0, 1) numbers from a 32-bit seed. */
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
-  const next = () => {
+  return () => {
     a = (a + 0x6d2b79f5) >>> 0;
     let t = a;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** Seeded Fisher-Yates shuffle, so a run's window order is reproducible. */
+export function shuffled(n: number, seed: number): Int32Array {
+  const out = Int32Array.from({ length: n }, (_, i) => i);
+  const next = seededRandom(seed);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     const t = out[i]!;

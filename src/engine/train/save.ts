@@ -1,5 +1,8 @@
 /**
- * Writes a loaded model's current weights as a GGUF. llama_model_save_to_file writes the tensors
+ * Writes what training produced: a loaded model's current weights as a GGUF (saveModel), or a
+ * trained adapter as a GGUF LoRA (saveLora).
+ *
+ * saveModel: llama_model_save_to_file writes the tensors
  * but not all the metadata (no chat template, no general.file_type), so the result is the source
  * file's header with every tensor's bytes replaced by the saved ones: byte-for-byte the original
  * model except for the weights.
@@ -9,6 +12,9 @@ import { copyFile, open, rename, stat, unlink } from "node:fs/promises";
 import path from "node:path";
 import { PersonaError } from "../../errors.js";
 import { readGguf } from "../gguf/reader.js";
+import { GgmlType } from "../gguf/types.js";
+import { GgufWriter } from "../gguf/writer.js";
+import type { TrainedLora } from "./options.js";
 import type { NativeModel } from "../native/NativeModel.js";
 
 /** Architectures whose saver GGML_ASSERTs (llama_model_saver_supports_arch in this llama.cpp). */
@@ -69,4 +75,21 @@ export async function saveModel(model: NativeModel, target: string): Promise<voi
     await unlink(raw).catch(() => undefined);
     await unlink(out).catch(() => undefined);
   }
+}
+
+/**
+ * Writes a trained adapter as a llama.cpp GGUF LoRA (atomically). llama.cpp scales B·A by
+ * adapter.lora.alpha / rank, so alpha is written as scale · rank: plain and rsLoRA scaling load alike.
+ */
+export async function saveLora(target: string, architecture: string, lora: TrainedLora): Promise<void> {
+  const w = new GgufWriter();
+  w.setString("general.architecture", architecture);
+  w.setString("general.type", "adapter");
+  w.setString("adapter.type", "lora");
+  w.setF32("adapter.lora.alpha", lora.scale * lora.rank);
+  for (const t of lora.tensors) {
+    w.addTensor(`${t.name}.lora_a`, [t.nIn, lora.rank], t.a, GgmlType.F32);
+    w.addTensor(`${t.name}.lora_b`, [lora.rank, t.nOut], t.b, GgmlType.F32);
+  }
+  await w.write(target);
 }

@@ -173,8 +173,9 @@ export class EngineCore {
     const entry = this.models.get(modelId);
     if (!entry) throw new PersonaError("E_DISPOSED", `model ${modelId} is not loaded`);
     const { model } = entry;
-    if (model.loras.length > 0) throw new PersonaError("E_BAD_INPUT", "training changes the base weights; load the model without LoRA adapters to train it");
-    if (!entry.noMmap) {
+    if (model.loras.length > 0) throw new PersonaError("E_BAD_INPUT", "training reads the base weights; load the model without LoRA adapters to train it");
+    // A LoRA run leaves the weights alone, so a mapped model is fine.
+    if (!entry.noMmap && spec.lora === null) {
       throw new PersonaError("E_BAD_INPUT", `training writes the weights: load ${model.info.name} with noMmap: true`);
     }
     const gguf = await readGguf(model.info.path, { maxArrayItems: 0 });
