@@ -9,7 +9,7 @@
  * with other processes two threads can be a hundred times slower than one.
  */
 import assert from "node:assert/strict";
-import { copyFile, mkdtemp, open, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, open, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -350,6 +350,44 @@ describe("steering and masks inside the training graph", () => {
   });
 });
 
+describe("qwen2 and determinism", () => {
+  it("trains qwen2 (q/k/v biases, NEOX RoPE): the training forward equals inference, and the biases train", async () => {
+    const file = path.join(dir, "qwen2.gguf");
+    await writeSyntheticModel(file, { ...TINY, arch: "qwen2" });
+    const m = await engine.loadModel(file, { noMmap: true });
+    try {
+      const tokens = await m.tokenize("the cat sat on the mat and the dog ate a bone. ".repeat(12));
+      const windows = [0, 1, 2].map((k) => tokens.slice(k * W, k * W + W + 1));
+      const probe = await m.train({ windows, contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1 });
+      const held = windows[2]!;
+      const nll = -(await m.logprobs([{ prompt: held.subarray(0, 1), continuation: held.subarray(1) }], { exact: true }))[0]!.total / W;
+      assert.ok(Math.abs(probe.valLosses![0]! - nll) < 1e-4, `qwen2 training graph ${probe.valLosses![0]} vs inference ${nll}`);
+      const r = await m.train({ windows, contextLength: W, epochs: 3, learningRate: 1e-3 });
+      assert.ok(r.trainableTensors.includes("blk.1.attn_k.bias"));
+      const out = path.join(dir, "qwen2-trained.gguf");
+      await m.save(out);
+      const [a, b] = [await readGguf(file, { maxArrayItems: 0 }), await readGguf(out, { maxArrayItems: 0 })];
+      const [ba, bb] = [await readTensorF32(a, "blk.0.attn_v.bias"), await readTensorF32(b, "blk.0.attn_v.bias")];
+      assert.notDeepEqual(ba, bb, "the v bias did not train");
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it("gives identical weights for the same data, seed and thread count", async () => {
+    const files: string[] = [];
+    for (const k of [0, 1]) {
+      const m = await engine.loadModel(source, { noMmap: true });
+      await m.train({ tokens: corpus.subarray(0, 8 * W + 1), contextLength: W, epochs: 3, learningRate: 1e-3, seed: 7, steering: STEERED.slice(0, 1) });
+      files.push(path.join(dir, `det-${k}.gguf`));
+      await m.save(files[k]!);
+      await m.dispose();
+    }
+    const [a, b] = await Promise.all(files.map((f) => readFile(f)));
+    assert.ok(a!.equals(b!), "two identical runs wrote different weights");
+  });
+});
+
 describe("LoRA training", () => {
   it("trains an adapter that llama.cpp loads to the trainer's own loss (plain and rsLoRA scaling), weights untouched", async () => {
     const m = await engine.loadModel(source);
@@ -403,6 +441,7 @@ describe("bad input is refused before llama.cpp sees it", () => {
     await assert.rejects(m.train({ ...ok, tokens: corpus.slice(0, W) }), personaError("E_BAD_INPUT", /no training windows/));
     await assert.rejects(m.train({ ...ok, tokens: corpus, trainable: /^no-such-tensor$/ }), personaError("E_BAD_INPUT", /selects no tensor/));
     await assert.rejects(m.train({ ...ok, tokens: corpus, batchWindows: 1000 }), personaError("E_BAD_INPUT", /batchWindows/));
+    await assert.rejects(m.train({ ...ok, tokens: corpus, batchWindows: 2 }), personaError("E_BAD_INPUT", /grouped-query attention/));
     await assert.rejects(m.train({ ...ok, tokens: corpus, documentStart: m.info.nVocab }), personaError("E_BAD_INPUT", /documentStart/));
     await assert.rejects(m.train({ ...ok, tokens: corpus, weightDecay: 2 }), personaError("E_BAD_INPUT", /weightDecay/));
     await assert.rejects(m.train({ ...ok, tokens: corpus, learningRate: 0 }), personaError("E_BAD_INPUT", /learningRate/));

@@ -158,6 +158,7 @@ export const GGML_OPT_LOSS_TYPE_CROSS_ENTROPY = 2;
 export const GGML_OPT_BUILD_TYPE_OPT = 30;
 export const GGML_BACKEND_DEVICE_TYPE_CPU = 0;
 export const GGML_ROPE_TYPE_NORMAL = 0;
+export const GGML_ROPE_TYPE_NEOX = 2;
 
 export const ggml_init_params = koffi.struct("ggml_init_params", { mem_size: "size_t", mem_buffer: "void *", no_alloc: "bool" });
 

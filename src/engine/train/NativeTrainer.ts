@@ -92,7 +92,7 @@ function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<stri
 }
 
 export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams, threads: number, hooks: TrainHooks): TrainResult {
-  validateSpec(spec, model.info);
+  validateSpec(spec, model.info, hp);
   const { api } = model;
   const W = spec.contextLength;
   const B = spec.batchWindows;
@@ -100,12 +100,12 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   const stepsPerEpoch = Math.floor(nTrain / B);
   const totalSteps = stepsPerEpoch * spec.epochs;
 
-  const weights = weightTensors(model, new Set(llamaTensorNames(hp.nLayer)));
+  const weights = weightTensors(model, new Set(llamaTensorNames(hp.nLayer, hp.arch)));
   const ne = (t: TensorHandle, d: number) => readInt64(t, GGML_TENSOR.ne + 8 * d);
   const wanted = spec.trainable ? new Set(spec.trainable) : null;
   const trained: string[] = [];
   let trainableParams = 0;
-  for (const name of spec.lora ? [] : llamaTensorNames(hp.nLayer)) {
+  for (const name of spec.lora ? [] : llamaTensorNames(hp.nLayer, hp.arch)) {
     const t = weights.get(name);
     if (t === undefined || (wanted !== null && !wanted.has(name))) continue;
     trained.push(name);

@@ -7,7 +7,7 @@
  * boundary, so a packed window trains each conversation exactly as inference will see it alone.
  */
 import { PersonaError } from "../../errors.js";
-import { GGML_ROPE_TYPE_NORMAL, GGML_TYPE_F32, GGML_TYPE_I32, type GgmlContextHandle, type LlamaApi, type TensorHandle } from "../ffi/llama.js";
+import { GGML_ROPE_TYPE_NEOX, GGML_ROPE_TYPE_NORMAL, GGML_TYPE_F32, GGML_TYPE_I32, type GgmlContextHandle, type LlamaApi, type TensorHandle } from "../ffi/llama.js";
 
 export interface LlamaHParams {
   nLayer: number;
@@ -18,6 +18,8 @@ export interface LlamaHParams {
   nCtxTrain: number;
   rmsEps: number;
   ropeFreqBase: number;
+  /** qwen2 adds q/k/v biases and rotates with NEOX RoPE; llama has neither. */
+  arch: "llama" | "qwen2";
 }
 
 /** Nodes the graph of an n-layer model may need, backward pass and optimiser steps included. */
@@ -59,10 +61,11 @@ export interface GraphInputs {
 }
 
 /** The names of the tensors the graph reads; `output.weight` falls back to `token_embd.weight` (tied). */
-export function llamaTensorNames(nLayer: number): string[] {
+export function llamaTensorNames(nLayer: number, arch: LlamaHParams["arch"] = "llama"): string[] {
   const names = ["token_embd.weight", "output_norm.weight", "output.weight"];
   for (let i = 0; i < nLayer; i++) {
     for (const t of ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]) names.push(`blk.${i}.${t}.weight`);
+    if (arch === "qwen2") for (const t of ["attn_q", "attn_k", "attn_v"]) names.push(`blk.${i}.${t}.bias`);
   }
   return names;
 }
@@ -104,7 +107,14 @@ export function buildLlamaGraph(
     const ad = lora.get(weight);
     return ad ? api.ggml_add(ctx, y, api.ggml_scale(ctx, api.ggml_mul_mat(ctx, ad.b, api.ggml_mul_mat(ctx, ad.a, x)), ad.scale)) : y;
   };
-  const rope = (x: TensorHandle) => api.ggml_rope_ext(ctx, x, positions, null, hd, GGML_ROPE_TYPE_NORMAL, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
+  // A projection with its bias where the model has one (qwen2's q/k/v).
+  const proj = (name: string, x: TensorHandle) => {
+    const y = mm(`${name}.weight`, x);
+    const bias = weights.get(`${name}.bias`);
+    return bias ? api.ggml_add(ctx, y, bias) : y;
+  };
+  const ropeType = hp.arch === "qwen2" ? GGML_ROPE_TYPE_NEOX : GGML_ROPE_TYPE_NORMAL;
+  const rope = (x: TensorHandle) => api.ggml_rope_ext(ctx, x, positions, null, hd, ropeType, hp.nCtxTrain, hp.ropeFreqBase, 1, 0, 1, 32, 1);
   // [hd, heads, N] → [hd, T, heads, B]
   const headsFirst = (x: TensorHandle, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));
 
@@ -112,10 +122,10 @@ export function buildLlamaGraph(
   for (let l = 0; l < hp.nLayer; l++) {
     const b = `blk.${l}`;
     const cur = norm(x, `${b}.attn_norm.weight`);
-    const q = headsFirst(rope(api.ggml_reshape_3d(ctx, mm(`${b}.attn_q.weight`, cur), hd, hp.nHead, N)), hp.nHead);
-    const k = headsFirst(rope(api.ggml_reshape_3d(ctx, mm(`${b}.attn_k.weight`, cur), hd, hp.nHeadKv, N)), hp.nHeadKv);
+    const q = headsFirst(rope(api.ggml_reshape_3d(ctx, proj(`${b}.attn_q`, cur), hd, hp.nHead, N)), hp.nHead);
+    const k = headsFirst(rope(api.ggml_reshape_3d(ctx, proj(`${b}.attn_k`, cur), hd, hp.nHeadKv, N)), hp.nHeadKv);
     // V as [T, hd, headsKv, B], so that one matrix product weighs it by the attention rows
-    const v = api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, mm(`${b}.attn_v.weight`, cur), hd, hp.nHeadKv, T, B), 1, 2, 0, 3));
+    const v = api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, proj(`${b}.attn_v`, cur), hd, hp.nHeadKv, T, B), 1, 2, 0, 3));
     const kq = api.ggml_soft_max_ext(ctx, api.ggml_mul_mat(ctx, k, q), mask, 1 / Math.sqrt(hd), 0);
     const kqv = api.ggml_mul_mat(ctx, v, kq); // [hd, T, heads, B]
     const merged = api.ggml_reshape_2d(ctx, api.ggml_cont(ctx, api.ggml_permute(ctx, kqv, 0, 2, 1, 3)), hp.nEmbd, N);

@@ -14,6 +14,7 @@ import { NativeSampler } from "../native/NativeSampler.js";
 import { getNumber, getString, readGguf } from "../gguf/reader.js";
 import { GgmlType, ggmlTypeName } from "../gguf/types.js";
 import type { TrainResult, TrainSpec } from "../train/options.js";
+import type { LlamaHParams } from "../train/graph.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
 import { saveModel } from "../train/save.js";
 import { planTree, scoreTree, type PathScore } from "../tree.js";
@@ -187,17 +188,18 @@ export class EngineCore {
       );
     }
     const arch = getString(gguf, "general.architecture");
-    if (arch !== "llama") throw new PersonaError("E_BAD_MODEL", `training supports the llama architecture; ${model.info.name} is ${arch}`);
-    const nHead = getNumber(gguf, "llama.attention.head_count") ?? model.info.nHead;
+    if (arch !== "llama" && arch !== "qwen2") throw new PersonaError("E_BAD_MODEL", `training supports the llama and qwen2 architectures; ${model.info.name} is ${arch}`);
+    const nHead = getNumber(gguf, `${arch}.attention.head_count`) ?? model.info.nHead;
     const hp = {
       nLayer: model.info.nLayer,
       nEmbd: model.info.nEmbd,
       nHead,
-      nHeadKv: getNumber(gguf, "llama.attention.head_count_kv") ?? nHead,
+      nHeadKv: getNumber(gguf, `${arch}.attention.head_count_kv`) ?? nHead,
       nVocab: model.info.nVocab,
       nCtxTrain: model.info.nCtxTrain,
-      rmsEps: getNumber(gguf, "llama.attention.layer_norm_rms_epsilon") ?? 1e-5,
-      ropeFreqBase: getNumber(gguf, "llama.rope.freq_base") ?? 10_000,
+      rmsEps: getNumber(gguf, `${arch}.attention.layer_norm_rms_epsilon`) ?? 1e-5,
+      ropeFreqBase: getNumber(gguf, `${arch}.rope.freq_base`) ?? 10_000,
+      arch: arch as LlamaHParams["arch"],
     };
     return trainModel(model, spec, hp, this.threads, hooks);
   }
