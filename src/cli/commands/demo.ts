@@ -106,7 +106,9 @@ For each trait: rollouts under the trait's pos and neg system prompts, judged by
 rubric judge; the pairs that pass the filter give the persona vectors (mean pos − mean neg of the
 residual stream at every layer); a layers × coefficients steering sweep on the plain assistant
 picks the best layer; steering with −coef at that layer under a pos system prompt shows the
-trait suppressed. Run directories resume if interrupted; HTML reports land in --out.
+trait suppressed; monitoring correlates the last prompt token's projection on the trait's graded
+prompts with the judged score (r, layer); screening scores the demo datasets (normal, II,
+mixed-10) by ΔP at the best layer and gives the ROC AUC for finding the trait rows. Run directories resume if interrupted; HTML reports land in --out.
 
 Examples:
   persona demo
