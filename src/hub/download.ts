@@ -87,7 +87,7 @@ async function fetchInto(req: HubRequest, url: string, partial: string, from: nu
   const fh = await open(partial, offset === 0 ? "w" : "a");
   try {
     onProgress?.({ file: file.path, received: offset, total: file.size });
-    if (!res.body) throw new Error("empty body");
+    if (!res.body) throw new PersonaError("E_NETWORK", `${file.path}: the server sent no body`);
     for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
       if (offset + chunk.length > file.size) throw new PersonaError("E_BAD_MODEL", `${file.path}: the server sent more than the ${file.size} bytes the hub lists`);
       await fh.write(chunk);

@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { PersonaError } from "../../errors.js";
 import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
 import { registerVectors } from "../../vectors/registry.js";
 import { floatArg, intArg } from "../args/numbers.js";

@@ -1,6 +1,5 @@
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
-import { refuseOverwrite } from "../args/out.js";
 import {
   type PersonaVectors,
   TENSOR_NAMES,

@@ -1,0 +1,91 @@
+/**
+ * The layering rules of CONTRIBUTING.md, checked over the import graph of src/: which top-level
+ * module may import which, and that CLI commands do not import each other. A new top-level
+ * module must be given its place in LAYERS.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+
+const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../src");
+
+const BASE = ["errors", "util"];
+const STORAGE = [...BASE, "store", "datadir"];
+const CORE = [...STORAGE, "engine", "hub", "vectors", "traits", "judge", "convert"];
+
+/** Each module and the modules it may import (besides itself). */
+const LAYERS: Record<string, readonly string[]> = {
+  errors: [],
+  util: ["errors"],
+  datadir: BASE,
+  store: BASE,
+  engine: STORAGE,
+  hub: STORAGE,
+  vectors: [...STORAGE, "engine"],
+  traits: [...STORAGE, "engine"],
+  convert: [...STORAGE, "engine", "vectors"],
+  judge: [...STORAGE, "engine", "hub", "vectors", "traits"],
+  pipeline: CORE,
+  report: [...CORE, "pipeline"],
+  server: [...CORE, "pipeline", "report"],
+  demo: [...CORE, "pipeline", "report"],
+  index: [...CORE, "pipeline", "report", "demo"],
+  cli: [...CORE, "pipeline", "report", "demo", "server", "index"],
+};
+
+/** Known breaches, each with the file that holds it; remove an entry when its import goes. */
+const EXCEPTIONS = new Set<string>([
+  // The demo world should register itself into the core's registries instead (issue 10, item 4).
+  "hub/resolve.ts -> demo",
+  "judge/resolve.ts -> demo",
+  "traits/registry.ts -> demo",
+  // Shared helpers still living in command files (issue 10, item 2).
+  "demo.ts -> sweep.js",
+  "demo.ts -> eval.js",
+  "sweep.ts -> eval.js",
+]);
+
+function* tsFiles(dir: string): Generator<string> {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) yield* tsFiles(p);
+    else if (e.name.endsWith(".ts")) yield p;
+  }
+}
+
+/** Relative specifiers of static imports, re-exports, dynamic imports and `new URL(…, import.meta.url)`. */
+function relativeImports(source: string): string[] {
+  const re = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|new URL\(\s*)["'](\.{1,2}\/[^"']+)["']/g;
+  return Array.from(source.matchAll(re), (m) => m[1]!);
+}
+
+const moduleOf = (file: string) => path.relative(SRC, file).split(path.sep)[0]!.replace(/\.[jt]s$/, "");
+
+const edges = [...tsFiles(SRC)]
+  .flatMap((file) => relativeImports(readFileSync(file, "utf8")).map((spec) => ({ file, target: path.resolve(path.dirname(file), spec) })))
+  // Package files (package.json, models/) are data, not layers.
+  .filter(({ target }) => !path.relative(SRC, target).startsWith(".."));
+
+test("every module imports only the layers below it", () => {
+  const breaches: string[] = [];
+  for (const { file, target } of edges) {
+    const from = moduleOf(file);
+    const to = moduleOf(target);
+    assert.ok(from in LAYERS, `src/${from} has no place in LAYERS (test/layers.test.ts): say which modules it may import`);
+    if (from === to || LAYERS[from]!.includes(to)) continue;
+    const rel = `${path.relative(SRC, file)} -> ${to}`;
+    if (!EXCEPTIONS.has(rel)) breaches.push(rel);
+  }
+  assert.deepEqual(breaches, [], "imports that break the layering (see CONTRIBUTING.md)");
+});
+
+test("CLI commands do not import each other", () => {
+  const commands = path.join(SRC, "cli", "commands");
+  const crossing = edges
+    .filter(({ file, target }) => path.dirname(file) === commands && path.dirname(target) === commands && path.basename(file) !== "index.ts")
+    .map(({ file, target }) => `${path.basename(file)} -> ${path.basename(target)}`)
+    .filter((e) => !EXCEPTIONS.has(e));
+  assert.deepEqual(crossing, [], "shared code goes to src/cli/args/ or the library");
+});
