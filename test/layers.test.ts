@@ -41,6 +41,7 @@ const EXCEPTIONS = new Set<string>([
   "hub/resolve.ts -> demo",
   "judge/resolve.ts -> demo",
   "traits/registry.ts -> demo",
+  "vectors/registry.ts -> demo",
   // The screen pipeline renders its own report while report/screen reads the pipeline's files: a cycle.
   "pipeline/screen.ts -> report",
   // Shared helpers still living in command files (issue 10, item 2).
