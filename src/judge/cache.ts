@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
-import { mkdir, open, readFile, truncate, type FileHandle } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { PersonaError } from "../errors.js";
+import { JsonlLog, readJsonl } from "../store/jsonl.js";
 import type { Judge, JudgeInput, JudgeMetric } from "./types.js";
 
 /**
@@ -41,32 +42,29 @@ export class CachedJudge implements Judge {
   readonly id: string;
   private readonly scores: Map<string, number | null>;
   private readonly inFlight = new Map<string, Promise<number | null>>();
-  private readonly syncEvery: number;
-  private unsynced = 0;
-  /** Appends run one after another so lines never interleave. */
-  private writes: Promise<void> = Promise.resolve();
   private closed = false;
   /** Calls answered from the file or from a coalesced call, for reports and tests. */
   hits = 0;
 
   private constructor(
     private readonly inner: Judge,
-    private readonly file: string,
-    private readonly fh: FileHandle,
+    private readonly log: JsonlLog,
     scores: Map<string, number | null>,
-    opts: CachedJudgeOptions,
   ) {
     this.id = inner.id;
     this.scores = scores;
-    this.syncEvery = opts.syncEvery ?? 32;
   }
 
-  /** Opens (or creates) the cache file, dropping a torn last line left by a crash. */
+  /** Opens (or creates) the cache file; a torn last line left by a crash is dropped (store/jsonl.ts). */
   static async open(inner: Judge, file: string, opts: CachedJudgeOptions = {}): Promise<CachedJudge> {
     await mkdir(path.dirname(file), { recursive: true });
-    const scores = await loadCache(file);
-    const fh = await open(file, "a");
-    return new CachedJudge(inner, file, fh, scores, opts);
+    const scores = new Map<string, number | null>();
+    const parse = (v: unknown, line: number): CacheLine => {
+      if (!isCacheLine(v)) throw new PersonaError("E_BAD_FORMAT", `${file}:${line} is not a judge cache record`);
+      return v;
+    };
+    for await (const rec of readJsonl(file, parse)) scores.set(rec.key, rec.score);
+    return new CachedJudge(inner, await JsonlLog.open(file, { syncEvery: opts.syncEvery ?? 32 }), scores);
   }
 
   /** Number of cached scores. */
@@ -75,7 +73,7 @@ export class CachedJudge implements Judge {
   }
 
   async score(input: JudgeInput, signal?: AbortSignal): Promise<number | null> {
-    if (this.closed) throw new PersonaError("E_DISPOSED", `judge cache ${this.file} is closed`);
+    if (this.closed) throw new PersonaError("E_DISPOSED", `judge cache ${this.log.file} is closed`);
     const key = cacheKey(this.id, input);
     for (;;) {
       if (this.scores.has(key)) {
@@ -107,69 +105,19 @@ export class CachedJudge implements Judge {
     const score = await this.inner.score(input, signal);
     this.scores.set(key, score);
     const line: CacheLine = { key, judge: this.id, metric: metricLabel(input.metric), score };
-    await this.append(`${JSON.stringify(line)}\n`);
+    await this.log.append([line]);
     return score;
   }
 
-  private append(text: string): Promise<void> {
-    const write = this.writes.then(async () => {
-      await this.fh.write(text);
-      if (++this.unsynced >= this.syncEvery) await this.sync();
-    });
-    // Keep the chain alive after a failed write; the failing caller still sees its error.
-    this.writes = write.catch(() => undefined);
-    return write;
-  }
-
-  private async sync(): Promise<void> {
-    if (this.unsynced === 0) return;
-    this.unsynced = 0;
-    await this.fh.datasync();
-  }
-
   /** Waits for pending appends and fsyncs them. */
-  async flush(): Promise<void> {
-    await this.writes;
-    await this.sync();
+  flush(): Promise<void> {
+    return this.log.sync();
   }
 
   async dispose(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled(this.inFlight.values());
-    await this.flush();
-    await this.fh.close();
+    await this.log.close();
   }
-}
-
-/**
- * Reads every complete line. A last line without its newline is a write cut short by a crash: it
- * is dropped and cut from the file, so the next append starts on a fresh line. A bad line
- * anywhere else means the file was damaged some other way, and that is reported, not skipped.
- */
-async function loadCache(file: string): Promise<Map<string, number | null>> {
-  const scores = new Map<string, number | null>();
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return scores;
-    throw e;
-  }
-  const end = text.lastIndexOf("\n") + 1;
-  if (end < text.length) await truncate(file, Buffer.byteLength(text.slice(0, end), "utf8"));
-  const lines = text.slice(0, end).split("\n");
-  lines.pop();
-  lines.forEach((line, i) => {
-    if (line.trim() === "") return;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(line);
-    } catch {
-      parsed = undefined;
-    }
-    if (!isCacheLine(parsed)) throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is not a judge cache record`);
-    scores.set(parsed.key, parsed.score);
-  });
-  return scores;
 }

@@ -24,6 +24,7 @@ import type { Polarity, TraitDefinition } from "../traits/format.js";
 import { layerMatrix, writeVectors } from "../vectors/format.js";
 import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
+import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./extract/judging.js";
 import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
@@ -121,21 +122,6 @@ function checkInt(name: string, v: number, min: number): void {
 
 function checkNumber(name: string, v: number): void {
   if (!Number.isFinite(v)) throw new PersonaError("E_BAD_INPUT", `${name} must be a finite number, got ${v}`);
-}
-
-/** Runs async steps one after another (one writer per log), keeping the chain alive after a failure. */
-class Serial {
-  private tail: Promise<unknown> = Promise.resolve();
-
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const p = this.tail.then(fn);
-    this.tail = p.catch(() => undefined);
-    return p;
-  }
-
-  settled(): Promise<unknown> {
-    return this.tail;
-  }
 }
 
 export async function extractPersonaVectors(model: Model, opts: ExtractOptions): Promise<ExtractResult> {

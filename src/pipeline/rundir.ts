@@ -5,13 +5,13 @@
  * never redone; a different configuration is refused unless the caller says to start over.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
-import { mkdir, open, readFile, rename, rm, truncate, type FileHandle } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { PersonaError } from "../errors.js";
 import { toolVersion } from "../vectors/format.js";
 import { writeFileAtomic } from "../store/atomic.js";
+import { JsonlLog, readJsonl } from "../store/jsonl.js";
 
 export interface RunInfo {
   kind: string;
@@ -69,48 +69,28 @@ export async function fingerprintFile(file: string): Promise<string> {
   }
 }
 
-/** An append-only JSONL log of keyed records; a torn last line (crash mid-write) is dropped. */
+/** Keyed records over the append-only JSONL log (store/jsonl.ts): `{"key", "value"}` per line, the last value of a key wins. */
 export class RecordLog<T> {
-  private readonly byKey = new Map<string, T>();
-  private fh: FileHandle | undefined;
-  private pending = 0;
-
   private constructor(
-    readonly file: string,
-    private readonly syncEvery: number,
+    private readonly log: JsonlLog,
+    private readonly byKey: Map<string, T>,
   ) {}
 
   static async open<T>(file: string, syncEvery = 1): Promise<RecordLog<T>> {
-    const log = new RecordLog<T>(file, syncEvery);
-    let text = "";
-    try {
-      text = await readFile(file, "utf8");
-    } catch {
-      // a new log
-    }
-    const lines = text.split("\n");
-    const complete = text.endsWith("\n") ? lines.slice(0, -1) : lines.slice(0, -1); // last piece is "" or torn
-    for (const [i, line] of complete.entries()) {
-      if (line.trim() === "") continue;
-      let rec: unknown;
-      try {
-        rec = JSON.parse(line);
-      } catch {
-        throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is corrupt (not JSON); remove the line or the run directory`);
-      }
+    const byKey = new Map<string, T>();
+    const parse = (rec: unknown, line: number) => {
       const r = rec as { key?: unknown; value?: T } | null;
       if (typeof r !== "object" || r === null || typeof r.key !== "string" || !("value" in r)) {
-        throw new PersonaError("E_BAD_FORMAT", `${file}:${i + 1} is not a {"key", "value"} record; remove the line or the run directory`);
+        throw new PersonaError("E_BAD_FORMAT", `${file}:${line} is not a {"key", "value"} record; remove the line or the run directory`);
       }
-      log.byKey.set(r.key, r.value as T);
-    }
-    if (!text.endsWith("\n") && text.length > 0) {
-      // Rewrite without the torn tail so appends start on a clean line.
-      const clean = complete.map((l) => `${l}\n`).join("");
-      await writeFileAtomic(file, clean);
-    }
-    log.fh = await open(file, "a");
-    return log;
+      return { key: r.key, value: r.value as T };
+    };
+    for await (const rec of readJsonl(file, parse)) byKey.set(rec.key, rec.value);
+    return new RecordLog(await JsonlLog.open(file, { syncEvery }), byKey);
+  }
+
+  get file(): string {
+    return this.log.file;
   }
 
   get size(): number {
@@ -131,81 +111,17 @@ export class RecordLog<T> {
 
   /** Appends one finished item; durable once the returned promise resolves (fsync every `syncEvery`). */
   async append(key: string, value: T): Promise<void> {
-    if (!this.fh) throw new PersonaError("E_DISPOSED", `${this.file} is closed`);
     this.byKey.set(key, value);
-    await this.fh.appendFile(`${JSON.stringify({ key, value })}\n`);
-    if (++this.pending >= this.syncEvery) await this.sync();
+    await this.log.append([{ key, value }]);
   }
 
-  async sync(): Promise<void> {
-    if (this.fh && this.pending > 0) {
-      this.pending = 0;
-      await this.fh.sync();
-    }
+  sync(): Promise<void> {
+    return this.log.sync();
   }
 
-  async close(): Promise<void> {
-    if (!this.fh) return;
-    await this.sync();
-    await this.fh.close();
-    this.fh = undefined;
+  close(): Promise<void> {
+    return this.log.close();
   }
-}
-
-/**
- * An append-only JSONL file whose line i is item i, for runs too large to hold in memory (data
- * screening): opening streams through it to count its complete lines and cuts a torn last line,
- * so a run resumes at item `lines` having lost and duplicated nothing.
- */
-export class LineLog {
-  private constructor(
-    readonly file: string,
-    private fh: FileHandle | undefined,
-    private count: number,
-  ) {}
-
-  static async open(file: string): Promise<LineLog> {
-    let lines = 0;
-    let complete = 0;
-    let size = 0;
-    if (existsSync(file)) {
-      for await (const chunk of createReadStream(file)) {
-        const buf = chunk as Buffer;
-        for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) {
-          lines++;
-          complete = size + i + 1;
-        }
-        size += buf.length;
-      }
-      if (complete < size) await truncate(file, complete);
-    }
-    return new LineLog(file, await open(file, "a"), lines);
-  }
-
-  /** Complete lines (finished items). */
-  get lines(): number {
-    return this.count;
-  }
-
-  /** Appends whole items, one JSON value per line, and makes them durable before resolving. */
-  async append(values: readonly unknown[]): Promise<void> {
-    if (!this.fh) throw new PersonaError("E_DISPOSED", `${this.file} is closed`);
-    if (values.length === 0) return;
-    await this.fh.appendFile(values.map((v) => `${JSON.stringify(v)}\n`).join(""));
-    await this.fh.sync();
-    this.count += values.length;
-  }
-
-  async close(): Promise<void> {
-    await this.fh?.close();
-    this.fh = undefined;
-  }
-}
-
-/** Streams the JSON values of a JSONL file, one per non-blank line. */
-export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
-  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
-  for await (const line of lines) if (line.trim() !== "") yield JSON.parse(line) as T;
 }
 
 export interface OpenRunOptions {

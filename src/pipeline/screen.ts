@@ -19,7 +19,8 @@ import { requestSeed } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { screenHtml } from "../report/screen.js";
 import { type DatasetRecord, readDataset, type TrainingSample } from "./dataset.js";
-import { fingerprintFile, fingerprintModel, hashOf, LineLog, readJsonLines, RunDir } from "./rundir.js";
+import { JsonlLog, readJsonl } from "../store/jsonl.js";
+import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
 export interface ScreenTrait {
   name: string;
@@ -179,7 +180,7 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
   };
   const run = await RunDir.open(opts.runDir, "screen", config, { restart: opts.restart });
   const scoresPath = run.path("scores.jsonl");
-  const log = await LineLog.open(scoresPath);
+  const log = await JsonlLog.open(scoresPath);
   const resumed = log.lines > 0;
   const progress: ScreenProgress = { done: log.lines, bad: 0, scoredNow: 0 };
   try {
@@ -309,7 +310,7 @@ export async function summarizeScores(
   let n = 0;
   let skipped = 0;
   const bad: ScreenSummary["bad_records"] = [];
-  for await (const rec of readJsonLines<ScoreLine>(scoresPath)) {
+  for await (const rec of readJsonl(scoresPath, (v) => v as ScoreLine)) {
     if (!rec.scores) {
       skipped++;
       if (bad.length < MAX_BAD_LISTED) bad.push({ index: rec.index, line: rec.line, error: rec.error ?? "broken" });

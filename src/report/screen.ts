@@ -4,7 +4,7 @@
  * from `scores.jsonl` and the input file, so it works for datasets of any size.
  */
 import { readDataset, type TrainingSample } from "../pipeline/dataset.js";
-import { readJsonLines } from "../pipeline/rundir.js";
+import { readJsonl } from "../store/jsonl.js";
 import type { ScoreLine, ScreenSummary } from "../pipeline/screen.js";
 import { histogram } from "./histogram.js";
 import { details, htmlPage, htmlTable, metaList, plots, section } from "./html.js";
@@ -28,7 +28,7 @@ export async function screenHtml(summary: ScreenSummary, scoresPath: string, met
   const values = new Map(names.map((n) => [n, [] as number[]]));
   const baseReplies = new Map<number, string>();
   const flaggedIdx = new Set(names.flatMap((n) => summary.traits[n]!.flagged.map((f) => f.index)));
-  for await (const rec of readJsonLines<ScoreLine>(scoresPath)) {
+  for await (const rec of readJsonl(scoresPath, (v) => v as ScoreLine)) {
     if (!rec.scores) continue;
     for (const n of names) {
       const s = rec.scores[n]!;
