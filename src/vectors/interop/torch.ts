@@ -1,9 +1,10 @@
 import { readFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { inflateRawSync } from "node:zlib";
 import { PersonaError } from "../../errors.js";
 import { type LayerMatrix, type PersonaVectors, type VectorTensorName, type VectorsModelMeta, TENSOR_NAMES, isTensorName, validateVectors } from "../format.js";
 import { toFloat32 } from "../safetensors.js";
+import { type Bad, type PyValue, describe, isObj, unpickle } from "./pickle.js";
+import { readZip } from "./zip.js";
 
 /**
  * Reads the reference implementation's `torch.save` files without Python. Such a file is a zip
@@ -46,7 +47,12 @@ export function parsePt(bytes: Uint8Array, label: string): ImportedTensor[] {
     if (!raw) throw bad(`storage "${key}" is missing from the archive`);
     return raw;
   };
-  const root = unpickle(zip.get(pklName)!, { storage, bigEndian: byteorder === "big", bad });
+  const env: TorchEnv = { storage, bigEndian: byteorder === "big", bad };
+  const root = unpickle(zip.get(pklName)!, {
+    reduce: (fn, args) => callGlobal(fn, args, env),
+    persistentLoad: (pid) => persistentLoad(pid, bad),
+    bad,
+  });
 
   if (isObj(root, "tensor")) return [{ shape: root.shape, data: root.data }];
   if (isObj(root, "dict")) {
@@ -124,125 +130,13 @@ export async function ptToVectors(path: string, opts: PtToVectorsOptions = {}): 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Zip: central directory → entries; stored and deflated members, zip64 sizes, CRC-checked.
+// Tensor mapping: torch's pickled storages and tensor rebuilds → float32 arrays.
 
-type Bad = (why: string) => PersonaError;
-
-function readZip(b: Uint8Array, bad: Bad): Map<string, Uint8Array> {
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  // The end-of-central-directory record is 22 bytes plus a comment of up to 65535 bytes.
-  let eocd = -1;
-  for (let i = b.length - 22; i >= Math.max(0, b.length - 22 - 0xffff); i--) {
-    if (v.getUint32(i, true) === 0x06054b50) {
-      eocd = i;
-      break;
-    }
-  }
-  if (eocd < 0) throw bad("not a zip archive (no end of central directory)");
-  let count = v.getUint16(eocd + 10, true);
-  let cdOffset = v.getUint32(eocd + 16, true);
-  if (count === 0xffff || cdOffset === 0xffffffff) {
-    const loc = eocd - 20;
-    if (loc < 0 || v.getUint32(loc, true) !== 0x07064b50) throw bad("zip64 locator missing");
-    const z64 = num(v.getBigUint64(loc + 8, true));
-    if (z64 + 56 > b.length || v.getUint32(z64, true) !== 0x06064b50) throw bad("zip64 end of central directory missing");
-    count = num(v.getBigUint64(z64 + 32, true));
-    cdOffset = num(v.getBigUint64(z64 + 48, true));
-  }
-
-  const entries = new Map<string, Uint8Array>();
-  let p = cdOffset;
-  for (let i = 0; i < count; i++) {
-    if (p + 46 > b.length || v.getUint32(p, true) !== 0x02014b50) throw bad(`corrupt central directory entry ${i}`);
-    const flags = v.getUint16(p + 8, true);
-    const method = v.getUint16(p + 10, true);
-    const crc = v.getUint32(p + 16, true);
-    let compSize = v.getUint32(p + 20, true);
-    let size = v.getUint32(p + 24, true);
-    const nameLen = v.getUint16(p + 28, true);
-    const extraLen = v.getUint16(p + 30, true);
-    const commentLen = v.getUint16(p + 32, true);
-    let local = v.getUint32(p + 42, true);
-    if (p + 46 + nameLen + extraLen + commentLen > b.length) throw bad(`central directory entry ${i} runs past the end of the file`);
-    const name = new TextDecoder().decode(b.subarray(p + 46, p + 46 + nameLen));
-    // Zip64 extra field: the 64-bit values appear in this order, only for fields saturated at 0xffffffff.
-    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
-      const id = v.getUint16(e, true);
-      const len = v.getUint16(e + 2, true);
-      if (id === 0x0001) {
-        let q = e + 4;
-        const next = (): number => {
-          if (q + 8 > e + 4 + len) throw bad(`member "${name}" has a truncated zip64 extra field`);
-          const x = num(v.getBigUint64(q, true));
-          q += 8;
-          return x;
-        };
-        if (size === 0xffffffff) size = next();
-        if (compSize === 0xffffffff) compSize = next();
-        if (local === 0xffffffff) local = next();
-      }
-      e += 4 + len;
-    }
-    p += 46 + nameLen + extraLen + commentLen;
-
-    if (flags & 1) throw bad(`member "${name}" is encrypted`);
-    if (local + 30 > b.length || v.getUint32(local, true) !== 0x04034b50) throw bad(`member "${name}" has no local header`);
-    const start = local + 30 + v.getUint16(local + 26, true) + v.getUint16(local + 28, true);
-    if (start + compSize > b.length) throw bad(`member "${name}" runs past the end of the file`);
-    const raw = b.subarray(start, start + compSize);
-    let data: Uint8Array;
-    if (method === 0) data = raw;
-    else if (method === 8) {
-      try {
-        data = inflateRawSync(raw);
-      } catch {
-        throw bad(`member "${name}" does not inflate`);
-      }
-    } else throw bad(`member "${name}" uses unsupported compression method ${method}`);
-    if (data.length !== size) throw bad(`member "${name}" is ${data.length} bytes, directory says ${size}`);
-    if (crc32(data) !== crc) throw bad(`member "${name}" fails its CRC check`);
-    entries.set(name, data);
-  }
-  return entries;
+interface TorchEnv {
+  storage: (key: string) => Uint8Array;
+  bigEndian: boolean;
+  bad: Bad;
 }
-
-function num(x: bigint): number {
-  if (x > BigInt(Number.MAX_SAFE_INTEGER)) return Number.MAX_SAFE_INTEGER;
-  return Number(x);
-}
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-export function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pickle: the subset of the VM that torch.save emits for tensors and (ordered) dicts.
-
-type PyKey = string | number | boolean | null;
-type PyValue =
-  | null
-  | boolean
-  | number
-  | string
-  | { kind: "tuple"; items: PyValue[] }
-  | { kind: "list"; items: PyValue[] }
-  | { kind: "dict"; entries: Map<PyKey, PyValue> }
-  | { kind: "global"; module: string; name: string }
-  | { kind: "storage"; dtype: string; elem: number; key: string; numel: number }
-  | { kind: "tensor"; shape: number[]; data: Float32Array };
-type PyObj = Exclude<PyValue, null | boolean | number | string>;
 
 /** Storage class → (safetensors-style dtype name, bytes per element). */
 const STORAGE_TYPES: Record<string, [string, number]> = {
@@ -258,236 +152,19 @@ const STORAGE_TYPES: Record<string, [string, number]> = {
   BoolStorage: ["BOOL", 1],
 };
 
-const MARK = Symbol("mark");
-type StackItem = PyValue | typeof MARK;
-
-interface UnpickleEnv {
-  storage: (key: string) => Uint8Array;
-  bigEndian: boolean;
-  bad: Bad;
-}
-
-function unpickle(b: Uint8Array, env: UnpickleEnv): PyValue {
-  const { bad } = env;
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const stack: StackItem[] = [];
-  const memo = new Map<number, PyValue>();
-  let p = 0;
-
-  const need = (n: number): number => {
-    if (p + n > b.length) throw bad("data.pkl is truncated");
-    const at = p;
-    p += n;
-    return at;
-  };
-  const pop = (): PyValue => {
-    const x = stack.pop();
-    if (x === undefined || x === MARK) throw bad("pickle stack underflow");
-    return x;
-  };
-  const top = (): PyValue => {
-    const x = stack[stack.length - 1];
-    if (x === undefined || x === MARK) throw bad("pickle stack underflow");
-    return x;
-  };
-  const popMark = (): PyValue[] => {
-    const i = stack.lastIndexOf(MARK);
-    if (i < 0) throw bad("pickle MARK missing");
-    const items = stack.splice(i) as PyValue[];
-    items.shift();
-    return items;
-  };
-  const line = (): string => {
-    const end = b.indexOf(0x0a, p);
-    if (end < 0) throw bad("data.pkl is truncated");
-    const s = new TextDecoder().decode(b.subarray(p, end));
-    p = end + 1;
-    return s;
-  };
-  const text = (n: number): string => new TextDecoder().decode(b.subarray(need(n), p));
-  const asKey = (k: PyValue): PyKey => {
-    if (typeof k === "object" && k !== null) throw bad(`unsupported dict key ${describe(k)}`);
-    return k;
-  };
-  const setItems = (d: PyValue, kv: PyValue[]): void => {
-    if (!isObj(d, "dict")) throw bad(`SETITEM on ${describe(d)}`);
-    for (let i = 0; i + 1 < kv.length; i += 2) d.entries.set(asKey(kv[i]!), kv[i + 1]!);
-  };
-  const append = (l: PyValue, items: PyValue[]): void => {
-    if (!isObj(l, "list")) throw bad(`APPEND on ${describe(l)}`);
-    l.items.push(...items);
-  };
-
-  for (;;) {
-    const op = b[need(1)]!;
-    switch (op) {
-      case 0x80: {
-        // PROTO
-        const proto = b[need(1)]!;
-        if (proto > 5) throw bad(`pickle protocol ${proto} is not supported`);
-        break;
-      }
-      case 0x95: // FRAME: framing is only a read-ahead hint
-        need(8);
-        break;
-      case 0x63: // GLOBAL
-        stack.push({ kind: "global", module: line(), name: line() });
-        break;
-      case 0x93: {
-        // STACK_GLOBAL
-        const name = pop();
-        const module = pop();
-        if (typeof name !== "string" || typeof module !== "string") throw bad("STACK_GLOBAL needs two strings");
-        stack.push({ kind: "global", module, name });
-        break;
-      }
-      case 0x71: // BINPUT
-        memo.set(b[need(1)]!, top());
-        break;
-      case 0x72: // LONG_BINPUT
-        memo.set(v.getUint32(need(4), true), top());
-        break;
-      case 0x94: // MEMOIZE
-        memo.set(memo.size, top());
-        break;
-      case 0x68: // BINGET
-      case 0x6a: {
-        // LONG_BINGET
-        const idx = op === 0x68 ? b[need(1)]! : v.getUint32(need(4), true);
-        if (!memo.has(idx)) throw bad(`pickle memo ${idx} is undefined`);
-        stack.push(memo.get(idx)!);
-        break;
-      }
-      case 0x28: // MARK
-        stack.push(MARK);
-        break;
-      case 0x29: // EMPTY_TUPLE
-        stack.push({ kind: "tuple", items: [] });
-        break;
-      case 0x74: // TUPLE
-        stack.push({ kind: "tuple", items: popMark() });
-        break;
-      case 0x85: // TUPLE1
-      case 0x86: // TUPLE2
-      case 0x87: {
-        // TUPLE3
-        const n = op - 0x84;
-        const items: PyValue[] = [];
-        for (let i = 0; i < n; i++) items.unshift(pop());
-        stack.push({ kind: "tuple", items });
-        break;
-      }
-      case 0x5d: // EMPTY_LIST
-        stack.push({ kind: "list", items: [] });
-        break;
-      case 0x61: {
-        // APPEND
-        const x = pop();
-        append(top(), [x]);
-        break;
-      }
-      case 0x65: {
-        // APPENDS
-        const items = popMark();
-        append(top(), items);
-        break;
-      }
-      case 0x7d: // EMPTY_DICT
-        stack.push({ kind: "dict", entries: new Map() });
-        break;
-      case 0x73: {
-        // SETITEM
-        const val = pop();
-        const key = pop();
-        setItems(top(), [key, val]);
-        break;
-      }
-      case 0x75: {
-        // SETITEMS
-        const kv = popMark();
-        setItems(top(), kv);
-        break;
-      }
-      case 0x4a: // BININT
-        stack.push(v.getInt32(need(4), true));
-        break;
-      case 0x4b: // BININT1
-        stack.push(b[need(1)]!);
-        break;
-      case 0x4d: // BININT2
-        stack.push(v.getUint16(need(2), true));
-        break;
-      case 0x8a: {
-        // LONG1: little-endian two's complement of n bytes
-        const n = b[need(1)]!;
-        const at = need(n);
-        let x = 0n;
-        for (let i = n - 1; i >= 0; i--) x = (x << 8n) | BigInt(b[at + i]!);
-        if (n > 0 && b[at + n - 1]! & 0x80) x -= 1n << BigInt(8 * n);
-        if (x > BigInt(Number.MAX_SAFE_INTEGER) || x < BigInt(Number.MIN_SAFE_INTEGER)) throw bad("integer too large");
-        stack.push(Number(x));
-        break;
-      }
-      case 0x47: // BINFLOAT (big-endian double)
-        stack.push(v.getFloat64(need(8), false));
-        break;
-      case 0x58: // BINUNICODE
-        stack.push(text(v.getUint32(need(4), true)));
-        break;
-      case 0x8c: // SHORT_BINUNICODE
-        stack.push(text(b[need(1)]!));
-        break;
-      case 0x4e: // NONE
-        stack.push(null);
-        break;
-      case 0x88: // NEWTRUE
-        stack.push(true);
-        break;
-      case 0x89: // NEWFALSE
-        stack.push(false);
-        break;
-      case 0x30: // POP
-        pop();
-        break;
-      case 0x52: {
-        // REDUCE
-        const args = pop();
-        const fn = pop();
-        if (!isObj(args, "tuple")) throw bad("REDUCE arguments are not a tuple");
-        if (!isObj(fn, "global")) throw bad(`REDUCE on ${describe(fn)}`);
-        stack.push(callGlobal(fn, args.items, env));
-        break;
-      }
-      case 0x62: {
-        // BUILD: instance state (e.g. a state dict's `_metadata`) carries no tensors; drop it.
-        pop();
-        const obj = top();
-        if (!isObj(obj, "dict") && !isObj(obj, "tensor")) throw bad(`BUILD on ${describe(obj)}`);
-        break;
-      }
-      case 0x51: {
-        // BINPERSID: torch's ('storage', storage_type, key, location, numel)
-        const pid = pop();
-        if (!isObj(pid, "tuple") || pid.items[0] !== "storage" || pid.items.length !== 5) throw bad(`unsupported persistent id ${describe(pid)}`);
-        const [, type, key, , numel] = pid.items;
-        if (!isObj(type, "global") || type.module !== "torch" || typeof key !== "string" || typeof numel !== "number") {
-          throw bad("malformed storage persistent id");
-        }
-        const st = STORAGE_TYPES[type.name];
-        if (!st) throw bad(`unsupported storage type torch.${type.name}`);
-        stack.push({ kind: "storage", dtype: st[0], elem: st[1], key, numel });
-        break;
-      }
-      case 0x2e: // STOP
-        if (stack.length !== 1) throw bad("pickle stack is not a single value at STOP");
-        return pop();
-      default:
-        throw bad(`unsupported pickle opcode 0x${op.toString(16)} at byte ${p - 1}`);
-    }
+/** torch's persistent id for a storage: ('storage', storage_type, key, location, numel). */
+function persistentLoad(pid: PyValue, bad: Bad): PyValue {
+  if (!isObj(pid, "tuple") || pid.items[0] !== "storage" || pid.items.length !== 5) throw bad(`unsupported persistent id ${describe(pid)}`);
+  const [, type, key, , numel] = pid.items;
+  if (!isObj(type, "global") || type.module !== "torch" || typeof key !== "string" || typeof numel !== "number") {
+    throw bad("malformed storage persistent id");
   }
+  const st = STORAGE_TYPES[type.name];
+  if (!st) throw bad(`unsupported storage type torch.${type.name}`);
+  return { kind: "storage", dtype: st[0], elem: st[1], key, numel };
 }
 
-function callGlobal(fn: { module: string; name: string }, args: PyValue[], env: UnpickleEnv): PyValue {
+function callGlobal(fn: { module: string; name: string }, args: PyValue[], env: TorchEnv): PyValue {
   const qual = `${fn.module}.${fn.name}`;
   switch (qual) {
     case "collections.OrderedDict": {
@@ -509,7 +186,7 @@ function callGlobal(fn: { module: string; name: string }, args: PyValue[], env: 
 }
 
 /** `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, hooks[, metadata])`. */
-function rebuildTensor(args: PyValue[], env: UnpickleEnv): PyValue {
+function rebuildTensor(args: PyValue[], env: TorchEnv): PyValue {
   const { bad } = env;
   const [storage, offset, size, stride] = args;
   if (!isObj(storage, "storage") || typeof offset !== "number") throw bad("malformed _rebuild_tensor_v2 arguments");
@@ -556,15 +233,4 @@ function byteSwap(b: Uint8Array, elem: number): Uint8Array {
   const out = new Uint8Array(b.length);
   for (let i = 0; i < b.length; i += elem) for (let j = 0; j < elem; j++) out[i + j] = b[i + elem - 1 - j]!;
   return out;
-}
-
-function isObj<K extends PyObj["kind"]>(x: PyValue | undefined, kind: K): x is Extract<PyObj, { kind: K }> {
-  return typeof x === "object" && x !== null && x.kind === kind;
-}
-
-function describe(x: PyValue): string {
-  if (x === null) return "None";
-  if (typeof x !== "object") return `a ${typeof x}`;
-  if (x.kind === "global") return `${x.module}.${x.name}`;
-  return `a ${x.kind}`;
 }
