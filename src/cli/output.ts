@@ -38,11 +38,14 @@ export function printJson(value: unknown): void {
   print(JSON.stringify(value, null, 2));
 }
 
-export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  // First column is a label (left-aligned), the rest are values (right-aligned).
+/**
+ * Columns under a header row: values right-aligned; the first column left-aligned as a label,
+ * unless `firstColumn` says it holds numbers too (`"right"`).
+ */
+export function table(header: readonly string[], rows: readonly (readonly string[])[], firstColumn: "left" | "right" = "left"): string {
+  const widths = header.map((h, i) => rows.reduce((w, r) => Math.max(w, (r[i] ?? "").length), h.length));
   const line = (cells: readonly string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+    cells.map((c, i) => (i === 0 && firstColumn === "left" ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   return [line(header), ...rows.map(line)].join("\n");
 }
 

@@ -126,14 +126,6 @@ export function parseVectorRef(ref: string): { path: string; tensor?: VectorTens
   return { path, tensor };
 }
 
-/** Reads `FILE[#TENSOR]` and returns the selected tensor with the file's metadata. */
-export async function readVectorRef(ref: string): Promise<{ path: string; tensor: VectorTensorName; matrix: LayerMatrix; meta: PersonaVectorsMeta }> {
-  const parsed = parseVectorRef(ref);
-  const v = await readVectors(parsed.path);
-  const tensor = parsed.tensor ?? defaultTensor(v);
-  return { path: parsed.path, tensor, matrix: selectTensor(v, tensor), meta: v.meta };
-}
-
 /** Reads a persona vectors file: our tensors plus our metadata (see `readForeignSafetensors` for other tools' files). */
 export async function readVectors(path: string): Promise<PersonaVectors> {
   const { tensors, metadata } = await readSafetensors(path);

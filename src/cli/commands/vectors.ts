@@ -20,7 +20,7 @@ import { cosinePerLayer, layerNorms } from "../../vectors/math.js";
 import { listTraitVectors, userVectorsDir } from "../../vectors/registry.js";
 import { userDataDir } from "../../datadir.js";
 import { resolveModelPath } from "../engine.js";
-import { print } from "../output.js";
+import { print, table } from "../output.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { checkOutputFile } from "../args/paths.js";
 
@@ -104,7 +104,7 @@ Examples:
       for (const [k, val] of Object.entries(m.extra ?? {})) lines.push(`${k}: ${val}`);
       lines.push("", "per-layer L2 norms:");
       const rows = Array.from({ length: nLayerPlus1 }, (_, l) => [String(l), ...names.map((n) => norms[n]![l]!.toFixed(4))]);
-      lines.push(table(["layer", ...names], rows));
+      lines.push(table(["layer", ...names], rows, "right"));
       print(lines.join("\n"));
     });
 
@@ -216,7 +216,7 @@ Examples:
         return;
       }
       const rows = cos.map((c, l) => [String(l), fmt(c), na[l]!.toFixed(4), nb[l]!.toFixed(4)]);
-      print(`A = ${a} (${ra.tensor})\nB = ${b} (${rb.tensor})\n\n${table(["layer", "cosine", "‖A‖", "‖B‖"], rows)}`);
+      print(`A = ${a} (${ra.tensor})\nB = ${b} (${rb.tensor})\n\n${table(["layer", "cosine", "‖A‖", "‖B‖"], rows, "right")}`);
     });
 }
 
@@ -246,11 +246,4 @@ function parseLayers(arg: string, v: PersonaVectors): number[] {
 
 function fmt(x: number): string {
   return Number.isNaN(x) ? "n/a" : x.toFixed(4);
-}
-
-/** Right-aligned columns under a header row. */
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padStart(widths[i]!)).join("  ");
-  return [line(header), ...rows.map(line)].join("\n");
 }
