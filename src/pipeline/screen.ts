@@ -19,7 +19,7 @@ import { requestSeed } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { screenHtml } from "../report/screen.js";
 import { type DatasetRecord, readDataset, type TrainingSample } from "./dataset.js";
-import { JsonlLog, readJsonl } from "../store/jsonl.js";
+import { JsonlLog, readJsonl, readJsonLines } from "../store/jsonl.js";
 import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
 export interface ScreenTrait {

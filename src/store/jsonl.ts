@@ -112,3 +112,13 @@ export async function* readJsonl<T>(file: string, parse: (value: unknown, line: 
     yield parse(value, n);
   }
 }
+
+/**
+ * Streams the JSON values of a JSONL input file (one per non-blank line, the last line with or
+ * without its newline), for files people write; a JSON error is thrown as the SyntaxError it is.
+ * Logs this module writes are read with `readJsonl`, which never yields a torn last line.
+ */
+export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
+  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
+  for await (const line of lines) if (line.trim() !== "") yield JSON.parse(line) as T;
+}
