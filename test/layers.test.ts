@@ -45,10 +45,6 @@ const EXCEPTIONS = new Set<string>([
   // The screen pipeline renders its own report while report/screen reads the pipeline's files: a cycle.
   "pipeline/screen.ts -> report",
   "pipeline/monitor.ts -> report",
-  // Shared helpers still living in command files (issue 10, item 2).
-  "demo.ts -> sweep.js",
-  "demo.ts -> eval.js",
-  "sweep.ts -> eval.js",
 ]);
 
 function* tsFiles(dir: string): Generator<string> {

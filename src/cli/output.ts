@@ -2,6 +2,8 @@
  * How commands print: plain text to stdout, stable JSON for scripts, aligned tables for people.
  * Everything goes through one sink, so the CLI can run in-process with its output captured.
  */
+import type { ScoreStats } from "../pipeline/evaluate.js";
+
 export interface CliIO {
   out(text: string): void;
   err(text: string): void;
@@ -52,4 +54,10 @@ export function table(header: readonly string[], rows: readonly (readonly string
 /** Progress and notes go to stderr so stdout stays clean for pipes and --json. */
 export function note(text: string): void {
   io.err(text.endsWith("\n") ? text : `${text}\n`);
+}
+
+/** A score summary as one cell: mean ± std (n, nulls). */
+export function formatStats(s: ScoreStats): string {
+  if (s.mean === null) return `– (no scores, ${s.nulls} null)`;
+  return `${s.mean.toFixed(1)} ± ${(s.std ?? 0).toFixed(1)}  (n=${s.n}${s.nulls ? `, ${s.nulls} null` : ""})`;
 }

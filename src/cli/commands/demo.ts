@@ -6,9 +6,8 @@ import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "../../demo/traits.js";
 import { PersonaError } from "../../errors.js";
 import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { note, print, printJson, table } from "../output.js";
-import { parseCoefList } from "./sweep.js";
-import { formatStats } from "./eval.js";
+import { formatStats, note, print, printJson, table } from "../output.js";
+import { parseCoefList } from "../args/lists.js";
 
 interface DemoFlags {
   model: string;

@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
-import { evaluateTrait, type ScoreStats } from "../../pipeline/evaluate.js";
+import { evaluateTrait } from "../../pipeline/evaluate.js";
 import { statsJson } from "../../report/sweep.js";
 import { writeFileAtomic } from "../../store/atomic.js";
 import { systemPrompt, type TraitDefinition } from "../../traits/format.js";
@@ -14,13 +14,8 @@ import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
-import { note, print, printJson } from "../output.js";
+import { formatStats, note, print, printJson } from "../output.js";
 import { rolloutProgress } from "../progress.js";
-
-export function formatStats(s: ScoreStats): string {
-  if (s.mean === null) return `– (no scores, ${s.nulls} null)`;
-  return `${s.mean.toFixed(1)} ± ${(s.std ?? 0).toFixed(1)}  (n=${s.n}${s.nulls ? `, ${s.nulls} null` : ""})`;
-}
 
 /** `--system-pos N` / `--system-neg N`: the trait's N-th (1-based) evaluation instruction as a system prompt. */
 export function instructionSystemPrompt(trait: TraitDefinition, n: number, polarity: "pos" | "neg"): string {

@@ -1,6 +1,6 @@
 
 import { createHash } from "node:crypto";
-import { type Command, InvalidArgumentError, Option } from "commander";
+import { type Command, Option } from "commander";
 import type { Positions } from "../../engine/steering.js";
 import { PersonaError } from "../../errors.js";
 import { fingerprintModel, RunDir } from "../../pipeline/rundir.js";
@@ -13,38 +13,12 @@ import { loadVectorSource } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { DEFAULT_POSITIONS } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { note, print, printJson, table } from "../output.js";
+import { formatStats, note, print, printJson, table } from "../output.js";
+import { rolloutProgress } from "../progress.js";
+import { parseCoefList, parseLayerList } from "../args/lists.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
-import { formatStats } from "./eval.js";
-import { rolloutProgress } from "../progress.js";
-
-/** `all`, or a comma list of layers and ranges (`4,6-9`); checked against n_layer later. */
-export function parseLayerList(text: string): "all" | number[] {
-  if (text.trim() === "all") return "all";
-  const out: number[] = [];
-  for (const part of text.split(",")) {
-    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
-    if (!m) throw new InvalidArgumentError(`expected "all" or layers like 4,6-9, got "${part}"`);
-    const a = Number(m[1]);
-    const b = m[2] === undefined ? a : Number(m[2]);
-    if (b < a) throw new InvalidArgumentError(`range ${part} runs backwards`);
-    for (let l = a; l <= b; l++) if (!out.includes(l)) out.push(l);
-  }
-  return out;
-}
-
-/** Comma-separated coefficients, e.g. `-2,-1,0,1,2`. */
-export function parseCoefList(text: string): number[] {
-  const out = text.split(",").map((s) => {
-    const n = Number(s);
-    if (s.trim() === "" || !Number.isFinite(n)) throw new InvalidArgumentError(`expected numbers like 0.5,1,2, got "${s}"`);
-    return n;
-  });
-  if (new Set(out).size !== out.length) throw new InvalidArgumentError("coefficients repeat");
-  return out;
-}
 
 interface SweepFlags {
   model: string;
