@@ -69,8 +69,36 @@ export async function fingerprintFile(file: string): Promise<string> {
   }
 }
 
+/**
+ * Where a run keeps its state: its configuration (`info`), keyed record logs (finished items,
+ * never redone) and final artefacts. `RunDir` is the local-directory implementation; a shared or
+ * distributed store (a database, an object bucket) implements the same two interfaces, and
+ * pipelines written against them run unchanged.
+ */
+export interface RunStore {
+  readonly info: RunInfo;
+  /** True when this run continues an earlier one with the same configuration. */
+  readonly resumed: boolean;
+  /** A record log by name; appends are durable once they resolve. */
+  records<T>(name: string, syncEvery?: number): Promise<RecordStore<T>>;
+  /** Replaces an artefact as a whole (readers never see a partial one). */
+  writeArtifact(name: string, data: Uint8Array | string): Promise<void>;
+  removeArtifact(name: string): Promise<void>;
+}
+
+/** Keyed records of one log: the last value of a key wins. */
+export interface RecordStore<T> {
+  readonly size: number;
+  has(key: string): boolean;
+  get(key: string): T | undefined;
+  entries(): IterableIterator<[string, T]>;
+  append(key: string, value: T): Promise<void>;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
 /** Keyed records over the append-only JSONL log (store/jsonl.ts): `{"key", "value"}` per line, the last value of a key wins. */
-export class RecordLog<T> {
+export class RecordLog<T> implements RecordStore<T> {
   private constructor(
     private readonly log: JsonlLog,
     private readonly byKey: Map<string, T>,
@@ -129,7 +157,7 @@ export interface OpenRunOptions {
   restart?: boolean;
 }
 
-export class RunDir {
+export class RunDir implements RunStore {
   private constructor(
     readonly dir: string,
     readonly info: RunInfo,
