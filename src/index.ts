@@ -1,4 +1,9 @@
-/** The library surface: the engine, vectors, traits, judges and the pipelines built on them. */
+/**
+ * The public API of `persona-vectors`: what is exported here (and from `persona-vectors/demo`,
+ * the demo world) is public and follows semver; every other module under src/ is internal and may
+ * change in any release, even where its symbols are exported for the project's own use. Layers and
+ * what may import what: CONTRIBUTING.md.
+ */
 export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
 export type { LoraAdapter } from "./engine/lora.js";
@@ -24,8 +29,6 @@ export { OpenAIJudge } from "./judge/openai.js";
 export { AnthropicJudge } from "./judge/anthropic.js";
 export { CachedJudge } from "./judge/cache.js";
 export { LocalJudge } from "./judge/local.js";
-export { DemoJudge } from "./demo/judge.js";
-export { DEMO_MODEL_PATH } from "./demo/model.js";
 
 export { pullModel, parseHubRef, type PullOptions, type PullResult } from "./hub/pull.js";
 export { resolveModelRef } from "./hub/resolve.js";
@@ -39,4 +42,5 @@ export { filterPairs } from "./pipeline/filter.js";
 export { screenDataset, summarizeScores, rocAuc, type ScreenOptions, type ScreenResult, type ScreenSummary, type ScreenTrait, type ScoreLine } from "./pipeline/screen.js";
 export { readDataset, type DatasetRecord, type TrainingSample } from "./pipeline/dataset.js";
 export { monitorTrait, gradedMonitorPrompts, readMonitorPrompts, monitorJson, type MonitorOptions, type MonitorResult, type MonitorPrompt, type MonitorPoint } from "./pipeline/monitor.js";
-export { writeDemoDatasets, type DemoDatasetOptions, type DemoDatasetFile } from "./demo/datasets.js";
+export { captureActivationsToFile, countCaptureInputs, readCaptureInputs, type CaptureInput, type CaptureToFileOptions } from "./pipeline/activations.js";
+export type { RunStore, RecordStore } from "./pipeline/rundir.js";

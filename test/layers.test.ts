@@ -31,7 +31,7 @@ const LAYERS: Record<string, readonly string[]> = {
   report: [...CORE, "pipeline"],
   server: [...CORE, "pipeline", "report"],
   demo: [...CORE, "pipeline", "report"],
-  index: [...CORE, "pipeline", "report", "demo"],
+  index: [...CORE, "pipeline", "report"],
   cli: [...CORE, "pipeline", "report", "demo", "server", "index"],
 };
 
