@@ -2,8 +2,8 @@ import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import type { Model } from "../../engine/Model.js";
 import type { ResolvedSteering } from "../../engine/steering.js";
-import type { ChatMessage } from "../../engine/types.js";
 import { PersonaError } from "../../errors.js";
+import { Conversation } from "../../pipeline/chat.js";
 import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
@@ -42,26 +42,24 @@ function describeRef(r: SteeringRef): string {
 }
 
 /**
- * One conversation: history, system prompt and steering, and a turn that streams the reply.
- * Replies go to stdout (streamed text, or one JSON line per turn with --json); notes to stderr.
+ * The terminal around a Conversation (pipeline/chat.ts): slash commands, streamed replies on
+ * stdout (or one JSON line per turn with --json), notes on stderr.
  */
 class ChatSession {
-  private history: ChatMessage[] = [];
   private refs: SteeringRef[] = [];
-  private steering: ResolvedSteering;
-  private turn = 0;
+  private readonly conversation: Conversation;
   /** Set while a reply is being generated, so Ctrl-C stops the reply instead of the program. */
   current: AbortController | undefined;
 
   constructor(
     private readonly model: Model,
     private readonly opts: ChatFlags,
-    private system: string | undefined,
+    system: string | undefined,
     refs: SteeringRef[],
     steering: ResolvedSteering,
   ) {
     this.refs = refs;
-    this.steering = steering;
+    this.conversation = new Conversation(model, { system, steering, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
   }
 
   /** Handles one input line; returns false to quit. */
@@ -83,22 +81,22 @@ class ChatSession {
         note(HELP);
         break;
       case "/reset":
-        this.history = [];
+        this.conversation.reset();
         note("conversation cleared");
         break;
       case "/system":
-        this.system = arg === "" ? undefined : arg;
-        note(this.system === undefined ? "system prompt removed" : "system prompt set");
+        this.conversation.system = arg === "" ? undefined : arg;
+        note(this.conversation.system === undefined ? "system prompt removed" : "system prompt set");
         break;
       case "/unsteer":
         this.refs = [];
-        this.steering = await loadSteering([], this.model);
+        this.conversation.steering = await loadSteering([], this.model);
         note("steering removed");
         break;
       case "/steer": {
         if (arg === "") throw new PersonaError("E_BAD_STEER_ARG", `usage: /steer ${STEER_SYNTAX}`);
         const refs = [...this.refs, parseSteer(arg)];
-        this.steering = await loadSteering(refs, this.model);
+        this.conversation.steering = await loadSteering(refs, this.model);
         this.refs = refs;
         note(`steering: ${refs.map(describeRef).join(" + ")}`);
         break;
@@ -110,21 +108,15 @@ class ChatSession {
   }
 
   private async reply(userText: string): Promise<void> {
-    const user: ChatMessage = { role: "user", content: userText };
-    const { prompt, dropped } = await this.fitPrompt(user);
-    if (dropped > 0) note(`(the ${dropped} oldest exchanges no longer fit the context and were left out)`);
     const decoder = new TextDecoder();
     const stream = !this.opts.json;
     this.current = new AbortController();
     let result;
     try {
-      [result] = await this.model.generate([{ prompt }], {
-        temperature: this.opts.temperature,
-        maxTokens: this.opts.maxTokens,
-        seed: this.opts.seed + this.turn,
-        steering: this.steering,
+      result = await this.conversation.reply(userText, {
         signal: this.current.signal,
-        onToken: stream ? (_i, _t, piece) => write(decoder.decode(piece, { stream: true })) : undefined,
+        onDropped: (n) => note(`(the ${n} oldest exchanges no longer fit the context and were left out)`),
+        onPiece: stream ? (piece) => write(decoder.decode(piece, { stream: true })) : undefined,
       });
     } catch (e) {
       if (e instanceof PersonaError && e.code === "E_ABORTED") {
@@ -136,38 +128,18 @@ class ChatSession {
     } finally {
       this.current = undefined;
     }
-    this.turn++;
-    this.history.push(user, { role: "assistant", content: result!.text });
     if (stream) print(decoder.decode());
     else {
       print(
         JSON.stringify({
-          turn: this.turn,
-          reply: result!.text,
-          tokens: Array.from(result!.tokens),
-          prompt_tokens: prompt.length,
-          finish_reason: result!.finishReason,
+          turn: result.turn,
+          reply: result.text,
+          tokens: Array.from(result.tokens),
+          prompt_tokens: result.promptTokens,
+          finish_reason: result.finishReason,
           steering: this.refs.map(describeRef),
         }),
       );
-    }
-  }
-
-  /**
-   * The templated conversation; the oldest exchanges go first when it would not leave room for a
-   * reply in the trained context (small models, like the demo's 128 tokens, keep little history).
-   */
-  private async fitPrompt(user: ChatMessage): Promise<{ prompt: Int32Array; dropped: number }> {
-    const ctx = this.model.info.nCtxTrain;
-    const limit = ctx - Math.min(this.opts.maxTokens, Math.floor(ctx / 2));
-    for (let dropped = 0; ; dropped++) {
-      const past = this.history.slice(2 * dropped);
-      const messages: ChatMessage[] = [...(this.system === undefined ? [] : [{ role: "system", content: this.system }]), ...past, user];
-      const prompt = await this.model.encodeChat(messages);
-      if (prompt.length <= limit || past.length === 0) {
-        if (dropped > 0) this.history = past;
-        return { prompt, dropped };
-      }
     }
   }
 }
