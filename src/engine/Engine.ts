@@ -13,12 +13,17 @@ import type { LoadModelReply } from "./worker/protocol.js";
 export interface EngineOptions {
   /** Which llama.cpp build to use; GPU builds are opt-in installs. Defaults to env PERSONA_GPU or "auto". */
   gpu?: GpuChoice;
-  /** CPU threads for decoding. Defaults to env PERSONA_THREADS or the number of cores. */
+  /**
+   * CPU threads for decoding. Defaults to env PERSONA_THREADS or the number of cores; a count above
+   * the number of cores is lowered to it, with a warning.
+   */
   threads?: number;
   /** Print llama.cpp's log lines. Defaults to false. */
   verbose?: boolean;
   /** Where log lines go when verbose. Defaults to stderr. */
   onLog?: (text: string) => void;
+  /** Where warnings go (e.g. a thread count lowered to the core count). Defaults to stderr. */
+  onWarning?: (message: string) => void;
 }
 
 export interface LoadModelOptions {
@@ -38,17 +43,31 @@ export class Engine implements AsyncDisposable {
   private readonly models = new Set<Model>();
   private disposed = false;
 
-  private constructor(private readonly host: WorkerHost) {}
+  private constructor(
+    private readonly host: WorkerHost,
+    /** The CPU threads every decode uses, after clamping to the core count. */
+    readonly threads: number,
+  ) {}
 
   static async create(options: EngineOptions = {}): Promise<Engine> {
     const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
     if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
-    const threads = options.threads ?? (Number(process.env.PERSONA_THREADS) || availableParallelism());
+    const cores = availableParallelism();
+    const requested = options.threads ?? (Number(process.env.PERSONA_THREADS) || cores);
     // ggml.h GGML_MAX_N_THREADS; a larger count ended in std::bad_alloc thrown through the C API (abort).
-    if (!Number.isInteger(threads) || threads < 1 || threads > 512) throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${threads}`);
+    if (!Number.isInteger(requested) || requested < 1 || requested > 512) {
+      throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${requested}`);
+    }
+    const threads = Math.min(requested, cores);
+    if (threads < requested) {
+      // ggml's threads spin at every graph barrier: with more threads than cores each one waits for a
+      // descheduled peer (--threads 64 on 2 cores ran for minutes at load average 51).
+      const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
+      warn(`warning: ${requested} threads requested but this machine has ${cores} cores; using ${cores}`);
+    }
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
     const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads }, onLog);
-    const engine = new Engine(host);
+    const engine = new Engine(host, threads);
     try {
       await engine.systemInfo(); // surfaces a missing library now, not at the first model
     } catch (e) {

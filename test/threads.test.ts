@@ -1,0 +1,74 @@
+/**
+ * Thread counts: more threads than cores made every decode wait on descheduled spinning peers
+ * (`--threads 64` on 2 cores ran for minutes), so the engine lowers such a count to the core count
+ * with a warning, and the clamped engine decodes what an engine asked for the core count decodes.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { availableParallelism, tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import { Engine } from "../src/engine/Engine.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+
+const cores = availableParallelism();
+let dir: string;
+let modelPath: string;
+
+before(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), "persona-threads-"));
+  modelPath = path.join(dir, "tiny.gguf");
+  await writeTinyChatModel(modelPath, { nLayer: 2, nEmbd: 32, contextLength: 128, seed: 5 });
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function greedy(engine: Engine): Promise<number[]> {
+  const model = await engine.loadModel(modelPath);
+  const [r] = await model.generate([{ prompt: await model.tokenize("Hello") }], { temperature: 0, maxTokens: 8 });
+  return [...r!.tokens];
+}
+
+describe("thread counts", () => {
+  it("a count above the cores is lowered to the core count with a warning, and decodes as that count does", async () => {
+    const warnings: string[] = [];
+    await using clamped = await Engine.create({ gpu: "cpu", threads: cores + 62, onWarning: (m) => warnings.push(m) });
+    assert.equal(clamped.threads, cores);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, new RegExp(`${cores + 62} threads requested but this machine has ${cores} cores; using ${cores}`));
+    await using plain = await Engine.create({ gpu: "cpu", threads: cores, onWarning: (m) => warnings.push(m) });
+    assert.equal(plain.threads, cores);
+    assert.equal(warnings.length, 1, "no warning at the core count");
+    assert.deepEqual(await greedy(clamped), await greedy(plain));
+  });
+
+  it("PERSONA_THREADS is clamped the same way; counts below 1 or beyond GGML_MAX_N_THREADS are refused", async () => {
+    const saved = process.env.PERSONA_THREADS;
+    process.env.PERSONA_THREADS = String(cores + 1);
+    try {
+      const warnings: string[] = [];
+      await using engine = await Engine.create({ gpu: "cpu", onWarning: (m) => warnings.push(m) });
+      assert.equal(engine.threads, cores);
+      assert.equal(warnings.length, 1);
+    } finally {
+      if (saved === undefined) delete process.env.PERSONA_THREADS;
+      else process.env.PERSONA_THREADS = saved;
+    }
+    await assert.rejects(Engine.create({ gpu: "cpu", threads: 0 }), /threads must be an integer in 1\.\.512/);
+    await assert.rejects(Engine.create({ gpu: "cpu", threads: 513 }), /threads must be an integer in 1\.\.512/);
+  });
+
+  it("persona generate --threads 64 warns on stderr and still generates", async () => {
+    const { stdout, stderr } = await promisify(execFile)(
+      process.execPath,
+      ["--import", "tsx", path.resolve("src/cli/bin.ts"), "generate", "--model", modelPath, "--prompt", "Hi", "--max-tokens", "4", "--temperature", "0", "--json", "--threads", String(cores + 62)],
+      { env: { ...process.env, PERSONA_GPU: "cpu" } },
+    );
+    assert.match(stderr, new RegExp(`persona: warning: ${cores + 62} threads requested but this machine has ${cores} cores; using ${cores}`));
+    assert.ok(JSON.parse(stdout).samples[0].tokens.length > 0);
+  });
+});
