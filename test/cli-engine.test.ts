@@ -1,32 +1,19 @@
-/** The engine's CLI surface, run as a user would: a separate `persona` process per command. */
+/** The engine's CLI surface, run as a user would, in process (test/helpers/cli.ts). */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { readSafetensors } from "../src/vectors/safetensors.js";
+import { runCli } from "./helpers/cli.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
-const run = promisify(execFile);
-const CLI = path.resolve("src/cli/bin.ts");
 const N_LAYER = 3;
 const N_EMBD = 32;
 
-async function persona(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", CLI, ...args, "--threads", "2"], {
-      env: { ...process.env, PERSONA_GPU: "cpu" },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+const persona = (...args: string[]) => runCli([...args, "--threads", "2"], { PERSONA_GPU: "cpu" });
 
 let dir: string;
 let modelPath: string;

@@ -1,12 +1,10 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { getNumber, getString, readGguf, readTensorF32 } from "../src/engine/gguf/reader.js";
 import {
   type PersonaVectors,
@@ -21,6 +19,7 @@ import {
 import { exportControlVector } from "../src/vectors/interop/cvec.js";
 import { RunningMean, cosine, cosinePerLayer, dot, layerNorms, meanDiff, norm, project, scale, unit } from "../src/vectors/math.js";
 import { encodeSafetensors, parseSafetensors, readSafetensors, writeSafetensors } from "../src/vectors/safetensors.js";
+import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -338,12 +337,7 @@ describe("llama.cpp control vector export", () => {
 });
 
 describe("persona vectors CLI", () => {
-  const run = promisify(execFile);
-  const cli = (...args: string[]) =>
-    run(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/bin.ts"), "vectors", ...args], { cwd: repoRoot }).then(
-      (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
-    );
+  const cli = (...args: string[]) => runCli(["vectors", ...args]);
 
   test("info, export, compare and their errors", async () => {
     const file = path.join(dir, "cli.safetensors");
@@ -358,16 +352,15 @@ describe("persona vectors CLI", () => {
     await writeVectors(small, sampleVectors(4, 8));
     const gguf = path.join(dir, "cli.gguf");
 
-    const [info, infoText, exp, cmp, cmpBad, expBad, missing, help] = await Promise.all([
-      cli("info", file, "--json"),
-      cli("info", file),
-      cli("export", `${file}#prompt_avg`, "--layer", "best", "--coef", "2", "--out", gguf),
-      cli("compare", file, other, "--json"),
-      cli("compare", file, small),
-      cli("export", file, "--layer", "0", "--out", path.join(dir, "no.gguf")),
-      cli("info", path.join(dir, "missing.safetensors")),
-      cli("export", "--help"),
-    ]);
+    // One at a time: in-process commands share the process's output sink.
+    const info = await cli("info", file, "--json");
+    const infoText = await cli("info", file);
+    const exp = await cli("export", `${file}#prompt_avg`, "--layer", "best", "--coef", "2", "--out", gguf);
+    const cmp = await cli("compare", file, other, "--json");
+    const cmpBad = await cli("compare", file, small);
+    const expBad = await cli("export", file, "--layer", "0", "--out", path.join(dir, "no.gguf"));
+    const missing = await cli("info", path.join(dir, "missing.safetensors"));
+    const help = await cli("export", "--help");
 
     assert.equal(info.code, 0, info.stderr);
     const j = JSON.parse(info.stdout) as { shape: number[]; tensors: string[]; meta: { trait: string; bestLayer: number }; norms: Record<string, number[]> };
