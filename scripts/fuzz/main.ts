@@ -13,6 +13,7 @@ import { spawnSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { USAGE_EXIT_CODE } from "../../src/cli/args/usage.js";
 import { REPO_ROOT, fuzzTarget, type TargetReport } from "./campaign.js";
 import { TARGETS } from "./targets/index.js";
 
@@ -38,16 +39,22 @@ function intFlag(name: string, text: string, min: number): number {
   return n;
 }
 
-/** Runs `persona ARGV` from sources in a fresh process; a signal, exit 2 (stack trace) or a hang is a crash. */
+/**
+ * Runs `persona ARGV` from sources in a fresh process. A signal, a hang, an unexpected error
+ * (printed with its stack) or an exit code other than success (0), refusal (1) or usage error
+ * (USAGE_EXIT_CODE) is a crash.
+ */
 function confirm(dir: string, argv: string[], timeoutMs: number): { crashed: boolean; how: string; stderr: string } {
-  const r = spawnSync(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "src/cli/bin.ts"), ...argv], {
+  // tsx by its resolved URL: the reproducer directory (the cwd) may lie outside the repository.
+  const r = spawnSync(process.execPath, ["--import", import.meta.resolve("tsx"), path.join(REPO_ROOT, "src/cli/bin.ts"), ...argv], {
     cwd: dir,
     encoding: "utf8",
     timeout: timeoutMs,
     env: { ...process.env, NODE_OPTIONS: "" },
   });
   const how = r.error?.message.includes("ETIMEDOUT") ? "hung" : r.signal ? `killed by ${r.signal}` : `exit code ${r.status}`;
-  const crashed = how === "hung" || r.signal !== null || (r.status !== 0 && r.status !== 1);
+  const unexpected = (r.stderr ?? "").includes("persona: unexpected error");
+  const crashed = how === "hung" || r.signal !== null || unexpected || ![0, 1, USAGE_EXIT_CODE].includes(r.status ?? -1);
   return { crashed, how, stderr: (r.stderr ?? "").trim().split("\n").slice(-6).join("\n") };
 }
 
