@@ -37,7 +37,7 @@ export { convertLora } from "./convert/lora.js";
 
 export { extractPersonaVectors, type ExtractOptions, type ExtractResult } from "./pipeline/extract.js";
 export { evaluateTrait, evaluateSettings } from "./pipeline/evaluate.js";
-export { sweepSteering, pickBestLayer } from "./pipeline/sweep.js";
+export { sweepSteering, pickBestLayer, runSweep, storeBestLayer, type SweepRunOptions } from "./pipeline/sweep.js";
 export { filterPairs } from "./pipeline/filter.js";
 export { screenDataset, summarizeScores, rocAuc, type ScreenOptions, type ScreenResult, type ScreenSummary, type ScreenTrait, type ScoreLine } from "./pipeline/screen.js";
 export { readDataset, type DatasetRecord, type TrainingSample } from "./pipeline/dataset.js";

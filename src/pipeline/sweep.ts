@@ -7,9 +7,14 @@
 import type { Model } from "../engine/Model.js";
 import type { Positions } from "../engine/steering.js";
 import { PersonaError } from "../errors.js";
+import { createHash } from "node:crypto";
+import type { ModelInfo } from "../engine/types.js";
+import type { Judge } from "../judge/types.js";
 import type { LayerMatrix } from "../vectors/format.js";
-import { row } from "../vectors/format.js";
-import type { RecordLog } from "./rundir.js";
+import { row, updateVectorsMeta, writeVectors } from "../vectors/format.js";
+import { loadVectorsFile } from "../vectors/load.js";
+import { isReadOnlyVectors, userVectorsFile } from "../vectors/registry.js";
+import { fingerprintModel, type RecordLog, RunDir } from "./rundir.js";
 import {
   type EvalProgress,
   type EvalSample,
@@ -188,4 +193,81 @@ export async function sweepSteering(model: Model, opts: SweepOptions): Promise<S
   const baseline = withBaseline ? scores(BASELINE_KEY) : null;
   const reference = baseline?.traitScore.mean ?? 0;
   return { grid, baseline, coherenceFloor, positions, ...pickBestLayer(grid, reference, coherenceFloor) };
+}
+
+export interface SweepRunOptions extends Omit<SweepOptions, "records" | "vectors" | "judge"> {
+  /** Run directory: created, or resumed when its configuration matches (see RunDir). */
+  out: string;
+  /** Set aside a run with another configuration instead of refusing. Defaults to false. */
+  restart?: boolean;
+  /** The vectors to steer with and which tensor they are (part of the run's configuration). */
+  vectors: { matrix: LayerMatrix; tensor: string };
+  /** The judge's spec, part of the run's configuration. */
+  judgeSpec: string;
+  /** Opens the judge once the run directory exists (a judge cache lives in it). */
+  openJudge(runDir: string): Promise<{ judge: Judge; close(): Promise<void> }>;
+  /** Called before any work when an earlier run is resumed. */
+  onResume?(runDir: string): void;
+}
+
+/**
+ * A steering sweep in a run directory: the configuration (model fingerprint, trait, the vector's
+ * values, judge and sampling) is hashed into run.json, finished cells are kept in cells.jsonl
+ * and never redone, so a killed sweep resumes where it stopped.
+ */
+export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ result: SweepResult; judgeId: string; resumed: boolean }> {
+  const { out, restart, vectors, judgeSpec, openJudge, onResume, ...sweep } = opts;
+  const data = vectors.matrix.data;
+  // Results depend on the vector's values, not on the file's metadata (which a sweep rewrites).
+  const vectorHash = createHash("sha256").update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest("hex").slice(0, 32);
+  const config = {
+    model: await fingerprintModel(model.info),
+    trait: sweep.trait.name,
+    vector: `${vectors.tensor}:${vectorHash}`,
+    judge: judgeSpec,
+    questions: sweep.questions,
+    samples: sweep.samplesPerQuestion,
+    positions: sweep.positions,
+    temperature: sweep.temperature,
+    max_tokens: sweep.maxTokens,
+    seed: sweep.seed,
+  };
+  const run = await RunDir.open(out, "sweep", config, { restart });
+  if (run.resumed) onResume?.(out);
+  const records = await run.records<SweepRecord>("cells.jsonl");
+  try {
+    const { judge, close } = await openJudge(out);
+    try {
+      const result = await sweepSteering(model, { ...sweep, judge, vectors: vectors.matrix, records });
+      return { result, judgeId: judge.id, resumed: run.resumed };
+    } finally {
+      await close();
+    }
+  } finally {
+    await records.close();
+  }
+}
+
+/** Where a sweep's best layer went (see storeBestLayer). */
+export type BestLayerStored =
+  | { stored: "none"; why: "no-best-layer" | "pt-file" }
+  | { stored: "file"; path: string }
+  | { stored: "copy"; path: string };
+
+/**
+ * Records `bestLayer` as the vectors file's best_layer. A file shipped with the model is never
+ * rewritten: the user's copy in the data directory gets it and then stands for the trait. A
+ * reference .pt file cannot hold metadata.
+ */
+export async function storeBestLayer(vectorsPath: string, bestLayer: number | null, model: Pick<ModelInfo, "path" | "nLayer">, trait: string): Promise<BestLayerStored> {
+  if (bestLayer === null) return { stored: "none", why: "no-best-layer" };
+  if (/\.pt$/i.test(vectorsPath)) return { stored: "none", why: "pt-file" };
+  if (isReadOnlyVectors(vectorsPath, model.path)) {
+    const v = await loadVectorsFile(vectorsPath, { nLayer: model.nLayer });
+    const copy = await userVectorsFile(model.path, trait);
+    await writeVectors(copy, { tensors: v.tensors, meta: { ...v.meta, bestLayer } });
+    return { stored: "copy", path: copy };
+  }
+  await updateVectorsMeta(vectorsPath, { bestLayer });
+  return { stored: "file", path: vectorsPath };
 }

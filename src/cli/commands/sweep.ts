@@ -1,14 +1,9 @@
 
-import { createHash } from "node:crypto";
 import { type Command, Option } from "commander";
 import type { Positions } from "../../engine/steering.js";
 import { PersonaError } from "../../errors.js";
-import { fingerprintModel, RunDir } from "../../pipeline/rundir.js";
-import { type SweepRecord, sweepSteering } from "../../pipeline/sweep.js";
+import { runSweep, storeBestLayer } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
-import { updateVectorsMeta, writeVectors } from "../../vectors/format.js";
-import { loadVectorsFile } from "../../vectors/load.js";
-import { isReadOnlyVectors, userVectorsFile } from "../../vectors/registry.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { DEFAULT_POSITIONS } from "../args/steer.js";
@@ -100,32 +95,17 @@ Examples:
           if (l < 1 || l > nLayer) throw new PersonaError("E_SHAPE", `--layers: layer ${l} is out of range 1..${nLayer} (layer 0, the embeddings, cannot be steered)`);
         }
         const questions = trait.eval.questions.slice(0, opts.questions);
-        const tensor = vectors.tensor;
-        // Steering results depend on the vector's values, not on the file's metadata (which this command rewrites).
-        const vectorHash = createHash("sha256").update(new Uint8Array(vectors.matrix.data.buffer, vectors.matrix.data.byteOffset, vectors.matrix.data.byteLength)).digest("hex").slice(0, 32);
-        const config = {
-          model: await fingerprintModel(model.info),
-          trait: trait.name,
-          vector: `${tensor}:${vectorHash}`,
-          judge: judgeSpec,
-          questions,
-          samples: opts.samples,
-          positions: opts.positions,
-          temperature: opts.temperature,
-          max_tokens: opts.maxTokens,
-          seed: opts.seed,
-        };
-        const run = await RunDir.open(out, "sweep", config, { restart: opts.restart });
-        if (run.resumed) note(`resuming the sweep in ${out}`);
-        const records = await run.records<SweepRecord>("cells.jsonl");
-        const { judge, close } = await openJudge(judgeSpec, out);
         const bar = rolloutProgress("sweeping");
-        let result;
+        let run;
         try {
-          result = await sweepSteering(model, {
+          run = await runSweep(model, {
+            out,
+            restart: opts.restart,
+            vectors: { matrix: vectors.matrix, tensor: vectors.tensor },
+            judgeSpec,
+            openJudge: (dir) => openJudge(judgeSpec, dir),
+            onResume: (dir) => note(`resuming the sweep in ${dir}`),
             trait,
-            judge,
-            vectors: vectors.matrix,
             layers,
             coefs: opts.coefs,
             positions: opts.positions,
@@ -136,19 +116,17 @@ Examples:
             maxTokens: opts.maxTokens,
             seed: opts.seed,
             chunkRequests: opts.chunk,
-            records,
             onProgress: (p) => bar.update(p),
           });
         } finally {
           bar.stop();
-          await records.close();
-          await close();
         }
+        const { result } = run;
         const meta = {
           trait: trait.name,
           model: model.info.name,
-          vectors: `${vectors.path}#${tensor}`,
-          judge: judge.id,
+          vectors: `${vectors.path}#${vectors.tensor}`,
+          judge: run.judgeId,
           questions: questions.length,
           samplesPerQuestion: opts.samples,
           temperature: opts.temperature,
@@ -159,22 +137,19 @@ Examples:
         const report = await writeSweepReport(out, result, meta);
 
         let updated: string | null = null;
-        if (!opts.update) {
-          // --no-update: leave the file alone.
-        } else if (result.bestLayer === null) {
-          note(`no layer moved the score while keeping coherence ≥ ${opts.coherenceFloor}; best_layer in ${vectors.path} left unchanged`);
-        } else if (/\.pt$/i.test(vectors.path)) {
-          note(`${vectors.path} is a reference .pt file and cannot hold metadata; import it (persona vectors import) to store best_layer`);
-        } else if (isReadOnlyVectors(vectors.path, model.info.path)) {
-          // Shipped files stay as shipped: the user's copy, with the new best layer, shadows them.
-          const v = await loadVectorsFile(vectors.path, { nLayer: model.info.nLayer });
-          updated = await userVectorsFile(model.info.path, trait.name);
-          await writeVectors(updated, { tensors: v.tensors, meta: { ...v.meta, bestLayer: result.bestLayer } });
-          note(`stored best_layer ${result.bestLayer} in ${updated} (a copy of ${vectors.path}, which is not modified; it now stands for trait "${trait.name}")`);
-        } else {
-          await updateVectorsMeta(vectors.path, { bestLayer: result.bestLayer });
-          updated = vectors.path;
-          note(`stored best_layer ${result.bestLayer} in ${vectors.path}`);
+        if (opts.update) {
+          const stored = await storeBestLayer(vectors.path, result.bestLayer, model.info, trait.name);
+          if (stored.stored === "none" && stored.why === "no-best-layer") {
+            note(`no layer moved the score while keeping coherence ≥ ${opts.coherenceFloor}; best_layer in ${vectors.path} left unchanged`);
+          } else if (stored.stored === "none") {
+            note(`${vectors.path} is a reference .pt file and cannot hold metadata; import it (persona vectors import) to store best_layer`);
+          } else if (stored.stored === "copy") {
+            updated = stored.path;
+            note(`stored best_layer ${result.bestLayer} in ${updated} (a copy of ${vectors.path}, which is not modified; it now stands for trait "${trait.name}")`);
+          } else {
+            updated = stored.path;
+            note(`stored best_layer ${result.bestLayer} in ${vectors.path}`);
+          }
         }
 
         if (opts.json) return printJson({ ...sweepJson(result, meta), run_dir: out, report, updated_vectors: updated });
