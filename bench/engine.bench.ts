@@ -5,17 +5,21 @@
  * generates exactly the same number of tokens in both engines (end-of-generation is ignored), so
  * the workloads match token for token.
  *
- *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2]
+ *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2 --only batch|load]
+ *
+ * The "load" part decodes one sequence on an idle machine and next to a competing CPU-bound
+ * process (one per core, started and stopped here), for 1 thread and all cores and for several
+ * threadpool polling levels, so the default's degradation under load is visible in one run.
  *
  * node-llama-cpp is installed on first use into bench/.peer (it is not a project dependency) and
  * measured in a child process (bench/peer.ts).
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { Engine } from "../src/engine/Engine.js";
+import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
 
 const { values: args } = parseArgs({
@@ -24,6 +28,8 @@ const { values: args } = parseArgs({
     tokens: { type: "string", default: "64" },
     repeats: { type: "string", default: "3" },
     threads: { type: "string", default: String(availableParallelism()) },
+    only: { type: "string" },
+    polls: { type: "string", default: "0,50,100" },
   },
 });
 const PARALLEL = args.parallel.split(",").map(Number);
@@ -101,6 +107,41 @@ function benchPeer(parallel: number): number {
   return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
 }
 
+/** Single-sequence plain generation at one thread count and polling level. */
+async function benchLoadCase(threads: number, poll: number): Promise<number> {
+  await using engine = await Engine.create({ gpu: "cpu", threads, poll });
+  const model = await engine.loadModel(modelPath);
+  const requests = [{ prompt: await model.tokenize(PROMPT) }];
+  return await timeIt(async () => void (await model.generate(requests, { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS })));
+}
+
+/** Runs `fn` while one CPU-bound process per core competes for the machine. */
+async function busy<T>(fn: () => Promise<T>): Promise<T> {
+  const hogs = Array.from({ length: availableParallelism() }, () => spawn(process.execPath, ["-e", "for (;;);"], { stdio: "ignore" }));
+  try {
+    return await fn();
+  } finally {
+    for (const h of hogs) h.kill();
+  }
+}
+
+async function benchLoad(): Promise<void> {
+  const cores = availableParallelism();
+  const polls = args.polls.split(",").map(Number);
+  const threadCounts = [...new Set([1, cores])];
+  console.log(`\nunder load: 1 sequence, ${TOKENS} tokens, tok/s idle vs next to ${cores} CPU-bound process(es); default poll ${DEFAULT_POLL}`);
+  console.log(`  load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+  for (const threads of threadCounts) {
+    for (const poll of polls) {
+      const idle = await benchLoadCase(threads, poll);
+      const loaded = await busy(() => benchLoadCase(threads, poll));
+      const tps = (t: number) => (TOKENS / t).toFixed(1).padStart(8);
+      console.log(`  threads ${threads} poll ${String(poll).padStart(3)}   idle ${tps(idle)}   busy ${tps(loaded)}   busy/idle ${(idle / loaded).toFixed(2)}×`);
+    }
+  }
+  console.log(`  load average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+}
+
 async function main(): Promise<void> {
   if (!existsSync(modelPath)) {
     mkdirSync(cacheDir, { recursive: true });
@@ -110,6 +151,10 @@ async function main(): Promise<void> {
   console.log(
     `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, median of ${REPEATS}`,
   );
+  if (args.only !== "batch" && args.only !== undefined) {
+    await benchLoad();
+    return;
+  }
   for (const parallel of PARALLEL) {
     const total = parallel * TOKENS;
     const ours = await benchOurs(parallel);
@@ -124,6 +169,7 @@ async function main(): Promise<void> {
     console.log(`  node-llama-cpp 3.21.1 (peer)    ${tps(peer)} tok/s`);
     console.log(`  throughput vs peer: ${(peer / ours.plain).toFixed(2)}×   (goal ≥ 0.95×)`);
   }
+  if (args.only === undefined) await benchLoad();
 }
 
 await main();

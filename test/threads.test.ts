@@ -1,5 +1,5 @@
 /**
- * Thread counts: more threads than cores made every decode wait on descheduled spinning peers
+ * Thread counts and the CPU threadpool: more threads than cores made every decode wait on descheduled spinning peers
  * (`--threads 64` on 2 cores ran for minutes), so the engine lowers such a count to the core count
  * with a warning, and the clamped engine decodes what an engine asked for the core count decodes.
  */
@@ -10,7 +10,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { Engine } from "../src/engine/Engine.js";
+import { Engine, defaultThreads } from "../src/engine/Engine.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 
 const cores = availableParallelism();
@@ -70,5 +70,24 @@ describe("thread counts", () => {
     );
     assert.match(stderr, new RegExp(`persona: warning: ${cores + 62} threads requested but this machine has ${cores} cores; using ${cores}`));
     assert.ok(JSON.parse(stdout).samples[0].tokens.length > 0);
+  });
+});
+
+describe("default thread count and polling", () => {
+  it("uses the cores other work leaves free, at least one and at most all", () => {
+    assert.equal(defaultThreads(2, 0), 2);
+    assert.equal(defaultThreads(2, 0.4), 2);
+    assert.equal(defaultThreads(2, 0.6), 1);
+    assert.equal(defaultThreads(2, 9.2), 1);
+    assert.equal(defaultThreads(8, 3.4), 5);
+    assert.equal(defaultThreads(1, 0), 1);
+  });
+
+  it("a polling level outside 0..100 is refused before it reaches ggml; a valid one decodes as the default does", async () => {
+    await assert.rejects(Engine.create({ gpu: "cpu", threads: 1, poll: 101 }), /poll must be an integer in 0\.\.100/);
+    await assert.rejects(Engine.create({ gpu: "cpu", threads: 1, poll: -1 }), /poll must be an integer in 0\.\.100/);
+    await using spinning = await Engine.create({ gpu: "cpu", threads: cores, poll: 100 });
+    await using sleeping = await Engine.create({ gpu: "cpu", threads: cores });
+    assert.deepEqual(await greedy(spinning), await greedy(sleeping));
   });
 });

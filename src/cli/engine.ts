@@ -21,7 +21,7 @@ export function withEngineFlags(cmd: Command, defaults: { model?: string } = {})
     .requiredOption("-m, --model <ref>", MODEL_REF_HELP, defaults.model)
     .option("--offline", "use only the local hub cache for hf: models (also HF_HUB_OFFLINE=1)")
     .option("--lora <file[:scale]>", "apply a GGUF LoRA adapter (repeatable; make one with persona convert lora)", collectLora)
-    .option("--threads <n>", "CPU threads, at most the core count (default: all cores, or PERSONA_THREADS)", intArg(1))
+    .option("--threads <n>", "CPU threads, at most the core count (default: PERSONA_THREADS, or the cores not busy with other work)", intArg(1))
     .addOption(new Option("--gpu <kind>", "llama.cpp build to use (GPU builds are opt-in installs)").choices(["auto", "cpu", "cuda", "vulkan", "metal"]));
 }
 

@@ -2,7 +2,7 @@
  * The entry point: starts the engine worker (which loads llama.cpp) and loads models into it.
  * `await using engine = await Engine.create()` disposes everything it created.
  */
-import { availableParallelism } from "node:os";
+import { availableParallelism, loadavg } from "node:os";
 import { PersonaError } from "../errors.js";
 import type { GpuChoice } from "./ffi/discover.js";
 import type { LoraAdapter } from "./lora.js";
@@ -14,10 +14,15 @@ export interface EngineOptions {
   /** Which llama.cpp build to use; GPU builds are opt-in installs. Defaults to env PERSONA_GPU or "auto". */
   gpu?: GpuChoice;
   /**
-   * CPU threads for decoding. Defaults to env PERSONA_THREADS or the number of cores; a count above
-   * the number of cores is lowered to it, with a warning.
+   * CPU threads for decoding. Defaults to env PERSONA_THREADS or the cores not busy with other work
+   * (`defaultThreads`); a count above the number of cores is lowered to it, with a warning.
    */
   threads?: number;
+  /**
+   * How long idle CPU workers spin before sleeping between decodes, 0..100 (ggml's polling level).
+   * Defaults to env PERSONA_POLL or DEFAULT_POLL.
+   */
+  poll?: number;
   /** Print llama.cpp's log lines. Defaults to false. */
   verbose?: boolean;
   /** Where log lines go when verbose. Defaults to stderr. */
@@ -37,6 +42,18 @@ export interface LoadModelOptions {
   loras?: LoraAdapter[];
 }
 
+/**
+ * The cores left free by other work (1-minute load average), at least 1. ggml's threads spin at
+ * every graph barrier, so one thread whose core is taken stalls all the others: next to a busy
+ * process, 2 threads on 2 cores decoded 4-10x slower than 1 thread (`npm run bench:engine`).
+ */
+export function defaultThreads(cores: number, load: number): number {
+  return Math.max(1, Math.min(cores, Math.round(cores - load)));
+}
+
+/** Idle workers sleep at once: higher levels were slower idle and busy alike (`npm run bench:engine`). */
+export const DEFAULT_POLL = 0;
+
 const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];
 
 export class Engine implements AsyncDisposable {
@@ -53,7 +70,7 @@ export class Engine implements AsyncDisposable {
     const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
     if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
     const cores = availableParallelism();
-    const requested = options.threads ?? (Number(process.env.PERSONA_THREADS) || cores);
+    const requested = options.threads ?? (Number(process.env.PERSONA_THREADS) || defaultThreads(cores, loadavg()[0]!));
     // ggml.h GGML_MAX_N_THREADS; a larger count ended in std::bad_alloc thrown through the C API (abort).
     if (!Number.isInteger(requested) || requested < 1 || requested > 512) {
       throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${requested}`);
@@ -65,8 +82,11 @@ export class Engine implements AsyncDisposable {
       const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
       warn(`warning: ${requested} threads requested but this machine has ${cores} cores; using ${cores}`);
     }
+    const envPoll = process.env.PERSONA_POLL;
+    const poll = options.poll ?? (envPoll ? Number(envPoll) : DEFAULT_POLL);
+    if (!Number.isInteger(poll) || poll < 0 || poll > 100) throw new PersonaError("E_BAD_INPUT", `poll must be an integer in 0..100, got ${poll}`);
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
-    const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads }, onLog);
+    const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads, poll }, onLog);
     const engine = new Engine(host, threads);
     try {
       await engine.systemInfo(); // surfaces a missing library now, not at the first model

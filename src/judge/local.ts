@@ -15,7 +15,7 @@ import type { Judge, JudgeInput } from "./types.js";
 export interface LocalJudgeOptions {
   /** Least probability mass on the numbers 0..100 before the score is null. Defaults to 0.25. */
   minProbabilityMass?: number;
-  /** CPU threads of the judge's own engine. Defaults to all cores. */
+  /** CPU threads of the judge's own engine. Defaults to the engine's default (free cores). */
   threads?: number;
 }
 

@@ -48,7 +48,7 @@ export function register(program: Command): void {
     .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
     .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
     .option("--seed <s>", "random seed", intArg(0), 0)
-    .option("--threads <n>", "CPU threads, at most the core count (default: all cores, or PERSONA_THREADS)", intArg(1))
+    .option("--threads <n>", "CPU threads, at most the core count (default: PERSONA_THREADS, or the cores not busy with other work)", intArg(1))
     .option("--offline", "use only the local hub cache for hf: models")
     .option("--json", 'print JSON: {"trait", "layer", "models": [{"model", "shift", "trait_score", "coherence"}...], "pearson_r"}')
     .addHelpText(

@@ -34,6 +34,7 @@ export type OptResultHandle = Handle<"ggml_opt_result">;
 export type BufferHandle = Handle<"ggml_backend_buffer">;
 /** A C function pointer found at run time (ggml_backend_reg_get_proc_address). */
 export type ProcHandle = Handle<"proc">;
+export type ThreadpoolHandle = Handle<"ggml_threadpool">;
 /** A JS function registered with koffi as a C callback; valid until unregistered. */
 export type CallbackHandle = Handle<"callback">;
 /** Any native pointer, for the raw memory readers below. */
@@ -201,6 +202,45 @@ export function callSetNThreads(fn: ProcHandle, backend: BackendHandle, n: numbe
   koffi.call(fn, setNThreadsProto, backend, n);
 }
 
+// ---- CPU threadpool (ggml.h, ggml-cpu.h) -----------------------------------------------------------
+
+/** ggml.h GGML_MAX_N_THREADS: the length of the cpumask and the most threads a pool may have. */
+export const GGML_MAX_N_THREADS = 512;
+/** enum ggml_sched_priority: GGML_SCHED_PRIO_LOW = -1, NORMAL = 0, MEDIUM, HIGH, REALTIME. */
+export const GGML_SCHED_PRIO_LOW = -1;
+export const GGML_SCHED_PRIO_NORMAL = 0;
+
+export const ggml_threadpool_params = koffi.struct("ggml_threadpool_params", {
+  cpumask: koffi.array("bool", GGML_MAX_N_THREADS),
+  n_threads: "int32_t",
+  prio: "int32_t",
+  poll: "uint32_t",
+  strict_cpu: "bool",
+  paused: "bool",
+});
+
+export interface GgmlThreadpoolParams {
+  cpumask: boolean[];
+  n_threads: number;
+  prio: number;
+  /** 0: workers sleep on a condition variable between graphs; up to 100: they spin longer first. */
+  poll: number;
+  strict_cpu: boolean;
+  paused: boolean;
+}
+
+// The CPU backend is a loaded module: these come through its registry (ggml_backend_reg_get_proc_address).
+const threadpoolNewProto = koffi.proto("void *ggml_threadpool_new_t(ggml_threadpool_params *params)");
+const threadpoolFreeProto = koffi.proto("void ggml_threadpool_free_t(void *threadpool)");
+
+export function callThreadpoolNew(fn: ProcHandle, params: GgmlThreadpoolParams): ThreadpoolHandle | null {
+  return koffi.call(fn, threadpoolNewProto, params) as ThreadpoolHandle | null;
+}
+
+export function callThreadpoolFree(fn: ProcHandle, pool: ThreadpoolHandle): void {
+  koffi.call(fn, threadpoolFreeProto, pool);
+}
+
 /** Reads a pointer field whose C type the caller knows (`H`) from native memory. */
 export function readPointer<H extends Ptr>(ptr: Ptr, offset: number): H | null {
   return koffi.decode(ptr, offset, "void *") as H | null;
@@ -222,6 +262,7 @@ export const DECLARED_LAYOUTS = {
   ggml_opt_optimizer_params,
   ggml_init_params,
   ggml_opt_params,
+  ggml_threadpool_params,
 } as const;
 
 /** The fields we set; koffi fills the others from the defaults and passes them back unchanged. */
@@ -368,6 +409,15 @@ function bind(paths: LibraryPaths) {
       "void *llama_init_from_model(void *model, llama_context_params params)",
     ),
     llama_free: fn<(ctx: ContextHandle) => void>(llama, "void llama_free(void *ctx)"),
+    llama_attach_threadpool: fn<(ctx: ContextHandle, pool: ThreadpoolHandle, poolBatch: ThreadpoolHandle) => void>(
+      llama,
+      "void llama_attach_threadpool(void *ctx, void *threadpool, void *threadpool_batch)",
+    ),
+    llama_detach_threadpool: fn<(ctx: ContextHandle) => void>(llama, "void llama_detach_threadpool(void *ctx)"),
+    ggml_threadpool_params_default: fn<(nThreads: number) => GgmlThreadpoolParams>(
+      base,
+      "ggml_threadpool_params ggml_threadpool_params_default(int n_threads)",
+    ),
     llama_get_memory: fn<(ctx: ContextHandle) => MemoryHandle>(llama, "void *llama_get_memory(void *ctx)"),
     llama_memory_clear: fn<(mem: MemoryHandle, data: boolean) => void>(llama, "void llama_memory_clear(void *mem, bool data)"),
     llama_memory_seq_rm: fn<(mem: MemoryHandle, seqId: number, p0: number, p1: number) => boolean>(

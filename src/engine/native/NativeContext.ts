@@ -27,6 +27,7 @@ import {
 } from "../ffi/llama.js";
 import { applyOpsToRow, type RowClass, type SteeringOp } from "../steering.js";
 import { Batch } from "./Batch.js";
+import { Threadpool } from "./Threadpool.js";
 import type { NativeModel } from "./NativeModel.js";
 
 export interface NativeContextOptions {
@@ -39,6 +40,8 @@ export interface NativeContextOptions {
   /** F32 KV cache and no flash attention: activations match a float reference to ~1e-6. */
   exact: boolean;
   threads: number;
+  /** Polling level of the context's CPU threadpool (0: idle workers sleep at once; 100: they spin). */
+  poll: number;
 }
 
 /** What one decode's batch rows are: which slot owns each row and which kind of token it is. */
@@ -75,6 +78,7 @@ export class NativeContext {
   private plan: ActivePlan | undefined;
   private scratch: Float32Array;
   private freed = false;
+  private readonly pool: Threadpool | undefined;
 
   constructor(
     readonly model: NativeModel,
@@ -123,6 +127,8 @@ export class NativeContext {
       }
     }
     this.ctx = ctx;
+    this.pool = Threadpool.create(api, options.threads, options.poll);
+    if (this.pool) api.llama_attach_threadpool(ctx, this.pool.native, this.pool.native);
     this.memory = api.llama_get_memory(ctx);
     this.batch = new Batch(api, options.nBatch);
   }
@@ -189,6 +195,7 @@ export class NativeContext {
     this.freed = true;
     this.batch.free();
     this.model.api.llama_free(this.ctx);
+    this.pool?.free();
     unregisterCallback(this.callback);
   }
 

@@ -29,6 +29,8 @@ export interface CoreOptions {
   verbose: boolean;
   /** CPU threads for decoding. */
   threads: number;
+  /** Polling level of each context's CPU threadpool, 0..100. */
+  poll: number;
 }
 
 export interface ContextShape {
@@ -54,6 +56,7 @@ export class EngineCore {
   private nextModelId = 1;
   private readonly errors: string[] = [];
   private readonly threads: number;
+  private readonly poll: number;
 
   constructor(
     options: CoreOptions,
@@ -61,6 +64,7 @@ export class EngineCore {
   ) {
     this.libraries = discoverLibraries(options.gpu);
     this.threads = options.threads > 0 ? options.threads : Math.max(1, availableParallelism());
+    this.poll = options.poll;
     this.api = loadLlama(this.libraries, (level, text) => {
       if (level === GGML_LOG_LEVEL_ERROR) {
         this.errors.push(text.trim());
@@ -249,6 +253,7 @@ export class EngineCore {
       nBatch: shape.nBatch,
       exact: shape.exact,
       threads: this.threads,
+      poll: this.poll,
     });
     entry.contexts.set(shape.exact, ctx);
     return ctx;
