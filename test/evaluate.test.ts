@@ -5,12 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { loadDemoTrait } from "../src/demo/traits.js";
 import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
@@ -23,11 +21,11 @@ import type { TraitDefinition } from "../src/traits/format.js";
 import { layerMatrix, readVectors, writeVectors } from "../src/vectors/format.js";
 import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
 
 const N_LAYER = 3;
 const N_EMBD = 32;
-const CLI = path.resolve("src/cli/bin.ts");
 
 /** A number 0..100 from text, or null for about one text in seven: scores that depend on the reply. */
 function textScore(salt: string, text: string): number | null {
@@ -229,20 +227,11 @@ describe("sweepSteering", () => {
 });
 
 describe("persona eval / sweep CLI", () => {
-  const run = promisify(execFile);
   let server: FakeLLMServer;
   let judgeSpec: string;
   let vectorsPath: string;
 
-  async function persona(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", CLI, ...args, "--threads", "2"], { env: { ...process.env, PERSONA_GPU: "cpu" } });
-      return { code: 0, stdout, stderr };
-    } catch (e) {
-      const err = e as { code: number; stdout: string; stderr: string };
-      return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-    }
-  }
+  const persona = (...args: string[]) => runCli([...args, "--threads", "2"], { PERSONA_GPU: "cpu" });
 
   before(async () => {
     // An OpenAI-compatible judge whose score is a hash of the prompt it is shown (so of the answer).
