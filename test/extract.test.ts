@@ -361,6 +361,7 @@ describe("persona extract (CLI)", () => {
 
     const json = JSON.parse(r.stdout) as { vectors: string; counts: unknown; registered: string; resumed: boolean };
     assert.equal(json.resumed, true);
+    assert.match(r.stderr, /resuming the extract run in .*cli-killed: \d+ of \d+ rollouts and \d+ judgements already stored/);
     assert.deepEqual(json.counts, clean.json.counts);
     const v = await readVectors(json.vectors);
     assertSameTensors(v, clean.vectors);
@@ -394,10 +395,16 @@ describe("persona extract (CLI)", () => {
     // The finished run again, for people: nothing is redone, the summary is printed.
     const human = await persona(args(out, "--trait-threshold", "40"));
     assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stderr, /already holds this finished run: nothing to redo/);
     assert.match(human.stdout, new RegExp(`^kept ${kept.length} of ${ROWS} pos/neg pairs`));
     assert.match(human.stdout, /^pos\s+\d+\.\d\s+\d+\.\d\s+\d+$/m);
     assert.ok(human.stdout.includes(`vectors: ${path.join(out, "vectors.safetensors")}`));
     assert.equal(slow.requests.length, 0);
+    // ...and for scripts: this invocation's timings, not those of the run that did the work.
+    const again = JSON.parse((await persona(args(out, "--trait-threshold", "40", "--json"))).stdout) as { resumed: boolean; timings: Record<string, number> };
+    assert.equal(again.resumed, true);
+    assert.equal(again.timings.new_rollouts, 0);
+    assert.equal(again.timings.new_judgements, 0);
   });
 
   it("asks for --judge when the trait is not a built-in demo trait", async () => {

@@ -35,7 +35,7 @@ describe("run directories", () => {
   it("refuse another config unless restarted, and keep the old run aside", async () => {
     const dir = path.join(root, "b");
     await RunDir.open(dir, "extract", { n: 1 });
-    await assert.rejects(RunDir.open(dir, "extract", { n: 2 }), { code: "E_CONFIG_MISMATCH" });
+    await assert.rejects(RunDir.open(dir, "extract", { n: 2 }), { code: "E_CONFIG_MISMATCH", message: / holds an extract run with another configuration/ });
     const fresh = await RunDir.open(dir, "extract", { n: 2 }, { restart: true });
     assert.equal(fresh.resumed, false);
     const siblings = await readdir(root);

@@ -60,7 +60,18 @@ export interface ExtractOptions {
   restart?: boolean;
   /** Items done per stage; rollouts and judging overlap. */
   onProgress?(stage: ExtractStage, done: number, total: number): void;
+  /** Called once when the run directory already held this run: what was found there. */
+  onResume?(found: ResumeState): void;
   signal?: AbortSignal;
+}
+
+export interface ResumeState {
+  /** The run had finished: its stored result is returned and nothing is redone. */
+  complete: boolean;
+  /** Rollouts and judgements already stored, of `total` each (0 when complete). */
+  rollouts: number;
+  judgements: number;
+  total: number;
 }
 
 export interface ExtractCounts extends FilterCounts {
@@ -172,7 +183,10 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
 
   if (run.resumed && existsSync(vectorsPath)) {
     const done = await readSummary(summaryPath, run.info.config_hash);
-    if (done) return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
+    if (done) {
+      opts.onResume?.({ complete: true, rollouts: 0, judgements: 0, total: 0 });
+      return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
+    }
   }
 
   const rollouts = await run.records<RolloutRecord>("rollouts.jsonl");
@@ -195,6 +209,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     const progress = (stage: ExtractStage, done: number, of = total) => opts.onProgress?.(stage, done, of);
     let generated = items.filter((it) => rollouts.has(it.key)).length;
     let judged = items.filter((it) => judgements.has(it.key)).length;
+    if (run.resumed) opts.onResume?.({ complete: false, rollouts: generated, judgements: judged, total });
     let newJudgements = 0;
     let judgeStart: number | undefined;
     const judgeItem = (key: string, question: number, text: string) => {
@@ -293,15 +308,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
       counts: snakeCounts(counts),
       thresholds,
       scores,
-      timings: {
-        rollouts_s: timings.rolloutsSeconds,
-        new_rollouts: timings.newRollouts,
-        rollouts_per_s: timings.rolloutsSeconds > 0 ? timings.newRollouts / timings.rolloutsSeconds : 0,
-        new_judgements: timings.newJudgements,
-        judging_s: timings.judgingSeconds,
-        capture_s: timings.captureSeconds,
-        total_s: timings.totalSeconds,
-      },
+      timings: timingsJson(timings),
       vectors: VECTORS,
     };
     await run.writeArtifact(SUMMARY, `${JSON.stringify(summary, null, 2)}\n`);
@@ -380,6 +387,19 @@ function noPairsKept(trait: TraitDefinition, c: ExtractCounts, t: { trait: numbe
       `Try a lower trait or coherence threshold (--trait-threshold, --coherence-threshold) or more rollouts (--rollouts), ` +
       `with --restart: the judge scores already paid for are reused.`,
   );
+}
+
+/** Timings as summary.json and `extract --json` write them. */
+export function timingsJson(t: ExtractTimings): Record<string, number> {
+  return {
+    rollouts_s: t.rolloutsSeconds,
+    new_rollouts: t.newRollouts,
+    rollouts_per_s: t.rolloutsSeconds > 0 ? t.newRollouts / t.rolloutsSeconds : 0,
+    new_judgements: t.newJudgements,
+    judging_s: t.judgingSeconds,
+    capture_s: t.captureSeconds,
+    total_s: t.totalSeconds,
+  };
 }
 
 async function readSummary(file: string, configHash: string): Promise<Omit<ExtractResult, "vectorsPath" | "summaryPath" | "runDir" | "resumed"> | undefined> {

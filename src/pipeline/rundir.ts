@@ -184,7 +184,7 @@ export class RunDir implements RunStore {
       if (!opts.restart) {
         throw new PersonaError(
           "E_CONFIG_MISMATCH",
-          `${dir} holds a ${prev.kind} run with another configuration (${prev.config_hash} ≠ ${configHash}); ` +
+          `${dir} holds ${/^[aeiou]/.test(prev.kind) ? "an" : "a"} ${prev.kind} run with another configuration (${prev.config_hash} ≠ ${configHash}); ` +
             `use another --out, or --restart to discard it`,
         );
       }

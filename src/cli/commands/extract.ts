@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { extractPersonaVectors, type ExtractResult, type ExtractStage } from "../../pipeline/extract.js";
+import { extractPersonaVectors, type ExtractResult, type ExtractStage, timingsJson } from "../../pipeline/extract.js";
 import { registerVectors } from "../../vectors/registry.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
@@ -9,7 +9,7 @@ import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
-import { print, printJson, table } from "../output.js";
+import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 
 interface ExtractFlags {
@@ -164,6 +164,12 @@ Examples:
               judgeConcurrency: opts.judgeConcurrency,
               restart: opts.restart,
               onProgress: (stage, done, total) => bars.update(stage, done, total),
+              onResume: (found) =>
+                note(
+                  found.complete
+                    ? `${opts.out} already holds this finished run: nothing to redo, its result follows`
+                    : `resuming the extract run in ${opts.out}: ${found.rollouts} of ${found.total} rollouts and ${found.judgements} judgements already stored`,
+                ),
             });
           } finally {
             bars.stop();
@@ -171,10 +177,12 @@ Examples:
           let registered: string | undefined;
           if (opts.register) registered = await registerVectors(model.info.path, trait.name, await readFile(result.vectorsPath));
           if (opts.json) {
-            // summary.json's fields (snake_case counts, scores, timings), with paths as given by --out.
+            // summary.json's fields (snake_case counts, scores), with paths as given by --out and
+            // this invocation's timings (summary.json keeps those of the run that finished it).
             const summary = JSON.parse(await readFile(result.summaryPath, "utf8")) as Record<string, unknown>;
             return printJson({
               ...summary,
+              timings: timingsJson(result.timings),
               vectors: result.vectorsPath,
               summary: result.summaryPath,
               run_dir: result.runDir,
