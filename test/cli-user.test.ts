@@ -9,6 +9,10 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import type { Command } from "commander";
+import { buildProgram } from "../src/cli/main.js";
+import type { DemoResult } from "../src/demo/run.js";
+import { DEMO_LEGEND, demoSummary, MONITOR_LEGEND } from "../src/demo/summary.js";
 import { fileSystemError } from "../src/errors.js";
 import { readVectors } from "../src/vectors/format.js";
 import { runCli } from "./helpers/cli.js";
@@ -134,5 +138,47 @@ describe("shipped files are read-only (user data directory)", () => {
     assert.equal(r.code, 1);
     assertOneLine(r.stderr, new RegExp(`${copy}.*\\[E_BAD_FORMAT\\]`));
     assert.ok(existsSync("models/persona-demo.vectors/evil.safetensors"));
+  });
+});
+
+describe("help and summaries", () => {
+  it("no option's help states its default twice", () => {
+    const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+    for (const cmd of all(buildProgram())) {
+      for (const line of cmd.helpInformation().split("\n")) {
+        assert.ok((line.match(/default/g) ?? []).length <= 1, `persona ${cmd.name()}: ${line.trim()}`);
+      }
+    }
+  });
+
+  it("the demo summary fits 100 columns, has a one-line legend, and prints report paths as given", () => {
+    const stats = (mean: number) => ({ mean, std: 28.1, n: 200, nulls: 0 });
+    const row = (trait: "evil" | "hallucinating") => ({
+      trait,
+      extraction: { vectorsPath: `/abs/runs/${trait}/vectors.safetensors`, counts: { total: 100, kept: 88, dropped: 12 }, scores: { pos: { trait: 85.2, coherence: 98.3, rollouts: 100 }, neg: { trait: 0.9, coherence: 99.6, rollouts: 100 } } },
+      sweep: { grid: [{ layer: 4, coef: -4, traitScore: stats(67.6), coherence: stats(88.1) }], baseline: { traitScore: stats(18.1), coherence: stats(99.9) }, bestLayer: 4, bestCoef: -4, coherenceFloor: 50, positions: "response" },
+      report: `/abs/runs/demo/${trait}/sweep.html`,
+      suppression: { coef: -4, unsteered: stats(67.6), steered: stats(29.5), coherence: stats(77.7) },
+      monitoring: { layer: 3, pearsonR: 0.8123, prompts: 40, report: `/abs/runs/demo/${trait}/monitor.html` },
+      screening: { layer: 3, normal: -0.123, trait: 12.345, mixedAuc: 0.9876, rows: 1000 },
+    });
+    const result = { traits: [row("evil"), row("hallucinating")], failed: [], cosines: [{ a: "evil", b: "hallucinating", layer: 4, cosine: 0.123 }] } as unknown as DemoResult;
+    const text = demoSummary(result);
+    for (const line of text.split("\n")) assert.ok(line.length <= 100, `${line.length} columns: ${line}`);
+    assert.match(text, /^trait\s+pairs kept\s+pos\/neg\s+plain\s+layer\s+coef\s+steered\s+coherence\s+suppressed$/m);
+    assert.match(text, /^hallucinating\s+88\/100\s+85\.2\/0\.9\s+18\.1\s+4\s+-4\s+67\.6\s+88\.1\s+67\.6 → 29\.5 \(-4\)$/m);
+    assert.ok(text.split("\n").includes(DEMO_LEGEND));
+    assert.match(text, /^hallucinating\s+0\.81\s+3\s+-0\.1\/12\.3\s+0\.99$/m);
+    assert.ok(text.split("\n").includes(MONITOR_LEGEND));
+    assert.match(text, /^reports:\n  \/abs\/runs\/demo\/evil\/sweep\.html\n  \/abs\/runs\/demo\/evil\/monitor\.html\n/m);
+  });
+
+  it("activations warns about samples longer than the trained context", async () => {
+    const input = path.join(dir, "long.jsonl");
+    const long = Array.from({ length: 400 }, (_, i) => `word${i}`).join(" ");
+    await writeFile(input, `${JSON.stringify({ prompt: "Q: hi", response: " hello" })}\n${JSON.stringify({ prompt: long, response: " ok" })}\n`);
+    const r = await runCli(["activations", "--model", "demo", "--input", input, "--out", path.join(dir, "long.safetensors"), "--threads", "1"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: 1 sample is longer than the \d+ tokens the model was trained on \(line 2: \d+ tokens\)/);
   });
 });

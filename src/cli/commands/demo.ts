@@ -1,12 +1,12 @@
 import { type Command, InvalidArgumentError } from "commander";
-import path from "node:path";
 import { writeDemoDatasets } from "../../demo/datasets.js";
 import { runDemo } from "../../demo/run.js";
+import { demoSummary } from "../../demo/summary.js";
 import { DEMO_TRAITS, isDemoTrait, type DemoTrait } from "../../demo/traits.js";
 import { PersonaError } from "../../errors.js";
 import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { formatStats, note, print, printJson, table } from "../output.js";
+import { note, print, printJson, table } from "../output.js";
 import { parseCoefList } from "../args/lists.js";
 
 interface DemoFlags {
@@ -29,7 +29,6 @@ function parseTraits(text: string): DemoTrait[] {
   return names as DemoTrait[];
 }
 
-const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
 interface DatasetFlags {
   out?: string;
@@ -78,7 +77,7 @@ Examples:
       if (out === undefined) throw new PersonaError("E_BAD_INPUT", "persona demo datasets needs --out DIR");
       const files = await writeDemoDatasets({ out, traits: given("traits") ?? DEMO_TRAITS, rows: opts.rows, mixed: opts.mixed, seed: opts.seed });
       if (given("json")) return printJson(files);
-      print(table(["trait", "dataset", "rows", "file"], files.map((f) => [f.trait, f.name, String(f.rows), path.relative(process.cwd(), f.path)])));
+      print(table(["trait", "dataset", "rows", "file"], files.map((f) => [f.trait, f.name, String(f.rows), f.path])));
     });
 }
 
@@ -128,33 +127,8 @@ Examples:
           onStage: (trait, stage) => note(`${trait}: ${stage} ...`),
         });
         if (opts.json) return printJson(result);
-        print(
-          table(
-            ["trait", "kept", "pos/neg score", "baseline", "best layer", "steered (coef)", "coherence", "pos prompt → −coef", "monitor r (layer)", "ΔP normal/trait", "mixed-10 AUC"],
-            result.traits.map((r) => {
-              const best = r.sweep.grid.find((c) => c.layer === r.sweep.bestLayer && c.coef === r.sweep.bestCoef);
-              const c = r.extraction.counts;
-              return [
-                r.trait,
-                `${c.kept}/${c.total}`,
-                `${fmt(r.extraction.scores.pos.trait)}/${fmt(r.extraction.scores.neg.trait)}`,
-                r.sweep.baseline ? formatStats(r.sweep.baseline.traitScore) : "-",
-                r.sweep.bestLayer === null ? "none" : String(r.sweep.bestLayer),
-                best ? `${formatStats(best.traitScore)} (${best.coef})` : "-",
-                best ? fmt(best.coherence.mean) : "-",
-                r.suppression ? `${fmt(r.suppression.unsteered.mean)} → ${fmt(r.suppression.steered.mean)} (${r.suppression.coef})` : "-",
-                `${r.monitoring.pearsonR === null ? "-" : r.monitoring.pearsonR.toFixed(2)} (${r.monitoring.layer})`,
-                `${fmt(r.screening.normal)}/${fmt(r.screening.trait)}`,
-                r.screening.mixedAuc === null ? "-" : r.screening.mixedAuc.toFixed(2),
-              ];
-            }),
-          ),
-        );
-        for (const f of result.failed) print(`${f.trait}: no vectors — ${f.reason}`);
+        print(demoSummary(result));
         if (result.failed.length > 0) process.exitCode = 1;
-        print("");
-        for (const c of result.cosines) print(`cosine(${c.a}, ${c.b}) at layer ${c.layer}: ${c.cosine.toFixed(3)}`);
-        print(`\nreports: ${result.traits.flatMap((r) => [r.report, r.monitoring.report]).map((f) => path.relative(process.cwd(), f)).join(", ")}`);
         print(`done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
       });
     });

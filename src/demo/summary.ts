@@ -1,0 +1,52 @@
+/**
+ * The demo's result for people: two tables (steering; monitoring and screening) with one row per
+ * trait that fit 100 columns, each with a one-line legend for the units and the columns' meaning,
+ * then the cosines and where the reports are.
+ */
+import type { DemoResult } from "./run.js";
+
+const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
+
+export const MONITOR_LEGEND = "r: prompt projection vs judged score | ΔP: mean projection shift of a dataset | AUC on mixed-10";
+export const DEMO_LEGEND = "judge scores 0-100 | steered: at layer × coef, no system prompt | suppressed: pos prompt, 0 → −coef";
+
+function columns(rows: readonly (readonly string[])[]): string[] {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  // The first column is a label (left-aligned), the rest are values (right-aligned).
+  return rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd());
+}
+
+export function demoSummary(result: DemoResult): string {
+  const header = ["trait", "pairs kept", "pos/neg", "plain", "layer", "coef", "steered", "coherence", "suppressed"];
+  const rows = result.traits.map((r) => {
+    const best = r.sweep.grid.find((c) => c.layer === r.sweep.bestLayer && c.coef === r.sweep.bestCoef);
+    const c = r.extraction.counts;
+    const s = r.suppression;
+    return [
+      r.trait,
+      `${c.kept}/${c.total}`,
+      `${fmt(r.extraction.scores.pos.trait)}/${fmt(r.extraction.scores.neg.trait)}`,
+      fmt(r.sweep.baseline?.traitScore.mean),
+      r.sweep.bestLayer === null ? "none" : String(r.sweep.bestLayer),
+      best ? String(best.coef) : "-",
+      best ? fmt(best.traitScore.mean) : "-",
+      best ? fmt(best.coherence.mean) : "-",
+      s ? `${fmt(s.unsteered.mean)} → ${fmt(s.steered.mean)} (${s.coef})` : "-",
+    ];
+  });
+  const watch = result.traits.map((r) => [
+    r.trait,
+    r.monitoring.pearsonR === null ? "-" : r.monitoring.pearsonR.toFixed(2),
+    String(r.monitoring.layer),
+    `${fmt(r.screening.normal)}/${fmt(r.screening.trait)}`,
+    r.screening.mixedAuc === null ? "-" : r.screening.mixedAuc.toFixed(2),
+  ]);
+  const lines = [...columns([header, ...rows]), DEMO_LEGEND];
+  if (watch.length > 0) lines.push("", ...columns([["trait", "monitor r", "at layer", "ΔP normal/trait", "mixed-10 AUC"], ...watch]), MONITOR_LEGEND);
+  for (const f of result.failed) lines.push(`${f.trait}: no vectors — ${f.reason}`);
+  if (result.cosines.length > 0) lines.push("");
+  for (const c of result.cosines) lines.push(`cosine(${c.a}, ${c.b}) at layer ${c.layer}: ${c.cosine.toFixed(3)}`);
+  // Paths as the user gave --out (absolute stays absolute), not relative to where the shell is.
+  if (result.traits.length > 0) lines.push("", "reports:", ...result.traits.flatMap((r) => [r.report, r.monitoring.report]).map((f) => `  ${f}`));
+  return lines.join("\n");
+}
