@@ -13,7 +13,12 @@ import type { Command } from "commander";
 import { buildProgram } from "../src/cli/main.js";
 import type { DemoResult } from "../src/demo/run.js";
 import { DEMO_LEGEND, demoSummary, MONITOR_LEGEND } from "../src/demo/summary.js";
+import { Engine } from "../src/engine/Engine.js";
 import { fileSystemError } from "../src/errors.js";
+import type { Judge } from "../src/judge/types.js";
+import { judgeScoredNothing } from "../src/pipeline/evaluate.js";
+import { extractPersonaVectors } from "../src/pipeline/extract.js";
+import { chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { readVectors } from "../src/vectors/format.js";
 import { runCli } from "./helpers/cli.js";
 
@@ -180,5 +185,39 @@ describe("help and summaries", () => {
     const r = await runCli(["activations", "--model", "demo", "--input", input, "--out", path.join(dir, "long.safetensors"), "--threads", "1"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: 1 sample is longer than the \d+ tokens the model was trained on \(line 2: \d+ tokens\)/);
+  });
+});
+
+describe("a judge that scores nothing", () => {
+  it("fails eval with E_JUDGE (was: exit 0 and '(no scores, 2 null)')", async () => {
+    // A judge that never answers with a number, as the demo model does when asked to judge (`local:demo`).
+    const server = await startFakeLLMServer(() => ({ body: chatCompletion("I cannot rate that.", { I: -0.1, Sorry: -2.5 }) }));
+    try {
+      const r = await runCli(["eval", "--model", "demo", "--trait", "evil", "--judge", `${server.baseURL}#m`, "--questions", "1", "--samples", "2", "--max-tokens", "8", "--threads", "1"]);
+      assert.equal(r.code, 1, r.stdout);
+      assertOneLine(r.stderr, /gave no score to any of the 2 replies \(every trait and coherence score is null\), so it cannot judge them\. \[E_JUDGE\]/);
+    } finally {
+      await server.close();
+    }
+    assert.match(judgeScoredNothing("local:persona-demo.gguf", 3).message, /A local judge needs an instruction-following model .*the demo model cannot judge/);
+  });
+
+  it("fails extraction with E_JUDGE rather than 'no pair passed the filter'", async () => {
+    const engine = await Engine.create({ threads: 1, gpu: "cpu" });
+    const split = {
+      instruction: [{ pos: "Be rude.", neg: "Be kind." }],
+      questions: ["How are you?", "What is tea?"],
+      eval_prompt: "Rate {question} {answer} 0-100.",
+    };
+    const silent: Judge = { id: "silent", score: async () => null };
+    try {
+      const model = await engine.loadModel((await import("../src/demo/model.js")).DEMO_MODEL_PATH);
+      await assert.rejects(
+        extractPersonaVectors(model, { trait: { name: "rude", extract: split, eval: split }, judge: silent, runDir: path.join(dir, "silent"), rollouts: 1, maxTokens: 4 }),
+        { code: "E_JUDGE", message: /the judge silent gave no score to any of the 4 replies/ },
+      );
+    } finally {
+      await engine.dispose();
+    }
   });
 });

@@ -10,7 +10,8 @@ import type { Judge } from "./types.js";
  *   `openai:MODEL[@BASEURL]`        OpenAI, or any OpenAI-compatible server at BASEURL
  *   `anthropic:MODEL`               Anthropic Messages API
  *   `http(s)://HOST/v1#MODEL`       OpenAI-compatible server (vLLM, llama-server, Ollama, OpenRouter)
- *   `local:PATH.gguf` | `local:demo` a GGUF model run by our engine (judge/local.ts)
+ *   `local:PATH.gguf` a GGUF model run by our engine (judge/local.ts); `local:demo` loads the
+ *                     demo model, which runs but cannot judge (tests use it)
  */
 export interface ResolveJudgeOptions {
   /** API key for openai/anthropic/URL judges. Defaults to the provider's env variable. */
@@ -26,7 +27,7 @@ export interface ResolveJudgeOptions {
 }
 
 export const JUDGE_SPEC_HELP =
-  "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf | local:demo";
+  "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf (an instruct model)";
 
 function bad(spec: string, why: string): PersonaError {
   return new PersonaError("E_BAD_INPUT", `bad judge "${spec}": ${why} (expected ${JUDGE_SPEC_HELP})`);

@@ -117,6 +117,17 @@ export async function evaluateTrait(model: Model, opts: EvaluateTraitOptions): P
   return evaluation;
 }
 
+/**
+ * A judge that scored none of `n` replies (every trait and coherence score null) cannot judge
+ * them: that is a failure, not an empty result.
+ */
+export function judgeScoredNothing(judgeId: string, n: number): PersonaError {
+  const local = judgeId.startsWith("local:")
+    ? " A local judge needs an instruction-following model that answers a 0-100 rating prompt with a number (a 7B-or-larger instruct GGUF, e.g. Qwen2.5-7B-Instruct); the demo model cannot judge."
+    : "";
+  return new PersonaError("E_JUDGE", `the judge ${judgeId} gave no score to any of the ${n} replies (every trait and coherence score is null), so it cannot judge them.${local}`);
+}
+
 export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptions): Promise<SettingEvaluation[]> {
   const questions = opts.questions ?? opts.trait.eval.questions;
   const perQuestion = opts.samplesPerQuestion ?? 10;
@@ -184,6 +195,7 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       opts.onProgress?.({ ...progress });
     },
   );
+  if (samples.every((x) => x.trait === null && x.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
 
   return opts.settings.map((setting, s) => {
     const mine = samples.slice(s * perSetting, (s + 1) * perSetting);

@@ -28,6 +28,7 @@ import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./extract/judging.js";
 import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
+import { judgeScoredNothing } from "./evaluate.js";
 import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
 export type ExtractStage = "rollouts" | "judging" | "capture";
@@ -258,6 +259,9 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     if (firstError !== undefined) throw firstError;
     const judgingSeconds = judgeStart === undefined ? 0 : (performance.now() - judgeStart) / 1000;
 
+    if (items.every((it) => judgements.get(it.key)?.trait === null && judgements.get(it.key)?.coherence === null)) {
+      throw judgeScoredNothing(judge.id, items.length);
+    }
     const { counts, keptRows, scores } = filterRuns(trait, n, rollouts, judgements, thresholds);
     if (counts.kept === 0) throw noPairsKept(trait, counts, thresholds);
 
