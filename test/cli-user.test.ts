@@ -18,6 +18,7 @@ import { fileSystemError } from "../src/errors.js";
 import type { Judge } from "../src/judge/types.js";
 import { judgeScoredNothing } from "../src/pipeline/evaluate.js";
 import { extractPersonaVectors } from "../src/pipeline/extract.js";
+import { monitorTrait } from "../src/pipeline/monitor.js";
 import { chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { readVectors } from "../src/vectors/format.js";
 import { runCli } from "./helpers/cli.js";
@@ -62,10 +63,11 @@ describe("usage errors", () => {
     });
   }
 
-  it("--help still prints the help, with exit 0", async () => {
+  it("--help still prints the help, with exit 0, and states the default steering position", async () => {
     const r = await runCli(["generate", "--help"]);
     assert.equal(r.code, 0);
     assert.match(r.stdout, /Examples:/);
+    assert.match(r.stdout.replace(/\s+/g, " "), /POSITIONS response \(the default\)/);
   });
 });
 
@@ -202,7 +204,7 @@ describe("a judge that scores nothing", () => {
     assert.match(judgeScoredNothing("local:persona-demo.gguf", 3).message, /A local judge needs an instruction-following model .*the demo model cannot judge/);
   });
 
-  it("fails extraction with E_JUDGE rather than 'no pair passed the filter'", async () => {
+  it("fails extraction (rather than 'no pair passed the filter') and monitoring with E_JUDGE", async () => {
     const engine = await Engine.create({ threads: 1, gpu: "cpu" });
     const split = {
       instruction: [{ pos: "Be rude.", neg: "Be kind." }],
@@ -215,6 +217,19 @@ describe("a judge that scores nothing", () => {
       await assert.rejects(
         extractPersonaVectors(model, { trait: { name: "rude", extract: split, eval: split }, judge: silent, runDir: path.join(dir, "silent"), rollouts: 1, maxTokens: 4 }),
         { code: "E_JUDGE", message: /the judge silent gave no score to any of the 4 replies/ },
+      );
+      const evil = await readVectors("models/persona-demo.vectors/evil.safetensors");
+      await assert.rejects(
+        monitorTrait(model, {
+          trait: { name: "rude", extract: split, eval: split },
+          judge: silent,
+          vectors: evil.tensors.response_avg!,
+          prompts: [{ messages: [{ role: "user", content: "Hi" }] }, { messages: [{ role: "user", content: "What is tea?" }] }],
+          samples: 1,
+          maxTokens: 4,
+          runDir: path.join(dir, "silent-monitor"),
+        }),
+        { code: "E_JUDGE", message: /the judge silent gave no score to any of the 2 replies/ },
       );
     } finally {
       await engine.dispose();

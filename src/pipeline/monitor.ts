@@ -26,6 +26,7 @@ import { generateAndHandle, scoreReply } from "./evaluate.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
 import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
+import { judgeScoredNothing } from "./evaluate.js";
 
 export interface MonitorPrompt {
   /** The conversation before the reply (no assistant message at the end). */

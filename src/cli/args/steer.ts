@@ -19,7 +19,7 @@ import type { SteeringRef } from "../../vectors/steer.js";
  */
 export const DEFAULT_POSITIONS: Positions = "response";
 
-export const STEER_SYNTAX = "SOURCE:LAYER:COEF[:response|prompt|all[:add|ablate]] (e.g. evil.safetensors:20:1.5, evil::3)";
+export const STEER_SYNTAX = "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate]] with POSITIONS response (the default) | prompt | all (e.g. evil.safetensors:20:1.5, evil::3)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
 const MODES = ["add", "ablate"] as const;
