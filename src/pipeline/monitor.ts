@@ -184,6 +184,8 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
         opts.onProgress?.({ judged: ++judged, total });
       },
     );
+    const stored = Array.from({ length: total }, (_, i) => log.get(`${Math.floor(i / samples)}/${i % samples}`)!);
+    if (stored.every((r) => r.trait === null && r.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
 
     const points: MonitorPoint[] = opts.prompts.map((prompt, p) => {
       const replies = Array.from({ length: samples }, (_, k) => log.get(`${p}/${k}`)!);
