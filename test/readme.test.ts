@@ -17,7 +17,7 @@ import { DEFAULT_POSITIONS } from "../src/cli/args/steer.js";
 const run = promisify(execFile);
 const README = readFileSync("README.md", "utf8");
 const snippets = [...README.matchAll(/^```js\n([\s\S]*?)^```$/gm)].map((m) => m[1]!);
-const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { name: string; engines: { node: string } };
+const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { name: string; engines: { node: string }; exports: Record<string, { import: string }> };
 
 let dir: string;
 before(async () => {
@@ -40,10 +40,12 @@ describe("README", () => {
       await writeFile(file, code);
       // Plain Node parses it exactly as a user's Node 20 would (`await using` is a SyntaxError there).
       await run(process.execPath, ["--check", file]);
-      // Then it runs, with the package name pointing at this checkout's sources.
+      // Then it runs, with the package's entry points (package.json "exports") pointing at this checkout's sources.
       const local = path.join(dir, `snippet-${i}.run.mjs`);
       assert.ok(code.includes(`from "${pkg.name}"`), `snippet ${i} imports ${pkg.name}`);
-      await writeFile(local, code.replaceAll(`from "${pkg.name}"`, `from ${JSON.stringify(pathToFileURL(path.resolve("src/index.ts")).href)}`));
+      const source = (entry: string) => JSON.stringify(pathToFileURL(path.resolve(pkg.exports[entry]!.import.replace(/^\.\/dist\//, "src/").replace(/\.js$/, ".ts"))).href);
+      const rewritten = code.replace(new RegExp(`from "${pkg.name}(/[\\w-]+)?"`, "g"), (_, sub: string | undefined) => `from ${source(sub ? `.${sub}` : ".")}`);
+      await writeFile(local, rewritten);
       const { stdout } = await run(process.execPath, ["--import", "tsx", local], { env: { ...process.env, PERSONA_GPU: "cpu", PERSONA_THREADS: "1" } });
       assert.ok(stdout.trim().length > 0, `snippet ${i} printed nothing`);
     }
