@@ -3,7 +3,7 @@
  * those are in llama-checks.test.ts), each now refused with a PersonaError.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -15,6 +15,8 @@ import { parsePt } from "../src/vectors/interop/torch.js";
 import { tinyModelSpec, writeSpec } from "../scripts/fuzz/targets/gguf.js";
 import { loraAdapterSpec } from "../scripts/fuzz/targets/lora.js";
 import { GgufValueType } from "../src/engine/gguf/types.js";
+import { convertHf } from "../src/convert/hf.js";
+import { writeTinyCheckpoint } from "./helpers/hf-checkpoint.js";
 import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
 
 let dir: string;
@@ -99,5 +101,25 @@ describe("fuzz regressions", () => {
       engine.loadModel(model, { loras: [{ path: path.join(dir, "bad.gguf") }] }),
       isCode("E_BAD_MODEL", /adapter\.lora\.alpha is not a float32/),
     );
+  });
+
+  it("a shard index whose weight_map names a shard by a non-string (was: TypeError shard.includes is not a function)", async () => {
+    const ck = await writeTinyCheckpoint(path.join(dir, "hf-index"), "qwen2", { nEmbd: 32, nFf: 48 });
+    const indexFile = path.join(ck.dir, "model.safetensors.index.json");
+    const index = JSON.parse(await readFile(indexFile, "utf8")) as { weight_map: Record<string, unknown> };
+    index.weight_map["model.norm.weight"] = 3;
+    await writeFile(indexFile, JSON.stringify(index));
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), isCode("E_BAD_FORMAT", /weight_map\.model\.norm\.weight is 3/));
+    await writeFile(indexFile, "null");
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), isCode("E_BAD_FORMAT", /no weight_map/));
+  });
+
+  it("a tokenizer id far past vocab_size (was: a token table of 1e9 entries, the process ran out of time and memory)", async () => {
+    const ck = await writeTinyCheckpoint(path.join(dir, "hf-ids"), "qwen2", { nEmbd: 32, nFf: 48 });
+    const tokFile = path.join(ck.dir, "tokenizer.json");
+    const tok = JSON.parse(await readFile(tokFile, "utf8")) as { added_tokens: { id: number }[] };
+    tok.added_tokens[0]!.id = 1e9;
+    await writeFile(tokFile, JSON.stringify(tok));
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), isCode("E_BAD_MODEL", /has id 1000000000, past config\.json vocab_size/));
   });
 });

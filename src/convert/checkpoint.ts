@@ -55,9 +55,13 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const indexFile = path.join(dir, "model.safetensors.index.json");
   let shards: string[];
   try {
-    const index = JSON.parse(await readFile(indexFile, "utf8")) as { weight_map?: Record<string, string> };
-    if (!index.weight_map || typeof index.weight_map !== "object") throw new PersonaError("E_BAD_FORMAT", `${indexFile} has no weight_map`);
-    shards = [...new Set(Object.values(index.weight_map))].sort();
+    const index = JSON.parse(await readFile(indexFile, "utf8")) as { weight_map?: unknown } | null;
+    const map = index?.weight_map;
+    if (!map || typeof map !== "object" || Array.isArray(map)) throw new PersonaError("E_BAD_FORMAT", `${indexFile} has no weight_map object`);
+    for (const [name, file] of Object.entries(map)) {
+      if (typeof file !== "string" || file === "") throw new PersonaError("E_BAD_FORMAT", `${indexFile}: weight_map.${name} is ${JSON.stringify(file)}, not a shard file name`);
+    }
+    shards = [...new Set(Object.values(map as Record<string, string>))].sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e instanceof PersonaError ? e : new PersonaError("E_BAD_FORMAT", `${indexFile} is not valid JSON`);
     shards = ["model.safetensors"];

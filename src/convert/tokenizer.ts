@@ -114,7 +114,11 @@ export async function readHfTokenizer(dir: string, ids: HfTokenizerIds): Promise
     byId.set(a.id, a.content);
     types.set(a.id, a.special ? TokenType.CONTROL : TokenType.USER_DEFINED);
   }
-  const n = Math.max(ids.vocabSize, ...[...byId.keys()].map((i) => i + 1));
+  // Checked before the id-ordered table is built: a stray id of 1e9 would otherwise fill memory.
+  for (const [id, text] of byId) {
+    if (id >= ids.vocabSize) throw new PersonaError("E_BAD_MODEL", `${tokFile}: token ${JSON.stringify(text)} has id ${id}, past config.json vocab_size ${ids.vocabSize} (the embedding rows)`);
+  }
+  const n = ids.vocabSize;
   const tokens: string[] = [];
   const tokenTypes: number[] = [];
   for (let i = 0; i < n; i++) {

@@ -54,7 +54,8 @@ const META_VALUES = (rng: Rng): string =>
     '{"kept":1e400,"dropped":-0}', '{"trait":"NaN","coherence":null}', "1.5", "-1", "3", "999999999999999999999", "0x1", " 2", JSON.stringify(jsonValue(rng)),
   ]);
 
-export function mutateVectorsFile(rng: Rng, base: Uint8Array): { bytes: Uint8Array; note: string } {
+/** Edits a safetensors file: header JSON, metadata, one tensor's dtype/shape/offsets (of `tensors`), header length, data. */
+export function mutateVectorsFile(rng: Rng, base: Uint8Array, tensors: readonly string[] = ["response_avg", "prompt_avg", "prompt_last"]): { bytes: Uint8Array; note: string } {
   const { header, data } = split(base);
   let out: Uint8Array | undefined;
   let d = Uint8Array.from(data);
@@ -75,7 +76,7 @@ export function mutateVectorsFile(rng: Rng, base: Uint8Array): { bytes: Uint8Arr
       return `__metadata__.${key} edited`;
     },
     () => {
-      const t = rng.pick(["response_avg", "prompt_avg", "prompt_last"]);
+      const t = rng.pick(tensors);
       const e = h[t];
       if (!isObject(e)) return "no tensor";
       const field = rng.pick(["dtype", "shape", "data_offsets"]);
