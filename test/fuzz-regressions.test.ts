@@ -122,4 +122,17 @@ describe("fuzz regressions", () => {
     await writeFile(tokFile, JSON.stringify(tok));
     await assert.rejects(convertHf(ck.dir, path.join(dir, "x.gguf")), isCode("E_BAD_MODEL", /has id 1000000000, past config\.json vocab_size/));
   });
+
+  it("a pre-tokenizer or post-processor sequence with a null step (was: TypeError reading 'type' of null)", async () => {
+    const ck = await writeTinyCheckpoint(path.join(dir, "hf-pre"), "llama", { nEmbd: 32, nFf: 48 });
+    const tokFile = path.join(ck.dir, "tokenizer.json");
+    const tok = JSON.parse(await readFile(tokFile, "utf8")) as { pre_tokenizer: { pretokenizers: unknown }; post_processor: unknown };
+    tok.post_processor = { type: "Sequence", processors: [null, 3] };
+    tok.pre_tokenizer.pretokenizers = [null, ...(tok.pre_tokenizer.pretokenizers as unknown[])];
+    await writeFile(tokFile, JSON.stringify(tok));
+    await convertHf(ck.dir, path.join(dir, "pre.gguf"), { type: "f32" });
+    tok.pre_tokenizer.pretokenizers = 7;
+    await writeFile(tokFile, JSON.stringify(tok));
+    await assert.rejects(convertHf(ck.dir, path.join(dir, "pre2.gguf")), isCode("E_BAD_FORMAT", /pretokenizers is not a list/));
+  });
 });

@@ -67,9 +67,12 @@ function parse<T>(schema: z.ZodType<T>, data: unknown, file: string): T {
 
 /** The Split regex of a byte-level pre-tokenizer (`Sequence[Split, ByteLevel(use_regex=false)]`). */
 function preTokenizerName(pre: unknown, file: string): string {
-  const steps = (pre as { type?: string; pretokenizers?: unknown[] } | null)?.type === "Sequence" ? (pre as { pretokenizers: unknown[] }).pretokenizers : [pre];
-  const split = steps.find((s) => (s as { type?: string }).type === "Split") as { pattern?: { Regex?: string } } | undefined;
-  const byteLevel = steps.find((s) => (s as { type?: string }).type === "ByteLevel") as { use_regex?: boolean; add_prefix_space?: boolean } | undefined;
+  const seq = (pre as { type?: string; pretokenizers?: unknown } | null)?.type === "Sequence" ? (pre as { pretokenizers?: unknown }).pretokenizers : [pre];
+  if (!Array.isArray(seq)) throw new PersonaError("E_BAD_FORMAT", `${file}: pre_tokenizer.pretokenizers is not a list`);
+  // Steps that are not objects (null, numbers) match neither kind.
+  const steps = seq.map((s: unknown) => (typeof s === "object" && s !== null ? (s as { type?: unknown }) : {}));
+  const split = steps.find((s) => s.type === "Split") as { pattern?: { Regex?: string } } | undefined;
+  const byteLevel = steps.find((s) => s.type === "ByteLevel") as { use_regex?: boolean; add_prefix_space?: boolean } | undefined;
   if (!byteLevel) throw new PersonaError("E_BAD_MODEL", `${file}: the pre-tokenizer is not byte-level; only byte-level BPE tokenizers (Llama 3, Qwen) convert`);
   if (byteLevel.add_prefix_space) throw new PersonaError("E_BAD_MODEL", `${file}: a byte-level pre-tokenizer that adds a prefix space is not supported`);
   const regex = split?.pattern?.Regex;
@@ -84,7 +87,8 @@ function preTokenizerName(pre: unknown, file: string): string {
 /** Whether the post-processor puts `bos` in front of a single sequence (Llama 3's TemplateProcessing). */
 function postProcessorAddsBos(post: unknown, bos: string | undefined): boolean {
   if (bos === undefined || !post || typeof post !== "object") return false;
-  const steps = (post as { type?: string; processors?: unknown[] }).type === "Sequence" ? ((post as { processors: unknown[] }).processors ?? []) : [post];
+  const seq = (post as { type?: string; processors?: unknown }).type === "Sequence" ? (post as { processors?: unknown }).processors : [post];
+  const steps = Array.isArray(seq) ? seq.filter((p: unknown) => typeof p === "object" && p !== null) : [];
   return steps.some((p) => {
     const single = (p as { type?: string; single?: { SpecialToken?: { id?: string } }[] }).type === "TemplateProcessing" ? (p as { single: { SpecialToken?: { id?: string } }[] }).single : undefined;
     return single?.[0]?.SpecialToken?.id === bos;

@@ -36,6 +36,9 @@ async function filesOf(dir: string): Promise<Files> {
   return out;
 }
 
+/** `v` if it is a JSON object, else a fresh one (earlier edits retype fields). */
+const obj = (v: unknown): Record<string, unknown> => (typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+
 const text = (b: Uint8Array | string) => (typeof b === "string" ? b : Buffer.from(b).toString("utf8"));
 
 /** Parses a JSON file of the case, applies `edit`, writes it back (unparsable files get byte damage instead). */
@@ -91,10 +94,10 @@ function configField(rng: Rng, doc: Record<string, unknown>): string {
 }
 
 function tokenizerEdit(rng: Rng, doc: Record<string, unknown>): string {
-  const model = (doc.model ?? {}) as Record<string, unknown>;
-  const vocab = (model.vocab ?? {}) as Record<string, unknown>;
+  const model = obj(doc.model);
+  const vocab = obj(model.vocab);
   const keys = Object.keys(vocab);
-  const added = Array.isArray(doc.added_tokens) ? (doc.added_tokens as Record<string, unknown>[]) : [];
+  const added = Array.isArray(doc.added_tokens) ? (doc.added_tokens as unknown[]).map(obj) : [];
   switch (rng.int(7)) {
     case 0: {
       const k = rng.pick(keys.length ? keys : ["a"]);
@@ -154,7 +157,8 @@ function safetensorsEdit(rng: Rng, files: Files): string {
   let names: string[] = [];
   try {
     const len = Number(Buffer.from(bytes.buffer, bytes.byteOffset, 8).readBigUInt64LE(0));
-    names = Object.keys(JSON.parse(Buffer.from(bytes.subarray(8, 8 + len)).toString("utf8"))).filter((k) => k !== "__metadata__");
+    const header: unknown = JSON.parse(Buffer.from(bytes.subarray(8, 8 + len)).toString("utf8"));
+    if (typeof header === "object" && header !== null && !Array.isArray(header)) names = Object.keys(header).filter((k) => k !== "__metadata__");
   } catch {
     // An earlier edit broke the header; byte damage below still applies.
   }
@@ -183,7 +187,7 @@ function hfEdits(rng: Rng, files: Files): string {
     () => safetensorsEdit(rng, files),
     () =>
       editJson(rng, files, "hf/model.safetensors.index.json", (d) => {
-        const map = (d.weight_map ?? {}) as Record<string, unknown>;
+        const map = obj(d.weight_map);
         const keys = Object.keys(map);
         const k = rng.chance(0.8) && keys.length ? rng.pick(keys) : "model.layers.9.mlp.up_proj.weight";
         map[k] = rng.pick<unknown>(["missing.safetensors", "../config.json", "/etc/passwd", "", null, 3, "config.json", "model-00002-of-00002.safetensors", "model-00001-of-00002.safetensors"]);
@@ -256,7 +260,9 @@ export const convertTarget: Target<ConvertSeed> = {
     const engine = await env.engine();
     const model = c.input === "hf" ? await engine.loadModel("out.gguf") : await engine.loadModel("base.gguf", { loras: [{ path: "out.gguf", scale: 1 }] });
     try {
-      const prompt = await model.encodeChat([{ role: "user", content: "Hi" }]);
+      // The template is rendered but not run: a template that renders a huge prompt is slow, not a hang (the template target covers templates).
+      await model.renderChat([{ role: "user", content: "Hi" }]);
+      const prompt = await model.tokenize("Hi <|im_end|><|eot_id|> café 123", { addSpecial: true, parseSpecial: true });
       await model.generate([{ prompt }], { maxTokens: 2, temperature: 0 });
     } finally {
       await model.dispose();
