@@ -8,6 +8,8 @@ import { heldOutQuestionSet } from "../src/demo/corpus/heldout.js";
 import { writeDemoDatasets, type DemoDatasetFile } from "../src/demo/datasets.js";
 import { DemoJudge } from "../src/demo/judge.js";
 import { loadTrait } from "../src/traits/registry.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 let dir: string;
 let files: DemoDatasetFile[];

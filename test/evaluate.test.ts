@@ -23,6 +23,8 @@ import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helper
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 const N_LAYER = 3;
 const N_EMBD = 32;

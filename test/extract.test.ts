@@ -25,6 +25,8 @@ import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/f
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;

@@ -13,6 +13,8 @@ import { parseHubRef, pullModel, selectGguf } from "../src/hub/pull.js";
 import { resolveModelRef } from "../src/hub/resolve.js";
 import { personaError } from "./helpers/errors.js";
 import { type FakeHub, sha256, startFakeHub } from "./helpers/fake-hub.js";
+// The demo world registers `demo`, which the not-found message lists.
+import "../src/demo/register.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 

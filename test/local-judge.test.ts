@@ -16,6 +16,8 @@ import { LocalJudge } from "../src/judge/local.js";
 import { judgePrompt } from "../src/judge/prompts.js";
 import { resolveJudge } from "../src/judge/resolve.js";
 import type { JudgeInput } from "../src/judge/types.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 let dir: string;
 let engine: Engine;

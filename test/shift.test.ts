@@ -17,6 +17,8 @@ import { resolveTraitFiles } from "../src/traits/registry.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { saveLora } from "../src/engine/train/save.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;

@@ -12,6 +12,8 @@ import { listTraits, loadTrait, resolveTraitFiles } from "../src/traits/registry
 import { OpenAIChat } from "../src/judge/openai.js";
 import { runCli } from "./helpers/cli.js";
 import { chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const refRoot = path.resolve(repoRoot, "../shared/fixtures/reference/data_generation");

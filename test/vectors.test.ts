@@ -21,6 +21,8 @@ import { RunningMean, cosine, cosinePerLayer, dot, layerNorms, meanDiff, norm, p
 import { encodeSafetensors, parseSafetensors, readSafetensors, writeSafetensors } from "../src/vectors/safetensors.js";
 import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
+// Built-in traits, --model demo and --judge demo come from the demo world's registration.
+import "../src/demo/register.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const FIXTURE = path.resolve(repoRoot, "../shared/fixtures/reference/persona_vectors/Qwen3-4B/evil_response_avg_diff.pt");

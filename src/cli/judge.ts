@@ -5,13 +5,13 @@
  * cached there so a re-run never pays for a call twice.
  */
 import path from "node:path";
-import { isDemoTrait } from "../demo/traits.js";
+import { demoTraitDir, isDemoTrait } from "../demo/traits.js";
 import { PersonaError } from "../errors.js";
 import { CachedJudge } from "../judge/cache.js";
 import { JUDGE_SPEC_HELP, resolveJudge } from "../judge/resolve.js";
 import type { Judge } from "../judge/types.js";
 import { loadTraitFiles, type TraitDefinition } from "../traits/format.js";
-import { builtinTraitsDir, resolveTraitFiles, type TraitSplitName } from "../traits/registry.js";
+import { resolveTraitFiles, type TraitSplitName } from "../traits/registry.js";
 
 export interface LoadedTrait {
   trait: TraitDefinition;
@@ -22,7 +22,7 @@ export interface LoadedTrait {
 export async function loadTraitRef(ref: string, split?: TraitSplitName): Promise<LoadedTrait> {
   const files = await resolveTraitFiles(ref, split !== undefined ? { split } : {});
   const trait = await loadTraitFiles(files);
-  const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(builtinTraitsDir());
+  const builtinDemo = isDemoTrait(trait.name) && path.resolve(path.dirname(files.extractPath)) === path.resolve(demoTraitDir());
   return { trait, builtinDemo };
 }
 

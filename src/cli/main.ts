@@ -1,4 +1,6 @@
 import { Command, CommanderError } from "commander";
+// The demo world (`--model demo`, its traits and judge) registers itself into the core.
+import "../demo/register.js";
 import { fileSystemError, PersonaError } from "../errors.js";
 import { USAGE_EXIT_CODE, usageError } from "./args/usage.js";
 import { COMMANDS } from "./commands/index.js";

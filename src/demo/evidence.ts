@@ -8,6 +8,7 @@ import { evaluateSettings, summarize, type EvalSample, type EvalSetting, type Sc
 import { systemPrompt } from "../traits/format.js";
 import { loadTrait } from "../traits/registry.js";
 import { DemoJudge, scoreAll } from "./judge.js";
+import "./register.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
 
 export type Condition = "none" | "pos" | "neg";

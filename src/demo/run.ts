@@ -24,6 +24,7 @@ import { systemPrompt } from "../traits/format.js";
 import { readVectors, row, selectTensor, updateVectorsMeta } from "../vectors/format.js";
 import { cosine } from "../vectors/math.js";
 import { DemoJudge } from "./judge.js";
+import "./register.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
 
 export interface DemoOptions {

@@ -1,22 +1,27 @@
 /**
- * What `--model` accepts everywhere: a GGUF path, `demo` (the built-in demo model) or
- * `hf:OWNER/NAME[:QUANT|/FILE]` (downloaded into the hub cache on first use). When nothing
- * matches, the error lists what was tried.
+ * What `--model` accepts everywhere: a GGUF path, a registered name (`demo`, once the demo world
+ * has registered itself: demo/register.ts) or `hf:OWNER/NAME[:QUANT|/FILE]` (downloaded into the
+ * hub cache on first use). When nothing matches, the error lists what was tried.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import { DEMO_MODEL_PATH } from "../demo/model.js";
 import { PersonaError } from "../errors.js";
 import { hubEnv } from "./cache.js";
 import { type PullOptions, parseHubRef, pullModel } from "./pull.js";
 
 export const MODEL_REF_HELP = "GGUF file, hf:OWNER/NAME[:QUANT] (Hugging Face hub, cached), or demo";
 
+/** Model names and what each resolves to (a GGUF path); plug-ins such as the demo world add theirs. */
+const namedModels = new Map<string, () => string>();
+
+/** Makes `--model NAME` resolve through `resolve`, which throws a PersonaError when the model is missing. */
+export function registerModelName(name: string, resolve: () => string): void {
+  namedModels.set(name, resolve);
+}
+
 export async function resolveModelRef(spec: string, opts: PullOptions = {}): Promise<string> {
-  if (spec === "demo") {
-    if (!existsSync(DEMO_MODEL_PATH)) throw new PersonaError("E_NOT_FOUND", `the demo model is missing at ${DEMO_MODEL_PATH}; rebuild it with npm run demo:train`);
-    return DEMO_MODEL_PATH;
-  }
+  const named = namedModels.get(spec);
+  if (named) return named();
   if (spec.startsWith("hf:")) return (await pullModel(parseHubRef(spec), opts)).modelPath;
   if (existsSync(spec)) {
     if (!statSync(spec).isDirectory()) return spec;
@@ -28,8 +33,10 @@ export async function resolveModelRef(spec: string, opts: PullOptions = {}): Pro
   }
   const looksLikeRepo = /^[A-Za-z0-9][\w.-]*\/[\w.-]+(:[\w.-]+)?$/.test(spec);
   const hint = looksLikeRepo ? ` Did you mean hf:${spec}?` : "";
+  const names = [...namedModels.keys()].map((n) => JSON.stringify(n));
+  const builtins = names.length ? ` the built-in ${names.join(", ")} (not ${names.length === 1 ? "that name" : "those names"}),` : "";
   throw new PersonaError(
     "E_NOT_FOUND",
-    `model "${spec}" not found: tried a file at ${path.resolve(spec)} (none), the built-in "demo" (not that name), a hub reference (needs the hf: prefix; hub cache ${hubEnv().cacheDir}).${hint} --model takes a ${MODEL_REF_HELP}`,
+    `model "${spec}" not found: tried a file at ${path.resolve(spec)} (none),${builtins} a hub reference (needs the hf: prefix; hub cache ${hubEnv().cacheDir}).${hint} --model takes a ${MODEL_REF_HELP}`,
   );
 }

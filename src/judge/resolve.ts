@@ -6,7 +6,7 @@ import type { Judge } from "./types.js";
 
 /**
  * Turns a `--judge` value into a Judge:
- *   `demo`                          the demo world's rubric judge
+ *   a registered name               e.g. `demo`, the demo world's rubric judge (demo/register.ts)
  *   `openai:MODEL[@BASEURL]`        OpenAI, or any OpenAI-compatible server at BASEURL
  *   `anthropic:MODEL`               Anthropic Messages API
  *   `http(s)://HOST/v1#MODEL`       OpenAI-compatible server (vLLM, llama-server, Ollama, OpenRouter)
@@ -29,6 +29,13 @@ export interface ResolveJudgeOptions {
 export const JUDGE_SPEC_HELP =
   "demo | openai:MODEL[@BASEURL] | anthropic:MODEL | http(s)://HOST/v1#MODEL | local:PATH.gguf (an instruct model)";
 
+/** Judge names and their factories; plug-ins such as the demo world add theirs. */
+const namedJudges = new Map<string, () => Judge | Promise<Judge>>();
+
+export function registerJudge(name: string, create: () => Judge | Promise<Judge>): void {
+  namedJudges.set(name, create);
+}
+
 function bad(spec: string, why: string): PersonaError {
   return new PersonaError("E_BAD_INPUT", `bad judge "${spec}": ${why} (expected ${JUDGE_SPEC_HELP})`);
 }
@@ -42,7 +49,8 @@ export async function resolveJudge(spec: string, opts: ResolveJudgeOptions = {})
   };
   const openaiExtras = { mode: opts.mode, minProbabilityMass: opts.minProbabilityMass };
 
-  if (s === "demo") return loadDemoJudge();
+  const named = namedJudges.get(s);
+  if (named) return named();
 
   if (/^https?:\/\//i.test(s)) {
     const hash = s.indexOf("#");
@@ -74,20 +82,4 @@ export async function resolveJudge(spec: string, opts: ResolveJudgeOptions = {})
     default:
       throw bad(spec, "unknown kind");
   }
-}
-
-/**
- * The demo judge is imported lazily: it pulls in the demo world's corpus, which API-judge users
- * never need. The specifier goes through a variable so this module compiles without it.
- */
-async function loadDemoJudge(): Promise<Judge> {
-  const specifier = new URL("../demo/judge.js", import.meta.url).href;
-  let mod: { DemoJudge?: new () => Judge };
-  try {
-    mod = (await import(specifier)) as typeof mod;
-  } catch (e) {
-    throw new PersonaError("E_NOT_FOUND", `the demo judge could not be loaded: ${(e as Error).message}`, { cause: e });
-  }
-  if (typeof mod.DemoJudge !== "function") throw new PersonaError("E_INTERNAL", "demo/judge does not export DemoJudge");
-  return new mod.DemoJudge();
 }

@@ -1,7 +1,6 @@
 import { existsSync } from "node:fs";
 import { readdir, stat } from "node:fs/promises";
 import path from "node:path";
-import { demoTraitDir } from "../demo/traits.js";
 import { PersonaError } from "../errors.js";
 import { loadTraitFiles, TRAIT_FILES, type TraitDefinition, type TraitFiles } from "./format.js";
 
@@ -13,7 +12,7 @@ import { loadTraitFiles, TRAIT_FILES, type TraitDefinition, type TraitFiles } fr
 export interface TraitLookupOptions {
   /** Where user traits live (`trait new` writes `DIR/NAME/`); searched before built-ins. Defaults to `./traits`. */
   traitsDir?: string;
-  /** Where built-in traits live as `NAME.extract.json` + `NAME.eval.json` (+ optional `NAME.trait.json`). Defaults to `src/demo/traits` beside this module. */
+  /** Where built-in traits live as `NAME.extract.json` + `NAME.eval.json` (+ optional `NAME.trait.json`). Defaults to the registered directories (`registerBuiltinTraits`). */
   builtinDir?: string;
   /** Which split a lone trait file of no known layout holds; without it the file serves both splits (unless it holds both itself). */
   split?: TraitSplitName;
@@ -27,9 +26,15 @@ const REF_EXTRACT = "trait_data_extract";
 const REF_EVAL = "trait_data_eval";
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]*$/;
 
-/** Built-in traits ship beside the code, so locate them from this module rather than the working directory. */
-export function builtinTraitsDir(): string {
-  return demoTraitDir();
+/** Directories of built-in traits, in search order; plug-ins such as the demo world add theirs. */
+const builtinDirs: string[] = [];
+
+export function registerBuiltinTraits(dir: string): void {
+  if (!builtinDirs.includes(dir)) builtinDirs.push(dir);
+}
+
+function builtinDirsOf(opts: TraitLookupOptions): readonly string[] {
+  return opts.builtinDir !== undefined ? [opts.builtinDir] : builtinDirs;
 }
 
 export function isValidTraitName(name: string): boolean {
@@ -63,7 +68,6 @@ async function entries(dir: string): Promise<string[]> {
 /** Every trait found by name: user traits first, then built-ins not shadowed by one. */
 export async function listTraits(opts: TraitLookupOptions = {}): Promise<TraitListing[]> {
   const traitsDir = opts.traitsDir ?? DEFAULT_TRAITS_DIR;
-  const builtinDir = opts.builtinDir ?? builtinTraitsDir();
   const found: TraitListing[] = [];
   for (const name of (await entries(traitsDir)).sort()) {
     const dir = path.join(traitsDir, name);
@@ -72,10 +76,13 @@ export async function listTraits(opts: TraitLookupOptions = {}): Promise<TraitLi
     }
   }
   const shadowed = new Set(found.map((t) => t.name));
-  for (const file of (await entries(builtinDir)).sort()) {
-    const name = file.endsWith(".extract.json") ? file.slice(0, -".extract.json".length) : undefined;
-    if (name && !shadowed.has(name) && (await kind(path.join(builtinDir, `${name}.eval.json`))) === "file") {
-      found.push({ name, source: "builtin", path: path.join(builtinDir, file) });
+  for (const builtinDir of builtinDirsOf(opts)) {
+    for (const file of (await entries(builtinDir)).sort()) {
+      const name = file.endsWith(".extract.json") ? file.slice(0, -".extract.json".length) : undefined;
+      if (name && !shadowed.has(name) && (await kind(path.join(builtinDir, `${name}.eval.json`))) === "file") {
+        found.push({ name, source: "builtin", path: path.join(builtinDir, file) });
+        shadowed.add(name);
+      }
     }
   }
   return found;
@@ -165,8 +172,9 @@ export async function resolveTraitFiles(ref: string, opts: TraitLookupOptions = 
   }
   const userDir = path.join(opts.traitsDir ?? DEFAULT_TRAITS_DIR, ref);
   if ((await kind(path.join(userDir, TRAIT_FILES.extract))) === "file") return dirLayout(userDir);
-  const builtinDir = opts.builtinDir ?? builtinTraitsDir();
-  if ((await kind(path.join(builtinDir, `${ref}.extract.json`))) === "file") return builtinLayout(builtinDir, ref);
+  for (const builtinDir of builtinDirsOf(opts)) {
+    if ((await kind(path.join(builtinDir, `${ref}.extract.json`))) === "file") return builtinLayout(builtinDir, ref);
+  }
   const known = (await listTraits(opts)).map((t) => t.name);
   throw new PersonaError(
     "E_NOT_FOUND",

@@ -13,7 +13,6 @@ import { existsSync, readdirSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { userDataDir } from "../datadir.js";
-import { DEMO_MODEL_PATH } from "../demo/model.js";
 import { writeFileAtomic } from "../store/atomic.js";
 
 export type VectorsOrigin = "user" | "shipped" | "env";
@@ -85,12 +84,19 @@ function inside(file: string, dir: string): boolean {
   return rel !== "" && !rel.startsWith("..") && !path.isAbsolute(rel);
 }
 
+/** Directories of files shipped with the package (the demo world registers models/); never rewritten. */
+const shippedRoots = new Set<string>();
+
+export function registerShippedVectorsRoot(dir: string): void {
+  shippedRoots.add(path.resolve(dir));
+}
+
 /**
  * Whether the tool may rewrite this vectors file: not when it ships with the package (models/),
  * sits next to a model, or comes from PERSONA_VECTORS_DIR; a file of the user's own is theirs.
  */
 export function isReadOnlyVectors(file: string, modelPath: string): boolean {
-  if (inside(file, path.dirname(DEMO_MODEL_PATH))) return true;
+  if ([...shippedRoots].some((dir) => inside(file, dir))) return true;
   if (inside(file, userVectorsDir(modelPath))) return false;
   return searchDirs(modelPath).some(({ dir }) => inside(file, dir)) || path.basename(path.dirname(path.resolve(file))).endsWith(".vectors");
 }
