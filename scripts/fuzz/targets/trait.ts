@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Rng } from "../../../src/demo/corpus/rng.js";
-import { builtinTraitsDir } from "../../../src/traits/registry.js";
+import { demoTraitDir } from "../../../src/demo/traits.js";
 import { applySome, mutateBytes, mutateJson, nastyString } from "../mutate.js";
 import { runCommands, type FuzzCase, type Target } from "../target.js";
 
@@ -45,7 +45,7 @@ export const traitTarget: Target<TraitSeed> = {
   name: "trait",
   description: "trait files (extract/eval/trait.json and the reference layout): structure, placeholders, strings (trait show/list)",
   async setup() {
-    const read = async (f: string) => JSON.parse(await readFile(path.join(builtinTraitsDir(), f), "utf8")) as unknown;
+    const read = async (f: string) => JSON.parse(await readFile(path.join(demoTraitDir(), f), "utf8")) as unknown;
     return { extract: await read("evil.extract.json"), eval: await read("evil.eval.json"), meta: await read("evil.trait.json") };
   },
   async make(rng, seed): Promise<FuzzCase> {
