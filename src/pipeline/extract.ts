@@ -26,10 +26,10 @@ import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
 import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./extract/judging.js";
-import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
+import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord, type RolloutRow } from "./extract/rollouts.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
 import { judgeScoredNothing } from "./evaluate.js";
-import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
+import { fingerprintFile, fingerprintModel, hashOf, type RecordLog, RunDir } from "./rundir.js";
 
 export type ExtractStage = "rollouts" | "judging" | "capture";
 
@@ -136,9 +136,16 @@ function checkNumber(name: string, v: number): void {
   if (!Number.isFinite(v)) throw new PersonaError("E_BAD_INPUT", `${name} must be a finite number, got ${v}`);
 }
 
-export async function extractPersonaVectors(model: Model, opts: ExtractOptions): Promise<ExtractResult> {
-  const started = performance.now();
-  const { trait } = opts;
+interface Settings {
+  n: number;
+  sampling: { temperature: number; topP: number; maxTokens: number };
+  seed: number;
+  thresholds: { trait: number; coherence: number };
+  concurrency: number;
+}
+
+/** Options with their defaults, each checked before any work starts. */
+function settingsOf(opts: ExtractOptions): Settings {
   const n = opts.rollouts ?? 10;
   const sampling = { temperature: opts.temperature ?? 1, topP: opts.topP ?? 1, maxTokens: opts.maxTokens ?? 1000 };
   const seed = opts.seed ?? 0;
@@ -151,12 +158,13 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
   const concurrency = opts.judgeConcurrency ?? 8;
   checkInt("judge concurrency", concurrency, 1);
   if (opts.parallel !== undefined) checkInt("parallel", opts.parallel, 1);
-  opts.signal?.throwIfAborted();
+  return { n, sampling, seed, thresholds, concurrency };
+}
 
+/** Everything that changes the result; `parallel` does not (exact numerics, per-rollout seeds). */
+async function runConfig(model: Model, opts: ExtractOptions, s: Settings, fileHash: string) {
   const { info } = model;
-  const fileHash = await fingerprintFile(info.path);
-  // Everything that changes the result; `parallel` does not (exact numerics, per-rollout seeds).
-  const config = {
+  return {
     model: {
       file_hash: fileHash,
       arch: info.architecture,
@@ -165,23 +173,42 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
       // Only with adapters, so runs made before adapters existed still resume.
       ...(info.adapters.length > 0 ? { with_adapters: await fingerprintModel(info) } : {}),
     },
-    trait: { name: trait.name, antonym: trait.antonym ?? null, extract_hash: hashOf(trait.extract) },
+    trait: { name: opts.trait.name, antonym: opts.trait.antonym ?? null, extract_hash: hashOf(opts.trait.extract) },
     judge: opts.judge.id,
-    rollouts: n,
-    temperature: sampling.temperature,
-    top_p: sampling.topP,
-    max_tokens: sampling.maxTokens,
-    seed,
-    trait_threshold: thresholds.trait,
-    coherence_threshold: thresholds.coherence,
+    rollouts: s.n,
+    temperature: s.sampling.temperature,
+    top_p: s.sampling.topP,
+    max_tokens: s.sampling.maxTokens,
+    seed: s.seed,
+    trait_threshold: s.thresholds.trait,
+    coherence_threshold: s.thresholds.coherence,
   };
+}
+
+/** Opens (or resumes) the run directory; with `restart`, the judge cache of the run set aside is kept. */
+async function openRun(opts: ExtractOptions, config: object): Promise<RunDir> {
   const carried = opts.restart ? await readFile(path.join(opts.runDir, JUDGE_CACHE)).catch(() => undefined) : undefined;
   const run = await RunDir.open(opts.runDir, "extract", config, { restart: opts.restart });
-  const vectorsPath = run.path(VECTORS);
-  const summaryPath = run.path(SUMMARY);
   // Judge scores depend only on (judge, rubric, question, answer), so a restarted run keeps the ones paid for.
   if (carried && !run.resumed && !existsSync(run.path(JUDGE_CACHE))) await run.writeArtifact(JUDGE_CACHE, carried);
+  return run;
+}
 
+type Progress = (stage: ExtractStage, done: number, of?: number) => void;
+
+interface RunRecords {
+  rollouts: RecordLog<RolloutRecord>;
+  judgements: RecordLog<Judgement>;
+}
+
+export async function extractPersonaVectors(model: Model, opts: ExtractOptions): Promise<ExtractResult> {
+  const started = performance.now();
+  const s = settingsOf(opts);
+  opts.signal?.throwIfAborted();
+  const fileHash = await fingerprintFile(model.info.path);
+  const run = await openRun(opts, await runConfig(model, opts, s, fileHash));
+  const vectorsPath = run.path(VECTORS);
+  const summaryPath = run.path(SUMMARY);
   if (run.resumed && existsSync(vectorsPath)) {
     const done = await readSummary(summaryPath, run.info.config_hash);
     if (done) {
@@ -190,9 +217,63 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     }
   }
 
-  const rollouts = await run.records<RolloutRecord>("rollouts.jsonl");
-  const judgements = await run.records<Judgement>("judgements.jsonl");
+  const records: RunRecords = { rollouts: await run.records<RolloutRecord>("rollouts.jsonl"), judgements: await run.records<Judgement>("judgements.jsonl") };
   const judge = await CachedJudge.open(opts.judge, run.path(JUDGE_CACHE));
+  const total = rolloutItems(opts.trait, s.n, s.seed).length;
+  const progress: Progress = (stage, done, of = total) => opts.onProgress?.(stage, done, of);
+  try {
+    const generated = await rolloutAndJudge(model, judge, opts, s, records, progress, run.resumed);
+    const items = rolloutItems(opts.trait, s.n, s.seed);
+    if (items.every((it) => records.judgements.get(it.key)?.trait === null && records.judgements.get(it.key)?.coherence === null)) {
+      throw judgeScoredNothing(judge.id, items.length);
+    }
+    const { counts, keptRows, scores } = filterRuns(opts.trait, s.n, records.rollouts, records.judgements, s.thresholds);
+    if (counts.kept === 0) throw noPairsKept(opts.trait, counts, s.thresholds);
+
+    const captureStart = performance.now();
+    const means = await captureKept(model, opts, records.rollouts, keptRows, progress);
+    const { info } = model;
+    const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
+    await writeVectors(vectorsPath, {
+      tensors: {
+        response_avg: matrix(meanDiff(means.pos.responseAvg, means.neg.responseAvg)),
+        prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
+        prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
+      },
+      meta: {
+        trait: opts.trait.name,
+        source: "extract",
+        model: { name: info.name, arch: info.architecture, nLayer: info.nLayer, nEmbd: info.nEmbd, fileHash },
+        counts: { kept: counts.kept, dropped: counts.dropped },
+        judge: judge.id,
+        thresholds: s.thresholds,
+        extra: { filter_counts: JSON.stringify(snakeCounts(counts)), run_config_hash: run.info.config_hash },
+      },
+    });
+
+    const timings: ExtractTimings = { ...generated, captureSeconds: (performance.now() - captureStart) / 1000, totalSeconds: (performance.now() - started) / 1000 };
+    const result = { counts, scores, timings, judge: judge.id };
+    await run.writeArtifact(SUMMARY, `${JSON.stringify(summaryFile(opts.trait, result, s.thresholds, run.info.config_hash), null, 2)}\n`);
+    return { ...result, vectorsPath, summaryPath, runDir: run.dir, resumed: run.resumed };
+  } finally {
+    await Promise.allSettled([records.rollouts.close(), records.judgements.close(), judge.dispose()]);
+  }
+}
+
+/**
+ * Generates the rollouts not yet stored and judges every rollout not yet judged, judging each one
+ * as soon as it is stored; the first failure of either stops both.
+ */
+async function rolloutAndJudge(
+  model: Model,
+  judge: Judge,
+  opts: ExtractOptions,
+  s: Settings,
+  { rollouts, judgements }: RunRecords,
+  progress: Progress,
+  resumed: boolean,
+): Promise<Omit<ExtractTimings, "captureSeconds" | "totalSeconds">> {
+  const { trait } = opts;
   const ctl = new AbortController();
   const onAbort = () => ctl.abort(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -201,16 +282,14 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     firstError ??= e;
     ctl.abort(e);
   };
-  const pool = new JudgePool(judge, concurrency, fail, ctl.signal);
+  const pool = new JudgePool(judge, s.concurrency, fail, ctl.signal);
   const rolloutWrites = new Serial();
   const judgementWrites = new Serial();
   try {
-    const items = rolloutItems(trait, n, seed);
-    const total = items.length;
-    const progress = (stage: ExtractStage, done: number, of = total) => opts.onProgress?.(stage, done, of);
+    const items = rolloutItems(trait, s.n, s.seed);
     let generated = items.filter((it) => rollouts.has(it.key)).length;
     let judged = items.filter((it) => judgements.has(it.key)).length;
-    if (run.resumed) opts.onResume?.({ complete: false, rollouts: generated, judgements: judged, total });
+    if (resumed) opts.onResume?.({ complete: false, rollouts: generated, judgements: judged, total: items.length });
     let newJudgements = 0;
     let judgeStart: number | undefined;
     const judgeItem = (key: string, question: number, text: string) => {
@@ -234,7 +313,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     const genStart = performance.now();
     try {
       await generateRollouts(model, trait, pending, {
-        ...sampling,
+        ...s.sampling,
         parallel: opts.parallel,
         signal: ctl.signal,
         onRollout: (item, record) => {
@@ -258,65 +337,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     await pool.drain();
     if (firstError !== undefined) throw firstError;
     const judgingSeconds = judgeStart === undefined ? 0 : (performance.now() - judgeStart) / 1000;
-
-    if (items.every((it) => judgements.get(it.key)?.trait === null && judgements.get(it.key)?.coherence === null)) {
-      throw judgeScoredNothing(judge.id, items.length);
-    }
-    const { counts, keptRows, scores } = filterRuns(trait, n, rollouts, judgements, thresholds);
-    if (counts.kept === 0) throw noPairsKept(trait, counts, thresholds);
-
-    const captureStart = performance.now();
-    const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
-      (["pos", "neg"] as const).map((polarity) => ({
-        polarity,
-        messages: rolloutMessages(trait, { polarity, pair: row.pair, question: row.question }),
-        response: rollouts.get(row[polarity])!.text,
-      })),
-    );
-    progress("capture", 0, captureItems.length);
-    const means = await captureMeans(model, captureItems, {
-      signal: ctl.signal,
-      onSample: (done, of) => progress("capture", done, of),
-    });
-    const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
-    await writeVectors(vectorsPath, {
-      tensors: {
-        response_avg: matrix(meanDiff(means.pos.responseAvg, means.neg.responseAvg)),
-        prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
-        prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
-      },
-      meta: {
-        trait: trait.name,
-        source: "extract",
-        model: { name: info.name, arch: info.architecture, nLayer: info.nLayer, nEmbd: info.nEmbd, fileHash },
-        counts: { kept: counts.kept, dropped: counts.dropped },
-        judge: judge.id,
-        thresholds,
-        extra: { filter_counts: JSON.stringify(snakeCounts(counts)), run_config_hash: run.info.config_hash },
-      },
-    });
-    const captureSeconds = (performance.now() - captureStart) / 1000;
-
-    const timings: ExtractTimings = {
-      rolloutsSeconds,
-      newRollouts: pending.length,
-      newJudgements,
-      judgingSeconds,
-      captureSeconds,
-      totalSeconds: (performance.now() - started) / 1000,
-    };
-    const summary: SummaryFile = {
-      trait: trait.name,
-      judge: judge.id,
-      config_hash: run.info.config_hash,
-      counts: snakeCounts(counts),
-      thresholds,
-      scores,
-      timings: timingsJson(timings),
-      vectors: VECTORS,
-    };
-    await run.writeArtifact(SUMMARY, `${JSON.stringify(summary, null, 2)}\n`);
-    return { vectorsPath, summaryPath, runDir: run.dir, counts, scores, timings, judge: judge.id, resumed: run.resumed };
+    return { rolloutsSeconds, newRollouts: pending.length, newJudgements, judgingSeconds };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
     // Judge calls still in flight after a failure are not waited for (nothing is lost: they were not stored).
@@ -324,8 +345,29 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     await rolloutWrites.settled();
     await pool.drain().catch(() => undefined);
     await judgementWrites.settled();
-    await Promise.allSettled([rollouts.close(), judgements.close(), judge.dispose()]);
   }
+}
+
+/** One forward pass per kept pos and neg reply; residual means per polarity. */
+async function captureKept(
+  model: Model,
+  opts: ExtractOptions,
+  rollouts: { get(key: string): RolloutRecord | undefined },
+  keptRows: readonly RolloutRow[],
+  progress: Progress,
+) {
+  const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
+    (["pos", "neg"] as const).map((polarity) => ({
+      polarity,
+      messages: rolloutMessages(opts.trait, { polarity, pair: row.pair, question: row.question }),
+      response: rollouts.get(row[polarity])!.text,
+    })),
+  );
+  progress("capture", 0, captureItems.length);
+  return captureMeans(model, captureItems, {
+    ...(opts.signal && { signal: opts.signal }),
+    onSample: (done, of) => progress("capture", done, of),
+  });
 }
 
 /** Aligns pos and neg judgements by (pair, question, rollout), filters them, and averages scores. */
@@ -403,6 +445,24 @@ export function timingsJson(t: ExtractTimings): Record<string, number> {
     judging_s: t.judgingSeconds,
     capture_s: t.captureSeconds,
     total_s: t.totalSeconds,
+  };
+}
+
+function summaryFile(
+  trait: TraitDefinition,
+  r: Pick<ExtractResult, "counts" | "scores" | "timings" | "judge">,
+  thresholds: { trait: number; coherence: number },
+  configHash: string,
+): SummaryFile {
+  return {
+    trait: trait.name,
+    judge: r.judge,
+    config_hash: configHash,
+    counts: snakeCounts(r.counts),
+    thresholds,
+    scores: r.scores,
+    timings: timingsJson(r.timings),
+    vectors: VECTORS,
   };
 }
 
