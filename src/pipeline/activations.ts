@@ -5,14 +5,13 @@
  * read line by line (once to validate and count, once to capture), samples go to the engine in
  * slices, and each sample's rows are written straight to their place in the output file.
  */
-import { createReadStream } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
-import { createInterface } from "node:readline";
 import { z } from "zod";
 import type { Model } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
 import type { CaptureSample } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
+import { readInputLines } from "../store/jsonl.js";
 import { writeFileAtomic } from "../store/atomic.js";
 import { float32Bytes, safetensorsHeader } from "../vectors/safetensors.js";
 
@@ -29,12 +28,8 @@ export const ACTIVATION_TENSORS = ["response_avg", "prompt_avg", "prompt_last"] 
 
 /** Reads `{"prompt","response"}` / `{"messages":[...]}` lines one at a time; errors name file:line. */
 export async function* readCaptureInputs(file: string): AsyncGenerator<CaptureInput> {
-  const lines = createInterface({ input: createReadStream(file, "utf8"), crlfDelay: Infinity });
-  let n = 0;
   try {
-    for await (const raw of lines) {
-      n++;
-      if (raw.trim() === "") continue;
+    for await (const { line: n, text: raw } of readInputLines(file)) {
       let json: unknown;
       try {
         json = JSON.parse(raw);
@@ -50,8 +45,6 @@ export async function* readCaptureInputs(file: string): AsyncGenerator<CaptureIn
   } catch (e) {
     if (e instanceof PersonaError) throw e;
     throw new PersonaError("E_NOT_FOUND", `cannot read ${file}`, { cause: e });
-  } finally {
-    lines.close();
   }
 }
 

@@ -5,10 +5,10 @@
  * an `error` record, never an exception, so one bad line cannot stop a long run.
  */
 import { createReadStream } from "node:fs";
-import { createInterface } from "node:readline";
 import { validateMessages } from "../engine/chat.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
+import { readInputLines } from "../store/jsonl.js";
 import { CsvParser } from "./csv.js";
 
 export interface TrainingSample {
@@ -78,14 +78,8 @@ function record(index: number, line: number, parse: () => TrainingSample): Datas
 }
 
 async function* jsonlRecords(file: string): AsyncGenerator<DatasetRecord> {
-  const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
-  let line = 0;
   let index = 0;
-  for await (const text of lines) {
-    line++;
-    if (text.trim() === "") continue;
-    yield record(index++, line, () => parseSampleLine(text));
-  }
+  for await (const { line, text } of readInputLines(file)) yield record(index++, line, () => parseSampleLine(text));
 }
 
 async function* csvRecords(file: string): AsyncGenerator<DatasetRecord> {

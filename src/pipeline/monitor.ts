@@ -14,11 +14,11 @@
  */
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
-import { createReadStream, existsSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { existsSync } from "node:fs";
 import { validateMessages } from "../engine/chat.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
+import { readInputLines } from "../store/jsonl.js";
 import { limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import { pearson } from "../report/scatter.js";
@@ -237,10 +237,8 @@ export function monitorJson(r: MonitorResult, vectors: string) {
 export async function readMonitorPrompts(file: string): Promise<MonitorPrompt[]> {
   const out: MonitorPrompt[] = [];
   const problems: string[] = [];
-  let line = 0;
-  for await (const text of readLines(file)) {
-    line++;
-    if (text.trim() === "") continue;
+  if (!existsSync(file)) throw new PersonaError("E_NOT_FOUND", `${file} does not exist`);
+  for await (const { line, text } of readInputLines(file)) {
     try {
       const v = JSON.parse(text) as { messages?: unknown; level?: unknown; group?: unknown };
       const m = v.messages;
@@ -261,9 +259,4 @@ export async function readMonitorPrompts(file: string): Promise<MonitorPrompt[]>
   }
   if (problems.length) throw new PersonaError("E_BAD_FORMAT", `${file} has broken prompts:\n${problems.slice(0, 10).join("\n")}`);
   return out;
-}
-
-function readLines(file: string): AsyncIterable<string> {
-  if (!existsSync(file)) throw new PersonaError("E_NOT_FOUND", `${file} does not exist`);
-  return createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
 }

@@ -119,6 +119,22 @@ export async function* readJsonl<T>(file: string, parse: (value: unknown, line: 
  * Logs this module writes are read with `readJsonl`, which never yields a torn last line.
  */
 export async function* readJsonLines<T>(file: string): AsyncGenerator<T> {
+  for await (const { text } of readInputLines(file)) yield JSON.parse(text) as T;
+}
+
+/**
+ * The non-blank lines of a text file people write (datasets, prompts, pairs), with their 1-based
+ * line numbers for error messages; the last line counts with or without its newline.
+ */
+export async function* readInputLines(file: string): AsyncGenerator<{ line: number; text: string }> {
   const lines = createInterface({ input: createReadStream(file, { encoding: "utf8" }), crlfDelay: Infinity });
-  for await (const line of lines) if (line.trim() !== "") yield JSON.parse(line) as T;
+  let line = 0;
+  try {
+    for await (const text of lines) {
+      line++;
+      if (text.trim() !== "") yield { line, text };
+    }
+  } finally {
+    lines.close();
+  }
 }
