@@ -17,7 +17,7 @@ import { PersonaError } from "../src/errors.js";
 import { resolveJudge } from "../src/judge/resolve.js";
 import type { Judge } from "../src/judge/types.js";
 import { extractPersonaVectors, type ExtractResult } from "../src/pipeline/extract.js";
-import type { Judgement } from "../src/pipeline/extract/judging.js";
+import type { Judgement } from "../src/pipeline/judging.js";
 import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "../src/pipeline/extract/rollouts.js";
 import { filterPairs } from "../src/pipeline/filter.js";
 import { writeTrait, type TraitDefinition } from "../src/traits/format.js";

@@ -7,11 +7,11 @@
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
-import type { ChatMessage, GenerateOptions, GenerateRequest } from "../engine/types.js";
+import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
-import { type Limit, limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import type { TraitDefinition } from "../traits/format.js";
+import { generateAndJudge } from "./judging.js";
 
 /** Summary of judge scores; null scores are left out of mean and std and counted in `nulls`. */
 export interface ScoreStats {
@@ -135,9 +135,6 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   if (!Number.isInteger(perQuestion) || perQuestion < 1) {
     throw new PersonaError("E_BAD_INPUT", `samples per question must be a positive integer, got ${perQuestion}`);
   }
-  if (!Number.isInteger(concurrency) || concurrency < 1) {
-    throw new PersonaError("E_BAD_INPUT", `judge concurrency must be a positive integer, got ${concurrency}`);
-  }
   if (questions.length === 0) throw new PersonaError("E_BAD_INPUT", `trait ${opts.trait.name} has no evaluation questions`);
   if (opts.settings.length === 0) return [];
   const keys = new Set(opts.settings.map((s) => s.key));
@@ -172,29 +169,27 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   const total = requests.length;
   const samples: EvalSample[] = new Array(total);
   const progress: EvalProgress = { generated: 0, judged: 0, total };
-  const limit = limiter(concurrency);
-  await generateAndHandle(
-    model,
-    requests,
-    {
-      temperature: opts.temperature ?? 1,
-      maxTokens: opts.maxTokens ?? 1000,
-      exact: opts.exact,
-      parallel: opts.parallel === undefined ? undefined : Math.min(opts.parallel, total),
-      signal: opts.signal,
-      onGenerated: () => {
-        progress.generated++;
-        opts.onProgress?.({ ...progress });
-      },
+  const questionOf = (index: number) => questions[Math.floor((index % perSetting) / perQuestion)]!;
+  await generateAndJudge(model, requests, {
+    temperature: opts.temperature ?? 1,
+    maxTokens: opts.maxTokens ?? 1000,
+    exact: opts.exact,
+    parallel: opts.parallel === undefined ? undefined : Math.min(opts.parallel, total),
+    signal: opts.signal,
+    judge: opts.judge,
+    rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
+    judgeConcurrency: concurrency,
+    questionOf,
+    onGenerated: () => {
+      progress.generated++;
+      opts.onProgress?.({ ...progress });
     },
-    async (index, answer, signal) => {
-      const question = questions[Math.floor((index % perSetting) / perQuestion)]!;
-      const { trait, coherence } = await scoreReply(opts.judge, limit, opts.trait, question, answer, signal);
-      samples[index] = { question, answer, trait, coherence };
+    onJudged: (index, answer, { trait, coherence }) => {
+      samples[index] = { question: questionOf(index), answer, trait, coherence };
       progress.judged++;
       opts.onProgress?.({ ...progress });
     },
-  );
+  });
   if (samples.every((x) => x.trait === null && x.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
 
   return opts.settings.map((setting, s) => {
@@ -207,58 +202,4 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       samples: mine,
     };
   });
-}
-
-/** Trait and coherence scores of one reply, each judge call through `limit`. */
-export async function scoreReply(
-  judge: Judge,
-  limit: Limit,
-  trait: TraitDefinition,
-  question: string,
-  answer: string,
-  signal?: AbortSignal,
-): Promise<{ trait: number | null; coherence: number | null }> {
-  const rubric = trait.eval.eval_prompt;
-  const [t, coherence] = await Promise.all([
-    limit(() => judge.score({ question, answer, metric: { kind: "trait", trait: trait.name, rubric } }, signal)),
-    limit(() => judge.score({ question, answer, metric: { kind: "coherence" } }, signal)),
-  ]);
-  return { trait: t, coherence };
-}
-
-/**
- * Generates `requests` and hands each reply to `onReply` as soon as it finishes, so judging
- * overlaps generation; the first failing `onReply` stops generation and its error is thrown.
- */
-export async function generateAndHandle(
-  model: Model,
-  requests: readonly GenerateRequest[],
-  opts: GenerateOptions & { signal?: AbortSignal; onGenerated?(): void },
-  onReply: (index: number, text: string, signal: AbortSignal) => Promise<void>,
-): Promise<void> {
-  const { onGenerated, ...generateOptions } = opts;
-  const stop = new AbortController();
-  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
-  const pending: Promise<void>[] = [];
-  let failure: unknown;
-  try {
-    await model.generate(requests, {
-      ...generateOptions,
-      signal,
-      onResult: (r) => {
-        onGenerated?.();
-        pending.push(
-          onReply(r.index, r.text, signal).catch((e: unknown) => {
-            failure ??= e;
-            stop.abort();
-          }),
-        );
-      },
-    });
-  } catch (e) {
-    await Promise.all(pending);
-    throw failure ?? e;
-  }
-  await Promise.all(pending);
-  if (failure !== undefined) throw failure;
 }

@@ -25,7 +25,7 @@ import { layerMatrix, writeVectors } from "../vectors/format.js";
 import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
 import { Serial } from "../store/serial.js";
-import { JudgePool, type Judgement } from "./extract/judging.js";
+import { JudgePool, type Judgement } from "./judging.js";
 import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord, type RolloutRow } from "./extract/rollouts.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
 import { judgeScoredNothing } from "./evaluate.js";
@@ -282,7 +282,7 @@ async function rolloutAndJudge(
     firstError ??= e;
     ctl.abort(e);
   };
-  const pool = new JudgePool(judge, s.concurrency, fail, ctl.signal);
+  const pool = new JudgePool(judge, { trait: trait.name, rubric: trait.extract.eval_prompt }, { concurrency: s.concurrency, signal: ctl.signal, onError: fail });
   const rolloutWrites = new Serial();
   const judgementWrites = new Serial();
   try {
@@ -294,7 +294,7 @@ async function rolloutAndJudge(
     let judgeStart: number | undefined;
     const judgeItem = (key: string, question: number, text: string) => {
       judgeStart ??= performance.now();
-      pool.submit(trait, trait.extract.questions[question]!, text, (j) =>
+      pool.submit(trait.extract.questions[question]!, text, (j) =>
         judgementWrites.run(async () => {
           await judgements.append(key, j);
           newJudgements++;

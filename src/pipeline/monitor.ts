@@ -19,10 +19,9 @@ import { validateMessages } from "../engine/chat.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import { readInputLines } from "../store/jsonl.js";
-import { limiter } from "../judge/limit.js";
 import type { Judge } from "../judge/types.js";
 import { pearson } from "../report/scatter.js";
-import { generateAndHandle, scoreReply } from "./evaluate.js";
+import { generateAndJudge } from "./judging.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
 import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
@@ -170,20 +169,23 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     }
     const total = opts.prompts.length * samples;
     let judged = total - todo.length;
-    const limit = limiter(opts.judgeConcurrency ?? 16);
-    await generateAndHandle(
-      model,
-      todo.map((t) => ({ prompt: encoded[t.p]!, seed: requestSeed(seed, t.p * samples + t.k) })),
-      { temperature, maxTokens, signal: opts.signal },
-      async (index, text, signal) => {
-        const item = todo[index]!;
-        const messages = opts.prompts[item.p]!.messages;
-        const question = [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]!.content;
-        const scores = await scoreReply(opts.judge, limit, opts.trait, question, text, signal);
-        await log.append(item.key, { text, ...scores });
+    const questionOf = (index: number) => {
+      const messages = opts.prompts[todo[index]!.p]!.messages;
+      return [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]!.content;
+    };
+    await generateAndJudge(model, todo.map((t) => ({ prompt: encoded[t.p]!, seed: requestSeed(seed, t.p * samples + t.k) })), {
+      temperature,
+      maxTokens,
+      signal: opts.signal,
+      judge: opts.judge,
+      rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
+      judgeConcurrency: opts.judgeConcurrency ?? 16,
+      questionOf,
+      onJudged: async (index, text, scores) => {
+        await log.append(todo[index]!.key, { text, ...scores });
         opts.onProgress?.({ judged: ++judged, total });
       },
-    );
+    });
     const stored = Array.from({ length: total }, (_, i) => log.get(`${Math.floor(i / samples)}/${i % samples}`)!);
     if (stored.every((r) => r.trait === null && r.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
 
