@@ -5,13 +5,10 @@
  * adapter: from W + scale·s·B·A, s = alpha/r or alpha/√r).
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { Tokenizer } from "tokenizers";
 import { convertHf } from "../src/convert/hf.js";
 import { convertLora } from "../src/convert/lora.js";
@@ -22,8 +19,8 @@ import { readSafetensors } from "../src/vectors/safetensors.js";
 import { CORPUS, type TinyArch, type TinyCheckpoint, writePeftAdapter, writeTinyCheckpoint } from "./helpers/hf-checkpoint.js";
 import { personaError } from "./helpers/errors.js";
 import { type ReferenceResult, reduce, referenceForwardFrom, relErr } from "./helpers/reference-forward.js";
+import { runCli } from "./helpers/cli.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 let dir: string;
 let engine: Engine;
 before(async () => {
@@ -271,8 +268,11 @@ describe("persona convert lora + engine LoRA loading", () => {
 
 describe("convert and --lora on the command line", () => {
   test("convert hf → convert lora → activations with --lora FILE:SCALE differ from without, as the library's", async () => {
-    const run = promisify(execFile);
-    const cli = (...args: string[]) => run(process.execPath, ["--import", "tsx", path.join(repoRoot, "src/cli/bin.ts"), ...args], { cwd: repoRoot });
+    const cli = async (...args: string[]) => {
+      const r = await runCli(args);
+      assert.equal(r.code, 0, r.stderr);
+      return r;
+    };
     const ck = await writeTinyCheckpoint(path.join(dir, "cli-hf"), "qwen2", { seed: 21 });
     const base = path.join(dir, "cli.gguf");
     const conv = JSON.parse((await cli("convert", "hf", ck.dir, "--out", base, "--type", "f32", "--json")).stdout) as { arch: string; tensors: number };
@@ -282,7 +282,9 @@ describe("convert and --lora on the command line", () => {
     const adapter = path.join(dir, "cli-lora.gguf");
     const lora = JSON.parse((await cli("convert", "lora", peft, "--base", base, "--out", adapter, "--json")).stdout) as { modules: { name: string; rank: number }[] };
     assert.deepEqual(lora.modules.map((m) => [m.name, m.rank]), [["blk.1.ffn_down.weight", 4]]);
-    await assert.rejects(cli("convert", "lora", peft, "--base", base, "--out", adapter), (e: { stderr: string }) => /exists; pass --force/.test(e.stderr));
+    const refused = await runCli(["convert", "lora", peft, "--base", base, "--out", adapter]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /exists; pass --force/);
 
     const input = path.join(dir, "pairs.jsonl");
     await writeFile(input, `${JSON.stringify({ prompt: "hello there", response: " general kenobi" })}\n`);

@@ -4,13 +4,12 @@
  * resumability after SIGKILL at several moments, config changes, and batching reproducibility.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
 import { PersonaError } from "../src/errors.js";
@@ -27,6 +26,7 @@ import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 // Built-in traits, --model demo and --judge demo come from the demo world's registration.
 import "../src/demo/register.js";
+import { runCli } from "./helpers/cli.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -280,13 +280,7 @@ describe("persona extract (CLI)", () => {
   ];
 
   async function persona(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-    try {
-      const { stdout, stderr } = await promisify(execFile)(process.execPath, ["--import", "tsx", CLI, ...argv], { env: { ...process.env, PERSONA_GPU: "cpu", PERSONA_DATA_DIR: dataDir } });
-      return { code: 0, stdout, stderr };
-    } catch (e) {
-      const err = e as { code: number; stdout: string; stderr: string };
-      return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-    }
+    return runCli(argv, { PERSONA_GPU: "cpu", PERSONA_DATA_DIR: dataDir });
   }
 
   async function lineCount(file: string): Promise<number> {

@@ -4,18 +4,17 @@
  * prompts, on the saved model), bad data is refused before training, and the CLI's --json contract.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import { readGguf } from "../src/engine/gguf/reader.js";
 import { encodeSample, finetune, packSamples } from "../src/pipeline/finetune.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { personaError } from "./helpers/errors.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { runCli } from "./helpers/cli.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -110,9 +109,10 @@ describe("persona finetune", () => {
     const data = Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.sin(i));
     await writeVectors(vectors, { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, data) }, meta: { trait: "blue", source: "extract", bestLayer: 1 } });
     const out = path.join(dir, "cli.gguf");
-    const args = ["--import", "tsx", path.resolve("src/cli/bin.ts"), "finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
+    const args = ["finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
     args.push("--steer", `${vectors}:1:2`, "--steer", `${vectors}:2:1:all:ablate`, "--epochs", "2", "--val-split", "0.34", "--lr", "1e-3", "--json", "--threads", "1");
-    const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, PERSONA_GPU: "cpu" } });
+    const { code, stdout, stderr } = await runCli(args);
+    assert.equal(code, 0, stderr);
     const r = JSON.parse(stdout);
     assert.deepEqual(Object.keys(r).sort(), ["out", "seconds", "tokens", "train_loss", "val_loss"]);
     assert.equal(r.out, out);
@@ -125,9 +125,10 @@ describe("persona finetune", () => {
 
   it("trains a LoRA adapter that loads onto the base", async () => {
     const out = path.join(dir, "cli-lora.gguf");
-    const args = ["--import", "tsx", path.resolve("src/cli/bin.ts"), "finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
+    const args = ["finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
     args.push("--lora-rank", "4", "--rslora", "--lora-targets", "q,v,up", "--lr", "1e-2", "--json", "--threads", "1");
-    const { stdout } = await promisify(execFile)(process.execPath, args, { env: { ...process.env, PERSONA_GPU: "cpu" } });
+    const { code, stdout, stderr } = await runCli(args);
+    assert.equal(code, 0, stderr);
     assert.equal(JSON.parse(stdout).out, out);
     const g = await readGguf(out, { maxArrayItems: 0 });
     assert.deepEqual(g.tensors.map((t) => t.name).slice(0, 2), ["blk.0.attn_q.weight.lora_a", "blk.0.attn_q.weight.lora_b"]);

@@ -1,12 +1,9 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { existsSync, readFileSync, readlinkSync } from "node:fs";
 import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
 import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { type HubEnv, hubEnv } from "../src/hub/cache.js";
 import { parseHubRef, pullModel, selectGguf } from "../src/hub/pull.js";
@@ -15,8 +12,8 @@ import { personaError } from "./helpers/errors.js";
 import { type FakeHub, sha256, startFakeHub } from "./helpers/fake-hub.js";
 // The demo world registers `demo`, which the not-found message lists.
 import "../src/demo/register.js";
+import { runCli } from "./helpers/cli.js";
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 let dir: string;
 let hub: FakeHub;
@@ -118,12 +115,8 @@ describe("pull from a hub-like server", () => {
 
   test("--model takes hf: references end to end, and says what it tried when nothing matches", async () => {
     const cache = path.join(dir, "cache3");
-    const env = { ...process.env, HF_HUB_CACHE: cache, HF_ENDPOINT: hub.origin, HF_TOKEN: "" };
-    const { stdout } = await promisify(execFile)(
-      process.execPath,
-      ["--import", "tsx", path.join(repoRoot, "src/cli/bin.ts"), "model", "info", "--model", "hf:acme/Tiny-GGUF:Q8_0", "--json"],
-      { cwd: repoRoot, env },
-    );
+    const { code, stdout, stderr } = await runCli(["model", "info", "--model", "hf:acme/Tiny-GGUF:Q8_0", "--json"], { HF_HUB_CACHE: cache, HF_ENDPOINT: hub.origin, HF_TOKEN: "" });
+    assert.equal(code, 0, stderr);
     const info = JSON.parse(stdout) as { architecture: string; n_layer: number; path: string };
     assert.equal(info.architecture, "llama");
     assert.equal(info.n_layer, 2);

@@ -4,12 +4,10 @@
  * over the reported points; the run resumes without redoing a model.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { Engine } from "../src/engine/Engine.js";
 import { pearson } from "../src/report/scatter.js";
 import { loadTraitFiles } from "../src/traits/format.js";
@@ -19,6 +17,7 @@ import { saveLora } from "../src/engine/train/save.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 // Built-in traits, --model demo and --judge demo come from the demo world's registration.
 import "../src/demo/register.js";
+import { runCli } from "./helpers/cli.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -50,9 +49,8 @@ after(async () => {
 });
 
 async function persona(...args: string[]): Promise<string> {
-  const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", path.resolve("src/cli/bin.ts"), ...args, "--threads", "1"], {
-    env: { ...process.env, PERSONA_GPU: "cpu" },
-  });
+  const { code, stdout, stderr } = await runCli([...args, "--threads", "1"]);
+  assert.equal(code, 0, stderr);
   return stdout;
 }
 

@@ -4,14 +4,13 @@
  * with a warning, and the clamped engine decodes what an engine asked for the core count decodes.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
-import { promisify } from "node:util";
 import { Engine, defaultThreads } from "../src/engine/Engine.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { runCli } from "./helpers/cli.js";
 
 const cores = availableParallelism();
 let dir: string;
@@ -63,11 +62,8 @@ describe("thread counts", () => {
   });
 
   it("persona generate --threads 64 warns on stderr and still generates", async () => {
-    const { stdout, stderr } = await promisify(execFile)(
-      process.execPath,
-      ["--import", "tsx", path.resolve("src/cli/bin.ts"), "generate", "--model", modelPath, "--prompt", "Hi", "--max-tokens", "4", "--temperature", "0", "--json", "--threads", String(cores + 62)],
-      { env: { ...process.env, PERSONA_GPU: "cpu" } },
-    );
+    const { code, stdout, stderr } = await runCli(["generate", "--model", modelPath, "--prompt", "Hi", "--max-tokens", "4", "--temperature", "0", "--json", "--threads", String(cores + 62)]);
+    assert.equal(code, 0, stderr);
     assert.match(stderr, new RegExp(`persona: warning: ${cores + 62} threads requested but this machine has ${cores} cores; using ${cores}`));
     assert.ok(JSON.parse(stdout).samples[0].tokens.length > 0);
   });

@@ -7,6 +7,7 @@ import { MODEL_REF_HELP, resolveModelRef } from "../hub/resolve.js";
 import type { LoraAdapter } from "../engine/lora.js";
 import { collectLora } from "./args/lora.js";
 import { intArg } from "./args/numbers.js";
+import { note } from "./output.js";
 import { downloadProgress } from "./progress.js";
 
 export interface EngineFlags {
@@ -38,7 +39,7 @@ export async function withModel<T>(
   load: { vocabOnly?: boolean; noMmap?: boolean } = {},
 ): Promise<T> {
   const globals = cmd.optsWithGlobals() as EngineFlags;
-  const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu });
+  const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu, onWarning: (m) => note(`persona: ${m}`) });
   try {
     const model = await engine.loadModel(await resolveModelPath(opts.model, opts), { ...load, ...(opts.lora?.length ? { loras: opts.lora } : {}) });
     return await fn(model, engine);
