@@ -15,12 +15,15 @@
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
 import { existsSync } from "node:fs";
+import path from "node:path";
 import { validateMessages } from "../engine/chat.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import { readInputLines } from "../store/jsonl.js";
 import type { Judge } from "../judge/types.js";
+import { monitorHtml, type MonitorReportMeta } from "../report/monitor.js";
 import { pearson } from "../report/scatter.js";
+import { writeFileAtomic } from "../store/atomic.js";
 import { generateAndJudge } from "./judging.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
@@ -236,6 +239,15 @@ export function monitorJson(r: MonitorResult, vectors: string) {
 }
 
 /** Reads a prompts file: one `{"messages": [...], "level"?, "group"?}` per line, refused whole (with line numbers) when a line is broken. */
+/** Writes `monitor.json` (the `persona monitor --json` contract) and `monitor.html` into `dir`. */
+export async function writeMonitorReport(dir: string, r: MonitorResult, meta: MonitorReportMeta): Promise<{ html: string; json: string }> {
+  const json = path.join(dir, "monitor.json");
+  const html = path.join(dir, "monitor.html");
+  await writeFileAtomic(json, `${JSON.stringify(monitorJson(r, meta.vectors), null, 2)}\n`);
+  await writeFileAtomic(html, monitorHtml(r, meta));
+  return { html, json };
+}
+
 export async function readMonitorPrompts(file: string): Promise<MonitorPrompt[]> {
   const out: MonitorPrompt[] = [];
   const problems: string[] = [];

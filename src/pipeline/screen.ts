@@ -255,8 +255,17 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
   const summary = await summarizeScores(scoresPath, opts.traits, { top, cheap, labels });
   const summaryPath = run.path("summary.json");
   await run.writeArtifact("summary.json", `${JSON.stringify(summary, null, 2)}\n`);
-  await run.writeArtifact("report.html", await screenHtml(summary, scoresPath, { model: model.info.name, data: opts.data }));
+  const flaggedTexts = await samplesAt(opts.data, new Set(Object.values(summary.traits).flatMap((t) => t.flagged.map((f) => f.index))));
+  await run.writeArtifact("report.html", await screenHtml(summary, scoresPath, flaggedTexts, { model: model.info.name, data: opts.data }));
   return { summary, resumed, scoresPath, summaryPath, reportPath: run.path("report.html") };
+}
+
+/** The samples at `indices` (streamed: nothing else is held). */
+async function samplesAt(file: string, indices: ReadonlySet<number>): Promise<Map<number, TrainingSample>> {
+  const found = new Map<number, TrainingSample>();
+  if (indices.size === 0) return found;
+  for await (const rec of readDataset(file)) if (indices.has(rec.index) && rec.sample) found.set(rec.index, rec.sample);
+  return found;
 }
 
 /** Streams the whole input once and refuses it, listing the broken records, if any is broken. */

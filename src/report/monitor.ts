@@ -1,10 +1,8 @@
 /**
- * The monitoring report: `monitor.json` (the `persona monitor --json` contract) and `monitor.html`
- * (projection vs trait score at the reported layer, coloured by prompt level, and Pearson r per layer).
+ * The monitoring report page, `monitor.html`: projection vs trait score at the reported layer,
+ * coloured by prompt level, and Pearson r per layer.
  */
-import path from "node:path";
-import { monitorJson, type MonitorResult } from "../pipeline/monitor.js";
-import { writeFileAtomic } from "../store/atomic.js";
+import type { MonitorResult } from "../pipeline/monitor.js";
 import { details, htmlPage, htmlTable, metaList, plots, section } from "./html.js";
 import { lineChart } from "./line-chart.js";
 import { formatNumber } from "./scale.js";
@@ -63,12 +61,4 @@ export function monitorHtml(r: MonitorResult, meta: MonitorReportMeta): string {
     section("Highest and lowest projections", examples.join("")),
   ];
   return htmlPage({ title: `Monitoring ${r.trait}`, subtitle: "Does the last prompt token's projection predict the trait before the model answers?", body: body.join("") });
-}
-
-export async function writeMonitorReport(dir: string, r: MonitorResult, meta: MonitorReportMeta): Promise<{ html: string; json: string }> {
-  const json = path.join(dir, "monitor.json");
-  const html = path.join(dir, "monitor.html");
-  await writeFileAtomic(json, `${JSON.stringify(monitorJson(r, meta.vectors), null, 2)}\n`);
-  await writeFileAtomic(html, monitorHtml(r, meta));
-  return { html, json };
 }

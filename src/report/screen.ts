@@ -1,10 +1,11 @@
 /**
  * The data-screening report: per trait, the histogram of ΔP (the raw projection when cheap) with
- * the flagged samples highlighted, and the flagged samples with their text. Everything is streamed
- * from `scores.jsonl` and the input file, so it works for datasets of any size.
+ * the flagged samples highlighted, and the flagged samples with their text. Scores are streamed
+ * from `scores.jsonl` and only the flagged samples' texts are held, so it works for datasets of
+ * any size.
  */
-import { readDataset, type TrainingSample } from "../pipeline/dataset.js";
 import { readJsonl } from "../store/jsonl.js";
+import type { TrainingSample } from "../pipeline/dataset.js";
 import type { ScoreLine, ScreenSummary } from "../pipeline/screen.js";
 import { histogram } from "./histogram.js";
 import { details, htmlPage, htmlTable, metaList, plots, section } from "./html.js";
@@ -22,7 +23,8 @@ function sampleText(s: TrainingSample): string {
   return `${s.prompt.map((m) => `[${m.role}] ${m.content}`).join("\n")}\n[assistant] ${s.response}`;
 }
 
-export async function screenHtml(summary: ScreenSummary, scoresPath: string, meta: ScreenReportMeta): Promise<string> {
+/** `flaggedTexts` are the flagged samples' texts, by sample index. */
+export async function screenHtml(summary: ScreenSummary, scoresPath: string, flaggedTexts: ReadonlyMap<number, TrainingSample>, meta: ScreenReportMeta): Promise<string> {
   const names = Object.keys(summary.traits);
   const metric = summary.cheap ? "projection" : "ΔP";
   const values = new Map(names.map((n) => [n, [] as number[]]));
@@ -36,10 +38,6 @@ export async function screenHtml(summary: ScreenSummary, scoresPath: string, met
       if (v !== null) values.get(n)!.push(v);
     }
     if (flaggedIdx.has(rec.index) && rec.base_reply !== undefined) baseReplies.set(rec.index, rec.base_reply);
-  }
-  const texts = new Map<number, TrainingSample>();
-  if (flaggedIdx.size > 0) {
-    for await (const rec of readDataset(meta.data)) if (flaggedIdx.has(rec.index) && rec.sample) texts.set(rec.index, rec.sample);
   }
 
   const body = [
@@ -64,7 +62,7 @@ export async function screenHtml(summary: ScreenSummary, scoresPath: string, met
     const flaggedValues = t.flagged.map((f) => (summary.cheap ? f.projection : f.delta_p)).filter((v): v is number => v !== null);
     const plot = histogram({ values: values.get(n)!, flagged: flaggedValues, xLabel: `${metric} on ${n} (layer ${t.layer})`, title: `${n}: ${metric} per sample`, bins: 30 });
     const rows = t.flagged.map((f) => {
-      const s = texts.get(f.index);
+      const s = flaggedTexts.get(f.index);
       const base = baseReplies.get(f.index);
       const text = s ? sampleText(s) + (base !== undefined ? `\n\n[base model's reply] ${base}` : "") : "(text unavailable)";
       return details(`#${f.index} (line ${f.line}): ${metric} ${fmt(summary.cheap ? f.projection : f.delta_p)}`, text);
