@@ -16,6 +16,7 @@ export type PersonaErrorCode =
   | "E_DISPOSED" // an object was used after dispose()
   | "E_ENGINE_CRASHED" // the engine worker died
   | "E_ABORTED" // the caller cancelled
+  | "E_TOO_LONG" // a request needs more context than its decode loop's slots hold
   | "E_JUDGE" // a judge call failed after retries
   | "E_CONFIG_MISMATCH" // a run directory holds results from another configuration
   | "E_NETWORK" // a download failed or a server could not be reached
@@ -46,6 +47,7 @@ const HTTP_STATUS: Record<PersonaErrorCode, number> = {
   E_DISPOSED: 500,
   E_ENGINE_CRASHED: 503,
   E_ABORTED: 499,
+  E_TOO_LONG: 400,
   E_JUDGE: 502,
   E_CONFIG_MISMATCH: 409,
   E_NETWORK: 502,

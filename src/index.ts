@@ -6,6 +6,15 @@
  */
 export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
+export {
+  DecodeLoop,
+  GenerationStream,
+  type LoopOptions,
+  type LoopRequest,
+  type LoopResult,
+  type LoopStats,
+  type StreamEvent,
+} from "./engine/DecodeLoop.js";
 export type { LoraAdapter } from "./engine/lora.js";
 export type { SteeringSpec, ResolvedSteering, Positions } from "./engine/steering.js";
 export type { SampleActivations, SampleProjections, ProbeSpec, ResolvedProbes } from "./engine/capture.js";

@@ -23,6 +23,7 @@ import type {
   LogprobResult,
   ModelInfo,
 } from "./types.js";
+import { DecodeLoop, type LoopOptions, type LoopRequest } from "./DecodeLoop.js";
 import type { ContextShape } from "./worker/core.js";
 import type { WorkerHost } from "./worker/host.js";
 import type { WorkerEvent } from "./worker/protocol.js";
@@ -66,9 +67,16 @@ function checkPositiveInt(name: string, v: number, min = 1): void {
   if (!Number.isInteger(v) || v < min) throw new PersonaError("E_BAD_INPUT", `${name} must be an integer ≥ ${min}, got ${v}`);
 }
 
+/** Most alternatives per token a loop request may ask log-probabilities for. */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** llama.cpp's LLAMA_MAX_SEQ. */
+const MAX_SLOTS = 256;
+
 export class Model implements AsyncDisposable {
   readonly info: ModelInfo;
   private disposed = false;
+  private readonly loops = new Set<DecodeLoop>();
 
   /** @internal */
   constructor(
@@ -353,9 +361,54 @@ export class Model implements AsyncDisposable {
     return this.host.call({ op: "saveModel", modelId: this.id, path });
   }
 
+  /**
+   * Opens a long-lived decode loop (continuous batching): one context sized now for `slots`
+   * requests of up to `ctxPerSlot` tokens, never rebuilt; requests join with `loop.submit(...)`
+   * and stream their tokens. Dispose the loop (or the model) to free its context.
+   */
+  async openLoop(opts: LoopOptions): Promise<DecodeLoop> {
+    this.ensureAlive();
+    checkPositiveInt("slots", opts.slots);
+    if (opts.slots > MAX_SLOTS) throw new PersonaError("E_BAD_INPUT", `slots must be at most ${MAX_SLOTS}, got ${opts.slots}`);
+    checkPositiveInt("ctxPerSlot", opts.ctxPerSlot, 2);
+    const batchTokens = opts.batchTokens ?? defaultBatchTokens(this.info.nVocab);
+    checkPositiveInt("batchTokens", batchTokens);
+    if (batchTokens > MAX_BATCH_TOKENS) throw new PersonaError("E_BAD_INPUT", `batchTokens must be at most ${MAX_BATCH_TOKENS}, got ${batchTokens}`);
+    const options = { slots: opts.slots, ctxPerSlot: opts.ctxPerSlot, exact: opts.exact ?? false, batchTokens: Math.max(batchTokens, opts.slots) };
+    const shape: ContextShape = { nSeqMax: options.slots, nCtxPerSeq: options.ctxPerSlot, nBatch: options.batchTokens, exact: options.exact };
+    const id = await this.host.call<number>({ op: "loopOpen", modelId: this.id, shape });
+    const loop = new DecodeLoop(this.host, id, options, (r) => this.loopJob(r), (l) => this.loops.delete(l));
+    this.loops.add(loop);
+    return loop;
+  }
+
+  private loopJob(r: LoopRequest): Job {
+    this.ensureAlive();
+    if (!(r.prompt instanceof Int32Array) || r.prompt.length === 0) throw new PersonaError("E_BAD_INPUT", "prompt must be a non-empty Int32Array of token ids");
+    const nVocab = this.info.nVocab;
+    for (const t of r.prompt) if (t < 0 || t >= nVocab) throw new PersonaError("E_BAD_INPUT", `token id ${t} is outside the vocabulary (0..${nVocab - 1})`);
+    this.checkCaptureLayers(r.captureLayers);
+    const job: Job = {
+      prompt: r.prompt,
+      sampling: samplerSettings({ ...r, seed: r.seed ?? 0 }),
+      ops: [...(r.steering ?? NO_STEERING)],
+      capture: r.capture ?? false,
+      captureLayers: r.captureLayers,
+      probes: r.probes,
+      feedLast: true,
+    };
+    if (r.logprobs !== undefined) {
+      checkPositiveInt("logprobs", r.logprobs, 0);
+      if (r.logprobs > MAX_TOP_LOGPROBS) throw new PersonaError("E_BAD_INPUT", `logprobs must be at most ${MAX_TOP_LOGPROBS}, got ${r.logprobs}`);
+      job.tokenLogprobs = r.logprobs;
+    }
+    return job;
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
+    for (const loop of this.loops) loop.markClosed();
     this.onDispose(this);
     await this.host.call({ op: "freeModel", modelId: this.id }).catch(() => undefined);
   }
@@ -366,8 +419,7 @@ export class Model implements AsyncDisposable {
 
   /** Teacher-forced work: whole sequences, all rows kept, so bound the logits buffer by vocabulary. */
   private scoringShape(jobs: Job[], batchTokens: number | undefined, exact: boolean): ContextShape {
-    const byVocab = Math.floor(2 ** 28 / (4 * this.info.nVocab));
-    const nBatch = batchTokens ?? Math.min(512, Math.max(64, byVocab));
+    const nBatch = batchTokens ?? defaultBatchTokens(this.info.nVocab);
     checkPositiveInt("batchTokens", nBatch);
     // Buffers are sized by it (a 2^31 batch failed allocating a typed array in the worker).
     if (nBatch > MAX_BATCH_TOKENS) throw new PersonaError("E_BAD_INPUT", `batchTokens must be at most ${MAX_BATCH_TOKENS}, got ${nBatch}`);
@@ -403,6 +455,11 @@ export class Model implements AsyncDisposable {
   private ensureAlive(): void {
     if (this.disposed) throw new PersonaError("E_DISPOSED", "model used after dispose()");
   }
+}
+
+/** Tokens per decode when every row may ask for logits: bounds the logits buffer (4 bytes × vocabulary × rows) near 256 MiB. */
+function defaultBatchTokens(nVocab: number): number {
+  return Math.min(512, Math.max(64, Math.floor(2 ** 28 / (4 * nVocab))));
 }
 
 /** Jobs per worker message: ≥ any sensible `parallel`, so slicing leaves batches full. */

@@ -1,13 +1,19 @@
 /**
- * The one decode loop behind generation, capture and scoring: many jobs share a context, each
- * in its own sequence; every step packs pending tokens of all active jobs into one batch, finished
- * jobs free their KV cells and their slot is refilled from the queue. A job feeds its prompt, then
- * either forced tokens (teacher forcing: capture, log-probabilities) or sampled ones.
+ * The one decode loop behind generation, capture, scoring and the long-lived request loop: jobs
+ * share a context, each in its own sequence (slot); every step packs the pending tokens of all
+ * active jobs into one batch. Jobs join from a queue between steps and leave when done or
+ * cancelled, so the same scheduler serves a batch run to completion and a loop that requests join
+ * and leave while it runs. A job feeds its prompt, then either forced tokens (teacher forcing:
+ * capture, log-probabilities) or sampled ones.
+ *
+ * With `reusePrefix`, a slot keeps its KV cells after its job, and a later job whose tokens start
+ * the same way (and were steered the same way) skips them.
  */
 import { PersonaError } from "../errors.js";
 import { CaptureAccumulator, ProjectionAccumulator, type ResolvedProbes, type RowSink, type SampleActivations, type SampleProjections } from "./capture.js";
 import type { NativeContext, RowPlan, SlotHooks } from "./native/NativeContext.js";
 import { ROW_LAST_PROMPT, ROW_PROMPT, ROW_RESPONSE, type SteeringOp } from "./steering.js";
+import type { TokenLogprob } from "./types.js";
 
 export interface SamplerSettings {
   temperature: number;
@@ -33,6 +39,13 @@ export interface Job {
   probes?: ResolvedProbes;
   /** Score log P(forced | prompt) and/or return the top-k tokens after the prompt. */
   logprobs?: { continuation: boolean; topK: number };
+  /** Per sampled token: its log-probability and this many most likely alternatives (0 = none). */
+  tokenLogprobs?: number;
+  /**
+   * Feed the token that hits the token limit through the model too, so every generated token has
+   * its per-token projection (streamed with it).
+   */
+  feedLast?: boolean;
 }
 
 export interface JobResult {
@@ -44,13 +57,28 @@ export interface JobResult {
   activations?: SampleActivations;
   projections?: SampleProjections;
   continuationLogprobs?: Float64Array;
-  top?: { token: number; logprob: number }[];
+  top?: TokenLogprob[];
+  /** Log-probability of each sampled token (with `tokenLogprobs`). */
+  tokenLogprobs?: Float64Array;
+  /** Prompt tokens whose KV cells were reused from the slot's previous job. */
+  reusedTokens: number;
 }
 
-export interface RunHooks {
+/** A sampled token as it is streamed. */
+export interface TokenEvent {
+  token: number;
+  /** One projection per probe (per-token probes only). */
+  projections?: Float32Array;
+  logprob?: number;
+  top?: TokenLogprob[];
+}
+
+/** What happened to one job, as it happens. */
+export interface JobEvents {
+  /** The prompt went through the model: its last token's projections (with probes) are known. */
+  onPrompt?(nPromptTokens: number, reusedTokens: number, projections: Float64Array | undefined): void;
+  onToken?(event: TokenEvent): void;
   onResult(result: JobResult): void;
-  onToken?(index: number, token: number): void;
-  shouldAbort?(): boolean;
 }
 
 /** The sampler chain and stop rules live with the caller, who owns the native sampler API. */
@@ -60,12 +88,33 @@ export interface Sampler {
 }
 export type SamplerFactory = (settings: SamplerSettings) => Sampler;
 
-interface Slot {
-  index: number;
+export interface SchedulerOptions {
+  /** Sequences decoded together, ≤ the context's n_seq_max. */
+  slots: number;
+  /** Keep each slot's KV cells after its job and reuse a matching prefix. */
+  reusePrefix: boolean;
+}
+
+export interface SchedulerStats {
+  slots: number;
+  active: number;
+  queued: number;
+  /** Tokens that went through the model (prompt and generated). */
+  tokensDecoded: number;
+  /** Prompt tokens skipped because their KV cells were reused. */
+  tokensReused: number;
+  steps: number;
+}
+
+interface Active {
+  key: number;
   job: Job;
+  events: JobEvents;
   input: Int32Array;
   fed: number;
   generated: number[];
+  /** Generated tokens fed back through the model (all but the last, which is fed next). */
+  generatedFed: number;
   sampler: Sampler | null;
   hooks: SlotHooks;
   capture: CaptureAccumulator | null;
@@ -73,11 +122,30 @@ interface Slot {
   /** Some sink reads the last block, which keeps only rows that ask for logits: ask for all. */
   wantAllRows: boolean;
   logprobs: Float64Array | null;
-  top: { token: number; logprob: number }[] | undefined;
-  /** Batch index whose logits this slot reads after the current decode, or -1. */
+  top: TokenLogprob[] | undefined;
+  tokenLogprobs: number[] | null;
+  /** Batch index whose logits this job reads after the current decode, or -1. */
   pendingOutput: number;
-  /** For scoring: which forced token the pending output row predicts, or -1. */
-  pendingTarget: number;
+  reused: number;
+  promptDone: boolean;
+  /** A sampled token streamed once it went through the model (per-token projections). */
+  held: TokenEvent | null;
+  /** The last token is fed only for its projection; the job ends after that step. */
+  draining: boolean;
+}
+
+/** What a slot's KV cells hold once its job left (prefix reuse). */
+interface Cached {
+  tokens: Int32Array;
+  ops: readonly SteeringOp[];
+  promptLength: number;
+  lastUsed: number;
+}
+
+interface Queued {
+  key: number;
+  job: Job;
+  events: JobEvents;
 }
 
 function concat(a: Int32Array, b: Int32Array | undefined): Int32Array {
@@ -88,22 +156,23 @@ function concat(a: Int32Array, b: Int32Array | undefined): Int32Array {
   return out;
 }
 
-/** log-softmax value of `target` in a logits row (float64 accumulation). */
-export function logSoftmaxAt(logits: Float32Array, target: number): number {
+/** log Σ exp(logits) (float64 accumulation). */
+function logSumExp(logits: Float32Array): number {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-  return logits[target]! - max - Math.log(sum);
+  return max + Math.log(sum);
 }
 
-function topLogprobs(logits: Float32Array, k: number): { token: number; logprob: number }[] {
-  let max = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
-  const lse = max + Math.log(sum);
-  const best: { token: number; logprob: number }[] = [];
+/** log-softmax value of `target` in a logits row (float64 accumulation). */
+export function logSoftmaxAt(logits: Float32Array, target: number): number {
+  return logits[target]! - logSumExp(logits);
+}
+
+function topLogprobs(logits: Float32Array, k: number, lse = logSumExp(logits)): TokenLogprob[] {
+  const best: TokenLogprob[] = [];
+  if (k <= 0) return best;
   for (let i = 0; i < logits.length; i++) {
     const v = logits[i]!;
     if (best.length === k && v <= best[k - 1]!.logprob + lse) continue;
@@ -114,160 +183,312 @@ function topLogprobs(logits: Float32Array, k: number): { token: number; logprob:
   return best;
 }
 
-export class BatchRunner {
+function sameOps(a: readonly SteeringOp[], b: readonly SteeringOp[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x.layer !== y.layer || x.kind !== y.kind || x.coef !== y.coef || x.mask !== y.mask || x.vec.length !== y.vec.length) return false;
+    for (let j = 0; j < x.vec.length; j++) if (x.vec[j] !== y.vec[j]) return false;
+  }
+  return true;
+}
+
+/**
+ * How many leading tokens of `input` a slot's cache can stand in for. Steering restricted to some
+ * positions edits a token by its class (prompt, last prompt, response), which changes when the
+ * prompt boundary moves: such steering reuses only tokens that were and stay plain prompt tokens.
+ * At least the last prompt token is always fed: its logits and row are needed.
+ */
+function reusableLength(cached: Cached, job: Job, input: Int32Array): number {
+  if (job.capture || job.probes || !sameOps(cached.ops, job.ops)) return 0;
+  let limit = Math.min(cached.tokens.length, job.prompt.length - 1);
+  if (job.ops.some((op) => op.mask !== 0b111)) limit = Math.min(limit, cached.promptLength - 1);
+  let n = 0;
+  while (n < limit && cached.tokens[n] === input[n]) n++;
+  return n;
+}
+
+export class Scheduler {
+  private readonly slots: (Active | undefined)[];
+  private readonly cached: (Cached | undefined)[];
+  private readonly queue: Queued[] = [];
+  private readonly pending = new Map<Active, { batchIndex: number; target: number }[]>();
+  private readonly rows: RowPlan;
+  private readonly nLayers: number;
+  private readonly nEmbd: number;
+  private active = 0;
+  private tokensDecoded = 0;
+  private tokensReused = 0;
+  private steps = 0;
+
   constructor(
     private readonly ctx: NativeContext,
     private readonly makeSampler: SamplerFactory,
     private readonly eogTokens: Int32Array,
-  ) {}
+    private readonly options: SchedulerOptions,
+  ) {
+    const n = Math.min(options.slots, ctx.options.nSeqMax);
+    this.slots = new Array(n).fill(undefined);
+    this.cached = new Array(n).fill(undefined);
+    const nBatch = ctx.options.nBatch;
+    this.rows = { nTokens: 0, owner: new Int32Array(nBatch), cls: new Uint8Array(nBatch), outputs: new Int32Array(nBatch), nOutputs: 0 };
+    this.nLayers = ctx.model.info.nLayer + 1;
+    this.nEmbd = ctx.model.info.nEmbd;
+  }
 
-  /** `parallel` ≤ the context's n_seq_max; the caller sized the KV cache for that many sequences. */
-  run(jobs: readonly Job[], hooks: RunHooks, parallel: number): void {
-    const nSeqMax = Math.min(parallel, this.ctx.options.nSeqMax);
-    const nBatch = this.ctx.options.nBatch;
-    const nLayers = this.ctx.model.info.nLayer + 1;
-    const nEmbd = this.ctx.model.info.nEmbd;
-    const slots: (Slot | undefined)[] = new Array(nSeqMax).fill(undefined);
-    const rows: RowPlan = {
-      nTokens: 0,
-      owner: new Int32Array(nBatch),
-      cls: new Uint8Array(nBatch),
-      outputs: new Int32Array(nBatch),
-      nOutputs: 0,
+  /** Queues a job; it joins at the next step with a free slot. `key` names it in results and `cancel`. */
+  submit(key: number, job: Job, events: JobEvents): void {
+    this.queue.push({ key, job, events });
+  }
+
+  /** Drops a queued job or ends an active one between steps; false when `key` is unknown. */
+  cancel(key: number): boolean {
+    const q = this.queue.findIndex((j) => j.key === key);
+    if (q >= 0) {
+      this.queue.splice(q, 1);
+      return true;
+    }
+    const seq = this.slots.findIndex((s) => s?.key === key);
+    if (seq < 0) return false;
+    this.release(seq);
+    return true;
+  }
+
+  get busy(): boolean {
+    return this.active > 0 || this.queue.length > 0;
+  }
+
+  stats(): SchedulerStats {
+    return {
+      slots: this.slots.length,
+      active: this.active,
+      queued: this.queue.length,
+      tokensDecoded: this.tokensDecoded,
+      tokensReused: this.tokensReused,
+      steps: this.steps,
     };
-    let next = 0;
-    let active = 0;
+  }
+
+  /** Keys of the queued and active jobs (to fail them all when a decode fails). */
+  keys(): number[] {
+    return [...this.queue.map((q) => q.key), ...this.slots.flatMap((s) => (s ? [s.key] : []))];
+  }
+
+  /** Ends every job without results, forgets the cached prefixes and empties the KV cache. */
+  clear(): void {
+    this.queue.length = 0;
+    for (let seq = 0; seq < this.slots.length; seq++) if (this.slots[seq]) this.release(seq);
+    this.cached.fill(undefined);
     this.ctx.clearMemory();
+  }
 
-    const finish = (seq: number, finishReason: "stop" | "length") => {
-      const s = slots[seq]!;
-      slots[seq] = undefined;
-      active--;
-      this.ctx.removeSequence(seq);
-      s.sampler?.free();
-      const result: JobResult = { index: s.index, tokens: Int32Array.from(s.generated), finishReason };
-      if (s.capture) result.activations = s.capture.finish();
-      if (s.projection) result.projections = s.projection.finish();
-      if (s.logprobs) result.continuationLogprobs = s.logprobs;
-      if (s.top) result.top = s.top;
-      hooks.onResult(result);
+  /** One decode: fills free slots from the queue, packs a batch, decodes, samples, streams. */
+  step(): void {
+    this.admit();
+    if (this.active === 0) return;
+    const nSlots = this.slots.length;
+    const nBatch = this.ctx.options.nBatch;
+    const rows = this.rows;
+    const batch = this.ctx.batch;
+    batch.clear();
+    rows.nOutputs = 0;
+    const hookSlots: (SlotHooks | undefined)[] = new Array(nSlots);
+    const add = (seq: number, token: number, pos: number, cls: number, logits: boolean) => {
+      const i = batch.add(token, pos, seq, logits);
+      rows.owner[i] = seq;
+      rows.cls[i] = cls;
+      if (logits) rows.outputs[rows.nOutputs++] = i;
+      return i;
     };
-
-    try {
-      while (next < jobs.length || active > 0) {
-        if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", "cancelled");
-        for (let seq = 0; seq < nSeqMax && next < jobs.length; seq++) {
-          if (slots[seq]) continue;
-          const job = jobs[next]!;
-          const capture = job.capture ? new CaptureAccumulator(nLayers, nEmbd, job.captureLayers) : null;
-          const projection = job.probes ? new ProjectionAccumulator(nLayers, nEmbd, job.probes) : null;
-          const sinks: RowSink[] = [];
-          if (capture) sinks.push(capture);
-          if (projection) sinks.push(projection);
-          slots[seq] = {
-            index: next++,
-            job,
-            input: concat(job.prompt, job.forced),
-            fed: 0,
-            generated: [],
-            sampler: job.sampling ? this.makeSampler(job.sampling) : null,
-            hooks: { ops: job.ops, sinks },
-            capture,
-            projection,
-            wantAllRows: sinks.some((k) => k.mask[nLayers - 1] === 1),
-            logprobs: job.logprobs?.continuation ? new Float64Array(job.forced?.length ?? 0) : null,
-            top: undefined,
-            pendingOutput: -1,
-            pendingTarget: -1,
-          };
-          active++;
-        }
-
-        // Pack one batch: generated tokens first (one per job, cheap), then prompt chunks.
-        const batch = this.ctx.batch;
-        batch.clear();
-        rows.nOutputs = 0;
-        const hookSlots: (SlotHooks | undefined)[] = new Array(nSeqMax);
-        const add = (seq: number, token: number, pos: number, cls: number, logits: boolean) => {
-          const i = batch.add(token, pos, seq, logits);
-          rows.owner[i] = seq;
-          rows.cls[i] = cls;
-          if (logits) rows.outputs[rows.nOutputs++] = i;
-          return i;
-        };
-        for (let seq = 0; seq < nSeqMax; seq++) {
-          const s = slots[seq];
-          if (!s || s.fed < s.input.length) continue;
-          // Feeding back the last sampled token.
-          s.pendingOutput = add(seq, s.generated[s.generated.length - 1]!, s.input.length + s.generated.length - 1, ROW_RESPONSE, true);
-          hookSlots[seq] = s.hooks;
-        }
-        for (let seq = 0; seq < nSeqMax && batch.size < nBatch; seq++) {
-          const s = slots[seq];
-          if (!s || s.fed >= s.input.length) continue;
-          const promptLen = s.job.prompt.length;
-          const wantAll = s.wantAllRows;
-          const scoring = s.logprobs !== null;
-          s.pendingOutput = -1;
-          s.pendingTarget = -1;
-          while (s.fed < s.input.length && batch.size < nBatch) {
-            const p = s.fed++;
-            const cls = p < promptLen - 1 ? ROW_PROMPT : p === promptLen - 1 ? ROW_LAST_PROMPT : ROW_RESPONSE;
-            const predictsForced = scoring && p >= promptLen - 1 && p < s.input.length - 1;
-            const needsNext = s.fed === s.input.length && (s.sampler !== null || (s.job.logprobs?.topK ?? 0) > 0);
-            const i = add(seq, s.input[p]!, p, cls, wantAll || predictsForced || needsNext || p === promptLen - 1);
-            if (predictsForced || p === promptLen - 1 || needsNext) this.collectLater(s, i, p - (promptLen - 1));
-          }
-          hookSlots[seq] = s.hooks;
-        }
-        rows.nTokens = batch.size;
-
-        this.ctx.decode(rows, hookSlots);
-
-        for (let seq = 0; seq < nSeqMax; seq++) {
-          const s = slots[seq];
-          if (!s) continue;
-          this.consumeScores(s);
-          if (s.fed < s.input.length) continue;
-          if (!s.sampler) {
-            finish(seq, "length");
-            continue;
-          }
-          if (s.pendingOutput < 0) continue;
-          const settings = s.job.sampling!;
-          const suppress = s.generated.length < settings.minTokens ? this.eogTokens : null;
-          const token = s.sampler.sample(s.pendingOutput, suppress);
-          s.pendingOutput = -1;
-          if (this.isEog(token)) {
-            finish(seq, "stop");
-            continue;
-          }
-          s.generated.push(token);
-          hooks.onToken?.(s.index, token);
-          if (s.generated.length >= settings.maxTokens) finish(seq, "length");
-        }
+    // Generated tokens first (one per job, cheap), then prompt chunks.
+    for (let seq = 0; seq < nSlots; seq++) {
+      const s = this.slots[seq];
+      if (!s || s.fed < s.input.length) continue;
+      const wantLogits = !s.draining || s.wantAllRows;
+      const i = add(seq, s.generated[s.generated.length - 1]!, s.input.length + s.generated.length - 1, ROW_RESPONSE, wantLogits);
+      s.pendingOutput = wantLogits ? i : -1;
+      s.generatedFed++;
+      hookSlots[seq] = s.hooks;
+    }
+    for (let seq = 0; seq < nSlots && batch.size < nBatch; seq++) {
+      const s = this.slots[seq];
+      if (!s || s.fed >= s.input.length) continue;
+      const promptLen = s.job.prompt.length;
+      const scoring = s.logprobs !== null;
+      s.pendingOutput = -1;
+      while (s.fed < s.input.length && batch.size < nBatch) {
+        const p = s.fed++;
+        const cls = p < promptLen - 1 ? ROW_PROMPT : p === promptLen - 1 ? ROW_LAST_PROMPT : ROW_RESPONSE;
+        const predictsForced = scoring && p >= promptLen - 1 && p < s.input.length - 1;
+        const needsNext = s.fed === s.input.length && (s.sampler !== null || (s.job.logprobs?.topK ?? 0) > 0);
+        const i = add(seq, s.input[p]!, p, cls, s.wantAllRows || predictsForced || needsNext || p === promptLen - 1);
+        if (predictsForced || p === promptLen - 1 || needsNext) this.collectLater(s, i, p - (promptLen - 1));
       }
-    } finally {
-      for (const s of slots) s?.sampler?.free();
-      this.ctx.clearMemory();
+      hookSlots[seq] = s.hooks;
+    }
+    rows.nTokens = batch.size;
+
+    this.ctx.decode(rows, hookSlots);
+    this.steps++;
+    this.tokensDecoded += batch.size;
+
+    for (let seq = 0; seq < nSlots; seq++) {
+      const s = this.slots[seq];
+      if (s) this.afterDecode(seq, s);
     }
   }
 
-  private readonly pending = new Map<Slot, { batchIndex: number; target: number }[]>();
-
-  /** Remembers a row whose logits are read after the decode (scoring or top-k). */
-  private collectLater(s: Slot, batchIndex: number, forcedIndex: number): void {
-    if (!s.logprobs && !(s.job.logprobs?.topK ?? 0)) {
-      s.pendingOutput = batchIndex;
+  private afterDecode(seq: number, s: Active): void {
+    this.consumeScores(s);
+    if (s.fed < s.input.length) return;
+    if (!s.promptDone) {
+      s.promptDone = true;
+      s.events.onPrompt?.(s.job.prompt.length, s.reused, s.projection?.promptLastNow());
+    }
+    if (s.held) {
+      const held = s.held;
+      s.held = null;
+      held.projections = s.projection!.tokenRow(s.generatedFed - 1);
+      s.events.onToken?.(held);
+    }
+    if (s.draining) return this.finish(seq, "length");
+    if (!s.sampler) return this.finish(seq, "length");
+    if (s.pendingOutput < 0) return;
+    const settings = s.job.sampling!;
+    const suppress = s.generated.length < settings.minTokens ? this.eogTokens : null;
+    const k = s.job.tokenLogprobs;
+    let lse = 0;
+    let top: TokenLogprob[] | undefined;
+    let logits: Float32Array | undefined;
+    if (k !== undefined) {
+      // The model's distribution, before end-of-generation suppression.
+      logits = this.ctx.logits(s.pendingOutput);
+      lse = logSumExp(logits);
+      if (k > 0) top = topLogprobs(logits, k, lse);
+    }
+    const token = s.sampler.sample(s.pendingOutput, suppress);
+    s.pendingOutput = -1;
+    if (this.isEog(token)) return this.finish(seq, "stop");
+    s.generated.push(token);
+    const event: TokenEvent = { token };
+    if (logits) {
+      event.logprob = logits[token]! - lse;
+      s.tokenLogprobs!.push(event.logprob);
+      if (top) event.top = top;
+    }
+    const last = s.generated.length >= settings.maxTokens;
+    if (s.projection?.perTokenEnabled && (!last || s.job.feedLast)) {
+      s.held = event;
+      if (last) s.draining = true;
       return;
     }
+    s.events.onToken?.(event);
+    if (last) this.finish(seq, "length");
+  }
+
+  private admit(): void {
+    while (this.queue.length > 0 && this.active < this.slots.length) {
+      const q = this.queue.shift()!;
+      const input = concat(q.job.prompt, q.job.forced);
+      const target = this.options.reusePrefix ? this.bestSlot(q.job, input) : { seq: this.slots.indexOf(undefined), reuse: 0 };
+      this.start(target.seq, q, input, target.reuse);
+    }
+  }
+
+  /** The free slot whose cache covers most of `input`; among equals, the one unused longest. */
+  private bestSlot(job: Job, input: Int32Array): { seq: number; reuse: number } {
+    let best = { seq: -1, reuse: -1, lastUsed: Infinity };
+    for (let seq = 0; seq < this.slots.length; seq++) {
+      if (this.slots[seq]) continue;
+      const c = this.cached[seq];
+      const reuse = c ? reusableLength(c, job, input) : 0;
+      const lastUsed = c?.lastUsed ?? -1;
+      if (reuse > best.reuse || (reuse === best.reuse && lastUsed < best.lastUsed)) best = { seq, reuse, lastUsed };
+    }
+    return best;
+  }
+
+  private start(seq: number, q: Queued, input: Int32Array, reuse: number): void {
+    const { job } = q;
+    // Drops the cells past the reused prefix (all of them when nothing is reused); partial removal
+    // fails on recurrent memory, and then nothing is reused.
+    if (this.cached[seq] && (reuse === 0 || !this.ctx.removeTokens(seq, reuse))) {
+      this.ctx.removeSequence(seq);
+      reuse = 0;
+    }
+    this.cached[seq] = undefined;
+    this.tokensReused += reuse;
+    const capture = job.capture ? new CaptureAccumulator(this.nLayers, this.nEmbd, job.captureLayers) : null;
+    const projection = job.probes ? new ProjectionAccumulator(this.nLayers, this.nEmbd, job.probes) : null;
+    const sinks: RowSink[] = [];
+    if (capture) sinks.push(capture);
+    if (projection) sinks.push(projection);
+    this.slots[seq] = {
+      key: q.key,
+      job,
+      events: q.events,
+      input,
+      fed: reuse,
+      generated: [],
+      generatedFed: 0,
+      sampler: job.sampling ? this.makeSampler(job.sampling) : null,
+      hooks: { ops: job.ops, sinks },
+      capture,
+      projection,
+      wantAllRows: sinks.some((k) => k.mask[this.nLayers - 1] === 1),
+      logprobs: job.logprobs?.continuation ? new Float64Array(job.forced?.length ?? 0) : null,
+      top: undefined,
+      tokenLogprobs: job.tokenLogprobs !== undefined ? [] : null,
+      pendingOutput: -1,
+      reused: reuse,
+      promptDone: false,
+      held: null,
+      draining: false,
+    };
+    this.active++;
+  }
+
+  /** Frees slot `seq`; its KV cells stay for the next job when prefixes are reused. */
+  private release(seq: number): Active {
+    const s = this.slots[seq]!;
+    this.slots[seq] = undefined;
+    this.active--;
+    this.pending.delete(s);
+    s.sampler?.free();
+    if (this.options.reusePrefix) {
+      const tokens = new Int32Array(s.fed + s.generatedFed);
+      tokens.set(s.input.subarray(0, s.fed));
+      if (s.fed === s.input.length) tokens.set(s.generated.slice(0, s.generatedFed), s.fed);
+      this.cached[seq] = { tokens, ops: s.job.ops, promptLength: s.job.prompt.length, lastUsed: this.steps };
+    } else {
+      this.ctx.removeSequence(seq);
+    }
+    return s;
+  }
+
+  private finish(seq: number, finishReason: "stop" | "length"): void {
+    const s = this.release(seq);
+    const result: JobResult = { index: s.key, tokens: Int32Array.from(s.generated), finishReason, reusedTokens: s.reused };
+    if (s.capture) result.activations = s.capture.finish();
+    if (s.projection) result.projections = s.projection.finish();
+    if (s.logprobs) result.continuationLogprobs = s.logprobs;
+    if (s.top) result.top = s.top;
+    if (s.tokenLogprobs) result.tokenLogprobs = Float64Array.from(s.tokenLogprobs);
+    s.events.onResult(result);
+  }
+
+  /** Remembers a row whose logits are read after the decode (scoring or top-k). */
+  private collectLater(s: Active, batchIndex: number, forcedIndex: number): void {
+    s.pendingOutput = batchIndex;
+    if (!s.logprobs && !(s.job.logprobs?.topK ?? 0)) return;
     const list = this.pending.get(s) ?? [];
     list.push({ batchIndex, target: forcedIndex });
     this.pending.set(s, list);
-    s.pendingOutput = batchIndex;
   }
 
-  private consumeScores(s: Slot): void {
+  private consumeScores(s: Active): void {
     const list = this.pending.get(s);
     if (!list) return;
     this.pending.delete(s);
@@ -283,5 +504,40 @@ export class BatchRunner {
     const e = this.eogTokens;
     for (let i = 0; i < e.length; i++) if (e[i] === token) return true;
     return false;
+  }
+}
+
+export interface RunHooks {
+  onResult(result: JobResult): void;
+  onToken?(index: number, token: number): void;
+  shouldAbort?(): boolean;
+}
+
+/** Lets queued worker messages (loop requests, cancels) in between two decode steps. */
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Runs a job list to completion on a fresh scheduler; `parallel` ≤ the context's n_seq_max. */
+export async function runJobs(
+  ctx: NativeContext,
+  makeSampler: SamplerFactory,
+  eogTokens: Int32Array,
+  jobs: readonly Job[],
+  hooks: RunHooks,
+  parallel: number,
+): Promise<void> {
+  const scheduler = new Scheduler(ctx, makeSampler, eogTokens, { slots: parallel, reusePrefix: false });
+  jobs.forEach((job, i) => {
+    const onToken = hooks.onToken;
+    scheduler.submit(i, job, { onResult: hooks.onResult, onToken: onToken ? (t) => onToken(i, t.token) : undefined });
+  });
+  ctx.clearMemory();
+  try {
+    while (scheduler.busy) {
+      if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", "cancelled");
+      scheduler.step();
+      await yieldToEventLoop();
+    }
+  } finally {
+    scheduler.clear();
   }
 }

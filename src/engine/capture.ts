@@ -191,6 +191,20 @@ export class ProjectionAccumulator implements RowSink {
     buf[t * this.nProbes + k] = d;
   }
 
+  get perTokenEnabled(): boolean {
+    return this.perToken !== null;
+  }
+
+  /** The last prompt token's projections so far (final once the prompt went through). */
+  promptLastNow(): Float64Array {
+    return this.last.slice();
+  }
+
+  /** Response token `t`'s projections, one per probe (per-token probes only). */
+  tokenRow(t: number): Float32Array {
+    return this.perToken!.slice(t * this.nProbes, (t + 1) * this.nProbes);
+  }
+
   finish(): SampleProjections {
     const mean = (sum: Float64Array, counts: Int32Array) => sum.map((s, k) => (counts[k]! > 0 ? s / counts[k]! : 0));
     const nResponse = this.nProbes > 0 ? this.responseCount[0]! : 0;

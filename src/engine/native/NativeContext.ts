@@ -181,6 +181,11 @@ export class NativeContext {
     this.model.api.llama_memory_seq_rm(this.memory, seq, -1, -1);
   }
 
+  /** Drops `seq`'s cells from position `from` on; false when the memory cannot (recurrent models). */
+  removeTokens(seq: number, from: number): boolean {
+    return this.model.api.llama_memory_seq_rm(this.memory, seq, from, -1);
+  }
+
   /** Makes `dst` share all of `src`'s KV cells (the unified cache copies no data). */
   copySequence(src: number, dst: number): void {
     this.model.api.llama_memory_seq_cp(this.memory, src, dst, -1, -1);

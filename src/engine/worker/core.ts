@@ -5,7 +5,7 @@
 import { availableParallelism } from "node:os";
 import type { LoraAdapter } from "../lora.js";
 import { PersonaError } from "../../errors.js";
-import { BatchRunner, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
+import { runJobs, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
 import { discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
 import { loadLlama, type LlamaApi } from "../ffi/llama.js";
 import { NativeContext } from "../native/NativeContext.js";
@@ -17,6 +17,7 @@ import type { TrainResult, TrainSpec } from "../train/options.js";
 import type { LlamaHParams } from "../train/graph.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
 import { saveModel } from "../train/save.js";
+import { WorkerLoop, type LoopRequestEvents, type LoopStats } from "./loop.js";
 import { planTree, scoreTree, type PathScore } from "../tree.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
@@ -54,6 +55,10 @@ export class EngineCore {
   readonly libraries: LibraryPaths;
   private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext>; noMmap: boolean }>();
   private nextModelId = 1;
+  private readonly loops = new Map<number, WorkerLoop>();
+  private nextLoopId = 1;
+  /** Contexts created per model: a loop's context is made once, batch runs reuse theirs when big enough. */
+  private readonly contextsCreated = new Map<number, number>();
   private readonly errors: string[] = [];
   private readonly threads: number;
   private readonly poll: number;
@@ -99,6 +104,7 @@ export class EngineCore {
   freeModel(id: number): void {
     const entry = this.models.get(id);
     if (!entry) return;
+    for (const [loopId, loop] of this.loops) if (loop.modelId === id) this.closeLoop(loopId);
     for (const ctx of entry.contexts.values()) ctx.free();
     entry.model.free();
     this.models.delete(id);
@@ -122,14 +128,16 @@ export class EngineCore {
     return this.model(id).applyBuiltinTemplate(messages, addAssistant);
   }
 
-  /** Runs jobs to completion, streaming each result as it finishes. */
-  run(req: RunRequest, hooks: RunHooks): void {
-    const model = this.model(req.modelId);
-    if (model.vocabOnly) throw new PersonaError("E_BAD_INPUT", "this model was loaded vocabulary-only; load it fully to run it");
+  /** Runs jobs to completion, streaming each result as it finishes (loops step in between). */
+  async run(req: RunRequest, hooks: RunHooks): Promise<void> {
+    const model = this.runnable(req.modelId);
     for (const [i, job] of req.jobs.entries()) this.validateJob(model, job, i);
     const ctx = this.context(req.modelId, req.shape);
-    const runner = new BatchRunner(ctx, (s: SamplerSettings) => new NativeSampler(this.api, ctx, s), model.eogTokens);
-    runner.run(
+    const makeSampler = (s: SamplerSettings) => new NativeSampler(this.api, ctx, s);
+    await runJobs(
+      ctx,
+      makeSampler,
+      model.eogTokens,
       req.jobs,
       {
         ...hooks,
@@ -142,10 +150,54 @@ export class EngineCore {
     );
   }
 
-  /** Scores token paths after a shared prompt as a prefix tree (see tree.ts). */
-  scoreTree(modelId: number, prompt: Int32Array, paths: Int32Array[]): PathScore[] {
+  /** Opens a decode loop with a context of its own, sized once for `shape`. */
+  openLoop(modelId: number, shape: ContextShape): number {
+    this.runnable(modelId);
+    const ctx = this.createContext(modelId, shape);
+    const id = this.nextLoopId++;
+    this.loops.set(id, new WorkerLoop(modelId, this.model(modelId), ctx, shape.nCtxPerSeq, () => this.contextsCreated.get(modelId) ?? 0));
+    return id;
+  }
+
+  submitToLoop(loopId: number, key: number, job: Job, events: LoopRequestEvents): void {
+    const loop = this.loop(loopId);
+    this.validateJob(this.model(loop.modelId), job, 0);
+    loop.submit(key, job, events);
+  }
+
+  /** The model a loop runs. */
+  loopModel(loopId: number): number {
+    return this.loop(loopId).modelId;
+  }
+
+  cancelInLoop(loopId: number, key: number): void {
+    this.loops.get(loopId)?.cancel(key, new PersonaError("E_ABORTED", "request cancelled"));
+  }
+
+  loopStats(loopId: number): LoopStats {
+    return this.loop(loopId).stats();
+  }
+
+  closeLoop(loopId: number): void {
+    this.loops.get(loopId)?.close(new PersonaError("E_DISPOSED", "decode loop closed"));
+    this.loops.delete(loopId);
+  }
+
+  private loop(loopId: number): WorkerLoop {
+    const loop = this.loops.get(loopId);
+    if (!loop) throw new PersonaError("E_DISPOSED", "decode loop closed");
+    return loop;
+  }
+
+  private runnable(modelId: number): NativeModel {
     const model = this.model(modelId);
     if (model.vocabOnly) throw new PersonaError("E_BAD_INPUT", "this model was loaded vocabulary-only; load it fully to run it");
+    return model;
+  }
+
+  /** Scores token paths after a shared prompt as a prefix tree (see tree.ts). */
+  scoreTree(modelId: number, prompt: Int32Array, paths: Int32Array[]): PathScore[] {
+    const model = this.runnable(modelId);
     if (paths.length === 0) return [];
     model.validateTokens(prompt);
     for (const p of paths) model.validateTokens(p);
@@ -213,6 +265,7 @@ export class EngineCore {
   }
 
   dispose(): void {
+    for (const loopId of [...this.loops.keys()]) this.closeLoop(loopId);
     for (const id of [...this.models.keys()]) this.freeModel(id);
   }
 
@@ -235,29 +288,41 @@ export class EngineCore {
   /** Reuses the model's context of the same numerics when it is large enough, else replaces it. */
   private context(modelId: number, shape: ContextShape): NativeContext {
     const entry = this.models.get(modelId)!;
-    const nCtx = Math.ceil((shape.nSeqMax * shape.nCtxPerSeq) / 256) * 256;
-    // llama_context_params.n_ctx is a uint32: a larger context would wrap around in the FFI.
-    if (nCtx > 0xffffffff) {
-      throw new PersonaError("E_BAD_INPUT", `a context of ${nCtx} tokens (prompt + max tokens, × ${shape.nSeqMax} sequences) is beyond llama.cpp's 32-bit size`);
-    }
     const existing = entry.contexts.get(shape.exact);
     if (existing) {
       const o = existing.options;
-      if (o.nSeqMax >= shape.nSeqMax && o.nCtx >= nCtx && o.nBatch >= shape.nBatch) return existing;
+      if (o.nSeqMax >= shape.nSeqMax && o.nCtx >= contextCells(shape) && o.nBatch >= shape.nBatch) return existing;
       existing.free();
       entry.contexts.delete(shape.exact);
     }
+    const ctx = this.createContext(modelId, shape);
+    entry.contexts.set(shape.exact, ctx);
+    return ctx;
+  }
+
+  private createContext(modelId: number, shape: ContextShape): NativeContext {
+    const entry = this.models.get(modelId)!;
     const ctx = new NativeContext(entry.model, {
       nSeqMax: shape.nSeqMax,
-      nCtx,
+      nCtx: contextCells(shape),
       nBatch: shape.nBatch,
       exact: shape.exact,
       threads: this.threads,
       poll: this.poll,
     });
-    entry.contexts.set(shape.exact, ctx);
+    this.contextsCreated.set(modelId, (this.contextsCreated.get(modelId) ?? 0) + 1);
     return ctx;
   }
+}
+
+/** KV cells for a shape, rounded up to llama.cpp's padding. */
+function contextCells(shape: ContextShape): number {
+  const nCtx = Math.ceil((shape.nSeqMax * shape.nCtxPerSeq) / 256) * 256;
+  // llama_context_params.n_ctx is a uint32: a larger context would wrap around in the FFI.
+  if (nCtx > 0xffffffff) {
+    throw new PersonaError("E_BAD_INPUT", `a context of ${nCtx} tokens (prompt + max tokens, × ${shape.nSeqMax} sequences) is beyond llama.cpp's 32-bit size`);
+  }
+  return nCtx;
 }
 
 export type { JobResult };

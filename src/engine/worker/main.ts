@@ -7,7 +7,7 @@ import { serializeError } from "../../errors.js";
 import type { JobResult } from "../batching.js";
 import { EngineCore } from "./core.js";
 import { claimLogs, releaseLogs } from "../ffi/llama.js";
-import type { RequestMessage, ResponseMessage, WorkerData } from "./protocol.js";
+import type { RequestMessage, ResponseMessage, WorkerData, WorkerEvent } from "./protocol.js";
 
 const port = parentPort!;
 const { options } = workerData as WorkerData;
@@ -28,6 +28,7 @@ function buffersOf(r: JobResult): ArrayBuffer[] {
     if (p.perToken) out.push(p.perToken.buffer as ArrayBuffer);
   }
   if (r.continuationLogprobs) out.push(r.continuationLogprobs.buffer as ArrayBuffer);
+  if (r.tokenLogprobs) out.push(r.tokenLogprobs.buffer as ArrayBuffer);
   return out;
 }
 
@@ -59,7 +60,7 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, system: core.api.llama_print_system_info() };
     case "run": {
       const abort = new Int32Array(msg.abort);
-      core.run(
+      await core.run(
         { modelId: msg.modelId, jobs: msg.jobs, shape: msg.shape },
         {
           onResult: (result) => post({ id: msg.id, kind: "event", event: { type: "result", result } }, buffersOf(result)),
@@ -86,9 +87,58 @@ async function handle(msg: RequestMessage): Promise<unknown> {
   }
 }
 
+/**
+ * Decode-loop messages are handled at once, not queued: a loop steps between other work, and a
+ * request streams until its result (or error) answers its message.
+ */
+function handleLoop(msg: RequestMessage): boolean {
+  const reply = (fn: () => unknown) => {
+    try {
+      if (initError) throw initError;
+      post({ id: msg.id, kind: "ok", value: fn() ?? null });
+    } catch (e) {
+      post({ id: msg.id, kind: "error", error: serializeError(e) });
+    }
+  };
+  switch (msg.op) {
+    case "loopOpen":
+      reply(() => core.openLoop(msg.modelId, msg.shape));
+      return true;
+    case "loopCancel":
+      reply(() => core.cancelInLoop(msg.loopId, msg.key));
+      return true;
+    case "loopStats":
+      reply(() => core.loopStats(msg.loopId));
+      return true;
+    case "loopClose":
+      reply(() => core.closeLoop(msg.loopId));
+      return true;
+    case "loopSubmit": {
+      const event = (e: WorkerEvent, transfer: ArrayBuffer[] = []) => post({ id: msg.id, kind: "event", event: e }, transfer);
+      const fail = (e: unknown) => post({ id: msg.id, kind: "error", error: serializeError(e) });
+      try {
+        if (initError) throw initError;
+        const model = core.model(core.loopModel(msg.loopId));
+        core.submitToLoop(msg.loopId, msg.key, msg.job, {
+          onPrompt: (nPromptTokens, reusedTokens, projections) => event({ type: "prompt", nPromptTokens, reusedTokens, projections }),
+          onToken: (t) => event({ type: "token", index: msg.key, piece: model.tokenBytes(t.token, false), ...t }),
+          onResult: (result) => post({ id: msg.id, kind: "ok", value: result }, buffersOf(result)),
+          onError: fail,
+        });
+      } catch (e) {
+        fail(e);
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
 // Promise chain = a FIFO queue: each request starts after the previous one settled.
 let queue: Promise<void> = Promise.resolve();
 port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
+  if (msg.op !== "dispose" && handleLoop(msg)) return;
   if (msg.op === "dispose") {
     queue = queue.then(() => {
       core?.dispose();

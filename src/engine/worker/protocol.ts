@@ -3,7 +3,7 @@ import type { LoraAdapter } from "../lora.js";
 import type { SerializedError } from "../../errors.js";
 import type { Job, JobResult } from "../batching.js";
 import type { TrainProgress, TrainSpec } from "../train/options.js";
-import type { ChatMessage, ModelInfo } from "../types.js";
+import type { ChatMessage, ModelInfo, TokenLogprob } from "../types.js";
 import type { ContextShape, CoreOptions } from "./core.js";
 
 export type Request =
@@ -14,6 +14,11 @@ export type Request =
   | { op: "builtinTemplate"; modelId: number; messages: ChatMessage[]; addAssistant: boolean }
   | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; streamTokens: boolean; abort: SharedArrayBuffer }
   | { op: "scoreTree"; modelId: number; prompt: Int32Array; paths: Int32Array[] }
+  | { op: "loopOpen"; modelId: number; shape: ContextShape }
+  | { op: "loopSubmit"; loopId: number; key: number; job: Job }
+  | { op: "loopCancel"; loopId: number; key: number }
+  | { op: "loopStats"; loopId: number }
+  | { op: "loopClose"; loopId: number }
   | { op: "systemInfo" }
   | { op: "train"; modelId: number; spec: TrainSpec; abort: SharedArrayBuffer }
   | { op: "saveModel"; modelId: number; path: string };
@@ -22,7 +27,17 @@ export type RequestMessage = { id: number } & Request;
 
 export type WorkerEvent =
   | { type: "result"; result: JobResult }
-  | { type: "token"; index: number; token: number; /** the token's bytes (may split a UTF-8 character) */ piece: Uint8Array }
+  | {
+      type: "token";
+      index: number;
+      token: number;
+      /** the token's bytes (may split a UTF-8 character) */
+      piece: Uint8Array;
+      projections?: Float32Array;
+      logprob?: number;
+      top?: TokenLogprob[];
+    }
+  | { type: "prompt"; nPromptTokens: number; reusedTokens: number; projections?: Float64Array }
   | { type: "trainProgress"; progress: TrainProgress };
 
 export type ResponseMessage =
