@@ -5,10 +5,10 @@ import type { ResolvedSteering } from "../../engine/steering.js";
 import { PersonaError } from "../../errors.js";
 import { Conversation } from "../../pipeline/chat.js";
 import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
-import { floatArg, intArg } from "../args/numbers.js";
 import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, write } from "../output.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 const HELP = `commands:
   /steer SPEC     add steering (${STEER_SYNTAX})
@@ -147,15 +147,12 @@ class ChatSession {
 /** `persona chat`: an interactive, steerable conversation in the terminal (or over a pipe). */
 export function register(program: Command): void {
   withEngineFlags(
-    program
+    withSamplingFlags(program
       .command("chat")
       .description("chat with a model in the terminal, optionally steered; /help lists the in-chat commands")
       .option("--steer <spec>", `steer every reply, repeatable: ${STEER_SYNTAX}`, collectSteer)
       .option("-s, --system <text>", "system prompt")
-      .option("-t, --temperature <t>", "sampling temperature (0 = greedy)", floatArg(0), 0.7)
-      .option("--max-tokens <n>", "most new tokens per reply", intArg(1), 256)
-      .option("--seed <s>", "random seed (turn i uses seed + i)", intArg(0), 0)
-      .option("--json", "print one JSON line per reply (text, token ids, prompt size) instead of streaming text"),
+      .option("--json", "print one JSON line per reply (text, token ids, prompt size) instead of streaming text"), { unit: "reply", maxTokens: 256, temperature: 0.7, shortTemperature: true, seedHelp: "random seed (turn i uses seed + i)" }),
   )
     .addHelpText(
       "after",

@@ -7,7 +7,7 @@ import { statsJson } from "../../report/sweep.js";
 import { writeFileAtomic } from "../../store/atomic.js";
 import { systemPrompt, type TraitDefinition } from "../../traits/format.js";
 import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
-import { floatArg, intArg } from "../args/numbers.js";
+import { intArg } from "../args/numbers.js";
 import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
@@ -16,6 +16,7 @@ import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { formatStats, note, print, printJson } from "../output.js";
 import { rolloutProgress } from "../progress.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 /** `--system-pos N` / `--system-neg N`: the trait's N-th (1-based) evaluation instruction as a system prompt. */
 export function instructionSystemPrompt(trait: TraitDefinition, n: number, polarity: "pos" | "neg"): string {
@@ -47,7 +48,7 @@ interface EvalFlags {
 /** `persona eval`: the trait expression score of a model, optionally steered or under a system prompt. */
 export function register(program: Command): void {
   withEngineFlags(
-    program
+    withSamplingFlags(program
       .command("eval")
       .description("score how strongly a model (optionally steered) expresses a trait on the trait's evaluation questions")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
@@ -59,11 +60,8 @@ export function register(program: Command): void {
       .addOption(new Option("--system-neg <n>", "use the trait's n-th neg instruction (1-based) as the system prompt").argParser(intArg(1)))
       .option("-n, --samples <n>", "rollouts per question", intArg(1), 10)
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
-      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
-      .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
-      .option("--seed <s>", "random seed", intArg(0), 0)
       .option("-o, --out <dir>", "write eval.json (every rollout and its scores) and a judge cache here")
-      .option("--json", "print JSON: trait_score and coherence {mean, std, n, nulls}, steering, samples"),
+      .option("--json", "print JSON: trait_score and coherence {mean, std, n, nulls}, steering, samples"), { unit: "rollout", maxTokens: 1000 }),
   )
     .addHelpText(
       "after",

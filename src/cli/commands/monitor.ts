@@ -6,11 +6,12 @@ import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { gradedMonitorPrompts, monitorJson, monitorTrait, readMonitorPrompts, writeMonitorReport } from "../../pipeline/monitor.js";
 import { parseVectorRef } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
-import { floatArg, intArg } from "../args/numbers.js";
+import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 interface MonitorFlags {
   model: string;
@@ -36,7 +37,7 @@ const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
 /** `persona monitor`: does the last prompt token's projection predict the trait before the model answers? */
 export function register(program: Command): void {
   withEngineFlags(
-    program
+    withSamplingFlags(program
       .command("monitor")
       .description("predict a trait before generation: last-prompt-token projection vs the judged trait score of the replies, Pearson r per layer")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
@@ -48,11 +49,8 @@ export function register(program: Command): void {
       .option("-n, --samples <n>", "replies per prompt", intArg(1), 5)
       .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
       .requiredOption("-o, --out <dir>", "run directory: rollouts, judge cache, monitor.json, monitor.html (re-running resumes)")
-      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
-      .option("--max-tokens <n>", "most new tokens per reply", intArg(1), 256)
-      .option("--seed <s>", "random seed", intArg(0), 0)
       .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
-      .option("--json", 'print JSON: {"trait", "vectors", "layer", "pearson_r", "per_layer": [{"layer", "pearson_r"}], "points": [{"messages", "projection", "trait_score", "coherence"}]}'),
+      .option("--json", 'print JSON: {"trait", "vectors", "layer", "pearson_r", "per_layer": [{"layer", "pearson_r"}], "points": [{"messages", "projection", "trait_score", "coherence"}]}'), { unit: "reply", maxTokens: 256 }),
   )
     .addHelpText(
       "after",

@@ -6,10 +6,11 @@ import { screenDataset, type ScreenTrait } from "../../pipeline/screen.js";
 import { row } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { listArg } from "../args/lists.js";
-import { floatArg, intArg } from "../args/numbers.js";
+import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress } from "../progress.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 interface ScreenFlags {
   model: string;
@@ -46,7 +47,7 @@ const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
 /** `persona screen`: projection difference (ΔP) of every training sample against the base model's own reply. */
 export function register(program: Command): void {
   withEngineFlags(
-    program
+    withSamplingFlags(program
       .command("screen")
       .description("screen training data: ΔP = trait projection of each sample's response minus that of the base model's own reply")
       .requiredOption("-t, --trait <list>", "trait name(s), comma-separated; several share one forward pass", listArg)
@@ -56,14 +57,11 @@ export function register(program: Command): void {
       .option("-k, --top <n>", "samples flagged per trait", intArg(0), 20)
       .option("--cheap", "no base replies: report the raw projection of each response (faster, less specific)")
       .requiredOption("-o, --out <dir>", "run directory: scores.jsonl, summary.json, report.html (re-running resumes)")
-      .option("--temperature <t>", "base replies: sampling temperature", floatArg(0), 1)
-      .option("--max-tokens <n>", "base replies: most new tokens", intArg(1), 256)
-      .option("--seed <s>", "base replies: random seed (each reply's seed also depends on its prompt)", intArg(0), 0)
       .option("--labels <file>", 'JSONL {"index", "trait_eliciting"} (as demo datasets write): report each trait\'s ROC AUC for finding the marked samples')
       .option("--batch <n>", "records per engine call (memory and progress granularity)", intArg(1), 64)
       .option("--strict", "refuse the input if any record is broken (checked before any work); default: skip and report them")
       .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
-      .option("--json", 'print JSON: {"n", "skipped", "traits": {T: {"dataset_mean_delta_p", "flagged": [{"index", "delta_p", ...}]}}}'),
+      .option("--json", 'print JSON: {"n", "skipped", "traits": {T: {"dataset_mean_delta_p", "flagged": [{"index", "delta_p", ...}]}}}'), { unit: "reply", maxTokens: 256, prefix: "base replies: ", seedHelp: "random seed (each reply's seed also depends on its prompt)" }),
   )
     .addHelpText(
       "after",

@@ -3,11 +3,12 @@ import { PersonaError } from "../../errors.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { measureShift } from "../../pipeline/shift.js";
 import { steeringSpecs } from "../../vectors/steer.js";
-import { floatArg, intArg } from "../args/numbers.js";
+import { intArg } from "../args/numbers.js";
 import { withModel } from "../engine.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
 import { rolloutProgress } from "../progress.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 interface ShiftFlags {
   base: string;
@@ -31,7 +32,7 @@ interface ShiftFlags {
 
 /** `persona shift`: does the persona vector predict the trait each finetuned model gained? */
 export function register(program: Command): void {
-  program
+  withSamplingFlags(program
     .command("shift")
     .description("finetuning shift: each finetuned model's activation shift along the persona vector (vs the base) against its trait score, with Pearson r")
     .requiredOption("-b, --base <ref>", "the base model the others were finetuned from")
@@ -45,12 +46,10 @@ export function register(program: Command): void {
     .option("--restart", "discard an existing run in --out that has another configuration")
     .option("-n, --samples <n>", "rollouts per question for the trait score", intArg(1), 10)
     .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
-    .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
-    .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
-    .option("--seed <s>", "random seed", intArg(0), 0)
     .option("--threads <n>", "CPU threads, at most the core count (default: PERSONA_THREADS, or the cores not busy with other work)", intArg(1))
     .option("--offline", "use only the local hub cache for hf: models")
-    .option("--json", 'print JSON: {"trait", "layer", "models": [{"model", "shift", "trait_score", "coherence"}...], "pearson_r"}')
+    .option("--json", 'print JSON: {"trait", "layer", "models": [{"model", "shift", "trait_score", "coherence"}...], "pearson_r"}'),
+  { unit: "rollout", maxTokens: 1000 })
     .addHelpText(
       "after",
       `

@@ -14,6 +14,7 @@ import { parseCoefList, parseLayerList } from "../args/lists.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { withSamplingFlags } from "../args/sampling.js";
 
 interface SweepFlags {
   model: string;
@@ -41,7 +42,7 @@ interface SweepFlags {
 /** `persona sweep`: layers × coefficients steering grid, best layer, HTML + JSON report. */
 export function register(program: Command): void {
   withEngineFlags(
-    program
+    withSamplingFlags(program
       .command("sweep")
       .description("evaluate steering over layers × coefficients, pick the best layer and write a report")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
@@ -54,14 +55,11 @@ export function register(program: Command): void {
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
       .option("--coherence-floor <x>", "least mean coherence for a cell to count toward the best layer", floatArg(0, 100), 50)
       .addOption(new Option("--positions <where>", "where the vector is added (response: the last prompt token and every generated token, the reference's steering)").choices(["response", "prompt", "all"]).default(DEFAULT_POSITIONS))
-      .option("--temperature <t>", "sampling temperature", floatArg(0), 1)
-      .option("--max-tokens <n>", "most new tokens per rollout", intArg(1), 1000)
-      .option("--seed <s>", "random seed", intArg(0), 0)
       .option("--chunk <n>", "most rollouts per batched generate call (default 4096)", intArg(1))
       .option("-o, --out <dir>", "run directory: report, finished cells, judge cache (default runs/sweep-<trait>)")
       .option("--restart", "discard a run in --out that used another configuration")
       .option("--no-update", "do not store the best layer in the vectors file")
-      .option("--json", 'print JSON: grid [{layer, coef, trait_score, coherence}], best_layer, baseline, ...'),
+      .option("--json", 'print JSON: grid [{layer, coef, trait_score, coherence}], best_layer, baseline, ...'), { unit: "rollout", maxTokens: 1000 }),
   )
     .addHelpText(
       "after",
