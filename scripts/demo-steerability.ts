@@ -1,0 +1,46 @@
+/**
+ * Checks the demo model's steering against issue 17's bounds and prints what explains the result:
+ *   npm run demo:steerability [-- --model PATH --vectors DIR --tensor prompt_last --layer L
+ *     --coefs 0,1,2,3,4,5,6,7,8 --positions response --questions 10 --samples 4 --threads N --json]
+ * For each trait: +coef·v on the default assistant and −coef·v under the pos prompts (demo judge),
+ * ‖v‖ against the residual norm per layer; then the cosines between the three vectors.
+ */
+import { parseArgs } from "node:util";
+import { steerabilityTables } from "../src/demo/steerability-report.js";
+import { DEMO_MODEL_PATH } from "../src/demo/model.js";
+import { demoSteerability } from "../src/demo/steerability.js";
+import { DEMO_TRAITS } from "../src/demo/traits.js";
+import { Engine } from "../src/engine/Engine.js";
+import type { Positions } from "../src/engine/steering.js";
+import { isTensorName } from "../src/vectors/format.js";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: DEMO_MODEL_PATH },
+    vectors: { type: "string", default: DEMO_MODEL_PATH.replace(/\.gguf$/, ".vectors") },
+    tensor: { type: "string" },
+    layer: { type: "string" },
+    coefs: { type: "string", default: "0,1,2,3,4,5,6,7,8" },
+    positions: { type: "string", default: "response" },
+    questions: { type: "string", default: "10" },
+    samples: { type: "string", default: "4" },
+    threads: { type: "string" },
+    json: { type: "boolean", default: false },
+  },
+});
+if (values.tensor !== undefined && !isTensorName(values.tensor)) throw new Error(`unknown tensor ${values.tensor}`);
+if (!["response", "prompt", "all"].includes(values.positions)) throw new Error(`unknown positions ${values.positions}`);
+const tensor = values.tensor ? `#${values.tensor}` : "";
+await using engine = await Engine.create({ gpu: "cpu", threads: values.threads ? Number(values.threads) : undefined });
+const model = await engine.loadModel(values.model);
+const t0 = performance.now();
+const result = await demoSteerability(model, {
+  vectors: Object.fromEntries(DEMO_TRAITS.map((t) => [t, `${values.vectors}/${t}.safetensors${tensor}`])) as Record<(typeof DEMO_TRAITS)[number], string>,
+  ...(values.layer ? { layer: Number(values.layer) } : {}),
+  coefs: values.coefs.split(",").map(Number),
+  positions: values.positions as Positions,
+  questions: Number(values.questions),
+  samples: Number(values.samples),
+});
+if (values.json) console.log(JSON.stringify(result, null, 2));
+else console.log(`${steerabilityTables(result)}\n${((performance.now() - t0) / 1000).toFixed(0)} s`);
