@@ -318,6 +318,15 @@ function fn<F extends NativeFn>(lib: Library, declaration: string): F {
   return lib.func(declaration) as unknown as F;
 }
 
+/** Like `fn`, for a symbol some builds may not export: null where it is missing. */
+function optionalFn<F extends NativeFn>(lib: Library, declaration: string): F | null {
+  try {
+    return fn<F>(lib, declaration);
+  } catch {
+    return null;
+  }
+}
+
 /** `uint64_t` results: koffi gives a number when it is exact, else a bigint. */
 type U64 = number | bigint;
 
@@ -414,6 +423,14 @@ function bind(paths: LibraryPaths) {
       "void llama_attach_threadpool(void *ctx, void *threadpool, void *threadpool_batch)",
     ),
     llama_detach_threadpool: fn<(ctx: ContextHandle) => void>(llama, "void llama_detach_threadpool(void *ctx)"),
+    // `llama_context::get_sched() const`, a C++ method this build exports (Itanium ABI: `this` is
+    // the first argument). With it a context switches its eval callback off for decodes that need
+    // no hooks, instead of taking one JS call per graph node.
+    llama_context_get_sched: optionalFn<(ctx: ContextHandle) => SchedHandle>(llama, "void *_ZNK13llama_context9get_schedEv(void *ctx)"),
+    ggml_backend_sched_set_eval_callback: fn<(sched: SchedHandle, cb: CallbackHandle | null, userData: null) => void>(
+      base,
+      "void ggml_backend_sched_set_eval_callback(void *sched, void *callback, void *user_data)",
+    ),
     ggml_threadpool_params_default: fn<(nThreads: number) => GgmlThreadpoolParams>(
       base,
       "ggml_threadpool_params ggml_threadpool_params_default(int n_threads)",

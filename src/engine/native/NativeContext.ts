@@ -158,6 +158,7 @@ export class NativeContext {
       }
     }
     this.plan = any ? { rows, slots, wanted } : undefined;
+    this.installHooks(any);
     try {
       const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative());
       if (rc !== 0) {
@@ -168,6 +169,19 @@ export class NativeContext {
     } finally {
       this.plan = undefined;
     }
+  }
+
+  /**
+   * The callback is part of the context's parameters, so llama.cpp re-installs it whenever it
+   * rebuilds a graph; a decode without hooks takes it off the scheduler again, because an
+   * installed callback costs one JS call per graph node (~350 a step on an 11-layer model). The
+   * scheduler can be replaced inside a decode (after a LoRA change), so it is looked up each time.
+   */
+  private installHooks(on: boolean): void {
+    const api = this.model.api;
+    if (!api.llama_context_get_sched) return;
+    const sched = api.llama_context_get_sched(this.ctx);
+    if (!isNull(sched)) api.ggml_backend_sched_set_eval_callback(sched, on ? this.callback : null, null);
   }
 
   /** Logits of batch row `i` of the last decode; a view, valid until the next decode. */
