@@ -94,6 +94,30 @@ describe("local judge", () => {
     assert.equal(await LocalJudge.fromModel(model).score(input), null);
   });
 
+  it("shares an engine: judging goes on while another model generates there", async () => {
+    const generator = await engine.loadModel(source);
+    const judge = await resolveJudge(`local:${source}`, { minProbabilityMass: 0, engine });
+    try {
+      const controller = new AbortController();
+      let generating = false;
+      let done = false;
+      const prompt = await generator.tokenize("go on");
+      const run = generator
+        .generate([{ prompt }], { maxTokens: 450, minTokens: 450, signal: controller.signal, onToken: () => (generating = true) })
+        .finally(() => (done = true));
+      while (!generating) await new Promise((r) => setTimeout(r, 5));
+      const s = await judge.score(input);
+      assert.ok(s !== null && s >= 0 && s <= 100);
+      assert.equal(done, false, "the judge did not wait for the generation");
+      controller.abort();
+      await assert.rejects(run, { code: "E_ABORTED" });
+    } finally {
+      await judge.dispose?.();
+      await generator.dispose();
+    }
+    assert.equal((await model.tokenize("the engine is still open")).length > 0, true);
+  });
+
   it("opens from a `local:` spec and frees its own engine on dispose", async () => {
     const judge = await resolveJudge(`local:${source}`, { minProbabilityMass: 0 });
     assert.equal(judge.id, "local:judge.gguf");

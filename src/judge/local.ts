@@ -17,6 +17,11 @@ export interface LocalJudgeOptions {
   minProbabilityMass?: number;
   /** CPU threads of the judge's own engine. Defaults to the engine's default (free cores). */
   threads?: number;
+  /**
+   * Load the judge model into this engine (kept open) instead of starting one of its own: judging
+   * goes on between the decode steps of the engine's other models, so it never waits for a run.
+   */
+  engine?: Engine;
 }
 
 export class LocalJudge implements Judge {
@@ -27,12 +32,18 @@ export class LocalJudge implements Judge {
     private readonly engine: Engine | null,
     private readonly model: Model,
     private readonly minMass: number,
+    /** The judge loaded `model` (into a shared engine) and frees it on dispose. */
+    private readonly ownsModel = engine !== null,
   ) {
     this.id = `local:${path.basename(model.info.path)}`;
   }
 
-  /** Loads `modelPath` (or `demo`) in an engine of its own, so judging never queues behind generation. */
+  /** Loads `modelPath` (or `demo`) into `opts.engine`, or else into an engine of its own. */
   static async open(modelPath: string, opts: LocalJudgeOptions = {}): Promise<LocalJudge> {
+    if (opts.engine) {
+      const model = await opts.engine.loadModel(await resolveModelRef(modelPath));
+      return new LocalJudge(null, model, opts.minProbabilityMass ?? 0.25, true);
+    }
     const engine = await Engine.create(opts.threads !== undefined ? { threads: opts.threads } : {});
     try {
       const model = await engine.loadModel(await resolveModelRef(modelPath));
@@ -67,8 +78,7 @@ export class LocalJudge implements Judge {
   }
 
   async dispose(): Promise<void> {
-    if (!this.engine) return;
-    await this.model.dispose();
-    await this.engine.dispose();
+    if (this.ownsModel) await this.model.dispose();
+    await this.engine?.dispose();
   }
 }

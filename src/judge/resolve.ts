@@ -24,6 +24,8 @@ export interface ResolveJudgeOptions {
   mode?: "logprobs" | "text";
   /** Least probability mass on number tokens before a logprob score is null. Defaults to 0.25. */
   minProbabilityMass?: number;
+  /** For `local:` judges: load the judge model into this engine rather than one of its own. */
+  engine?: import("../engine/Engine.js").Engine;
 }
 
 export const JUDGE_SPEC_HELP =
@@ -77,7 +79,10 @@ export async function resolveJudge(spec: string, opts: ResolveJudgeOptions = {})
       if (!rest) throw bad(spec, "missing model path");
       // Imported on use: API-judge users never load the engine.
       const { LocalJudge } = await import("./local.js");
-      return LocalJudge.open(rest, opts.minProbabilityMass !== undefined ? { minProbabilityMass: opts.minProbabilityMass } : {});
+      return LocalJudge.open(rest, {
+        ...(opts.minProbabilityMass !== undefined && { minProbabilityMass: opts.minProbabilityMass }),
+        ...(opts.engine && { engine: opts.engine }),
+      });
     }
     default:
       throw bad(spec, "unknown kind");

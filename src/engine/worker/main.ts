@@ -1,6 +1,7 @@
 /**
- * Engine worker entry: owns koffi, llama.cpp and every native pointer. Requests are handled one at
- * a time (a decode loop is synchronous), so concurrent callers queue up in the message channel.
+ * Engine worker entry: owns koffi, llama.cpp and every native pointer. One decode step runs at a
+ * time; requests for one model queue up, and long runs yield between steps so decode loops and
+ * other models' requests go on in between.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { serializeError } from "../../errors.js";
@@ -135,12 +136,16 @@ function handleLoop(msg: RequestMessage): boolean {
   }
 }
 
-// Promise chain = a FIFO queue: each request starts after the previous one settled.
-let queue: Promise<void> = Promise.resolve();
+/**
+ * One FIFO queue per model (promise chains; engine-wide requests share queue 0): a model's requests
+ * run in order, while another model's (a judge loaded beside the generator) go on between the
+ * decode steps of a long run instead of waiting for it.
+ */
+const queues = new Map<number, Promise<void>>();
 port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
   if (msg.op !== "dispose" && handleLoop(msg)) return;
   if (msg.op === "dispose") {
-    queue = queue.then(() => {
+    void Promise.all(queues.values()).then(() => {
       core?.dispose();
       releaseLogs();
       port.close();
@@ -148,7 +153,8 @@ port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
     return;
   }
   const m = msg as RequestMessage;
-  queue = queue.then(async () => {
+  const key = "modelId" in m ? m.modelId : 0;
+  const next = (queues.get(key) ?? Promise.resolve()).then(async () => {
     try {
       const value = await handle(m);
       const transfer = value instanceof Int32Array ? [value.buffer as ArrayBuffer] : [];
@@ -156,5 +162,9 @@ port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
     } catch (e) {
       post({ id: m.id, kind: "error", error: serializeError(e) });
     }
+  });
+  queues.set(key, next);
+  void next.then(() => {
+    if (queues.get(key) === next) queues.delete(key);
   });
 });
