@@ -5,11 +5,14 @@
  * generates exactly the same number of tokens in both engines (end-of-generation is ignored), so
  * the workloads match token for token.
  *
- *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2 --only batch|load]
+ *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2 --only batch|load|loop]
  *
  * The "load" part decodes one sequence on an idle machine and next to a competing CPU-bound
  * process (one per core, started and stopped here), for 1 thread and all cores and for several
  * threadpool polling levels, so the default's degradation under load is visible in one run.
+ *
+ * The "loop" part (bench/loop-case.ts) compares the decode loop (continuous batching) with the
+ * batch API on the same requests from concurrent callers.
  *
  * node-llama-cpp is installed on first use into bench/.peer (it is not a project dependency) and
  * measured in a child process (bench/peer.ts).
@@ -21,6 +24,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
+import { benchLoopCase } from "./loop-case.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -151,10 +155,8 @@ async function main(): Promise<void> {
   console.log(
     `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, median of ${REPEATS}`,
   );
-  if (args.only !== "batch" && args.only !== undefined) {
-    await benchLoad();
-    return;
-  }
+  if (args.only === "load") return benchLoad();
+  if (args.only === "loop") return benchLoop();
   for (const parallel of PARALLEL) {
     const total = parallel * TOKENS;
     const ours = await benchOurs(parallel);
@@ -169,7 +171,23 @@ async function main(): Promise<void> {
     console.log(`  node-llama-cpp 3.21.1 (peer)    ${tps(peer)} tok/s`);
     console.log(`  throughput vs peer: ${(peer / ours.plain).toFixed(2)}×   (goal ≥ 0.95×)`);
   }
-  if (args.only === undefined) await benchLoad();
+  if (args.only === undefined) {
+    await benchLoop();
+    await benchLoad();
+  }
+}
+
+async function benchLoop(): Promise<void> {
+  for (const callers of PARALLEL) {
+    const t = await benchLoopCase({ modelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, timeIt });
+    const tps = (x: number) => ((callers * TOKENS) / x).toFixed(1).padStart(8);
+    console.log(`
+decode loop: ${callers} concurrent caller(s), one request each`);
+    console.log(`  separate model.generate calls   ${tps(t.separateCalls)} tok/s`);
+    console.log(`  one loop (model.openLoop)       ${tps(t.loop)} tok/s   ${(t.separateCalls / t.loop).toFixed(2)}× separate calls (prompt prefix reused)`);
+    console.log(`  one batched generate call       ${tps(t.oneCall)} tok/s   loop/batch ${(t.oneCall / t.loop).toFixed(2)}×`);
+    console.log(`  loop + per-token projection     ${tps(t.loopProbe)} tok/s   overhead ${((t.loopProbe / t.loop - 1) * 100).toFixed(1)}%`);
+  }
 }
 
 await main();
