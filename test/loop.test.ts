@@ -122,6 +122,18 @@ describe("decode loop", () => {
     const same = await loop.submit({ prompt: p2, temperature: 0, maxTokens: 4 }).result;
     assert.equal(same.reusedTokens, p2.length - 1);
     assert.deepEqual(Array.from(same.tokens), Array.from(unsteered.tokens));
+    // Conditional steering: a monitored look at the prompt, then response-only steering reuses it.
+    const probes = model.probes([{ layer: 3, vector: vector(n, 12) }]);
+    const onResponse = model.steering([{ layer: 2, vector: vector(n, 4), coef: 3, positions: "response" }]);
+    const look = await loop.submit({ prompt: p2, maxTokens: 1, probes }).result;
+    const steered = await loop.submit({ prompt: p2, ...opts, steering: onResponse, probes }).result;
+    assert.equal(steered.reusedTokens, p2.length - 1);
+    const steeredFresh = await fresh.submit({ prompt: p2, ...opts, steering: onResponse, probes }).result;
+    assert.equal(steeredFresh.reusedTokens, 0, "the fresh loop's cells were steered on the prompt too");
+    assert.deepEqual(Array.from(steered.tokens), Array.from(steeredFresh.tokens));
+    for (let t = 0; t < steered.tokens.length; t++) assert.ok(Math.abs(steered.tokenLogprobs![t]! - steeredFresh.tokenLogprobs![t]!) < 1e-4);
+    assert.ok(Math.abs(steered.projections!.promptLast[0]! - steeredFresh.projections!.promptLast[0]!) < 1e-4);
+    assert.ok(Math.abs(steered.projections!.promptLast[0]! - look.projections!.promptLast[0]!) > 1e-3, "steering reached the last prompt token");
   });
 
   it("streams the prompt's projection, then each token with its own, matching teacher-forced projection", async () => {

@@ -32,7 +32,12 @@ export interface LoopRequest extends Omit<SamplingOptions, "seed"> {
   /** This request's sampling seed. Defaults to 0. */
   seed?: number;
   steering?: ResolvedSteering;
-  /** From `model.probes(...)`: projections of the last prompt token (in the `prompt` event), per token when the probes ask, and the means in the result. */
+  /**
+   * From `model.probes(...)`: projections of the last prompt token (in the `prompt` event), per
+   * token when the probes ask, and the means in the result. The prompt mean covers the prompt
+   * tokens that went through the model: a reused prefix is not among them (`nPromptTokens` of the
+   * projections says how many were).
+   */
   probes?: ResolvedProbes;
   /** Per generated token: its log-probability and this many most likely alternatives (0..20). Defaults to off. */
   logprobs?: number;
@@ -219,6 +224,11 @@ export class DecodeLoop implements AsyncDisposable {
         signal?.removeEventListener("abort", onAbort);
       });
     return stream;
+  }
+
+  /** Requests submitted and not settled yet (active or queued), known without a round trip. */
+  get pending(): number {
+    return this.inFlight.size;
   }
 
   /** Slots in use, queued requests, tokens decoded and reused, and the context's size. */

@@ -195,16 +195,25 @@ function sameOps(a: readonly SteeringOp[], b: readonly SteeringOp[]): boolean {
   return true;
 }
 
+const everywhere = (ops: readonly SteeringOp[]) => ops.every((op) => op.mask === 0b111);
+const onPlainPrompt = (ops: readonly SteeringOp[]) => ops.filter((op) => (op.mask & (1 << ROW_PROMPT)) !== 0);
+
 /**
- * How many leading tokens of `input` a slot's cache can stand in for. Steering restricted to some
- * positions edits a token by its class (prompt, last prompt, response), which changes when the
- * prompt boundary moves: such steering reuses only tokens that were and stay plain prompt tokens.
- * At least the last prompt token is always fed: its logits and row are needed.
+ * How many leading tokens of `input` a slot's cache can stand in for: cells are reused only where
+ * the same steering edited them. Steering on every position edits all tokens alike; other steering
+ * edits a token by its class (prompt, last prompt, response), which changes when the prompt
+ * boundary moves, so then only tokens that were and stay plain prompt tokens are reused, and only
+ * the ops that touch plain prompt tokens must agree (response-only steering reuses an unsteered
+ * prompt). At least the last prompt token is always fed: its logits and row are needed. Capture
+ * needs every prompt row (prompt means), so it reuses nothing.
  */
 function reusableLength(cached: Cached, job: Job, input: Int32Array): number {
-  if (job.capture || job.probes || !sameOps(cached.ops, job.ops)) return 0;
+  if (job.capture) return 0;
   let limit = Math.min(cached.tokens.length, job.prompt.length - 1);
-  if (job.ops.some((op) => op.mask !== 0b111)) limit = Math.min(limit, cached.promptLength - 1);
+  if (!(everywhere(job.ops) && everywhere(cached.ops) && sameOps(cached.ops, job.ops))) {
+    if (!sameOps(onPlainPrompt(cached.ops), onPlainPrompt(job.ops))) return 0;
+    limit = Math.min(limit, cached.promptLength - 1);
+  }
   let n = 0;
   while (n < limit && cached.tokens[n] === input[n]) n++;
   return n;
