@@ -307,6 +307,29 @@ describe("steering", () => {
     assert.ok(Math.abs(dot) < 1e-4 * Math.abs(baseDot) + 1e-6);
   });
 
+  it("caps the projection on v̂ at a threshold only where it crosses it", async () => {
+    const model = models.llama;
+    const n = model.info.nEmbd;
+    const v = randomVector(n, 3);
+    const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+    const unit = v.map((x) => x / norm);
+    const baseRow = layerRow(base.promptLast, L, n);
+    const baseDot = baseRow.reduce((a, x, j) => a + x * unit[j]!, 0);
+    assert.ok(Math.abs(baseDot) > 1e-2);
+    // The bound on the side the row lies: it crosses the threshold at half its projection.
+    const bound = baseDot > 0 ? "max" : "min";
+    const tau = baseDot / 2;
+    const capped = async (coef: number, b: "max" | "min") =>
+      layerRow((await model.capture([sample], { steering: model.steering([{ vector: v, layer: L, coef, mode: "cap", bound: b }]) }))[0]!.promptLast, L, n);
+    // Reference: x − (x·v̂ − τ)·v̂, computed here in float64.
+    const expected = baseRow.map((x, j) => x - (baseDot - tau) * unit[j]!);
+    assert.ok(relErr(await capped(tau, bound), expected) < 1e-5);
+    // A threshold the row does not cross leaves it exactly as it was.
+    assert.deepEqual(Array.from(await capped(2 * baseDot, bound)), Array.from(baseRow));
+    assert.throws(() => model.steering([{ vector: new Float32Array(n), layer: 1, coef: 1, mode: "cap" }]), personaError("E_BAD_STEER_ARG", /zero vector/));
+    assert.throws(() => model.steering([{ vector: v, layer: 1, coef: 1, mode: "cap", bound: "up" as never }]), personaError("E_BAD_STEER_ARG", /bound/));
+  });
+
   it("steers generation and can differ per request in one batch", async () => {
     const model = models.llama;
     const prompt = await model.encodeChat([{ role: "user", content: "Say something." }]);

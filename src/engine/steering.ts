@@ -13,13 +13,24 @@ export interface SteeringSpec {
   vector: Float32Array;
   /** Layer in 1..n_layer. */
   layer: number;
-  /** Multiplier for `add`; for `ablate`, the fraction of the component removed (1 = all). */
+  /**
+   * Multiplier for `add`; for `ablate`, the fraction of the component removed (1 = all); for
+   * `cap`, the threshold the projection x·v̂ is clamped to.
+   */
   coef: number;
   /** Defaults to "all". `response` follows the reference: the last prompt token and every generated token. */
   positions?: Positions;
-  /** `add` adds coef·v; `ablate` removes coef·(x·v̂)v̂. Defaults to "add". */
-  mode?: "add" | "ablate";
+  /**
+   * `add` adds coef·v; `ablate` removes coef·(x·v̂)v̂; `cap` (activation capping) clamps x·v̂ to
+   * at most coef (`bound` "max") or at least coef ("min"), touching only rows that cross it.
+   * Defaults to "add".
+   */
+  mode?: SteeringMode;
+  /** For `cap`: which side of the threshold is kept. Defaults to "max" (at most coef). */
+  bound?: "max" | "min";
 }
+
+export type SteeringMode = "add" | "ablate" | "cap";
 
 /** Row classes inside one forward pass. */
 export const ROW_PROMPT = 0;
@@ -35,9 +46,10 @@ const POSITION_MASKS: Record<Positions, number> = {
 
 export interface SteeringOp {
   readonly layer: number;
-  readonly kind: "add" | "ablate";
-  /** add: coef·v; ablate: v̂ (unit). */
+  readonly kind: "add" | "ablate" | "capMax" | "capMin";
+  /** add: coef·v; ablate and caps: v̂ (unit). */
   readonly vec: Float32Array;
+  /** add: the multiplier; ablate: the fraction removed; caps: the threshold. */
   readonly coef: number;
   /** Bit set of RowClass values the op applies to. */
   readonly mask: number;
@@ -81,16 +93,16 @@ export function resolveSteering(
       if (!Number.isFinite(x)) throw new PersonaError("E_BAD_FORMAT", `steering vector contains a non-finite value${where}`);
       norm2 += x * x;
     }
-    const kind = s.mode ?? "add";
-    let vec: Float32Array;
-    if (kind === "ablate") {
-      if (norm2 === 0) throw new PersonaError("E_BAD_STEER_ARG", `cannot ablate along a zero vector${where}`);
-      const inv = 1 / Math.sqrt(norm2);
-      vec = s.vector.map((x) => x * inv);
-    } else {
-      vec = s.vector.map((x) => x * s.coef);
-    }
-    return { layer: s.layer, kind, vec, coef: s.coef, mask: POSITION_MASKS[positions] };
+    const mode = s.mode ?? "add";
+    if (mode !== "add" && mode !== "ablate" && mode !== "cap") throw new PersonaError("E_BAD_STEER_ARG", `mode must be add, ablate or cap, got ${String(mode)}${where}`);
+    const bound = s.bound ?? "max";
+    if (bound !== "max" && bound !== "min") throw new PersonaError("E_BAD_STEER_ARG", `cap bound must be max or min, got ${String(bound)}${where}`);
+    const mask = POSITION_MASKS[positions];
+    if (mode === "add") return { layer: s.layer, kind: "add", vec: s.vector.map((x) => x * s.coef), coef: s.coef, mask };
+    if (norm2 === 0) throw new PersonaError("E_BAD_STEER_ARG", `cannot ${mode} along a zero vector${where}`);
+    const inv = 1 / Math.sqrt(norm2);
+    const kind = mode === "ablate" ? "ablate" : bound === "max" ? "capMax" : "capMin";
+    return { layer: s.layer, kind, vec: s.vector.map((x) => x * inv), coef: s.coef, mask };
   });
   return ops as unknown as ResolvedSteering;
 }
@@ -103,12 +115,15 @@ export function applyOpsToRow(ops: readonly SteeringOp[], layer: number, rowClas
     const v = op.vec;
     if (op.kind === "add") {
       for (let j = 0; j < row.length; j++) row[j]! += v[j]!;
-    } else {
-      let d = 0;
-      for (let j = 0; j < row.length; j++) d += row[j]! * v[j]!;
-      const s = d * op.coef;
-      for (let j = 0; j < row.length; j++) row[j]! -= s * v[j]!;
+      changed = true;
+      continue;
     }
+    let d = 0;
+    for (let j = 0; j < row.length; j++) d += row[j]! * v[j]!;
+    // ablate removes coef of the component; a cap moves the row back onto the threshold only when it crossed it.
+    const s = op.kind === "ablate" ? d * op.coef : op.kind === "capMax" ? Math.max(0, d - op.coef) : Math.min(0, d - op.coef);
+    if (s === 0) continue;
+    for (let j = 0; j < row.length; j++) row[j]! -= s * v[j]!;
     changed = true;
   }
   return changed;

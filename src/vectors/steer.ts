@@ -4,7 +4,7 @@
  * best layer when none is given) and checks it fits the model.
  */
 import { existsSync } from "node:fs";
-import type { Positions, ResolvedSteering, SteeringSpec } from "../engine/steering.js";
+import type { Positions, ResolvedSteering, SteeringMode, SteeringSpec } from "../engine/steering.js";
 import type { ModelInfo } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import { type LayerMatrix, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseVectorRef, row, selectTensor } from "./format.js";
@@ -19,7 +19,9 @@ export interface SteeringRef {
   layer: number | undefined;
   coef: number;
   positions: Positions;
-  mode: "add" | "ablate";
+  mode: SteeringMode;
+  /** For `cap`: keep the projection at most (`max`, the default) or at least (`min`) coef. */
+  bound?: "max" | "min";
 }
 
 export interface LoadedVector {
@@ -71,7 +73,7 @@ export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<Mo
     if (layer < 1 || layer > model.nLayer) {
       throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.nLayer} (layer 0, the embeddings, cannot be steered)`);
     }
-    specs.push({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: a.coef, positions: a.positions, mode: a.mode });
+    specs.push({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: a.coef, positions: a.positions, mode: a.mode, ...(a.bound ? { bound: a.bound } : {}) });
   }
   return specs;
 }
