@@ -61,6 +61,11 @@ export type ResolvedSteering = readonly SteeringOp[] & { readonly [resolvedBrand
 
 export const NO_STEERING = [] as unknown as ResolvedSteering;
 
+/** Both steerings at once (each was validated on its own). */
+export function concatSteering(a: ResolvedSteering, b: ResolvedSteering): ResolvedSteering {
+  return [...a, ...b] as unknown as ResolvedSteering;
+}
+
 export function resolveSteering(
   specs: readonly SteeringSpec[],
   model: { nLayer: number; nEmbd: number },

@@ -1,9 +1,9 @@
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import type { Model } from "../../engine/Model.js";
-import type { ResolvedSteering } from "../../engine/steering.js";
 import { PersonaError } from "../../errors.js";
-import { Conversation } from "../../pipeline/chat.js";
+import { Conversation, type ConversationReply } from "../../pipeline/chat.js";
+import { RemoteConversation, type RemoteReply } from "../../server/client.js";
 import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
 import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
@@ -19,7 +19,9 @@ const HELP = `commands:
   /quit           leave (Ctrl-D too)`;
 
 interface ChatFlags {
-  model: string;
+  model?: string;
+  server?: string;
+  apiKey?: string;
   steer?: SteeringRef[];
   system?: string;
   temperature: number;
@@ -41,26 +43,63 @@ function describeRef(r: SteeringRef): string {
   return `${r.source}:${r.layer ?? "best"}:${r.coef}:${r.positions}${r.mode === "ablate" ? ":ablate" : ""}`;
 }
 
+/** What the terminal talks to: a model loaded here, or a `persona serve` at --server. */
+interface ChatTarget {
+  system: string | undefined;
+  reset(): void;
+  /** Replaces the steering (throws on a bad ref, leaving the old one). */
+  setSteering(refs: readonly SteeringRef[]): Promise<void>;
+  reply(userText: string, opts: { signal?: AbortSignal; onPiece?(piece: Uint8Array): void; onDropped?(n: number): void }): Promise<ConversationReply | RemoteReply>;
+}
+
+function localTarget(model: Model, opts: ChatFlags): ChatTarget {
+  const conversation = new Conversation(model, { system: opts.system, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
+  return {
+    get system() {
+      return conversation.system;
+    },
+    set system(v) {
+      conversation.system = v;
+    },
+    reset: () => conversation.reset(),
+    setSteering: async (refs) => void (conversation.steering = await loadSteering(refs, model)),
+    reply: (text, o) => conversation.reply(text, o),
+  };
+}
+
+function remoteTarget(conversation: RemoteConversation): ChatTarget {
+  return {
+    get system() {
+      return conversation.system;
+    },
+    set system(v) {
+      conversation.system = v;
+    },
+    reset: () => conversation.reset(),
+    setSteering: async (refs) => {
+      conversation.steer = refs.map((r) => {
+        // The server steers with the vectors it serves; a local file means nothing there.
+        if (/\.(safetensors|pt)(#.*)?$/.test(r.source)) throw new PersonaError("E_BAD_STEER_ARG", `a server steers by trait name, not a file (${r.source})`);
+        return { trait: r.source, layer: r.layer, coef: r.coef, positions: r.positions, mode: r.mode, bound: r.bound ?? "max" };
+      });
+    },
+    reply: (text, o) => conversation.reply(text, o),
+  };
+}
+
 /**
- * The terminal around a Conversation (pipeline/chat.ts): slash commands, streamed replies on
- * stdout (or one JSON line per turn with --json), notes on stderr.
+ * The terminal around a conversation (pipeline/chat.ts, or a server's): slash commands, streamed
+ * replies on stdout (or one JSON line per turn with --json), notes on stderr.
  */
 class ChatSession {
-  private refs: SteeringRef[] = [];
-  private readonly conversation: Conversation;
   /** Set while a reply is being generated, so Ctrl-C stops the reply instead of the program. */
   current: AbortController | undefined;
 
   constructor(
-    private readonly model: Model,
+    private readonly conversation: ChatTarget,
     private readonly opts: ChatFlags,
-    system: string | undefined,
-    refs: SteeringRef[],
-    steering: ResolvedSteering,
-  ) {
-    this.refs = refs;
-    this.conversation = new Conversation(model, { system, steering, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
-  }
+    private refs: SteeringRef[],
+  ) {}
 
   /** Handles one input line; returns false to quit. */
   async handle(line: string): Promise<boolean> {
@@ -89,14 +128,14 @@ class ChatSession {
         note(this.conversation.system === undefined ? "system prompt removed" : "system prompt set");
         break;
       case "/unsteer":
+        await this.conversation.setSteering([]);
         this.refs = [];
-        this.conversation.steering = await loadSteering([], this.model);
         note("steering removed");
         break;
       case "/steer": {
         if (arg === "") throw new PersonaError("E_BAD_STEER_ARG", `usage: /steer ${STEER_SYNTAX}`);
         const refs = [...this.refs, parseSteer(arg)];
-        this.conversation.steering = await loadSteering(refs, this.model);
+        await this.conversation.setSteering(refs);
         this.refs = refs;
         note(`steering: ${refs.map(describeRef).join(" + ")}`);
         break;
@@ -134,10 +173,11 @@ class ChatSession {
         JSON.stringify({
           turn: result.turn,
           reply: result.text,
-          tokens: Array.from(result.tokens),
+          tokens: result.tokens ? Array.from(result.tokens) : null,
           prompt_tokens: result.promptTokens,
           finish_reason: result.finishReason,
           steering: this.refs.map(describeRef),
+          ...("persona" in result ? { persona: result.persona ?? null } : {}),
         }),
       );
     }
@@ -152,7 +192,10 @@ export function register(program: Command): void {
       .description("chat with a model in the terminal, optionally steered; /help lists the in-chat commands")
       .option("--steer <spec>", `steer every reply, repeatable: ${STEER_SYNTAX}`, collectSteer)
       .option("-s, --system <text>", "system prompt")
-      .option("--json", "print one JSON line per reply (text, token ids, prompt size) instead of streaming text"), { unit: "reply", maxTokens: 256, temperature: 0.7, shortTemperature: true, seedHelp: "random seed (turn i uses seed + i)" }),
+      .option("--json", "print one JSON line per reply (text, token ids, prompt size) instead of streaming text")
+      .option("--server <url>", "talk to a running `persona serve` (or any OpenAI-compatible server) instead of loading --model; --steer then names served traits")
+      .option("--api-key <key>", "Bearer key for --server (also PERSONA_API_KEY)"), { unit: "reply", maxTokens: 256, temperature: 0.7, shortTemperature: true, seedHelp: "random seed (turn i uses seed + i)" }),
+    { modelOptional: true },
   )
     .addHelpText(
       "after",
@@ -166,37 +209,51 @@ Examples:
   persona chat --model demo
   persona chat --model demo --steer evil::4 --temperature 0
   printf 'Hi\\n/steer evil:4:3\\nHi again\\n/quit\\n' | persona chat --model demo --json
+  persona chat --server http://127.0.0.1:8080 --steer evil::-4
 `,
     )
     .action(async function (this: Command, opts: ChatFlags) {
-      await withModel(this, opts, async (model) => {
-        const refs = opts.steer ?? [];
-        const session = new ChatSession(model, opts, opts.system, refs, await loadSteering(refs, model));
-        const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
-        const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
-        if (tty) {
-          note(`chatting with ${model.info.name}${refs.length ? `, steering ${refs.map(describeRef).join(" + ")}` : ""}; /help for commands`);
-          rl.on("SIGINT", () => {
-            if (session.current) session.current.abort();
-            else rl.close();
-          });
-          rl.setPrompt("> ");
-          rl.prompt();
-        }
-        try {
-          for await (const line of rl) {
-            try {
-              if (!(await session.handle(line))) break;
-            } catch (e) {
-              // A bad /steer or an unknown trait must not end the conversation, nor fail it: it was reported and refused.
-              if (!(e instanceof PersonaError) || e.code === "E_ENGINE_CRASHED" || e.code === "E_DISPOSED") throw e;
-              note(`persona: ${e.message} [${e.code}]`);
-            }
-            if (tty) rl.prompt();
-          }
-        } finally {
-          rl.close();
-        }
+      const refs = opts.steer ?? [];
+      if (opts.server !== undefined) {
+        const remote = new RemoteConversation({ url: opts.server, apiKey: opts.apiKey ?? process.env.PERSONA_API_KEY, system: opts.system, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
+        const target = remoteTarget(remote);
+        await target.setSteering(refs);
+        return converse(new ChatSession(target, opts, refs), `${await remote.modelId()} at ${opts.server}`, refs);
+      }
+      if (opts.model === undefined) throw new PersonaError("E_USAGE", "give --model (a model to load) or --server (a running persona serve)");
+      await withModel(this, { ...opts, model: opts.model }, async (model) => {
+        const target = localTarget(model, opts);
+        await target.setSteering(refs);
+        await converse(new ChatSession(target, opts, refs), model.info.name, refs);
       });
     });
+}
+
+/** Reads lines (a terminal with a prompt, or a pipe) until /quit or end of input. */
+async function converse(session: ChatSession, name: string, refs: SteeringRef[]): Promise<void> {
+  const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+  if (tty) {
+    note(`chatting with ${name}${refs.length ? `, steering ${refs.map(describeRef).join(" + ")}` : ""}; /help for commands`);
+    rl.on("SIGINT", () => {
+      if (session.current) session.current.abort();
+      else rl.close();
+    });
+    rl.setPrompt("> ");
+    rl.prompt();
+  }
+  try {
+    for await (const line of rl) {
+      try {
+        if (!(await session.handle(line))) break;
+      } catch (e) {
+        // A bad /steer or an unknown trait must not end the conversation, nor fail it: it was reported and refused.
+        if (!(e instanceof PersonaError) || e.code === "E_ENGINE_CRASHED" || e.code === "E_DISPOSED") throw e;
+        note(`persona: ${e.message} [${e.code}]`);
+      }
+      if (tty) rl.prompt();
+    }
+  } finally {
+    rl.close();
+  }
 }

@@ -11,6 +11,7 @@ import { register as model } from "./model.js";
 import { register as monitor } from "./monitor.js";
 import { register as pull } from "./pull.js";
 import { register as screen } from "./screen.js";
+import { register as serve } from "./serve.js";
 import { register as shift } from "./shift.js";
 import { register as sweep } from "./sweep.js";
 import { register as trait } from "./trait.js";
@@ -19,4 +20,4 @@ import { register as vectors } from "./vectors.js";
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, activations, trait, extract, evaluate, sweep, monitor, screen, finetune, shift, vectors];
+export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, serve, activations, trait, extract, evaluate, sweep, monitor, screen, finetune, shift, vectors];

@@ -1,0 +1,113 @@
+/**
+ * One generation request from templated prompt to finished reply, independent of the wire format:
+ * decides the persona action (refuse, or add the conditional steering) from the last prompt
+ * token's projections when the request has thresholds that act, streams decoded text (holding
+ * back what could be the start of a stop sequence), and builds the persona report.
+ */
+import { concatSteering } from "../engine/steering.js";
+import { type ActionType, buildReport, crossedAtPrompt, type PersonaReport, type ResolvedPersona } from "./persona.js";
+import type { Backend } from "./backend.js";
+
+export interface RunInput {
+  prompt: Int32Array;
+  temperature: number;
+  topP: number;
+  seed: number;
+  maxTokens: number;
+  stop: readonly string[];
+  persona: ResolvedPersona;
+}
+
+export type RunEvent =
+  /** Text to append to the reply. */
+  | { type: "text"; text: string }
+  /** The request was refused before generating (action refuse). */
+  | { type: "refused"; message: string; persona: PersonaReport }
+  | { type: "done"; finishReason: "stop" | "length"; completionTokens: number; text: string; persona: PersonaReport; action: { type: ActionType; traits: string[] } | null };
+
+export async function* runGeneration(backend: Backend, input: RunInput, signal: AbortSignal): AsyncGenerator<RunEvent> {
+  const p = input.persona;
+  let steering = p.steering;
+  let promptLast: Float64Array | undefined;
+  let action: { type: ActionType; traits: string[] } | null = null;
+  // Only an action that changes the reply needs the projections before generating.
+  if (p.probes && p.action !== "report" && p.thresholds.size > 0) {
+    promptLast = await backend.promptProjections(input.prompt, steering, p.probes, { signal });
+    const crossed = crossedAtPrompt(p, promptLast);
+    if (crossed.length > 0) {
+      action = { type: p.action, traits: crossed };
+      if (p.action === "refuse") {
+        const report = buildReport(p, promptLast, undefined, action);
+        const why = crossed.map((t) => `${t} ${report[t]!.prompt_projection!.toFixed(3)} > ${report[t]!.threshold}`).join(", ");
+        yield { type: "refused", message: `This request was refused: its persona projection crossed the server's threshold (${why}).`, persona: report };
+        return;
+      }
+      steering = concatSteering(steering, p.actionSteering!);
+    }
+  }
+
+  // Aborted by the caller, or by us when a stop sequence ends the reply.
+  const stopper = new AbortController();
+  const stream = backend.submit(
+    { prompt: input.prompt, temperature: input.temperature, topP: input.topP, seed: input.seed, maxTokens: input.maxTokens, steering, ...(p.probes ? { probes: p.probes } : {}) },
+    { signal: AbortSignal.any([signal, stopper.signal]) },
+  );
+  // Keeps an unobserved rejection from surfacing before the loop below reaches it.
+  stream.result.catch(() => undefined);
+  const decoder = new TextDecoder();
+  const holdBack = Math.max(0, ...input.stop.map((s) => s.length - 1));
+  let text = "";
+  let sent = 0;
+  let tokens = 0;
+  let stopped = false;
+  for await (const e of stream) {
+    if (e.type === "prompt") {
+      promptLast ??= e.promptLast;
+      if (!action && p.thresholds.size > 0) {
+        const crossed = crossedAtPrompt(p, e.promptLast);
+        if (crossed.length) action = { type: "report", traits: crossed };
+      }
+      continue;
+    }
+    if (stopped) continue;
+    tokens++;
+    text += decoder.decode(e.piece, { stream: true });
+    const hit = firstStop(text, input.stop);
+    if (hit >= 0) {
+      text = text.slice(0, hit);
+      stopped = true;
+      stopper.abort();
+    }
+    const ready = stopped ? text.length : text.length - holdBack;
+    if (ready > sent) {
+      yield { type: "text", text: text.slice(sent, ready) };
+      sent = ready;
+    }
+  }
+  let finishReason: "stop" | "length" = "stop";
+  let projections;
+  try {
+    const r = await stream.result;
+    finishReason = r.finishReason;
+    projections = r.projections;
+    promptLast ??= r.projections?.promptLast;
+  } catch (e) {
+    // Our own cancellation for a stop sequence is a normal end; anything else is the caller's.
+    if (!stopped || signal.aborted) throw e;
+  }
+  if (!stopped) {
+    text += decoder.decode();
+    if (text.length > sent) yield { type: "text", text: text.slice(sent) };
+  }
+  yield { type: "done", finishReason: stopped ? "stop" : finishReason, completionTokens: tokens, text, persona: buildReport(p, promptLast, projections, action), action };
+}
+
+function firstStop(text: string, stops: readonly string[]): number {
+  let best = -1;
+  for (const s of stops) {
+    if (s === "") continue;
+    const i = text.indexOf(s);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
