@@ -53,8 +53,3 @@ export { readDataset, type DatasetRecord, type TrainingSample } from "./pipeline
 export { monitorTrait, gradedMonitorPrompts, readMonitorPrompts, monitorJson, type MonitorOptions, type MonitorResult, type MonitorPrompt, type MonitorPoint } from "./pipeline/monitor.js";
 export { captureActivationsToFile, countCaptureInputs, readCaptureInputs, type CaptureInput, type CaptureToFileOptions } from "./pipeline/activations.js";
 export type { RunStore, RecordStore } from "./pipeline/rundir.js";
-
-export { startServer, type RunningServer } from "./server/server.js";
-export { loadServerConfig, parseServerConfig, type ServerConfig, type ServerConfigInput } from "./server/config.js";
-export { RemoteConversation, type RemoteOptions, type RemoteReply } from "./server/client.js";
-export type { PersonaReport, TraitReport } from "./server/persona.js";
