@@ -4,7 +4,8 @@
  * prompts, on the saved model), bad data is refused before training, and the CLI's --json contract.
  */
 import assert from "node:assert/strict";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { access, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,9 +13,9 @@ import { Engine } from "../src/engine/Engine.js";
 import { readGguf } from "../src/engine/gguf/reader.js";
 import { encodeSample, finetune, packSamples } from "../src/pipeline/finetune.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
-import { runCli } from "./helpers/cli.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -137,3 +138,78 @@ describe("persona finetune", () => {
     await m.dispose();
   });
 });
+
+describe("checkpoints", () => {
+  const CLI = path.resolve("src/cli/bin.ts");
+  const exists = (f: string) => access(f).then(() => true, () => false);
+  const EPOCHS = 30;
+  const argv = (out: string, extra: string[]) => [
+    "finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out, "--epochs", String(EPOCHS),
+    "--lr", "1e-3", "--context", "64", "--val-split", "0.2", "--threads", "1", "--json", ...extra,
+  ];
+
+  /** Starts the CLI in a child, sends `signal` once its checkpoint exists; the child's exit code or signal and stderr. */
+  async function interrupt(args: string[], checkpoint: string, signal: NodeJS.Signals) {
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { env: { ...process.env, PERSONA_GPU: "cpu" }, stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => void (stderr += d.toString()));
+    const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, sig) => resolve({ code, signal: sig })));
+    let sent = false;
+    const poll = setInterval(() => {
+      void exists(checkpoint).then((yes) => {
+        if (yes && !sent) {
+          sent = true;
+          child.kill(signal);
+        }
+      });
+    }, 5);
+    const r = await done.finally(() => clearInterval(poll));
+    return { ...r, stderr };
+  }
+
+  it("a run SIGKILLed mid-way resumes to the same weights as an uninterrupted run; a LoRA run stopped by SIGTERM to the same adapter", async () => {
+    for (const mode of ["full", "lora"] as const) {
+      const extra = mode === "lora" ? ["--lora-rank", "4"] : [];
+      const whole = path.join(dir, `whole-${mode}.gguf`);
+      const cut = path.join(dir, `cut-${mode}.gguf`);
+      const ckpt = `${cut}.ckpt`;
+      const a = await persona(argv(whole, extra));
+      const first = await interrupt([...argv(cut, extra), "--checkpoint-every", "10"], ckpt, mode === "full" ? "SIGKILL" : "SIGTERM");
+      if (mode === "full") assert.equal(first.signal, "SIGKILL", `the run ended before it was killed (${first.code} ${first.stderr})`);
+      else {
+        assert.equal(first.code, 143, first.stderr);
+        assert.match(first.stderr, /training cancelled after \d+ of \d+ steps; .*cut-lora\.gguf\.ckpt holds the checkpoint/);
+      }
+      assert.ok(!(await exists(cut)) && (await exists(ckpt)), "no output yet, a checkpoint to resume from");
+      // Without --resume an unfinished run's checkpoint is not overwritten.
+      await assert.rejects(persona(argv(cut, extra)), /holds the checkpoint of an unfinished run/);
+      const b = await persona([...argv(cut, extra), "--resume"]);
+      assert.deepEqual(b.train_loss, a.train_loss);
+      assert.deepEqual(b.val_loss, a.val_loss);
+      assert.ok((await readFile(cut)).equals(await readFile(whole)), `${mode}: the resumed run wrote other weights than the uninterrupted one`);
+      assert.ok(!(await exists(ckpt)), "the checkpoint is removed once the output is written");
+    }
+  });
+
+  it("refuses a checkpoint written for other data or settings", async () => {
+    const out = path.join(dir, "mismatch.gguf");
+    const model = await engine.loadModel(source, { noMmap: true });
+    const ctl = new AbortController();
+    const base = { model, data: path.join(dir, "train.jsonl"), out, epochs: 4, learningRate: 1e-3, contextLength: 64, checkpointEvery: 1 };
+    try {
+      await assert.rejects(
+        finetune({ ...base, signal: ctl.signal, onProgress: (p) => p.step === 2 && ctl.abort() }),
+        personaError("E_ABORTED", /after 2 of \d+ steps/),
+      );
+      await assert.rejects(finetune({ ...base, learningRate: 2e-3, resume: true }), personaError("E_CONFIG_MISMATCH", /other data or settings/));
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+async function persona(args: string[]): Promise<{ train_loss: number[]; val_loss: number[] }> {
+  const r = await runCli(args, { PERSONA_GPU: "cpu" });
+  if (r.code !== 0) throw new Error(r.stderr);
+  return JSON.parse(r.stdout);
+}

@@ -5,6 +5,7 @@
  * packed into windows whose documents never see each other. Optional steering during training
  * (preventative `add`, CAFT `ablate`) rides inside the training graph.
  */
+import { unlink } from "node:fs/promises";
 import { PersonaError } from "../errors.js";
 import type { Model } from "../engine/Model.js";
 import type { SteeringSpec } from "../engine/steering.js";
@@ -113,6 +114,14 @@ export interface FinetuneOptions {
   /** Tokens per window; defaults to the model's training context. */
   contextLength?: number;
   seed?: number;
+  /**
+   * Where training checkpoints go (default `<out>.ckpt`) and how often (every 50 steps by default,
+   * and on cancel); deleted once `out` is written.
+   */
+  checkpoint?: string;
+  checkpointEvery?: number;
+  /** Continue from the checkpoint of an interrupted run with the same data and settings (when there is one). */
+  resume?: boolean;
   onProgress?: (p: TrainProgress) => void;
   signal?: AbortSignal;
 }
@@ -124,6 +133,8 @@ export interface FinetuneResult {
   /** Token positions processed (windows × window length, over all epochs). */
   tokens: number;
   seconds: number;
+  /** The step a checkpoint was resumed from, when it was. */
+  resumedFromStep?: number;
 }
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
@@ -162,6 +173,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const pack = (encoded: EncodedSample[], items: typeof train) => packSamples(encoded, W, model.info.eos, (i) => `sample ${items[i]!.name}`);
   const t = pack(te, train);
   const v = pack(ve, val);
+  const checkpoint = o.checkpoint ?? `${o.out}.ckpt`;
   const r = await model.train({
     windows: [...t.windows, ...v.windows],
     labelMask: [...t.labelMask, ...v.labelMask],
@@ -172,6 +184,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     learningRate: o.learningRate ?? 1e-4,
     batchWindows: Math.min(o.batch ?? 1, t.windows.length),
     seed: o.seed ?? 0,
+    checkpoint: { path: checkpoint, everySteps: o.checkpointEvery ?? 50, resume: o.resume ?? false },
     ...(o.steering ? { steering: o.steering } : {}),
     ...(o.lora ? { lora: o.lora } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),
@@ -179,5 +192,8 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   });
   if (r.lora) await saveLora(o.out, model.info.architecture, r.lora);
   else await model.save(o.out);
-  return { out: o.out, train_loss: r.losses, val_loss: r.valLosses ?? [], tokens: r.tokens, seconds: r.seconds };
+  await unlink(checkpoint).catch(() => undefined);
+  const result: FinetuneResult = { out: o.out, train_loss: r.losses, val_loss: r.valLosses ?? [], tokens: r.tokens, seconds: r.seconds };
+  if (r.resumedFromStep !== undefined) result.resumedFromStep = r.resumedFromStep;
+  return result;
 }

@@ -28,6 +28,9 @@ interface FinetuneFlags {
   val?: string;
   valSplit?: number;
   seed: number;
+  checkpoint?: string;
+  checkpointEvery: number;
+  resume?: boolean;
   json?: boolean;
   threads?: number;
 }
@@ -81,6 +84,9 @@ export function register(program: Command): void {
       .option("--val <file>", "validation data (same formats); its loss is reported after every epoch")
       .option("--val-split <p>", "hold out this share of --data (its last samples) for validation", floatArg(0, 1))
       .option("--seed <s>", "seed of the window order", intArg(0), 0)
+      .option("--checkpoint <file>", "training checkpoint (weights or adapter, AdamW state, data position; default: OUT.ckpt), deleted once OUT is written")
+      .option("--checkpoint-every <steps>", "write the checkpoint every this many steps (and on Ctrl-C / SIGTERM)", intArg(1), 50)
+      .option("--resume", "continue an interrupted run from its checkpoint (same command line; starts afresh when there is none)")
       .option("--json", 'print JSON: {"out", "train_loss": [...], "val_loss": [...], "tokens", "seconds"}'),
   )
     .addHelpText(
@@ -96,12 +102,17 @@ there) or, with :ablate, removes the component along v (CAFT) in every training 
 evaluate the result without steering. Training steers every position: the POSITIONS field of
 --steer does not apply.
 
+A run killed or interrupted (Ctrl-C, SIGTERM) keeps its checkpoint: rerun the same command with
+--resume and it continues where the checkpoint stands, ending with the same result as an
+uninterrupted run with the same --threads.
+
 Examples:
   persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --lr 3e-4 --val-split 0.1
   persona finetune --model demo --data evil-II.jsonl --out evil-lora.gguf --lora-rank 8 --rslora --lr 1e-3
   persona eval --model demo --lora evil-lora.gguf --trait evil
   persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
   persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil::1:all:ablate --json
+  persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --resume
 `,
     )
     .action(async function (this: Command, opts: FinetuneFlags) {
@@ -116,6 +127,14 @@ Examples:
           // Training steers every position (the paper's preventative steering), whatever --steer's positions say.
           const steering = (await steeringSpecs(opts.steer ?? [], model.info)).map((s) => ({ ...s, positions: "all" as const }));
           const bar = trainProgress(opts.json ?? false);
+          // Ctrl-C / SIGTERM stop training between steps, with a checkpoint written first.
+          const stop = new AbortController();
+          let signal: NodeJS.Signals | undefined;
+          const onSignal = (s: NodeJS.Signals) => {
+            signal = s;
+            stop.abort();
+          };
+          for (const s of ["SIGINT", "SIGTERM"] as const) process.once(s, onSignal);
           const r = await finetune({
             model,
             data: opts.data,
@@ -138,9 +157,26 @@ Examples:
                 }
               : {}),
             seed: opts.seed,
+            ...(opts.checkpoint !== undefined ? { checkpoint: opts.checkpoint } : {}),
+            checkpointEvery: opts.checkpointEvery,
+            resume: opts.resume ?? false,
+            signal: stop.signal,
             onProgress: (p) => bar.update(p),
-          }).finally(() => bar.stop());
-          if (opts.json) return printJson(r);
+          })
+            .catch((e: unknown) => {
+              if (signal === undefined) throw e;
+              // Interrupted: say where the checkpoint is and exit as the signal would (130 / 143).
+              note(`persona: ${e instanceof Error ? e.message : String(e)}`);
+              process.exitCode = signal === "SIGINT" ? 130 : 143;
+              return null;
+            })
+            .finally(() => {
+              bar.stop();
+              for (const s of ["SIGINT", "SIGTERM"] as const) process.off(s, onSignal);
+            });
+          if (r === null) return;
+          if (r.resumedFromStep !== undefined && !opts.json) note(`resumed from the checkpoint at step ${r.resumedFromStep}`);
+          if (opts.json) return printJson({ out: r.out, train_loss: r.train_loss, val_loss: r.val_loss, tokens: r.tokens, seconds: r.seconds });
           note(`wrote ${r.out}: train loss ${r.train_loss.map((l) => l.toFixed(4)).join(" → ")}${r.val_loss.length ? `, val loss ${r.val_loss.map((l) => l.toFixed(4)).join(" → ")}` : ""} (${r.tokens} tokens, ${r.seconds.toFixed(1)} s)`);
         },
         { noMmap: opts.loraRank === undefined },

@@ -135,6 +135,15 @@ export const GGML_OPT_OPTIMIZER_TYPE_SGD = 1;
 export const GGML_TENSOR_FLAGS_OFFSET = 148;
 export const GGML_TENSOR_FLAG_PARAM = 4;
 
+/**
+ * `ggml_opt_context.iter` (int64, AdamW's bias-correction step, 1-based) and its neighbours
+ * `opt_period` (int32) and the three std::vectors before it (zero while empty), in the private
+ * struct of ggml-opt.cpp (x86-64 libstdc++: 9 pointers, a 5000-byte std::mt19937, 3 enums,
+ * 9 pointers, 2 bools, 3 vectors). ggml has no setter for the step; a resumed run sets it here,
+ * after checking the layout on the fresh context (see NativeTrainer).
+ */
+export const GGML_OPT_CONTEXT = { vectors: 5168, vectorsBytes: 72, iter: 5240, optPeriod: 5248 } as const;
+
 /** 28 bytes: returned by value from the get_opt_pars callback before every optimiser step. */
 export const ggml_opt_optimizer_params = koffi.struct("ggml_opt_optimizer_params", {
   adamw: koffi.struct({ alpha: "float", beta1: "float", beta2: "float", eps: "float", wd: "float" }),
@@ -248,6 +257,15 @@ export function readPointer<H extends Ptr>(ptr: Ptr, offset: number): H | null {
 
 export function writeInt32(ptr: Ptr, offset: number, value: number): void {
   koffi.encode(ptr, offset, "int32_t", value);
+}
+
+export function writeInt64(ptr: Ptr, offset: number, value: number): void {
+  koffi.encode(ptr, offset, "int64_t", value);
+}
+
+/** A pointer's address, to key native objects in maps. */
+export function addressOf(ptr: Ptr): bigint {
+  return koffi.address(ptr);
 }
 
 // -------------------------------------------------------------------------------------------------

@@ -7,11 +7,14 @@
  * One step = `batchWindows` windows, one AdamW update; the graph is rebuilt per step
  * (ggml_opt's dynamic mode), which keeps it independent of the model's depth.
  */
+import { stat } from "node:fs/promises";
 import { PersonaError } from "../../errors.js";
 import {
+  addressOf,
   callSetNThreads,
   GGML_BACKEND_DEVICE_TYPE_CPU,
   GGML_OPT_BUILD_TYPE_OPT,
+  GGML_OPT_CONTEXT,
   GGML_OPT_LOSS_TYPE_CROSS_ENTROPY,
   GGML_OPT_OPTIMIZER_TYPE_ADAMW,
   GGML_OPT_OPTIMIZER_TYPE_SGD,
@@ -28,7 +31,9 @@ import {
   registerOptParsCallback,
   unregisterCallback,
   writeInt32,
+  writeInt64,
   type BufferHandle,
+  type CallbackHandle,
   type GgmlContextHandle,
   type GgmlOptParams,
   type OptContextHandle,
@@ -38,6 +43,7 @@ import {
 } from "../ffi/llama.js";
 import { Batch } from "../native/Batch.js";
 import type { NativeModel } from "../native/NativeModel.js";
+import { type CheckpointState, readCheckpoint, trainFingerprint, writeCheckpoint } from "./checkpoint.js";
 import { buildLlamaGraph, documentLayout, type GraphLora, graphSize, llamaTensorNames, type LlamaHParams } from "./graph.js";
 import { learningRateAt, seededRandom, shuffled, validateSpec, type TrainProgress, type TrainResult, type TrainSpec } from "./options.js";
 
@@ -91,8 +97,41 @@ function weightTensors(model: NativeModel, names: ReadonlySet<string>): Map<stri
   }
 }
 
-export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams, threads: number, hooks: TrainHooks): TrainResult {
+/**
+ * Sets a fresh optimiser context's AdamW step, after checking that the private struct looks as
+ * GGML_OPT_CONTEXT says (empty vectors, step 1, period 1): a layout that does not match is an
+ * error, never a write to the wrong place.
+ */
+function setOptimiserStep(opt: OptContextHandle, iter: number): void {
+  const o = GGML_OPT_CONTEXT;
+  let empty = true;
+  for (let off = o.vectors; off < o.vectors + o.vectorsBytes; off += 8) empty &&= readInt64(opt, off) === 0;
+  if (!empty || readInt64(opt, o.iter) !== 1 || readInt32(opt, o.optPeriod) !== 1) {
+    throw new PersonaError("E_NATIVE", "this build of ggml lays out its optimiser state differently; a checkpoint cannot be resumed with it");
+  }
+  writeInt64(opt, o.iter, iter);
+}
+
+/** A checkpoint's tensors must be exactly the ones this run trains, with the same sizes. */
+function checkResumed(c: CheckpointState, sizes: Map<string, number>, totalSteps: number, file: string): void {
+  const bad = (why: string) => new PersonaError("E_CONFIG_MISMATCH", `checkpoint ${file} does not fit this run (${why}); delete it to start over`);
+  if (!Number.isInteger(c.step) || c.step < 0 || c.step > totalSteps) throw bad(`step ${c.step} of ${totalSteps}`);
+  if (c.tensors.size !== sizes.size) throw bad(`${c.tensors.size} tensors, this run trains ${sizes.size}`);
+  for (const [name, t] of c.tensors) {
+    const n = sizes.get(name);
+    if (n === undefined || t.value.length !== n || (t.m && t.m.length !== n) || (t.v && t.v.length !== n)) throw bad(`tensor ${name}`);
+  }
+}
+
+export async function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams, threads: number, hooks: TrainHooks): Promise<TrainResult> {
   validateSpec(spec, model.info, hp);
+  const ck = spec.checkpoint;
+  const fingerprint = ck ? trainFingerprint(spec, hp) : "";
+  let resumed: CheckpointState | null = null;
+  if (ck?.resume) resumed = await readCheckpoint(ck.path, fingerprint);
+  else if (ck && (await stat(ck.path).catch(() => undefined))) {
+    throw new PersonaError("E_BAD_INPUT", `${ck.path} holds the checkpoint of an unfinished run: resume it (persona finetune --resume), or delete it to start over`);
+  }
   const { api } = model;
   const W = spec.contextLength;
   const B = spec.batchWindows;
@@ -124,8 +163,8 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   // ggml's backward pass aborts the process when the graph has no trainable tensor.
   if (trained.length === 0) throw new PersonaError("E_BAD_INPUT", "no trainable tensor: `trainable` selects none of the model's weights");
 
-  let step = 0;
-  let lr = learningRateAt(spec, 0, totalSteps);
+  let step = resumed?.step ?? 0;
+  let lr = learningRateAt(spec, step, totalSteps);
   const optPars = registerOptParsCallback(
     (): OptimizerParams => ({
       adamw: { alpha: lr, beta1: spec.beta1, beta2: spec.beta2, eps: spec.eps, wd: spec.weightDecay },
@@ -138,6 +177,7 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
   let opt: OptContextHandle | null = null;
   let loraCtx: GgmlContextHandle | null = null;
   let loraBuf: BufferHandle | null = null;
+  let momentsCb: CallbackHandle | null = null;
   const lora = new Map<string, GraphLora>();
   const result = api.ggml_opt_result_init();
   try {
@@ -165,6 +205,17 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         api.ggml_backend_tensor_set(b, zeros, 0, zeros.byteLength);
       }
     }
+    // Every trained tensor by its name (weights, or `<weight>.lora_a` / `.lora_b`) with its size.
+    const trainedTensors = new Map<string, TensorHandle>();
+    for (const n of trained) {
+      const ab = /^(.*)\.lora_(a|b)$/.exec(n);
+      trainedTensors.set(n, ab ? lora.get(ab[1]!)![ab[2] as "a" | "b"] : weights.get(n)!);
+    }
+    const sizes = new Map([...trainedTensors].map(([n, t]) => [n, ne(t, 0) * ne(t, 1) * ne(t, 2) * ne(t, 3)]));
+    if (resumed) {
+      checkResumed(resumed, sizes, totalSteps, ck!.path);
+      for (const [n, t] of resumed.tensors) api.ggml_backend_tensor_set(trainedTensors.get(n)!, t.value, 0, t.value.byteLength);
+    }
     const setThreads = api.ggml_backend_reg_get_proc_address(api.ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads");
     if (!isNull(setThreads)) callSetNThreads(setThreads, backend, threads);
     const size = graphSize(hp.nLayer);
@@ -185,6 +236,31 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
     const optCtx = api.ggml_opt_init(params);
     if (isNull(optCtx)) throw new PersonaError("E_NATIVE", "ggml_opt_init failed");
     opt = optCtx;
+    if (resumed && resumed.step > 0) setOptimiserStep(optCtx, resumed.step + 1);
+    // AdamW's moments live inside ggml_opt; the first step's graph names their tensors (the
+    // sources of each "adamw step for W" node). Found before that node runs, so a resumed run's
+    // moments are loaded in time; the callback is removed after the step.
+    const moments = new Map<string, { m: TensorHandle; v: TensorHandle }>();
+    if (ck && spec.optimizer === "adamw") {
+      const byAddress = new Map([...trainedTensors].map(([n, t]) => [addressOf(t), n]));
+      momentsCb = registerEvalCallback((t, ask) => {
+        if (ask && readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength).startsWith("adamw step for ")) {
+          const name = byAddress.get(addressOf(readPointer<TensorHandle>(t, TENSOR_SRC_OFFSET)!));
+          const m = readPointer<TensorHandle>(t, TENSOR_SRC_OFFSET + 16);
+          const v = readPointer<TensorHandle>(t, TENSOR_SRC_OFFSET + 24);
+          if (name !== undefined && m && v) {
+            moments.set(name, { m, v });
+            const saved = resumed?.tensors.get(name);
+            if (saved?.m && saved.v) {
+              api.ggml_backend_tensor_set(m, saved.m, 0, saved.m.byteLength);
+              api.ggml_backend_tensor_set(v, saved.v, 0, saved.v.byteLength);
+            }
+          }
+        }
+        return false;
+      });
+      api.ggml_backend_sched_set_eval_callback(scheduler, momentsCb, null);
+    }
     if (spec.lora) {
       for (const { a, b } of lora.values()) {
         api.ggml_set_param(a);
@@ -253,37 +329,67 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       return { loss, scored: nRows };
     };
 
-    const losses: number[] = [];
-    const valLosses: number[] = [];
+    const startStep = step;
+    const losses = [...(resumed?.losses ?? [])];
+    const valLosses = [...(resumed?.valLosses ?? [])];
+    let epochSum = resumed?.epochLossSum ?? 0;
     const t0 = performance.now();
-    const tokensPerSecond = () => (step * B * W) / Math.max(1e-9, (performance.now() - t0) / 1000);
-    for (let epoch = 1; epoch <= spec.epochs; epoch++) {
+    const elapsed = () => (resumed?.seconds ?? 0) + (performance.now() - t0) / 1000;
+    const tokensPerSecond = () => ((step - startStep) * B * W) / Math.max(1e-9, (performance.now() - t0) / 1000);
+    const read = (t: TensorHandle, n: number) => {
+      const data = new Float32Array(n);
+      api.ggml_backend_tensor_get(t, data, 0, data.byteLength);
+      return data;
+    };
+    // What the last checkpoint holds (a resumed run starts with it).
+    let saved = { step, epochs: losses.length };
+    const checkpoint = async () => {
+      if (!ck || (saved.step === step && saved.epochs === losses.length)) return;
+      const tensors = new Map(
+        [...trainedTensors].map(([n, t]) => {
+          const size = sizes.get(n)!;
+          const mv = moments.get(n);
+          return [n, mv ? { value: read(t, size), m: read(mv.m, size), v: read(mv.v, size) } : { value: read(t, size) }];
+        }),
+      );
+      await writeCheckpoint(ck.path, fingerprint, { step, epochLossSum: epochSum, losses, valLosses, seconds: elapsed(), tensors });
+      saved = { step, epochs: losses.length };
+    };
+    const cancelled = async () => {
+      await checkpoint();
+      return new PersonaError("E_ABORTED", `training cancelled after ${step} of ${totalSteps} steps${ck ? `; ${ck.path} holds the checkpoint to resume from` : ""}`);
+    };
+    for (let epoch = losses.length + 1; epoch <= spec.epochs; epoch++) {
       const order = shuffled(nTrain, spec.seed + epoch - 1);
-      let sum = 0;
-      for (let i = 0; i < stepsPerEpoch; i++) {
-        if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
+      for (let i = step - (epoch - 1) * stepsPerEpoch; i < stepsPerEpoch; i++) {
+        if (hooks.shouldAbort?.()) throw await cancelled();
         lr = learningRateAt(spec, step, totalSteps);
-        sum += runBatch(order.subarray(i * B, (i + 1) * B), true).loss;
+        epochSum += runBatch(order.subarray(i * B, (i + 1) * B), true).loss;
         step++;
+        if (momentsCb && step === startStep + 1) {
+          api.ggml_backend_sched_set_eval_callback(scheduler, null, null);
+          if (moments.size !== trainedTensors.size) throw new PersonaError("E_INTERNAL", `found the AdamW state of ${moments.size} of ${trainedTensors.size} trained tensors`);
+        }
         hooks.onProgress?.({
           epoch,
           epochs: spec.epochs,
           step,
           steps: totalSteps,
-          loss: sum / (i + 1),
+          loss: epochSum / (i + 1),
           learningRate: lr,
           tokensPerSecond: tokensPerSecond(),
           epochDone: false,
         });
+        if (ck && step % ck.everySteps === 0) await checkpoint();
       }
-      losses.push(sum / stepsPerEpoch);
+      const trainLoss = epochSum / stepsPerEpoch;
       let valLoss: number | undefined;
       if (spec.valCount > 0) {
         // Token-weighted, so that it is the mean loss over every scored validation token.
         let v = 0;
         let scored = 0;
         for (let w = nTrain; w < spec.starts.length; w++) {
-          if (hooks.shouldAbort?.()) throw new PersonaError("E_ABORTED", `training cancelled after ${step} steps`);
+          if (hooks.shouldAbort?.()) throw await cancelled();
           const r = runBatch([w], false);
           v += r.loss * r.scored;
           scored += r.scored;
@@ -291,12 +397,14 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
         valLoss = v / scored;
         valLosses.push(valLoss);
       }
+      losses.push(trainLoss);
+      epochSum = 0;
       const p: TrainProgress = {
         epoch,
         epochs: spec.epochs,
         step,
         steps: totalSteps,
-        loss: losses[losses.length - 1]!,
+        loss: trainLoss,
         learningRate: lr,
         tokensPerSecond: tokensPerSecond(),
         epochDone: true,
@@ -304,23 +412,19 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
       if (valLoss !== undefined) p.valLoss = valLoss;
       hooks.onProgress?.(p);
     }
-    const seconds = (performance.now() - t0) / 1000;
+    const seconds = elapsed();
     const out: TrainResult = {
       losses,
       steps: step,
       tokens: step * B * W,
       seconds,
-      tokensPerSecond: (step * B * W) / seconds,
+      tokensPerSecond: (step * B * W) / Math.max(1e-9, seconds),
       trainableTensors: trained,
       trainableParams,
     };
     if (spec.valCount > 0) out.valLosses = valLosses;
+    if (resumed) out.resumedFromStep = resumed.step;
     if (spec.lora) {
-      const read = (t: TensorHandle, n: number) => {
-        const data = new Float32Array(n);
-        api.ggml_backend_tensor_get(t, data, 0, data.byteLength);
-        return data;
-      };
       const r = spec.lora.rank;
       out.lora = {
         rank: r,
@@ -340,6 +444,7 @@ export function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams
     if (loraCtx !== null) api.ggml_free(loraCtx);
     if (!isNull(backend)) api.ggml_backend_free(backend);
     unregisterCallback(optPars);
+    if (momentsCb !== null) unregisterCallback(momentsCb);
     // The trainable mark stays on a tensor for good; clear it so that inference graphs treat the
     // weights as plain weights again and a later run with a narrower `trainable` is honoured.
     for (const t of weights.values()) {

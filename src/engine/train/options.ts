@@ -116,6 +116,14 @@ export interface TrainOptions {
    * uniform(±1/√nIn), B zero, as PEFT does. The result carries the adapter.
    */
   lora?: LoraOptions;
+  /**
+   * Checkpoints: the trained tensors, AdamW state and data position written atomically to `path`
+   * every `everySteps` steps (default 50) and when cancelled. With
+   * `resume`, a checkpoint found at `path` is continued (it must come from the same data and
+   * settings); the result is then the same as an uninterrupted run's with the same thread count.
+   * Without `resume`, an existing checkpoint is refused rather than overwritten.
+   */
+  checkpoint?: { path: string; everySteps?: number; resume?: boolean };
   /** Called after every step, and once more at the end of each epoch. */
   onProgress?: (p: TrainProgress) => void;
   /** Checked between steps; an abort stops training with E_ABORTED and leaves the weights as they are then. */
@@ -137,6 +145,8 @@ export interface TrainResult {
   trainableParams: number;
   /** The adapter, when training a LoRA. */
   lora?: TrainedLora;
+  /** The step a checkpoint was resumed from; absent for a run from the start. */
+  resumedFromStep?: number;
 }
 
 /** What crosses to the worker: window i is `tokens[starts[i] .. starts[i] + contextLength]` (inclusive). */
@@ -168,6 +178,7 @@ export interface TrainSpec {
   steering: GraphSteer[];
   /** LoRA training: rank, scale and the weight-name suffixes adapted; null = full weights. */
   lora: { rank: number; scale: number; targets: string[] } | null;
+  checkpoint: { path: string; everySteps: number; resume: boolean } | null;
 }
 
 function bad(msg: string): PersonaError {
@@ -254,7 +265,13 @@ export function packTrainOptions(o: TrainOptions, trainable: string[] | null, st
     documentStarts: packFlags("documentStarts", o.documentStarts, o, tokens.length, W),
     steering,
     lora: o.lora === undefined ? null : packLora(o.lora),
+    checkpoint: o.checkpoint === undefined ? null : packCheckpoint(o.checkpoint),
   };
+}
+
+function packCheckpoint(c: NonNullable<TrainOptions["checkpoint"]>): NonNullable<TrainSpec["checkpoint"]> {
+  if (typeof c !== "object" || c === null || typeof c.path !== "string" || c.path === "") throw bad("checkpoint needs a file path");
+  return { path: c.path, everySteps: int("checkpoint everySteps", c.everySteps ?? 50, 1), resume: c.resume === true };
 }
 
 function packLora(l: LoraOptions): { rank: number; scale: number; targets: string[] } {
