@@ -3,7 +3,7 @@
  *   npm run demo:steerability [-- --model PATH --vectors DIR --tensor prompt_last --layer L
  *     --coefs 0,1,2,3,4,5,6,7,8 --positions response --questions 10 --samples 4 --threads N --json]
  * For each trait: +coef·v on the default assistant and −coef·v under the pos prompts (demo judge),
- * ‖v‖ against the residual norm per layer; then the cosines between the three vectors.
+ * the norms of the file's three reductions against the residual norm per layer; then the cosines between the three vectors.
  */
 import { parseArgs } from "node:util";
 import { steerabilityTables } from "../src/demo/steerability-report.js";

@@ -52,6 +52,8 @@ describe("demo steerability", () => {
       const file = await readVectors(vectors[t.trait]);
       assert.equal(t.vectorNorm[2], norm(row(file.tensors.response_avg!, 2)));
       assert.ok(t.residualNorm.every((n) => Number.isFinite(n) && n > 0));
+      assert.deepEqual(Object.keys(t.tensorNorms).sort(), ["prompt_avg", "prompt_last", "response_avg"]);
+      assert.deepEqual(t.tensorNorms.response_avg, t.vectorNorm);
     }
     assert.deepEqual(result.cosines.map((c) => `${c.a}·${c.b}`), ["evil·sycophantic", "evil·hallucinating", "sycophantic·hallucinating"]);
     assert.match(steerabilityTables(result), /evil \(response_avg, layer 2\)/);

@@ -16,7 +16,8 @@ export function steerabilityTables(r: SteerabilityResult): string {
       `  bounds: +coef monotone from ≤ 15: ${b.plusMonotone ? "yes" : "no"}; reaches ≥ 60 at coherence ≥ 60: ${b.plusCoef === null ? "no" : `at ${b.plusCoef}`}; ` +
         `−coef < 20 at coherence ≥ 70: ${b.minusCoef === null ? "no" : `at ${b.minusCoef}`}  → ${b.pass ? "PASS" : "FAIL"}`,
     );
-    lines.push(`  ‖v‖ / ‖residual‖ by layer: ${t.vectorNorm.map((n, l) => `${l}: ${f(n, 2)}/${f(t.residualNorm[l], 1)}`).join("  ")}`);
+    lines.push(`  ‖residual‖ (last prompt token) by layer: ${t.residualNorm.map((n) => f(n, 1)).join(" ")}`);
+    for (const [name, norms] of Object.entries(t.tensorNorms)) lines.push(`  ‖${name}‖ by layer: ${norms.map((n) => f(n, 2)).join(" ")}`);
   }
   lines.push(`cosines between the vectors: ${r.cosines.map((c) => `${c.a}·${c.b} ${f(c.cosine, 2)} (layer ${c.layer})`).join(", ")}`);
   return lines.join("\n");

@@ -12,7 +12,8 @@ import { PersonaError } from "../errors.js";
 import { evaluateSettings, summarize, type EvalSetting, type ScoreStats } from "../pipeline/evaluate.js";
 import { systemPrompt } from "../traits/format.js";
 import { loadTrait } from "../traits/registry.js";
-import { row, type LayerMatrix, type VectorTensorName } from "../vectors/format.js";
+import { presentTensors, row, type LayerMatrix, type VectorTensorName } from "../vectors/format.js";
+import { loadVectorsFile } from "../vectors/load.js";
 import { cosine, layerNorms } from "../vectors/math.js";
 import { loadVectorSource } from "../vectors/steer.js";
 import { DemoJudge } from "./judge.js";
@@ -66,6 +67,11 @@ export interface TraitSteerability {
   minus: SteerCell[];
   /** ‖v‖ at every layer 0..n_layer. */
   vectorNorm: number[];
+  /**
+   * ‖·‖ at every layer of each reduction the file holds: where `prompt_last` stays small the
+   * persona has not reached the last prompt token yet, so there is no state to steer there.
+   */
+  tensorNorms: Partial<Record<VectorTensorName, number[]>>;
   /** Mean ‖residual‖ of the last prompt token of the default assistant's prompts, at every layer. */
   residualNorm: number[];
   bounds: SteeringBoundsCheck;
@@ -110,6 +116,11 @@ function checkCoefs(coefs: readonly number[]): void {
   if (coefs.length === 0 || coefs[0] !== 0 || coefs.some((c, i) => !Number.isFinite(c) || c < 0 || (i > 0 && c <= coefs[i - 1]!))) {
     throw new PersonaError("E_BAD_INPUT", `steerability coefficients must be ascending, non-negative and start at 0, got ${coefs.join(",")}`);
   }
+}
+
+async function tensorNorms(file: string, nLayer: number): Promise<Partial<Record<VectorTensorName, number[]>>> {
+  const all = await loadVectorsFile(file, { nLayer });
+  return Object.fromEntries(presentTensors(all).map((name) => [name, layerNorms(all.tensors[name]!)]));
 }
 
 async function residualNorms(model: Model, questions: readonly string[]): Promise<number[]> {
@@ -161,6 +172,7 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
       plus,
       minus,
       vectorNorm: layerNorms(v.matrix),
+      tensorNorms: await tensorNorms(v.path, model.info.nLayer),
       residualNorm: await residualNorms(model, questions),
       bounds: checkSteeringBounds(plus, minus),
     });
