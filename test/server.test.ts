@@ -44,7 +44,7 @@ async function waitIdle(): Promise<void> {
 }
 
 before(async () => {
-  server = await startServer(parseServerConfig({ model: "demo", port: 0, threads: 1, apiKey: KEY, parallel: 2, queue: 1, ctx: 1024, limits: { messages: 8, maxTokens: 1000, bodyBytes: 4096 } }));
+  server = await startServer(parseServerConfig({ model: "demo", port: 0, threads: 1, apiKey: KEY, parallel: 3, queue: 1, ctx: 1024, limits: { messages: 8, maxTokens: 1000, bodyBytes: 4096 } }));
   client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: KEY, maxRetries: 0 });
 });
 
@@ -79,9 +79,19 @@ describe("OpenAI wire format", () => {
     const last = chunks[chunks.length - 1]!;
     assert.deepEqual(last.choices, []);
     assert.deepEqual(last.usage, reply.usage);
+    // The prompt's projections come before the reply's first token.
+    const early = chunks.findIndex((c) => (c as unknown as { persona?: Persona }).persona);
+    assert.ok(early >= 0 && early < chunks.findIndex((c) => c.choices[0]?.delta.content), "projections before the first token");
     const finish = chunks[chunks.length - 2]!;
+    assert.equal(personaOf(chunks[early]).evil!.prompt_projection, personaOf(finish).evil!.prompt_projection);
+    assert.equal(personaOf(chunks[early]).evil!.response_projection, null);
     assert.equal(finish.choices[0]!.finish_reason, reply.choices[0]!.finish_reason);
-    assert.deepEqual(personaOf(finish), personaOf(reply));
+    // The same numbers as the plain reply's, up to the float noise of a reused KV prefix.
+    for (const [trait, r] of Object.entries(personaOf(reply))) {
+      const f = personaOf(finish)[trait]!;
+      for (const key of ["prompt_projection", "response_projection"] as const) assert.ok(Math.abs(f[key]! - r[key]!) < 1e-4 * (1 + Math.abs(r[key]!)), `${trait} ${key}`);
+      assert.equal(f.flagged, r.flagged);
+    }
   });
 
   it("serves /v1/completions, streamed and not", async () => {

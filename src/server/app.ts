@@ -238,7 +238,7 @@ async function generate(
   const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
   const events = runGeneration(
     state.backend,
-    { prompt, temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? randomInt(2 ** 31), maxTokens, stop, persona },
+    { prompt, temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? randomInt(2 ** 31), maxTokens, minTokens: body.ignore_eos ? maxTokens : 0, stop, persona },
     signal,
   );
   const id = newId(endpoint === "/v1/chat/completions" ? "chatcmpl" : "cmpl");
@@ -284,6 +284,7 @@ async function generate(
     try {
       let text = "";
       for await (const e of events) {
+        if (e.type === "prompt") continue;
         if (e.type === "text") {
           onText();
           text += e.text;
@@ -309,6 +310,11 @@ async function generate(
       try {
         if (shape === chatShape) await send([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]);
         for await (const e of events) {
+          if (e.type === "prompt") {
+            // The prompt's projections, before the reply's first token.
+            await send([shape.delta("")], { persona: e.persona });
+            continue;
+          }
           if (e.type === "text") {
             onText();
             await send([shape.delta(e.text)]);

@@ -5,6 +5,7 @@
  * is engine-agnostic, so the decode loop underneath can change without the HTTP layer noticing.
  */
 import type { ResolvedProbes, SampleProjections } from "../engine/capture.js";
+import type { DecodeLoop } from "../engine/DecodeLoop.js";
 import type { Model } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
 import type { GenerationResult } from "../engine/types.js";
@@ -16,6 +17,8 @@ export interface BackendRequest {
   topP: number;
   seed: number;
   maxTokens: number;
+  /** End-of-generation is suppressed until this many tokens exist. */
+  minTokens: number;
   steering: ResolvedSteering;
   probes?: ResolvedProbes;
 }
@@ -55,115 +58,70 @@ export interface Backend {
   dispose(): Promise<void>;
 }
 
-/** A push-to-pull event buffer: the engine's callbacks push, the HTTP handler iterates. */
-class EventChannel<T> implements AsyncIterable<T> {
-  private readonly items: T[] = [];
-  private wake: (() => void) | undefined;
-  private closed = false;
-
-  push(item: T): void {
-    this.items.push(item);
-    this.wake?.();
-  }
-
-  close(): void {
-    this.closed = true;
-    this.wake?.();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<T> {
-    for (;;) {
-      const item = this.items.shift();
-      if (item !== undefined) {
-        yield item;
-        continue;
-      }
-      if (this.closed) return;
-      await new Promise<void>((resolve) => (this.wake = resolve));
-      this.wake = undefined;
-    }
-  }
-}
-
 /**
- * Serves one request at a time through `model.generate` (the engine's batch API): correct for
- * any steering mix, but concurrent requests wait for each other.
+ * The engine's continuous-batching decode loop (`model.openLoop`): requests join and leave one
+ * running loop between decode steps, each with its own steering and probes, so steered and
+ * unsteered requests share a batch.
  */
-export class SerialBackend implements Backend {
-  readonly slots = 1;
-  private tail: Promise<unknown> = Promise.resolve();
+export class LoopBackend implements Backend {
   private running = 0;
   private waiting = 0;
-  private readonly controllers = new Set<AbortController>();
-  private disposed = false;
 
-  constructor(private readonly model: Model) {}
+  private constructor(
+    private readonly loop: DecodeLoop,
+    readonly slots: number,
+  ) {}
 
-  submit(request: BackendRequest, opts: { signal?: AbortSignal } = {}): BackendStream {
-    const channel = new EventChannel<BackendEvent>();
-    const result = this.enqueue(async (signal) => {
-      const [r] = await this.model.generate([{ prompt: request.prompt, seed: request.seed }], {
-        temperature: request.temperature,
-        topP: request.topP,
-        maxTokens: request.maxTokens,
-        steering: request.steering,
-        ...(request.probes ? { probes: request.probes } : {}),
-        parallel: 1,
-        signal,
-        onToken: (_i, token, piece) => channel.push({ type: "token", token, piece }),
-      });
-      // This engine path reports the prompt's projections only with the result.
-      if (r!.projections) channel.push({ type: "prompt", promptLast: r!.projections.promptLast });
-      return { tokens: r!.tokens, text: r!.text, finishReason: r!.finishReason, ...(r!.projections ? { projections: r!.projections } : {}) };
-    }, opts.signal);
-    result.then(
-      () => channel.close(),
-      () => channel.close(),
-    );
-    return { result, [Symbol.asyncIterator]: () => channel[Symbol.asyncIterator]() };
+  static async open(model: Model, opts: { slots: number; ctxPerSlot: number }): Promise<LoopBackend> {
+    return new LoopBackend(await model.openLoop({ slots: opts.slots, ctxPerSlot: opts.ctxPerSlot }), opts.slots);
   }
 
-  promptProjections(prompt: Int32Array, steering: ResolvedSteering, probes: ResolvedProbes, opts: { signal?: AbortSignal } = {}): Promise<Float64Array> {
-    return this.enqueue(async (signal) => {
-      const [p] = await this.model.project([{ tokens: prompt, promptLength: prompt.length }], probes, { steering, exact: false, signal });
-      return p!.promptLast;
-    }, opts.signal);
+  submit(request: BackendRequest, opts: { signal?: AbortSignal } = {}): BackendStream {
+    const { prompt, temperature, topP, seed, maxTokens, minTokens, steering, probes } = request;
+    const stream = this.loop.submit({ prompt, temperature, topP, seed, maxTokens, minTokens, steering, ...(probes ? { probes } : {}) }, opts);
+    this.waiting++;
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      this.waiting--;
+      this.running++;
+    };
+    const result = stream.result.then(
+      (r): BackendResult => ({ tokens: r.tokens, text: r.text, finishReason: r.finishReason, ...(r.projections ? { projections: r.projections } : {}) }),
+    );
+    void stream.result
+      .catch(() => undefined)
+      .then(() => {
+        if (started) this.running--;
+        else this.waiting--;
+      });
+    result.catch(() => undefined);
+    async function* events(): AsyncGenerator<BackendEvent> {
+      for await (const e of stream) {
+        start();
+        if (e.type === "prompt") {
+          if (e.projections) yield { type: "prompt", promptLast: e.projections };
+        } else yield { type: "token", token: e.token, piece: e.piece };
+      }
+    }
+    return { result, [Symbol.asyncIterator]: events };
+  }
+
+  async promptProjections(prompt: Int32Array, steering: ResolvedSteering, probes: ResolvedProbes, opts: { signal?: AbortSignal } = {}): Promise<Float64Array> {
+    // One token is the least a loop request generates; leaving at the prompt event cancels it before that.
+    const stream = this.loop.submit({ prompt, maxTokens: 1, steering, probes }, opts);
+    for await (const e of stream) {
+      if (e.type === "prompt" && e.projections) return e.projections;
+    }
+    throw new PersonaError("E_INTERNAL", "the decode loop reported no prompt projections");
   }
 
   stats(): BackendStats {
     return { running: this.running, waiting: this.waiting };
   }
 
-  async dispose(): Promise<void> {
-    this.disposed = true;
-    for (const c of this.controllers) c.abort();
-    await this.tail;
-  }
-
-  /** Runs `work` after everything queued before it; a request cancelled while waiting never reaches the engine. */
-  private enqueue<T>(work: (signal: AbortSignal) => Promise<T>, outer: AbortSignal | undefined): Promise<T> {
-    if (this.disposed) return Promise.reject(new PersonaError("E_DISPOSED", "the server is shutting down"));
-    const controller = new AbortController();
-    const onAbort = () => controller.abort();
-    outer?.addEventListener("abort", onAbort, { once: true });
-    if (outer?.aborted) controller.abort();
-    this.controllers.add(controller);
-    this.waiting++;
-    const run = this.tail.then(async () => {
-      this.waiting--;
-      if (controller.signal.aborted) throw new PersonaError("E_ABORTED", "request cancelled before it started");
-      this.running++;
-      try {
-        return await work(controller.signal);
-      } finally {
-        this.running--;
-      }
-    });
-    const done = run.finally(() => {
-      outer?.removeEventListener("abort", onAbort);
-      this.controllers.delete(controller);
-    });
-    this.tail = done.catch(() => undefined);
-    return done;
+  dispose(): Promise<void> {
+    return this.loop.dispose();
   }
 }

@@ -14,11 +14,14 @@ export interface RunInput {
   topP: number;
   seed: number;
   maxTokens: number;
+  minTokens: number;
   stop: readonly string[];
   persona: ResolvedPersona;
 }
 
 export type RunEvent =
+  /** The last prompt token's projections, before the first generated token (when the engine knows them then). */
+  | { type: "prompt"; persona: PersonaReport }
   /** Text to append to the reply. */
   | { type: "text"; text: string }
   /** The request was refused before generating (action refuse). */
@@ -49,7 +52,7 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   // Aborted by the caller, or by us when a stop sequence ends the reply.
   const stopper = new AbortController();
   const stream = backend.submit(
-    { prompt: input.prompt, temperature: input.temperature, topP: input.topP, seed: input.seed, maxTokens: input.maxTokens, steering, ...(p.probes ? { probes: p.probes } : {}) },
+    { prompt: input.prompt, temperature: input.temperature, topP: input.topP, seed: input.seed, maxTokens: input.maxTokens, minTokens: input.minTokens, steering, ...(p.probes ? { probes: p.probes } : {}) },
     { signal: AbortSignal.any([signal, stopper.signal]) },
   );
   // Keeps an unobserved rejection from surfacing before the loop below reaches it.
@@ -60,33 +63,34 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   let sent = 0;
   let tokens = 0;
   let stopped = false;
-  for await (const e of stream) {
-    if (e.type === "prompt") {
-      promptLast ??= e.promptLast;
-      if (!action && p.thresholds.size > 0) {
-        const crossed = crossedAtPrompt(p, e.promptLast);
-        if (crossed.length) action = { type: "report", traits: crossed };
-      }
-      continue;
-    }
-    if (stopped) continue;
-    tokens++;
-    text += decoder.decode(e.piece, { stream: true });
-    const hit = firstStop(text, input.stop);
-    if (hit >= 0) {
-      text = text.slice(0, hit);
-      stopped = true;
-      stopper.abort();
-    }
-    const ready = stopped ? text.length : text.length - holdBack;
-    if (ready > sent) {
-      yield { type: "text", text: text.slice(sent, ready) };
-      sent = ready;
-    }
-  }
   let finishReason: "stop" | "length" = "stop";
   let projections;
   try {
+    for await (const e of stream) {
+      if (e.type === "prompt") {
+        promptLast ??= e.promptLast;
+        if (!action && p.thresholds.size > 0) {
+          const crossed = crossedAtPrompt(p, e.promptLast);
+          if (crossed.length) action = { type: "report", traits: crossed };
+        }
+        yield { type: "prompt", persona: buildReport(p, promptLast, undefined, action) };
+        continue;
+      }
+      if (stopped) continue;
+      tokens++;
+      text += decoder.decode(e.piece, { stream: true });
+      const hit = firstStop(text, input.stop);
+      if (hit >= 0) {
+        text = text.slice(0, hit);
+        stopped = true;
+        stopper.abort();
+      }
+      const ready = stopped ? text.length : text.length - holdBack;
+      if (ready > sent) {
+        yield { type: "text", text: text.slice(sent, ready) };
+        sent = ready;
+      }
+    }
     const r = await stream.result;
     finishReason = r.finishReason;
     projections = r.projections;

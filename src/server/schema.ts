@@ -68,6 +68,8 @@ const generationFields = {
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullish(),
   presence_penalty: z.literal(0).nullish(),
+  /** vLLM's extension: generate exactly max_tokens, past any end-of-generation token. */
+  ignore_eos: z.boolean().nullish(),
   frequency_penalty: z.literal(0).nullish(),
   persona: personaFieldSchema.optional(),
 };

@@ -11,7 +11,7 @@ import type { LoraAdapter } from "../engine/lora.js";
 import { PersonaError } from "../errors.js";
 import { resolveModelRef } from "../hub/resolve.js";
 import { createApp, type ServerState } from "./app.js";
-import { SerialBackend } from "./backend.js";
+import { LoopBackend } from "./backend.js";
 import { checkBind, type ServerConfig } from "./config.js";
 import { ServerMetrics } from "./metrics.js";
 import { loadServedTraits, PersonaService } from "./persona.js";
@@ -44,7 +44,7 @@ export async function startServer(config: ServerConfig, opts: { gpu?: GpuChoice;
       config,
       model,
       modelId: model.info.name,
-      backend: new SerialBackend(model),
+      backend: await LoopBackend.open(model, { slots: config.parallel, ctxPerSlot: config.ctx }),
       persona,
       metrics: new ServerMetrics(),
       recent: new RecentLog(config.recent),
