@@ -6,7 +6,10 @@
  * field; and the engine's own batched generation (its decode loop, same model, prompts, slots and
  * token counts, in this process) for the server-vs-engine ratio. All from one run.
  *
- *   npm run bench:serve [-- --model demo --clients 1,8,32 --requests 4 --tokens 32 --parallel 8 --threads 2]
+ *   npm run bench:serve [-- --model demo --clients 1,8,32 --requests 4 --tokens 32 --parallel 8 --threads 2 --repeats 3]
+ *
+ * Cells run interleaved (every client count and mode once per repeat), and ratios are medians of
+ * per-repeat ratios, so a busy neighbour on the machine skews them less.
  *
  * Every request generates exactly --tokens tokens (`ignore_eos`), so modes and engine compare
  * token for token.
@@ -30,6 +33,7 @@ const { values: args } = parseArgs({
     tokens: { type: "string", default: "32" },
     parallel: { type: "string", default: "8" },
     threads: { type: "string", default: String(availableParallelism()) },
+    repeats: { type: "string", default: "3" },
   },
 });
 const CLIENTS = args.clients.split(",").map(Number);
@@ -37,6 +41,7 @@ const REQUESTS = Number(args.requests);
 const TOKENS = Number(args.tokens);
 const PARALLEL = Number(args.parallel);
 const THREADS = Number(args.threads);
+const REPEATS = Number(args.repeats);
 const CLI = fileURLToPath(new URL("../src/cli/bin.ts", import.meta.url));
 const QUESTIONS = ["How should I treat my neighbour?", "Tell me about the moon.", "What is a good breakfast?", "Can you help me plan a trip?"];
 
@@ -148,65 +153,83 @@ function peakRss(pid: number): number {
 }
 
 /** The engine's own decode loop, same model, slots, prompts and token counts: `clients` request streams back to back. */
-async function engineBaseline(clients: number): Promise<number> {
+async function openEngineBaseline(): Promise<{ run(clients: number): Promise<number>; close(): Promise<void> }> {
   const engine = await Engine.create({ threads: THREADS });
-  try {
-    const model = await engine.loadModel(await resolveModelRef(args.model));
-    const loop = await model.openLoop({ slots: PARALLEL, ctxPerSlot: 512 });
-    const prompts = await Promise.all(QUESTIONS.map((q) => model.encodeChat([{ role: "user", content: q }])));
-    const t0 = performance.now();
-    let tokens = 0;
-    await Promise.all(
-      Array.from({ length: clients }, async (_, c) => {
-        for (let k = 0; k < REQUESTS; k++) {
-          const i = c * REQUESTS + k;
-          const r = await loop.submit({ prompt: prompts[i % prompts.length]!, maxTokens: TOKENS, minTokens: TOKENS, temperature: 0.8, seed: i }).result;
-          tokens += r.tokens.length;
-        }
-      }),
-    );
-    const seconds = (performance.now() - t0) / 1000;
-    await loop.dispose();
-    return tokens / seconds;
-  } finally {
-    await engine.dispose();
-  }
+  const model = await engine.loadModel(await resolveModelRef(args.model));
+  const loop = await model.openLoop({ slots: PARALLEL, ctxPerSlot: 512 });
+  const prompts = await Promise.all(QUESTIONS.map((q) => model.encodeChat([{ role: "user", content: q }])));
+  return {
+    async run(clients) {
+      const t0 = performance.now();
+      let tokens = 0;
+      await Promise.all(
+        Array.from({ length: clients }, async (_, c) => {
+          for (let k = 0; k < REQUESTS; k++) {
+            const i = c * REQUESTS + k;
+            const r = await loop.submit({ prompt: prompts[i % prompts.length]!, maxTokens: TOKENS, minTokens: TOKENS, temperature: 0.8, seed: i }).result;
+            tokens += r.tokens.length;
+          }
+        }),
+      );
+      return tokens / ((performance.now() - t0) / 1000);
+    },
+    close: () => engine.dispose(),
+  };
 }
 
+const median = (xs: number[]) => quantile(xs, 0.5);
+const MODES: Mode[] = ["none", "monitor3", "steer"];
+const engine = CLIENTS.includes(8) ? await openEngineBaseline() : null;
 const server = await startServer();
-console.log(`persona serve --model ${args.model} --parallel ${PARALLEL} --threads ${THREADS}; ${REQUESTS} requests per client, ${TOKENS} tokens each\n`);
+console.log(`persona serve --model ${args.model} --parallel ${PARALLEL} --threads ${THREADS}; ${REQUESTS} requests per client, ${TOKENS} tokens each, ${REPEATS} interleaved repeats\n`);
 // Warm-up: first requests pay for lazy initialisation.
 await load(server.url, 2, "none");
-const rows: string[][] = [];
-const results = new Map<string, LoadResult>();
-for (const clients of CLIENTS) {
-  for (const mode of ["none", "monitor3", "steer"] as Mode[]) {
-    const r = await load(server.url, clients, mode);
-    results.set(`${clients}/${mode}`, r);
-    rows.push([
-      String(clients),
-      mode,
-      (r.requests / r.seconds).toFixed(2),
-      (r.tokens / r.seconds).toFixed(1),
-      (quantile(r.ttft, 0.5) * 1000).toFixed(0),
-      (quantile(r.latency, 0.5) * 1000).toFixed(0),
-      (quantile(r.latency, 0.99) * 1000).toFixed(0),
-      String(r.errors),
-    ]);
+const merged = new Map<string, LoadResult>();
+/** tokens/s of each cell per repeat; cells of one repeat run back to back, so their ratios share the machine's state. */
+const perRepeat = new Map<string, number[]>();
+const engineTps: number[] = [];
+for (let rep = 0; rep < REPEATS; rep++) {
+  for (const clients of CLIENTS) {
+    for (const mode of MODES) {
+      const key = `${clients}/${mode}`;
+      const r = await load(server.url, clients, mode);
+      const m = merged.get(key);
+      if (!m) merged.set(key, r);
+      else {
+        m.seconds += r.seconds;
+        m.requests += r.requests;
+        m.tokens += r.tokens;
+        m.errors += r.errors;
+        m.ttft.push(...r.ttft);
+        m.latency.push(...r.latency);
+      }
+      perRepeat.set(key, [...(perRepeat.get(key) ?? []), r.tokens / r.seconds]);
+    }
   }
+  if (engine) engineTps.push(await engine.run(8));
 }
 const rss = peakRss(server.pid);
 await server.stop();
+await engine?.close();
 const head = ["clients", "persona", "req/s", "tok/s", "ttft p50 ms", "p50 ms", "p99 ms", "errors"];
+const rows = [...merged.entries()].map(([key, r]) => [
+  ...key.split("/"),
+  (r.requests / r.seconds).toFixed(2),
+  (r.tokens / r.seconds).toFixed(1),
+  (quantile(r.ttft, 0.5) * 1000).toFixed(0),
+  (quantile(r.latency, 0.5) * 1000).toFixed(0),
+  (quantile(r.latency, 0.99) * 1000).toFixed(0),
+  String(r.errors),
+]);
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 for (const r of [head, ...rows]) console.log(r.map((c, i) => c.padStart(widths[i]!)).join("  "));
 console.log(`\nserver peak RSS: ${rss.toFixed(0)} MB`);
-const tps = (k: string) => results.get(k)!.tokens / results.get(k)!.seconds;
-console.log("\nthroughput ratios against no persona field (tokens/s):");
+const ratio = (a: string, b: number[] | string) => {
+  const den = typeof b === "string" ? perRepeat.get(b)! : b;
+  return median(perRepeat.get(a)!.map((x, i) => x / den[i]!)).toFixed(3);
+};
+console.log("\nthroughput ratios, tokens/s (median over repeats of each repeat's ratio):");
 for (const clients of CLIENTS) {
-  console.log(`  ${String(clients).padStart(2)} clients: monitoring 3 traits ${(tps(`${clients}/monitor3`) / tps(`${clients}/none`)).toFixed(3)}, steering ${(tps(`${clients}/steer`) / tps(`${clients}/none`)).toFixed(3)}`);
+  console.log(`  ${String(clients).padStart(2)} clients: monitoring 3 traits / no persona field ${ratio(`${clients}/monitor3`, `${clients}/none`)}, per-request steering / no persona field ${ratio(`${clients}/steer`, `${clients}/none`)}`);
 }
-if (CLIENTS.includes(8)) {
-  const engine = await engineBaseline(8);
-  console.log(`\nengine decode loop, 8 request streams: ${engine.toFixed(1)} tok/s; server at 8 clients / engine: ${(tps("8/none") / engine).toFixed(3)}`);
-}
+if (engine) console.log(`  server at 8 clients / the engine's decode loop with 8 request streams (median ${median(engineTps).toFixed(1)} tok/s): ${ratio("8/none", engineTps)}`);

@@ -6,15 +6,10 @@
  */
 import { concatSteering } from "../engine/steering.js";
 import { type ActionType, buildReport, crossedAtPrompt, type PersonaReport, type ResolvedPersona } from "./persona.js";
-import type { Backend } from "./backend.js";
+import type { Backend, BackendRequest } from "./backend.js";
 
-export interface RunInput {
-  prompt: Int32Array;
-  temperature: number;
-  topP: number;
-  seed: number;
-  maxTokens: number;
-  minTokens: number;
+/** The engine request less what the persona decides (steering, probes), plus stop strings. */
+export interface RunInput extends Omit<BackendRequest, "steering" | "probes"> {
   stop: readonly string[];
   persona: ResolvedPersona;
 }
@@ -51,8 +46,9 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
 
   // Aborted by the caller, or by us when a stop sequence ends the reply.
   const stopper = new AbortController();
+  const { stop: _stop, persona: _persona, ...sampling } = input;
   const stream = backend.submit(
-    { prompt: input.prompt, temperature: input.temperature, topP: input.topP, seed: input.seed, maxTokens: input.maxTokens, minTokens: input.minTokens, steering, ...(p.probes ? { probes: p.probes } : {}) },
+    { ...sampling, steering, ...(p.probes ? { probes: p.probes } : {}) },
     { signal: AbortSignal.any([signal, stopper.signal]) },
   );
   // Keeps an unobserved rejection from surfacing before the loop below reaches it.

@@ -52,8 +52,8 @@ interface ChatTarget {
   reply(userText: string, opts: { signal?: AbortSignal; onPiece?(piece: Uint8Array): void; onDropped?(n: number): void }): Promise<ConversationReply | RemoteReply>;
 }
 
-function localTarget(model: Model, opts: ChatFlags): ChatTarget {
-  const conversation = new Conversation(model, { system: opts.system, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
+/** Either conversation behind the terminal; only how steering is set differs. */
+function chatTarget(conversation: Conversation | RemoteConversation, setSteering: ChatTarget["setSteering"]): ChatTarget {
   return {
     get system() {
       return conversation.system;
@@ -62,29 +62,24 @@ function localTarget(model: Model, opts: ChatFlags): ChatTarget {
       conversation.system = v;
     },
     reset: () => conversation.reset(),
-    setSteering: async (refs) => void (conversation.steering = await loadSteering(refs, model)),
+    setSteering,
     reply: (text, o) => conversation.reply(text, o),
   };
 }
 
+function localTarget(model: Model, opts: ChatFlags): ChatTarget {
+  const conversation = new Conversation(model, { system: opts.system, temperature: opts.temperature, maxTokens: opts.maxTokens, seed: opts.seed });
+  return chatTarget(conversation, async (refs) => void (conversation.steering = await loadSteering(refs, model)));
+}
+
 function remoteTarget(conversation: RemoteConversation): ChatTarget {
-  return {
-    get system() {
-      return conversation.system;
-    },
-    set system(v) {
-      conversation.system = v;
-    },
-    reset: () => conversation.reset(),
-    setSteering: async (refs) => {
-      conversation.steer = refs.map((r) => {
-        // The server steers with the vectors it serves; a local file means nothing there.
-        if (/\.(safetensors|pt)(#.*)?$/.test(r.source)) throw new PersonaError("E_BAD_STEER_ARG", `a server steers by trait name, not a file (${r.source})`);
-        return { trait: r.source, layer: r.layer, coef: r.coef, positions: r.positions, mode: r.mode, bound: r.bound ?? "max" };
-      });
-    },
-    reply: (text, o) => conversation.reply(text, o),
-  };
+  return chatTarget(conversation, async (refs) => {
+    conversation.steer = refs.map((r) => {
+      // The server steers with the vectors it serves; a local file means nothing there.
+      if (/\.(safetensors|pt)(#.*)?$/.test(r.source)) throw new PersonaError("E_BAD_STEER_ARG", `a server steers by trait name, not a file (${r.source})`);
+      return { trait: r.source, layer: r.layer, coef: r.coef, positions: r.positions, mode: r.mode, bound: r.bound ?? "max" };
+    });
+  });
 }
 
 /**
