@@ -125,7 +125,8 @@ describe("decode loop", () => {
     // Conditional steering: a monitored look at the prompt, then response-only steering reuses it.
     const probes = model.probes([{ layer: 3, vector: vector(n, 12) }]);
     const onResponse = model.steering([{ layer: 2, vector: vector(n, 4), coef: 3, positions: "response" }]);
-    const look = await loop.submit({ prompt: p2, maxTokens: 1, probes }).result;
+    const look = await loop.submit({ prompt: p2, maxTokens: 0, probes }).result;
+    assert.equal(look.tokens.length, 0);
     const steered = await loop.submit({ prompt: p2, ...opts, steering: onResponse, probes }).result;
     assert.equal(steered.reusedTokens, p2.length - 1);
     const steeredFresh = await fresh.submit({ prompt: p2, ...opts, steering: onResponse, probes }).result;

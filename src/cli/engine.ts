@@ -8,6 +8,8 @@ import type { LoraAdapter } from "../engine/lora.js";
 import { collectLora } from "./args/lora.js";
 import { intArg } from "./args/numbers.js";
 import { note } from "./output.js";
+import { openJudge } from "./judge.js";
+import type { Judge } from "../judge/types.js";
 import { downloadProgress } from "./progress.js";
 
 export interface EngineFlags {
@@ -31,18 +33,45 @@ export function resolveModelPath(spec: string, opts: { offline?: boolean } = {})
   return resolveModelRef(spec, { ...(opts.offline ? { offline: true } : {}), onProgress: downloadProgress() });
 }
 
-/** Runs `fn` with a loaded model; the engine is disposed whatever happens. */
+/** The judge a command opens beside its model (see cli/judge.ts); a `local:` judge loads into the command's engine. */
+export interface JudgeRef {
+  spec: string;
+  /** Caches judgements in this run directory. */
+  runDir?: string;
+}
+
+type ModelOpts = { model: string; threads?: number; gpu?: GpuChoice; offline?: boolean; lora?: LoraAdapter[] };
+type LoadOpts = { vocabOnly?: boolean; noMmap?: boolean };
+
+/**
+ * Runs `fn` with a loaded model (and the judge of `judgeRef`); the engine is disposed whatever
+ * happens. A local judge shares the engine: one worker and one set of threads, not two competing.
+ */
 export async function withModel<T>(
   cmd: Command,
-  opts: { model: string; threads?: number; gpu?: GpuChoice; offline?: boolean; lora?: LoraAdapter[] },
-  fn: (model: Model, engine: Engine) => Promise<T>,
-  load: { vocabOnly?: boolean; noMmap?: boolean } = {},
+  opts: ModelOpts & { judgeRef: JudgeRef },
+  fn: (model: Model, engine: Engine, judge: Judge) => Promise<T>,
+  load?: LoadOpts,
+): Promise<T>;
+export async function withModel<T>(cmd: Command, opts: ModelOpts, fn: (model: Model, engine: Engine) => Promise<T>, load?: LoadOpts): Promise<T>;
+export async function withModel<T>(
+  cmd: Command,
+  opts: ModelOpts & { judgeRef?: JudgeRef },
+  fn: (model: Model, engine: Engine, judge: Judge) => Promise<T>,
+  load: LoadOpts = {},
 ): Promise<T> {
   const globals = cmd.optsWithGlobals() as EngineFlags;
   const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu, onWarning: (m) => note(`persona: ${m}`) });
   try {
     const model = await engine.loadModel(await resolveModelPath(opts.model, opts), { ...load, ...(opts.lora?.length ? { loras: opts.lora } : {}) });
-    return await fn(model, engine);
+    // Without a judge ref the caller's `fn` takes two arguments (the second overload).
+    if (!opts.judgeRef) return await (fn as (model: Model, engine: Engine) => Promise<T>)(model, engine);
+    const { judge, close } = await openJudge(opts.judgeRef.spec, opts.judgeRef.runDir, engine);
+    try {
+      return await fn(model, engine, judge);
+    } finally {
+      await close();
+    }
   } finally {
     await engine.dispose();
   }

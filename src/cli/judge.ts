@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { demoTraitDir, isDemoTrait } from "../demo/traits.js";
+import type { Engine } from "../engine/Engine.js";
 import { PersonaError } from "../errors.js";
 import { CachedJudge } from "../judge/cache.js";
 import { JUDGE_SPEC_HELP, resolveJudge } from "../judge/resolve.js";
@@ -41,8 +42,9 @@ export interface OpenedJudge {
   close(): Promise<void>;
 }
 
-export async function openJudge(spec: string, runDir?: string): Promise<OpenedJudge> {
-  const inner = await resolveJudge(spec);
+/** `engine`: where a `local:` judge loads its model (else it starts an engine of its own). */
+export async function openJudge(spec: string, runDir?: string, engine?: Engine): Promise<OpenedJudge> {
+  const inner = await resolveJudge(spec, engine ? { engine } : {});
   const judge = runDir ? await CachedJudge.open(inner, path.join(runDir, "judge-cache.jsonl")) : inner;
   return {
     judge,

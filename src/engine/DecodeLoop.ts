@@ -29,6 +29,11 @@ export interface LoopOptions {
 export interface LoopRequest extends Omit<SamplingOptions, "seed"> {
   /** Prompt token ids (already templated). */
   prompt: Int32Array;
+  /**
+   * Defaults to 256. 0 only reads the prompt: the `prompt` event (projections) and a result with no
+   * tokens, and the slot keeps the prompt's cells for a next request that starts the same way.
+   */
+  maxTokens?: number;
   /** This request's sampling seed. Defaults to 0. */
   seed?: number;
   steering?: ResolvedSteering;

@@ -391,7 +391,7 @@ export class Model implements AsyncDisposable {
     this.checkCaptureLayers(r.captureLayers);
     const job: Job = {
       prompt: r.prompt,
-      sampling: samplerSettings({ ...r, seed: r.seed ?? 0 }),
+      sampling: samplerSettings({ ...r, seed: r.seed ?? 0 }, 0),
       ops: [...(r.steering ?? NO_STEERING)],
       capture: r.capture ?? false,
       captureLayers: r.captureLayers,
@@ -480,7 +480,8 @@ function joinSample(prompt: Int32Array, response: Int32Array): CaptureSample {
   return { tokens, promptLength: prompt.length };
 }
 
-function samplerSettings(o: GenerateOptions): SamplerSettings {
+/** `leastMaxTokens` 0 lets a loop request only read its prompt (projections, a cached prefix). */
+function samplerSettings(o: GenerateOptions, leastMaxTokens = 1): SamplerSettings {
   const s: SamplerSettings = {
     temperature: o.temperature ?? 1,
     topP: o.topP ?? 1,
@@ -494,7 +495,7 @@ function samplerSettings(o: GenerateOptions): SamplerSettings {
   if (!(s.topP > 0 && s.topP <= 1)) throw new PersonaError("E_BAD_INPUT", `top-p must be in (0, 1], got ${s.topP}`);
   if (!(s.minP >= 0 && s.minP < 1)) throw new PersonaError("E_BAD_INPUT", `min-p must be in [0, 1), got ${s.minP}`);
   checkPositiveInt("top-k", s.topK, 0);
-  checkPositiveInt("max tokens", s.maxTokens);
+  checkPositiveInt("max tokens", s.maxTokens, leastMaxTokens);
   checkPositiveInt("min tokens", s.minTokens, 0);
   if (!Number.isInteger(s.seed)) throw new PersonaError("E_BAD_INPUT", `seed must be an integer, got ${s.seed}`);
   return s;

@@ -362,8 +362,8 @@ export class Scheduler {
       held.projections = s.projection!.tokenRow(s.generatedFed - 1);
       s.events.onToken?.(held);
     }
-    if (s.draining) return this.finish(seq, "length");
-    if (!s.sampler) return this.finish(seq, "length");
+    // Forced jobs, prompt-only requests (maxTokens 0) and a drained last token end here.
+    if (s.draining || !s.sampler || s.job.sampling!.maxTokens === 0) return this.finish(seq, "length");
     if (s.pendingOutput < 0) return;
     const settings = s.job.sampling!;
     const suppress = s.generated.length < settings.minTokens ? this.eogTokens : null;

@@ -13,7 +13,7 @@ import { withEngineFlags, withModel } from "../engine.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
-import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { formatStats, note, print, printJson } from "../output.js";
 import { rolloutProgress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
@@ -90,54 +90,49 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
             : opts.system;
       const questions = trait.eval.questions.slice(0, opts.questions);
       if (opts.out) await mkdir(opts.out, { recursive: true });
-      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
-      try {
-        await withModel(this, opts, async (model) => {
-          const refs = opts.steer ?? [];
-          const specs = await steeringSpecs(refs, model.info);
-          const steering = model.steering(specs);
-          const bar = rolloutProgress("evaluating");
-          const result = await evaluateTrait(model, {
-            trait,
-            judge,
-            steering,
-            system,
-            questions,
-            samplesPerQuestion: opts.samples,
-            temperature: opts.temperature,
-            maxTokens: opts.maxTokens,
-            seed: opts.seed,
-            onProgress: (p) => bar.update(p),
-          }).finally(() => bar.stop());
-          const summary = {
-            trait: trait.name,
-            model: model.info.name,
-            judge: judge.id,
-            trait_score: statsJson(result.traitScore),
-            coherence: statsJson(result.coherence),
-            steering: refs.map((r, i) => ({ source: r.source, layer: specs[i]!.layer, coef: r.coef, positions: r.positions, mode: r.mode })),
-            system: system ?? null,
-            samples: result.samples.length,
-            questions: questions.length,
-            samples_per_question: opts.samples,
-            temperature: opts.temperature,
-            max_tokens: opts.maxTokens,
-            seed: opts.seed,
-          };
-          if (opts.out) {
-            const file = path.join(opts.out, "eval.json");
-            await writeFileAtomic(file, `${JSON.stringify({ ...summary, rollouts: result.samples }, null, 2)}\n`);
-            if (!opts.json) note(`wrote ${file}`);
-          }
-          if (opts.json) return printJson(summary);
-          const steered = summary.steering.map((s) => `${s.source}:${s.layer}:${s.coef}:${s.positions}${s.mode === "ablate" ? ":ablate" : ""}`);
-          const label = `${trait.name} score`;
-          const width = Math.max(label.length, "coherence".length) + 2;
-          print(`${label.padEnd(width)}${formatStats(result.traitScore)}\n${"coherence".padEnd(width)}${formatStats(result.coherence)}`);
-          note(`${result.samples.length} rollouts (${questions.length} questions × ${opts.samples}), judge ${judge.id}${steered.length ? `, steering ${steered.join(" + ")}` : ""}${system ? `, system prompt "${system}"` : ""}`);
-        });
-      } finally {
-        await close();
-      }
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out } }, async (model, _engine, judge) => {
+        const refs = opts.steer ?? [];
+        const specs = await steeringSpecs(refs, model.info);
+        const steering = model.steering(specs);
+        const bar = rolloutProgress("evaluating");
+        const result = await evaluateTrait(model, {
+          trait,
+          judge,
+          steering,
+          system,
+          questions,
+          samplesPerQuestion: opts.samples,
+          temperature: opts.temperature,
+          maxTokens: opts.maxTokens,
+          seed: opts.seed,
+          onProgress: (p) => bar.update(p),
+        }).finally(() => bar.stop());
+        const summary = {
+          trait: trait.name,
+          model: model.info.name,
+          judge: judge.id,
+          trait_score: statsJson(result.traitScore),
+          coherence: statsJson(result.coherence),
+          steering: refs.map((r, i) => ({ source: r.source, layer: specs[i]!.layer, coef: r.coef, positions: r.positions, mode: r.mode })),
+          system: system ?? null,
+          samples: result.samples.length,
+          questions: questions.length,
+          samples_per_question: opts.samples,
+          temperature: opts.temperature,
+          max_tokens: opts.maxTokens,
+          seed: opts.seed,
+        };
+        if (opts.out) {
+          const file = path.join(opts.out, "eval.json");
+          await writeFileAtomic(file, `${JSON.stringify({ ...summary, rollouts: result.samples }, null, 2)}\n`);
+          if (!opts.json) note(`wrote ${file}`);
+        }
+        if (opts.json) return printJson(summary);
+        const steered = summary.steering.map((s) => `${s.source}:${s.layer}:${s.coef}:${s.positions}${s.mode === "ablate" ? ":ablate" : ""}`);
+        const label = `${trait.name} score`;
+        const width = Math.max(label.length, "coherence".length) + 2;
+        print(`${label.padEnd(width)}${formatStats(result.traitScore)}\n${"coherence".padEnd(width)}${formatStats(result.coherence)}`);
+        note(`${result.samples.length} rollouts (${questions.length} questions × ${opts.samples}), judge ${judge.id}${steered.length ? `, steering ${steered.join(" + ")}` : ""}${system ? `, system prompt "${system}"` : ""}`);
+      });
     });
 }

@@ -8,7 +8,7 @@ import { withEngineFlags, withModel } from "../engine.js";
 import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef } from "../judge.js";
-import { JUDGE_SPEC_HELP, resolveJudge } from "../../judge/resolve.js";
+import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 
@@ -143,57 +143,53 @@ Examples:
     .action(async function (this: Command, opts: ExtractFlags) {
       const loaded = await loadTraitRef(opts.trait, opts.split);
       const { trait } = loaded;
-      const judge = await resolveJudge(judgeSpecFor(loaded, opts.judge));
-      try {
-        await withModel(this, opts, async (model) => {
-          const bars = stageBars();
-          let result: ExtractResult;
-          try {
-            result = await extractPersonaVectors(model, {
-              trait,
-              judge,
-              runDir: opts.out,
-              rollouts: opts.rollouts,
-              temperature: opts.temperature,
-              topP: opts.topP,
-              maxTokens: opts.maxTokens,
-              seed: opts.seed,
-              traitThreshold: opts.traitThreshold,
-              coherenceThreshold: opts.coherenceThreshold,
-              parallel: opts.parallel,
-              judgeConcurrency: opts.judgeConcurrency,
-              restart: opts.restart,
-              onProgress: (stage, done, total) => bars.update(stage, done, total),
-              onResume: (found) =>
-                note(
-                  found.complete
-                    ? `${opts.out} already holds this finished run: nothing to redo, its result follows`
-                    : `resuming the extract run in ${opts.out}: ${found.rollouts} of ${found.total} rollouts and ${found.judgements} judgements already stored`,
-                ),
-            });
-          } finally {
-            bars.stop();
-          }
-          let registered: string | undefined;
-          if (opts.register) registered = await registerVectors(model.info.path, trait.name, await readFile(result.vectorsPath));
-          if (opts.json) {
-            // summary.json's fields (snake_case counts, scores), with paths as given by --out and
-            // this invocation's timings (summary.json keeps those of the run that finished it).
-            const summary = JSON.parse(await readFile(result.summaryPath, "utf8")) as Record<string, unknown>;
-            return printJson({
-              ...summary,
-              timings: timingsJson(result.timings),
-              vectors: result.vectorsPath,
-              summary: result.summaryPath,
-              run_dir: result.runDir,
-              resumed: result.resumed,
-              ...(registered && { registered }),
-            });
-          }
-          print(report(result, registered));
-        });
-      } finally {
-        await judge.dispose?.();
-      }
+      // No run directory for the judge here: the pipeline keeps its own judge cache in the run.
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge) } }, async (model, _engine, judge) => {
+        const bars = stageBars();
+        let result: ExtractResult;
+        try {
+          result = await extractPersonaVectors(model, {
+            trait,
+            judge,
+            runDir: opts.out,
+            rollouts: opts.rollouts,
+            temperature: opts.temperature,
+            topP: opts.topP,
+            maxTokens: opts.maxTokens,
+            seed: opts.seed,
+            traitThreshold: opts.traitThreshold,
+            coherenceThreshold: opts.coherenceThreshold,
+            parallel: opts.parallel,
+            judgeConcurrency: opts.judgeConcurrency,
+            restart: opts.restart,
+            onProgress: (stage, done, total) => bars.update(stage, done, total),
+            onResume: (found) =>
+              note(
+                found.complete
+                  ? `${opts.out} already holds this finished run: nothing to redo, its result follows`
+                  : `resuming the extract run in ${opts.out}: ${found.rollouts} of ${found.total} rollouts and ${found.judgements} judgements already stored`,
+              ),
+          });
+        } finally {
+          bars.stop();
+        }
+        let registered: string | undefined;
+        if (opts.register) registered = await registerVectors(model.info.path, trait.name, await readFile(result.vectorsPath));
+        if (opts.json) {
+          // summary.json's fields (snake_case counts, scores), with paths as given by --out and
+          // this invocation's timings (summary.json keeps those of the run that finished it).
+          const summary = JSON.parse(await readFile(result.summaryPath, "utf8")) as Record<string, unknown>;
+          return printJson({
+            ...summary,
+            timings: timingsJson(result.timings),
+            vectors: result.vectorsPath,
+            summary: result.summaryPath,
+            run_dir: result.runDir,
+            resumed: result.resumed,
+            ...(registered && { registered }),
+          });
+        }
+        print(report(result, registered));
+      });
     });
 }

@@ -8,7 +8,7 @@ import { parseVectorRef } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
-import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
@@ -72,41 +72,36 @@ Examples:
       const { trait } = loaded;
       const prompts = opts.prompts ? await readMonitorPrompts(opts.prompts) : gradedMonitorPrompts(trait, trait.eval.questions.slice(0, opts.questions));
       await mkdir(opts.out, { recursive: true });
-      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
-      try {
-        await withModel(this, opts, async (model) => {
-          const source = opts.vectors ?? trait.name;
-          const v = await loadVectorSource(source, model.info);
-          const vectors = `${v.path}#${opts.vectors ? parseVectorRef(opts.vectors).tensor : "response_avg"}`;
-          let bar: Progress | undefined;
-          let shown = 0;
-          const result = await monitorTrait(model, {
-            trait,
-            judge,
-            vectors: v.matrix,
-            vectorsSource: vectors,
-            prompts,
-            layer: opts.layer,
-            samples: opts.samples,
-            temperature: opts.temperature,
-            maxTokens: opts.maxTokens,
-            seed: opts.seed,
-            runDir: opts.out,
-            restart: opts.restart,
-            onProgress: (p) => {
-              bar ??= progress("monitoring", p.total);
-              bar.tick(p.judged - shown);
-              shown = p.judged;
-            },
-          }).finally(() => bar?.stop());
-          const report = await writeMonitorReport(opts.out, result, { model: model.info.name, vectors, judge: judge.id, samples: opts.samples });
-          if (opts.json) return printJson(monitorJson(result, vectors));
-          print(table(["layer", "Pearson r"], result.perLayer.map((x) => [x.layer === result.layer ? `${x.layer} *` : String(x.layer), fmt(x.pearsonR)])));
-          note(`${trait.name}: r = ${fmt(result.pearsonR)} at layer ${result.layer}${opts.layer === undefined ? " (most predictive)" : ""}, ${prompts.length} prompts × ${opts.samples} replies${result.resumed ? " (resumed)" : ""}`);
-          note(`report: ${path.relative(process.cwd(), report.html)}`);
-        });
-      } finally {
-        await close();
-      }
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out } }, async (model, _engine, judge) => {
+        const source = opts.vectors ?? trait.name;
+        const v = await loadVectorSource(source, model.info);
+        const vectors = `${v.path}#${opts.vectors ? parseVectorRef(opts.vectors).tensor : "response_avg"}`;
+        let bar: Progress | undefined;
+        let shown = 0;
+        const result = await monitorTrait(model, {
+          trait,
+          judge,
+          vectors: v.matrix,
+          vectorsSource: vectors,
+          prompts,
+          layer: opts.layer,
+          samples: opts.samples,
+          temperature: opts.temperature,
+          maxTokens: opts.maxTokens,
+          seed: opts.seed,
+          runDir: opts.out,
+          restart: opts.restart,
+          onProgress: (p) => {
+            bar ??= progress("monitoring", p.total);
+            bar.tick(p.judged - shown);
+            shown = p.judged;
+          },
+        }).finally(() => bar?.stop());
+        const report = await writeMonitorReport(opts.out, result, { model: model.info.name, vectors, judge: judge.id, samples: opts.samples });
+        if (opts.json) return printJson(monitorJson(result, vectors));
+        print(table(["layer", "Pearson r"], result.perLayer.map((x) => [x.layer === result.layer ? `${x.layer} *` : String(x.layer), fmt(x.pearsonR)])));
+        note(`${trait.name}: r = ${fmt(result.pearsonR)} at layer ${result.layer}${opts.layer === undefined ? " (most predictive)" : ""}, ${prompts.length} prompts × ${opts.samples} replies${result.resumed ? " (resumed)" : ""}`);
+        note(`report: ${path.relative(process.cwd(), report.html)}`);
+      });
     });
 }

@@ -5,7 +5,7 @@ import { measureShift } from "../../pipeline/shift.js";
 import { steeringSpecs } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { withModel } from "../engine.js";
-import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
+import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
 import { rolloutProgress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
@@ -68,46 +68,46 @@ Examples:
       const models = opts.models ?? opts.lora;
       if (!models?.length) throw new PersonaError("E_BAD_INPUT", "give the finetuned models (--models F1 F2 ...) or adapters (--lora A1 A2 ...)");
       const loaded = await loadTraitRef(opts.trait);
-      const { judge, close } = await openJudge(judgeSpecFor(loaded, opts.judge), opts.out);
-      try {
-        await withModel(
-          this,
-          { model: opts.base, ...(opts.threads !== undefined ? { threads: opts.threads } : {}), ...(opts.offline ? { offline: true } : {}) },
-          async (base, engine) => {
-            const [spec] = await steeringSpecs([{ source: opts.vectors ?? loaded.trait.name, layer: opts.layer, coef: 1, positions: "all", mode: "add" }], base.info);
-            let bar = rolloutProgress("evaluating");
-            const r = await measureShift({
-              engine,
-              base: base.info.path,
-              models,
-              lora: opts.lora !== undefined,
-              trait: loaded.trait,
-              vector: spec!.vector,
-              layer: spec!.layer,
-              judge,
-              runDir: opts.out,
-              restart: opts.restart ?? false,
-              ...(opts.questions !== undefined ? { questions: loaded.trait.eval.questions.slice(0, opts.questions) } : {}),
-              samplesPerQuestion: opts.samples,
-              maxTokens: opts.maxTokens,
-              temperature: opts.temperature,
-              seed: opts.seed,
-              onModel: (i, m) => {
-                bar.stop();
-                bar = rolloutProgress(`model ${i + 1}/${models.length}`);
-                if (!opts.json) note(`model ${i + 1}/${models.length}: ${m}`);
-              },
-              onProgress: (p) => bar.update(p),
-            }).finally(() => bar.stop());
-            if (opts.json) return printJson(r);
-            const fmt = (v: number | null) => (v === null ? "–" : v.toFixed(1));
-            print(table(["model", "shift", `${r.trait} score`, "coherence"], r.models.map((m) => [m.model, m.shift.toFixed(3), fmt(m.trait_score), fmt(m.coherence)])));
-            note(`layer ${r.layer}: Pearson r = ${r.pearson_r === null ? "n/a" : r.pearson_r.toFixed(3)}; report ${opts.out}/report.html`);
-          },
-          { vocabOnly: true },
-        );
-      } finally {
-        await close();
-      }
+      await withModel(
+        this,
+        {
+          model: opts.base,
+          ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+          ...(opts.offline ? { offline: true } : {}),
+          judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out },
+        },
+        async (base, engine, judge) => {
+          const [spec] = await steeringSpecs([{ source: opts.vectors ?? loaded.trait.name, layer: opts.layer, coef: 1, positions: "all", mode: "add" }], base.info);
+          let bar = rolloutProgress("evaluating");
+          const r = await measureShift({
+            engine,
+            base: base.info.path,
+            models,
+            lora: opts.lora !== undefined,
+            trait: loaded.trait,
+            vector: spec!.vector,
+            layer: spec!.layer,
+            judge,
+            runDir: opts.out,
+            restart: opts.restart ?? false,
+            ...(opts.questions !== undefined ? { questions: loaded.trait.eval.questions.slice(0, opts.questions) } : {}),
+            samplesPerQuestion: opts.samples,
+            maxTokens: opts.maxTokens,
+            temperature: opts.temperature,
+            seed: opts.seed,
+            onModel: (i, m) => {
+              bar.stop();
+              bar = rolloutProgress(`model ${i + 1}/${models.length}`);
+              if (!opts.json) note(`model ${i + 1}/${models.length}: ${m}`);
+            },
+            onProgress: (p) => bar.update(p),
+          }).finally(() => bar.stop());
+          if (opts.json) return printJson(r);
+          const fmt = (v: number | null) => (v === null ? "–" : v.toFixed(1));
+          print(table(["model", "shift", `${r.trait} score`, "coherence"], r.models.map((m) => [m.model, m.shift.toFixed(3), fmt(m.trait_score), fmt(m.coherence)])));
+          note(`layer ${r.layer}: Pearson r = ${r.pearson_r === null ? "n/a" : r.pearson_r.toFixed(3)}; report ${opts.out}/report.html`);
+        },
+        { vocabOnly: true },
+      );
     });
 }

@@ -84,7 +84,7 @@ Examples:
       const { trait } = loaded;
       const out = opts.out ?? `runs/sweep-${trait.name}`;
       const judgeSpec = judgeSpecFor(loaded, opts.judge);
-      await withModel(this, opts, async (model) => {
+      await withModel(this, opts, async (model, engine) => {
         const source = opts.vectors ?? trait.name;
         const vectors = await loadVectorSource(source, model.info);
         const { nLayer } = model.info;
@@ -101,7 +101,7 @@ Examples:
             restart: opts.restart,
             vectors: { matrix: vectors.matrix, tensor: vectors.tensor },
             judgeSpec,
-            openJudge: (dir) => openJudge(judgeSpec, dir),
+            openJudge: (dir) => openJudge(judgeSpec, dir, engine),
             onResume: (dir) => note(`resuming the sweep in ${dir}`),
             trait,
             layers,
