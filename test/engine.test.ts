@@ -330,6 +330,25 @@ describe("steering", () => {
     assert.throws(() => model.steering([{ vector: v, layer: 1, coef: 1, mode: "cap", bound: "up" as never }]), personaError("E_BAD_STEER_ARG", /bound/));
   });
 
+  it("steers through llama.cpp's control vector bit for bit as through the hook", async () => {
+    const model = models.llama;
+    const n = model.info.nEmbd;
+    const spec = { vector: randomVector(n, 5), layer: L, coef: 1.5 };
+    // One add at layer ≥ 2 on every row goes through the control vector; an extra add of zeros at
+    // layer 1 (which the control vector cannot reach) sends the same steering through the hook.
+    const [native] = await model.capture([sample], { steering: model.steering([spec]) });
+    const zero = { vector: new Float32Array(n), layer: 1, coef: 1 };
+    const [hooked] = await model.capture([sample], { steering: model.steering([zero, spec]) });
+    for (const key of ["promptLast", "promptAvg", "responseAvg"] as const) assert.deepEqual(native![key], hooked![key], key);
+    assert.notDeepEqual(native!.responseAvg, base.responseAvg);
+    const prompt = await model.encodeChat([{ role: "user", content: "Say something." }]);
+    const strong = { ...spec, coef: 40 };
+    const opts = { temperature: 0, maxTokens: 12 };
+    const [a] = await model.generate([{ prompt }], { ...opts, steering: model.steering([strong]) });
+    const [b] = await model.generate([{ prompt }], { ...opts, steering: model.steering([zero, strong]) });
+    assert.deepEqual(Array.from(a!.tokens), Array.from(b!.tokens));
+  });
+
   it("steers generation and can differ per request in one batch", async () => {
     const model = models.llama;
     const prompt = await model.encodeChat([{ role: "user", content: "Say something." }]);

@@ -444,6 +444,10 @@ function bind(paths: LibraryPaths) {
     // `llama_context::get_sched() const`, a C++ method this build exports (Itanium ABI: `this` is
     // the first argument). With it a context switches its eval callback off for decodes that need
     // no hooks, instead of taking one JS call per graph node.
+    llama_set_adapter_cvec: fn<(ctx: ContextHandle, data: Float32Array | null, len: number, nEmbd: number, ilStart: number, ilEnd: number) => number>(
+      llama,
+      "int32_t llama_set_adapter_cvec(void *ctx, const float *data, size_t len, int32_t n_embd, int32_t il_start, int32_t il_end)",
+    ),
     llama_context_get_sched: optionalFn<(ctx: ContextHandle) => SchedHandle>(llama, "void *_ZNK13llama_context9get_schedEv(void *ctx)"),
     ggml_backend_sched_set_eval_callback: fn<(sched: SchedHandle, cb: CallbackHandle | null, userData: null) => void>(
       base,

@@ -60,6 +60,13 @@ export interface SlotHooks {
   sinks: readonly RowSink[];
 }
 
+/**
+ * Architectures whose graph adds llama.cpp's control vector to every block's output right before
+ * naming it `l_out` (checked in the pinned release's src/models/*.cpp), so a control vector edits
+ * exactly the tensor the hook would.
+ */
+const CONTROL_VECTOR_ARCHS = new Set(["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3", "mistral3", "olmo2", "granite", "smollm3"]);
+
 interface ActivePlan {
   rows: RowPlan;
   slots: readonly (SlotHooks | undefined)[];
@@ -79,6 +86,8 @@ export class NativeContext {
   private scratch: Float32Array;
   private freed = false;
   private readonly pool: Threadpool | undefined;
+  /** The steering set as the context's control vector, or null. */
+  private controlVector: readonly SteeringOp[] | null = null;
 
   constructor(
     readonly model: NativeModel,
@@ -144,6 +153,8 @@ export class NativeContext {
   decode(rows: RowPlan, slots: readonly (SlotHooks | undefined)[]): void {
     this.ensureAlive();
     const nLayers = this.model.info.nLayer + 1;
+    const shared = this.sharedSteering(rows, slots);
+    this.setControlVector(shared);
     const wanted = new Uint8Array(nLayers);
     let any = false;
     for (const s of slots) {
@@ -152,12 +163,13 @@ export class NativeContext {
         for (let l = 0; l < nLayers; l++) wanted[l]! |= sink.mask[l]!;
         any = true;
       }
+      if (shared) continue;
       for (const op of s.ops) {
         wanted[op.layer] = 1;
         any = true;
       }
     }
-    this.plan = any ? { rows, slots, wanted } : undefined;
+    this.plan = any ? { rows, slots: shared ? slots.map((s) => s && { ops: [], sinks: s.sinks }) : slots, wanted } : undefined;
     this.installHooks(any);
     try {
       const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative());
@@ -169,6 +181,52 @@ export class NativeContext {
     } finally {
       this.plan = undefined;
     }
+  }
+
+  /**
+   * The steering every row of this batch gets, when llama.cpp's control vector can apply it: every
+   * slot carries the same ops, each adds a vector at its own layer ≥ 2 (the control vector cannot
+   * reach block 0's output) and applies to every kind of row in the batch. Then the edit costs no
+   * JS call; the sum is the same float32 addition the hook makes. Otherwise null: hooks steer.
+   */
+  private sharedSteering(rows: RowPlan, slots: readonly (SlotHooks | undefined)[]): readonly SteeringOp[] | null {
+    if (!CONTROL_VECTOR_ARCHS.has(this.model.info.architecture)) return null;
+    let ops: readonly SteeringOp[] | null = null;
+    for (const s of slots) {
+      if (!s) continue;
+      if (ops === null) ops = s.ops;
+      else if (s.ops.length !== ops.length || s.ops.some((op, i) => op !== ops![i])) return null;
+    }
+    if (!ops || ops.length === 0) return null;
+    let classes = 0;
+    for (let i = 0; i < rows.nTokens; i++) classes |= 1 << rows.cls[i]!;
+    const layers = new Set<number>();
+    for (const op of ops) {
+      if (op.kind !== "add" || op.layer < 2 || (op.mask & classes) !== classes || layers.has(op.layer)) return null;
+      layers.add(op.layer);
+    }
+    return ops;
+  }
+
+  /** Sets (or clears, for null) the control vector; a change makes llama.cpp rebuild its graphs. */
+  private setControlVector(ops: readonly SteeringOp[] | null): void {
+    const cur = this.controlVector;
+    if (cur === ops || (cur && ops && cur.length === ops.length && cur.every((op, i) => op === ops[i]))) return;
+    const api = this.model.api;
+    const n = this.nEmbd;
+    let rc: number;
+    if (!ops) {
+      rc = api.llama_set_adapter_cvec(this.ctx, null, 0, n, -1, -1);
+    } else {
+      // Slot il−1 of the buffer is added to block il's output, which is layer il+1 in our convention.
+      const blocks = ops.map((op) => op.layer - 1);
+      const hi = Math.max(...blocks);
+      const data = new Float32Array(hi * n);
+      for (const op of ops) data.set(op.vec, (op.layer - 2) * n);
+      rc = api.llama_set_adapter_cvec(this.ctx, data, data.length, n, Math.min(...blocks), hi);
+    }
+    if (rc !== 0) throw new PersonaError("E_NATIVE", `llama.cpp could not set the control vector (code ${rc})${this.model.lastErrors()}`);
+    this.controlVector = ops;
   }
 
   /**
