@@ -21,6 +21,7 @@ export type PersonaErrorCode =
   | "E_CONFIG_MISMATCH" // a run directory holds results from another configuration
   | "E_NETWORK" // a download failed or a server could not be reached
   | "E_AUTH" // a server refused access (token missing or not allowed, gated repo)
+  | "E_QUEUE" // the job queue (Redis) cannot be reached, or a shard failed on every worker that tried it
   | "E_INTERNAL";
 
 export class PersonaError extends Error {
@@ -52,6 +53,7 @@ const HTTP_STATUS: Record<PersonaErrorCode, number> = {
   E_CONFIG_MISMATCH: 409,
   E_NETWORK: 502,
   E_AUTH: 401,
+  E_QUEUE: 503,
   E_INTERNAL: 500,
 };
 

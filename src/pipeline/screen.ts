@@ -15,10 +15,14 @@
  *   report.html    ΔP histograms and the flagged samples with their text (atomic)
  */
 import type { Model } from "../engine/Model.js";
+import type { ResolvedProbes } from "../engine/capture.js";
 import { requestSeed } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { screenHtml } from "../report/screen.js";
 import { type DatasetRecord, readDataset, type TrainingSample } from "./dataset.js";
+import type { ModelRef } from "../queue/models.js";
+import { LOCAL_RUNNER, type Shard, type ShardRunner, type ShardStats } from "../queue/runner.js";
+import type { ShardContext } from "../queue/worker.js";
 import { JsonlLog, readJsonl, readJsonLines } from "../store/jsonl.js";
 import { fingerprintFile, fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
@@ -66,6 +70,8 @@ export interface ScreenOptions {
   strict?: boolean;
   /** Set aside a run directory with another configuration instead of refusing it. */
   restart?: boolean;
+  /** Where the shards (one per `chunkSize` records) run: this process (default), or a queue's workers. */
+  runner?: ShardRunner;
   signal?: AbortSignal;
   onProgress?(p: ScreenProgress): void;
   /** Called for each broken record as it is met. */
@@ -126,6 +132,8 @@ export interface ScreenResult {
   scoresPath: string;
   summaryPath: string;
   reportPath: string;
+  /** Shards (record chunks) this invocation finished, reused from a killed coordinator's queue, or retried. */
+  shards: ShardStats;
 }
 
 const MAX_BAD_LISTED = 100;
@@ -183,72 +191,51 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
   const log = await JsonlLog.open(scoresPath);
   const resumed = log.lines > 0;
   const progress: ScreenProgress = { done: log.lines, bad: 0, scoredNow: 0 };
-  try {
+  const settings: ScreenSettings = { cheap, temperature, maxTokens, seed };
+  // One shard is one engine call of `chunkSize` records, cut exactly where a local run cuts its
+  // chunks: batch composition changes float sums, so this is what makes a distributed run's
+  // scores the same bytes as a local one's.
+  async function* shards(): AsyncGenerator<Shard<DatasetRecord[]>> {
     let chunk: DatasetRecord[] = [];
+    const shard = () => ({ key: `${chunk[0]!.index}-${chunk[chunk.length - 1]!.index}`, data: chunk });
     for await (const rec of readDataset(opts.data)) {
       if (rec.index < log.lines) continue;
       chunk.push(rec);
       if (chunk.length >= chunkSize) {
-        await scoreChunk(chunk);
+        yield shard();
         chunk = [];
       }
     }
-    await scoreChunk(chunk);
+    if (chunk.length > 0) yield shard();
+  }
+  let shardStats: ShardStats;
+  try {
+    const common: ScreenShardCommon = {
+      model: { hash: config.model.hash, name: model.info.name },
+      settings,
+      traits: opts.traits.map((t) => ({ name: t.name, layer: t.layer, vector: Array.from(t.vector) })),
+    };
+    shardStats = await (opts.runner ?? LOCAL_RUNNER).run({
+      kind: "screen",
+      runId: `screen-${run.info.config_hash}`,
+      common,
+      shards: shards(),
+      local: (records) => scoreRecords(model, probes, opts.traits, records, settings, opts.signal),
+      onResult: async (_key, lines) => {
+        for (const l of lines) {
+          if (l.error === undefined) continue;
+          progress.bad++;
+          opts.onBadRecord?.({ index: l.index, line: l.line, error: l.error });
+        }
+        await log.append(lines);
+        progress.done = log.lines;
+        progress.scoredNow += lines.filter((l) => l.scores).length;
+        opts.onProgress?.({ ...progress });
+      },
+      signal: opts.signal,
+    });
   } finally {
     await log.close();
-  }
-
-  async function scoreChunk(records: DatasetRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    opts.signal?.throwIfAborted();
-    const lines: ScoreLine[] = records.map((r) => ({ index: r.index, line: r.line }));
-    const good: { at: number; sample: TrainingSample; prompt: Int32Array; response: Int32Array }[] = [];
-    for (const [at, r] of records.entries()) {
-      let error = r.error;
-      if (r.sample) {
-        const prompt = await model.encodeChat(r.sample.prompt);
-        const response = await model.tokenize(r.sample.response, { addSpecial: false });
-        const total = prompt.length + response.length;
-        if (response.length === 0) error = "the response has no tokens";
-        else if (total > model.info.nCtxTrain) error = `prompt and response are ${total} tokens; the model's context is ${model.info.nCtxTrain}`;
-        else good.push({ at, sample: r.sample, prompt, response });
-      }
-      if (error !== undefined) {
-        lines[at]!.error = error;
-        progress.bad++;
-        opts.onBadRecord?.({ index: r.index, line: r.line, error });
-      }
-    }
-    const samples = good.map((g) => {
-      const tokens = new Int32Array(g.prompt.length + g.response.length);
-      tokens.set(g.prompt);
-      tokens.set(g.response, g.prompt.length);
-      return { tokens, promptLength: g.prompt.length };
-    });
-    const projected = await model.project(samples, probes, { signal: opts.signal });
-    const base = cheap
-      ? undefined
-      : await model.generate(
-          good.map((g) => ({ prompt: g.prompt, seed: promptSeed(seed, g.prompt) })),
-          { probes, temperature, maxTokens, exact: true, signal: opts.signal },
-        );
-    for (const [j, g] of good.entries()) {
-      const scores: Record<string, TraitScores> = {};
-      const b = base?.[j];
-      const baseProj = b?.projections && b.projections.nResponseTokens > 0 ? b.projections.responseAvg : undefined;
-      opts.traits.forEach((t, k) => {
-        const projection = projected[j]!.responseAvg[k]!;
-        const baseProjection = baseProj ? baseProj[k]! : null;
-        scores[t.name] = { projection, base_projection: baseProjection, delta_p: baseProjection === null ? null : projection - baseProjection };
-      });
-      const line = lines[g.at]!;
-      line.scores = scores;
-      if (b) line.base_reply = b.text;
-    }
-    await log.append(lines);
-    progress.done = log.lines;
-    progress.scoredNow += good.length;
-    opts.onProgress?.({ ...progress });
   }
 
   const labels = opts.labels === undefined ? undefined : await readLabels(opts.labels);
@@ -257,7 +244,85 @@ export async function screenDataset(model: Model, opts: ScreenOptions): Promise<
   await run.writeArtifact("summary.json", `${JSON.stringify(summary, null, 2)}\n`);
   const flaggedTexts = await samplesAt(opts.data, new Set(Object.values(summary.traits).flatMap((t) => t.flagged.map((f) => f.index))));
   await run.writeArtifact("report.html", await screenHtml(summary, scoresPath, flaggedTexts, { model: model.info.name, data: opts.data }));
-  return { summary, resumed, scoresPath, summaryPath, reportPath: run.path("report.html") };
+  return { summary, resumed, scoresPath, summaryPath, reportPath: run.path("report.html"), shards: shardStats };
+}
+
+/** Base-reply sampling, shared by every shard of a run. */
+export interface ScreenSettings {
+  cheap: boolean;
+  temperature: number;
+  maxTokens: number;
+  seed: number;
+}
+
+/** What every screening shard of a run carries to a worker besides its records. */
+export interface ScreenShardCommon {
+  model: ModelRef;
+  settings: ScreenSettings;
+  traits: { name: string; layer: number; vector: number[] }[];
+}
+
+/** A worker's handler for screening shards: the same scoring as a local run's chunk. */
+export async function screenShard(common: ScreenShardCommon, records: DatasetRecord[], ctx: ShardContext): Promise<ScoreLine[]> {
+  const model = await ctx.model(common.model);
+  const traits = common.traits.map((t) => ({ ...t, vector: Float32Array.from(t.vector) }));
+  checkTraits(traits, model.info.nLayer);
+  const probes = model.probes(traits.map((t) => ({ layer: t.layer, vector: t.vector })));
+  return scoreRecords(model, probes, traits, records, common.settings, ctx.signal);
+}
+
+/** Scores one engine call's worth of records: a line per record, in order (broken ones with their error). */
+async function scoreRecords(
+  model: Model,
+  probes: ResolvedProbes,
+  traits: readonly ScreenTrait[],
+  records: readonly DatasetRecord[],
+  settings: ScreenSettings,
+  signal: AbortSignal | undefined,
+): Promise<ScoreLine[]> {
+  signal?.throwIfAborted();
+  const lines: ScoreLine[] = records.map((r) => ({ index: r.index, line: r.line }));
+  const good: { at: number; prompt: Int32Array; response: Int32Array }[] = [];
+  for (const [at, r] of records.entries()) {
+    let error = r.error;
+    if (r.sample) {
+      const prompt = await model.encodeChat(r.sample.prompt);
+      const response = await model.tokenize(r.sample.response, { addSpecial: false });
+      const total = prompt.length + response.length;
+      if (response.length === 0) error = "the response has no tokens";
+      else if (total > model.info.nCtxTrain) error = `prompt and response are ${total} tokens; the model's context is ${model.info.nCtxTrain}`;
+      else good.push({ at, prompt, response });
+    }
+    if (error !== undefined) lines[at]!.error = error;
+  }
+  const samples = good.map((g) => {
+    const tokens = new Int32Array(g.prompt.length + g.response.length);
+    tokens.set(g.prompt);
+    tokens.set(g.response, g.prompt.length);
+    return { tokens, promptLength: g.prompt.length };
+  });
+  const projected = await model.project(samples, probes, { signal });
+  const { cheap, temperature, maxTokens, seed } = settings;
+  const base = cheap
+    ? undefined
+    : await model.generate(
+        good.map((g) => ({ prompt: g.prompt, seed: promptSeed(seed, g.prompt) })),
+        { probes, temperature, maxTokens, exact: true, signal },
+      );
+  for (const [j, g] of good.entries()) {
+    const scores: Record<string, TraitScores> = {};
+    const b = base?.[j];
+    const baseProj = b?.projections && b.projections.nResponseTokens > 0 ? b.projections.responseAvg : undefined;
+    traits.forEach((t, k) => {
+      const projection = projected[j]!.responseAvg[k]!;
+      const baseProjection = baseProj ? baseProj[k]! : null;
+      scores[t.name] = { projection, base_projection: baseProjection, delta_p: baseProjection === null ? null : projection - baseProjection };
+    });
+    const line = lines[g.at]!;
+    line.scores = scores;
+    if (b) line.base_reply = b.text;
+  }
+  return lines;
 }
 
 /** The samples at `indices` (streamed: nothing else is held). */

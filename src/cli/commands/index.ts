@@ -16,8 +16,9 @@ import { register as shift } from "./shift.js";
 import { register as sweep } from "./sweep.js";
 import { register as trait } from "./trait.js";
 import { register as vectors } from "./vectors.js";
+import { register as worker } from "./worker.js";
 
 /** Each subcommand module exports one `register(program)`; the order here is the order in `--help`. */
 export type RegisterCommand = (program: Command) => void;
 
-export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, serve, activations, trait, extract, evaluate, sweep, monitor, screen, finetune, shift, vectors];
+export const COMMANDS: RegisterCommand[] = [demo, pull, convert, model, generate, chat, serve, activations, trait, extract, evaluate, sweep, monitor, screen, finetune, shift, vectors, worker];

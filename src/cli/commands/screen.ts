@@ -1,12 +1,14 @@
 import { createReadStream } from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
+import type { LoraAdapter } from "../../engine/lora.js";
 import { PersonaError } from "../../errors.js";
 import { screenDataset, type ScreenTrait } from "../../pipeline/screen.js";
 import { row } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { listArg } from "../args/lists.js";
 import { intArg } from "../args/numbers.js";
+import { withQueue, withQueueFlag } from "../args/queue.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress } from "../progress.js";
@@ -30,6 +32,8 @@ interface ScreenFlags {
   labels?: string;
   json?: boolean;
   threads?: number;
+  queue?: string;
+  lora?: LoraAdapter[];
 }
 
 /** Lines in a file, streamed: the progress bar's total (records ≈ lines). */
@@ -47,8 +51,8 @@ const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
 /** `persona screen`: projection difference (ΔP) of every training sample against the base model's own reply. */
 export function register(program: Command): void {
   withEngineFlags(
-    withSamplingFlags(program
-      .command("screen")
+    withSamplingFlags(withQueueFlag(program
+      .command("screen"))
       .description("screen training data: ΔP = trait projection of each sample's response minus that of the base model's own reply")
       .requiredOption("-t, --trait <list>", "trait name(s), comma-separated; several share one forward pass", listArg)
       .requiredOption("-d, --data <file>", "chat JSONL (messages ending with the assistant), or JSONL/CSV with prompt,response or question,answer")
@@ -58,7 +62,7 @@ export function register(program: Command): void {
       .option("--cheap", "no base replies: report the raw projection of each response (faster, less specific)")
       .requiredOption("-o, --out <dir>", "run directory: scores.jsonl, summary.json, report.html (re-running resumes)")
       .option("--labels <file>", 'JSONL {"index", "trait_eliciting"} (as demo datasets write): report each trait\'s ROC AUC for finding the marked samples')
-      .option("--batch <n>", "records per engine call (memory and progress granularity)", intArg(1), 64)
+      .option("--batch <n>", "records per engine call, and per shard with --queue (memory and progress granularity)", intArg(1), 64)
       .option("--strict", "refuse the input if any record is broken (checked before any work); default: skip and report them")
       .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
       .option("--json", 'print JSON: {"n", "skipped", "traits": {T: {"dataset_mean_delta_p", "flagged": [{"index", "delta_p", ...}]}}}'), { unit: "reply", maxTokens: 256, prefix: "base replies: ", seedHelp: "random seed (each reply's seed also depends on its prompt)" }),
@@ -73,17 +77,25 @@ has one line per input record, in input order; broken records are reported with 
 number and skipped. The input is streamed and scores are appended as they finish: a killed run
 resumes where it stopped.
 
+With --queue the records go to the queue in shards of --batch records and the base replies and
+forward passes run on \`persona worker\` processes (any machine with the same model file); this
+process only reads the data and writes the run directory. A killed coordinator resumes from the
+run directory, taking shards its workers finished meanwhile from Redis.
+
 Examples:
   persona screen --model demo --trait evil --data train.jsonl --out runs/screen-evil
   persona screen --model demo --trait evil,sycophantic,hallucinating --data train.csv --top 50 --out runs/screen --json
   persona screen --model base.gguf --trait evil --vectors evil.safetensors#response_avg --layer 20 --cheap --data data.jsonl --out runs/s
+  persona screen --model base.gguf --trait evil --data chats.jsonl --out runs/s --queue redis://10.0.0.5:6379
 `,
     )
     .action(async function (this: Command, opts: ScreenFlags) {
       if (opts.vectors && opts.vectors.length !== opts.trait.length) {
         throw new PersonaError("E_BAD_INPUT", `--vectors names ${opts.vectors.length} file(s) for ${opts.trait.length} trait(s); give one per trait`);
       }
-      await withModel(this, opts, async (model) => {
+      if (opts.queue !== undefined && opts.lora?.length) throw new PersonaError("E_BAD_INPUT", "--queue does not carry LoRA adapters to workers; merge the adapter into the model first");
+      // A coordinator runs no model: the vocabulary and shapes are all it needs.
+      await withModel(this, opts, async (model) => withQueue(opts.queue, async (runner) => {
         const traits: ScreenTrait[] = [];
         for (const [i, name] of opts.trait.entries()) {
           const source = opts.vectors?.[i] ?? name;
@@ -109,6 +121,7 @@ Examples:
           chunkSize: opts.batch,
           labels: opts.labels,
           restart: opts.restart,
+          runner,
           onProgress: (p) => {
             bar.tick(p.done - shown);
             shown = p.done;
@@ -119,7 +132,7 @@ Examples:
         }).finally(() => bar.stop());
         const s = result.summary;
         if (opts.json) {
-          return printJson({ ...s, out: opts.out, scores: result.scoresPath, report: result.reportPath, resumed: result.resumed });
+          return printJson({ ...s, out: opts.out, scores: result.scoresPath, report: result.reportPath, resumed: result.resumed, ...(runner && { shards: result.shards }) });
         }
         print(
           table(
@@ -141,7 +154,8 @@ Examples:
           if (t.roc_auc) note(`${name}: ROC AUC for the labelled samples: ΔP ${fmt(t.roc_auc.delta_p)}, raw projection ${fmt(t.roc_auc.projection)}`);
         }
         note(`${s.n} samples scored${s.skipped ? `, ${s.skipped} broken records skipped` : ""}${result.resumed ? " (resumed)" : ""}`);
+        if (runner) note(`${result.shards.shards} shards from the queue (${result.shards.reused} finished before this run, ${result.shards.retried} redone after a worker died or failed)`);
         note(`wrote ${path.join(opts.out, "scores.jsonl")}, summary.json and report.html`);
-      });
+      }), { vocabOnly: opts.queue !== undefined });
     });
 }
