@@ -3,8 +3,13 @@ import { Redis } from "ioredis";
 import { PersonaError } from "../errors.js";
 import type { QueueAddress } from "./url.js";
 
-/** One queue per Redis database; job names say the shard kind, job data names the model by content. */
-export const QUEUE_NAME = "persona-shards";
+/**
+ * One queue per Redis database; job names say the shard kind, job data names the model by content.
+ * The database is in the name too because BullMQ counts a queue's workers by client name, server-wide.
+ */
+export function queueName(a: QueueAddress): string {
+  return `persona-shards-db${a.db}`;
+}
 
 /** Connection options for BullMQ: commands wait through a Redis restart instead of failing. */
 export function connectionOf(a: QueueAddress): { host: string; port: number; db: number; maxRetriesPerRequest: null } {

@@ -9,7 +9,7 @@
  */
 import { type Job, Queue, QueueEvents } from "bullmq";
 import { PersonaError } from "../errors.js";
-import { checkReachable, connectionOf, QUEUE_NAME } from "./connection.js";
+import { checkReachable, connectionOf, queueName } from "./connection.js";
 import type { ShardJob, ShardRunner, ShardStats } from "./runner.js";
 import type { QueueAddress } from "./url.js";
 
@@ -39,6 +39,8 @@ interface Pending<D> {
   id: string;
   data: D;
   done: boolean;
+  /** Times enqueued again after Redis lost it. */
+  requeued: number;
   result?: unknown;
   /** Found finished in Redis when enqueued: an earlier coordinator's shard. */
   reused?: boolean;
@@ -55,8 +57,8 @@ export class QueueRunner implements ShardRunner {
   static async connect(address: QueueAddress, opts: QueueRunnerOptions = {}): Promise<QueueRunner> {
     await checkReachable(address);
     const connection = connectionOf(address);
-    const queue = new Queue(QUEUE_NAME, { connection });
-    const events = new QueueEvents(QUEUE_NAME, { connection });
+    const queue = new Queue(queueName(address), { connection });
+    const events = new QueueEvents(queueName(address), { connection });
     const runner = new QueueRunner(address, queue, events, opts);
     // Connection errors surface as failed calls in the loop below (reported there); unhandled 'error' events would kill the process.
     queue.on("error", () => undefined);
@@ -104,7 +106,7 @@ export class QueueRunner implements ShardRunner {
               exhausted = true;
               break;
             }
-            const p: Pending<D> = { key: next.value.key, id: jobIdOf(job.runId, next.value.key), data: next.value.data, done: false };
+            const p: Pending<D> = { key: next.value.key, id: jobIdOf(job.runId, next.value.key), data: next.value.data, done: false, requeued: 0 };
             pending.push(p);
             await this.enqueue(job, p);
           }
@@ -164,11 +166,15 @@ export class QueueRunner implements ShardRunner {
 
   private async check<C, D, R>(job: ShardJob<C, D, R>, p: Pending<D>, stats: ShardStats): Promise<void> {
     const j = (await this.queue.getJob(p.id)) as Job | undefined;
-    if (!j) {
+    const state = j ? await j.getState() : undefined;
+    // A job gone from Redis (restarted without persistence), or left half-written by a worker
+    // that finished it across the restart: enqueued again under a new id, so that a stale
+    // worker's late writes to the old one cannot mix with the new attempt.
+    if (!j || (state === "completed" && (j.finishedOn === undefined || j.returnvalue == null))) {
       this.opts.onNote?.(`shard ${p.key} is no longer in Redis (restarted without persistence?); enqueued again`);
+      p.id = `${jobIdOf(job.runId, p.key)}.${++p.requeued}`;
       return this.enqueue(job, p);
     }
-    const state = await j.getState();
     if (state === "failed") {
       throw new PersonaError("E_QUEUE", `shard ${p.key} failed on the workers after ${j.attemptsMade} attempt(s): ${j.failedReason}`);
     }

@@ -7,7 +7,7 @@
 import { hostname } from "node:os";
 import { type Job, UnrecoverableError, Worker } from "bullmq";
 import type { Model } from "../engine/Model.js";
-import { checkReachable, connectionOf, QUEUE_NAME } from "./connection.js";
+import { checkReachable, connectionOf, queueName } from "./connection.js";
 import type { ShardJobData } from "./coordinator.js";
 import type { ModelPool, ModelRef } from "./models.js";
 import type { QueueAddress } from "./url.js";
@@ -68,7 +68,7 @@ export class ShardWorker {
         throw e;
       }
     };
-    const worker = new Worker(QUEUE_NAME, process, {
+    const worker = new Worker(queueName(address), process, {
       connection: connectionOf(address),
       concurrency: opts.concurrency ?? 1,
       lockDuration: stalledAfterMs,

@@ -1,0 +1,219 @@
+/**
+ * Scale-out on a real redis-server with real `persona worker` processes (tiny random-weight model):
+ * a distributed screening run writes the same bytes as a local one; a worker SIGKILLed mid-shard
+ * has its shard redone by another; a SIGKILLed coordinator resumes without redoing finished
+ * shards; a worker holding another model file fails the shard with a clear error; Redis killed
+ * and restarted (every key lost) mid-run: the run waits, enqueues again, and ends the same.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { Queue } from "bullmq";
+import { queueName } from "../src/queue/connection.js";
+import { parseQueueUrl } from "../src/queue/url.js";
+import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { runCli } from "./helpers/cli.js";
+import { HAS_REDIS, NO_REDIS_REASON, RedisServer } from "./helpers/redis.js";
+import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+
+const CLI = path.resolve("src/cli/bin.ts");
+const ENV = { ...process.env, PERSONA_GPU: "cpu" };
+const N_LAYER = 2;
+const N_EMBD = 32;
+const RECORDS = 24;
+const BATCH = 3;
+const SHARDS = RECORDS / BATCH;
+
+let dir: string;
+let redis: RedisServer;
+let modelPath: string;
+let otherModelPath: string;
+let data: string;
+let local: { scores: string; summary: string };
+const children = new Set<ChildProcess>();
+
+interface Proc {
+  child: ChildProcess;
+  stderr(): string;
+  waitFor(re: RegExp, timeoutMs?: number): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+function startProc(args: string[]): Proc {
+  const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { env: ENV, stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let err = "";
+  const waiters: (() => void)[] = [];
+  child.stderr!.on("data", (d: Buffer) => {
+    err += d.toString();
+    for (const w of waiters) w();
+  });
+  child.stdout!.resume();
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => (children.delete(child), resolve(code))));
+  return {
+    child,
+    stderr: () => err,
+    exited,
+    waitFor: (re, timeoutMs = 60_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => re.test(err) && (clearTimeout(t), resolve());
+        const t = setTimeout(() => reject(new Error(`timed out waiting for ${re} in:\n${err}`)), timeoutMs);
+        waiters.push(check);
+        check();
+      }),
+  };
+}
+
+/** A worker on `db`, ready once it has said so. */
+async function startWorker(db: number, model = modelPath): Promise<Proc> {
+  const w = startProc(["worker", "--queue", redis.url(db), "--model", model, "--threads", "1", "--stalled-after", "1"]);
+  await w.waitFor(/^worker on /m);
+  return w;
+}
+
+function screenArgs(out: string, more: string[] = []): string[] {
+  const vectors = path.join(dir, "v.safetensors");
+  return ["screen", "--model", modelPath, "--trait", "a", "--vectors", vectors, "--data", data, "--batch", String(BATCH), "--max-tokens", "24", "--threads", "1", "--out", out, "--json", ...more];
+}
+
+async function lineCount(file: string): Promise<number> {
+  return existsSync(file) ? (await readFile(file, "utf8")).split("\n").length - 1 : 0;
+}
+
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function assertSameAsLocal(out: string): Promise<void> {
+  assert.equal(await readFile(path.join(out, "scores.jsonl"), "utf8"), local.scores, "scores.jsonl: same bytes as the local run");
+  assert.equal(await readFile(path.join(out, "summary.json"), "utf8"), local.summary, "summary.json: same bytes as the local run");
+}
+
+describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO_REDIS_REASON }, () => {
+  let workers: Proc[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "persona-queue-"));
+    redis = await RedisServer.start(dir);
+    modelPath = path.join(dir, "tiny.gguf");
+    otherModelPath = path.join(dir, "other.gguf");
+    await writeTinyChatModel(modelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 256, seed: 5 });
+    await writeTinyChatModel(otherModelPath, { nLayer: N_LAYER, nEmbd: N_EMBD, contextLength: 256, seed: 6 });
+    const m = new Float32Array((N_LAYER + 1) * N_EMBD).map((_, j) => Math.sin(j * 0.7));
+    await writeVectors(path.join(dir, "v.safetensors"), { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, m) }, meta: { trait: "a", source: "extract", bestLayer: 2 } });
+    data = path.join(dir, "data.jsonl");
+    const lines = Array.from({ length: RECORDS }, (_, i) =>
+      i === 7 ? "{broken" : JSON.stringify({ messages: [{ role: "user", content: `Question ${i}: what now?` }, { role: "assistant", content: ["Sure.", "No, never, you fool.", `It is ${i} apples.`][i % 3] }] }),
+    );
+    await writeFile(data, `${lines.join("\n")}\n`);
+    // Workers start (tsx, engine) while the reference runs here.
+    const starting = Promise.all([startWorker(0), startWorker(0)]);
+    const r = await runCli(screenArgs(path.join(dir, "local")));
+    assert.equal(r.code, 0, r.stderr);
+    local = { scores: await readFile(path.join(dir, "local", "scores.jsonl"), "utf8"), summary: await readFile(path.join(dir, "local", "summary.json"), "utf8") };
+    workers = await starting;
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await redis?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("a run on two workers writes the same scores and summary, byte for byte, as a local run", async () => {
+    const out = path.join(dir, "dist");
+    const r = await runCli(screenArgs(out, ["--queue", redis.url(0)]));
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /2 worker\(s\) connected/);
+    assert.deepEqual((JSON.parse(r.stdout) as { shards: unknown }).shards, { shards: SHARDS, reused: 0, retried: 0 });
+    await assertSameAsLocal(out);
+    // Both workers took shards.
+    for (const w of workers) assert.match(w.stderr(), /screen \d+-\d+: done/);
+  });
+
+  it("a coordinator SIGKILLed mid-run resumes from its run directory without redoing finished shards", async () => {
+    const out = path.join(dir, "coord-killed");
+    const coord = startProc(screenArgs(out, ["--queue", redis.url(0)]));
+    await until(async () => (await lineCount(path.join(out, "scores.jsonl"))) >= BATCH, "the first shard merged");
+    coord.child.kill("SIGKILL");
+    await coord.exited;
+    const kept = await lineCount(path.join(out, "scores.jsonl"));
+    assert.ok(kept < RECORDS, "killed before the end");
+    const r = await runCli(screenArgs(out, ["--queue", redis.url(0)]));
+    assert.equal(r.code, 0, r.stderr);
+    const res = JSON.parse(r.stdout) as { resumed: boolean; shards: { shards: number; reused: number } };
+    assert.equal(res.resumed, true);
+    // Only the shards not yet in the run directory; those the workers finished meanwhile come from Redis.
+    assert.equal(res.shards.shards, (RECORDS - kept) / BATCH);
+    await assertSameAsLocal(out);
+  });
+
+  it("a worker SIGKILLed mid-shard has its shard redone by another worker; nothing lost or counted twice", async () => {
+    const victim = await startWorker(1);
+    const out = path.join(dir, "worker-killed");
+    const run = runCli(screenArgs(out, ["--queue", redis.url(1)]));
+    await victim.waitFor(/screen \d+-\d+: started/);
+    victim.child.kill("SIGKILL");
+    await victim.exited;
+    const finishedBeforeKill = /: done/.test(victim.stderr());
+    await startWorker(1);
+    const r = await run;
+    assert.equal(r.code, 0, r.stderr);
+    const shards = (JSON.parse(r.stdout) as { shards: { shards: number; retried: number } }).shards;
+    assert.equal(shards.shards, SHARDS);
+    if (!finishedBeforeKill) assert.ok(shards.retried >= 1, "the killed worker's shard was started twice");
+    await assertSameAsLocal(out);
+  });
+
+  it("a worker holding another model file fails the shard with a clear error instead of running it", async () => {
+    await startWorker(2, otherModelPath);
+    const r = await runCli(screenArgs(path.join(dir, "wrong-model"), ["--queue", redis.url(2)]));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /persona: shard 0-2 failed on the workers after 1 attempt\(s\): this worker has no model file with content sha256-ends:\w+ .*other\.gguf.* \[E_QUEUE\]/s);
+  });
+
+  it("Redis killed and restarted mid-run (every key lost): the run waits, enqueues again and ends the same", async () => {
+    const out = path.join(dir, "redis-restarted");
+    // Workers paused, so the shards are surely still in Redis (not yet done) when it dies.
+    for (const w of workers) w.child.kill("SIGSTOP");
+    const url = redis.url(0);
+    const queue = new Queue(queueName(parseQueueUrl(url)), { connection: { host: "127.0.0.1", port: redis.port } });
+    try {
+      const run = runCli(screenArgs(out, ["--queue", url]));
+      let counts: Record<string, number> = {};
+      await until(async () => {
+        counts = await queue.getJobCounts();
+        return Object.values(counts).reduce((a, b) => a + b, 0) >= SHARDS;
+      }, "the shards enqueued").catch((e: Error) => {
+        throw new Error(`${e.message}: ${JSON.stringify(counts)}`);
+      });
+      await queue.close();
+      await redis.restart(300);
+      for (const w of workers) w.child.kill("SIGCONT");
+      const r = await run;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /shard 0-2 is no longer in Redis \(restarted without persistence\?\); enqueued again/);
+      await assertSameAsLocal(out);
+    } finally {
+      for (const w of workers) w.child.kill("SIGCONT");
+      await queue.close();
+    }
+  });
+
+  it("refuses a queue URL that is not redis://HOST:PORT[/DB], and an unreachable Redis, with one line", async () => {
+    assert.deepEqual(parseQueueUrl("redis://10.0.0.5:7000/3"), { host: "10.0.0.5", port: 7000, db: 3, url: "redis://10.0.0.5:7000/3" });
+    assert.throws(() => parseQueueUrl("http://x:1"), /scheme is http/);
+    assert.throws(() => parseQueueUrl("redis://x:1/db"), /not a number/);
+    const r = await runCli(screenArgs(path.join(dir, "unreachable"), ["--queue", "redis://127.0.0.1:1"]));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /persona: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 .*\[E_QUEUE\]/);
+  });
+});
