@@ -27,13 +27,15 @@ const LAYERS: Record<string, readonly string[]> = {
   traits: [...STORAGE, "engine"],
   convert: [...STORAGE, "engine", "vectors"],
   judge: [...STORAGE, "engine", "hub", "vectors", "traits"],
+  // Shard runners (local, BullMQ): pipelines hand them their work; they know no pipeline.
+  queue: [...STORAGE, "engine"],
   // Pipelines write their own reports; reports see pipelines' result types only (TYPES_ONLY).
   report: CORE,
-  pipeline: [...CORE, "report"],
+  pipeline: [...CORE, "report", "queue"],
   server: [...CORE, "pipeline", "report"],
   demo: [...CORE, "pipeline", "report"],
   index: [...CORE, "pipeline", "report"],
-  cli: [...CORE, "pipeline", "report", "demo", "server", "index"],
+  cli: [...CORE, "pipeline", "report", "queue", "demo", "server", "index"],
 };
 
 /** Imports of types only (`import type`) that may also go from the first module to the second. */

@@ -6,7 +6,6 @@
 import { UnrecoverableError } from "bullmq";
 import type { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
-import { fingerprintModel } from "../pipeline/rundir.js";
 
 export interface ModelRef {
   /** fingerprintModel of the file (with LoRA adapters, which no worker file matches). */
@@ -24,9 +23,10 @@ export class ModelPool {
     private readonly files: ReadonlyMap<string, string>,
   ) {}
 
-  static async open(engine: Engine, paths: readonly string[]): Promise<ModelPool> {
+  /** `fingerprint` is the run directories' fingerprintModel (pipeline/rundir), what coordinators put in their shards. */
+  static async open(engine: Engine, paths: readonly string[], fingerprint: (path: string) => Promise<string>): Promise<ModelPool> {
     const files = new Map<string, string>();
-    for (const p of paths) files.set(await fingerprintModel({ path: p, adapters: [] }), p);
+    for (const p of paths) files.set(await fingerprint(p), p);
     return new ModelPool(engine, files);
   }
 

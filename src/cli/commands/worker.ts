@@ -1,6 +1,7 @@
 import { Option, type Command } from "commander";
 import { Engine } from "../../engine/Engine.js";
 import type { GpuChoice } from "../../engine/ffi/discover.js";
+import { fingerprintModel } from "../../pipeline/rundir.js";
 import { SHARD_HANDLERS } from "../../pipeline/shards.js";
 import { ModelPool } from "../../queue/models.js";
 import { parseQueueUrl } from "../../queue/url.js";
@@ -55,7 +56,7 @@ Examples:
       for (const m of opts.model) paths.push(await resolveModelPath(m, opts));
       const engine = await Engine.create({ verbose: globals.verbose ?? false, threads: opts.threads, gpu: opts.gpu });
       try {
-        const models = await ModelPool.open(engine, paths);
+        const models = await ModelPool.open(engine, paths, (p) => fingerprintModel({ path: p, adapters: [] }));
         const worker = await ShardWorker.start(address, {
           handlers: SHARD_HANDLERS,
           models,
