@@ -24,6 +24,8 @@ import { parseArgs } from "node:util";
 import "../src/demo/register.js";
 import { Engine } from "../src/engine/Engine.js";
 import { resolveModelRef } from "../src/hub/resolve.js";
+import { loadServedTraits } from "../src/server/persona.js";
+import { row } from "../src/vectors/format.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -153,20 +155,23 @@ function peakRss(pid: number): number {
 }
 
 /** The engine's own decode loop, same model, slots, prompts and token counts: `clients` request streams back to back. */
-async function openEngineBaseline(): Promise<{ run(clients: number): Promise<number>; close(): Promise<void> }> {
+async function openEngineBaseline(): Promise<{ run(clients: number, monitor: boolean): Promise<number>; close(): Promise<void> }> {
   const engine = await Engine.create({ threads: THREADS });
   const model = await engine.loadModel(await resolveModelRef(args.model));
   const loop = await model.openLoop({ slots: PARALLEL, ctxPerSlot: 512 });
   const prompts = await Promise.all(QUESTIONS.map((q) => model.encodeChat([{ role: "user", content: q }])));
+  // The same three probes the server's monitoring uses (each trait at its layer).
+  const traits = [...(await loadServedTraits(model, ["evil", "sycophantic", "hallucinating"])).values()];
+  const probes = model.probes(traits.map((t) => ({ layer: t.layer, vector: Float32Array.from(row(t.matrix, t.layer)) })));
   return {
-    async run(clients) {
+    async run(clients, monitor) {
       const t0 = performance.now();
       let tokens = 0;
       await Promise.all(
         Array.from({ length: clients }, async (_, c) => {
           for (let k = 0; k < REQUESTS; k++) {
             const i = c * REQUESTS + k;
-            const r = await loop.submit({ prompt: prompts[i % prompts.length]!, maxTokens: TOKENS, minTokens: TOKENS, temperature: 0.8, seed: i }).result;
+            const r = await loop.submit({ prompt: prompts[i % prompts.length]!, maxTokens: TOKENS, minTokens: TOKENS, temperature: 0.8, seed: i, ...(monitor ? { probes } : {}) }).result;
             tokens += r.tokens.length;
           }
         }),
@@ -188,6 +193,7 @@ const merged = new Map<string, LoadResult>();
 /** tokens/s of each cell per repeat; cells of one repeat run back to back, so their ratios share the machine's state. */
 const perRepeat = new Map<string, number[]>();
 const engineTps: number[] = [];
+const engineMonitorTps: number[] = [];
 for (let rep = 0; rep < REPEATS; rep++) {
   for (const clients of CLIENTS) {
     for (const mode of MODES) {
@@ -206,7 +212,10 @@ for (let rep = 0; rep < REPEATS; rep++) {
       perRepeat.set(key, [...(perRepeat.get(key) ?? []), r.tokens / r.seconds]);
     }
   }
-  if (engine) engineTps.push(await engine.run(8));
+  if (engine) {
+    engineTps.push(await engine.run(8, false));
+    engineMonitorTps.push(await engine.run(8, true));
+  }
 }
 const rss = peakRss(server.pid);
 await server.stop();
@@ -232,4 +241,8 @@ console.log("\nthroughput ratios, tokens/s (median over repeats of each repeat's
 for (const clients of CLIENTS) {
   console.log(`  ${String(clients).padStart(2)} clients: monitoring 3 traits / no persona field ${ratio(`${clients}/monitor3`, `${clients}/none`)}, per-request steering / no persona field ${ratio(`${clients}/steer`, `${clients}/none`)}`);
 }
-if (engine) console.log(`  server at 8 clients / the engine's decode loop with 8 request streams (median ${median(engineTps).toFixed(1)} tok/s): ${ratio("8/none", engineTps)}`);
+if (engine) {
+  console.log(`  server at 8 clients / the engine's decode loop with 8 request streams (median ${median(engineTps).toFixed(1)} tok/s): ${ratio("8/none", engineTps)}`);
+  // What the same probes cost the engine alone: the part of monitoring's price that is not the server's.
+  console.log(`  engine alone, 8 streams: monitoring 3 traits / none ${median(engineMonitorTps.map((x, i) => x / engineTps[i]!)).toFixed(3)}`);
+}

@@ -76,7 +76,7 @@ it("finishes the in-flight request on SIGTERM, then exits 0", async () => {
   // A strong push keeps the demo model from ending early, so the reply is still streaming when the signal comes.
   const res = await fetch(`${url}/v1/chat/completions`, {
     method: "POST",
-    body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 300, temperature: 0, stream: true, persona: { steer: [{ trait: "evil", coef: 30 }] } }),
+    body: JSON.stringify({ messages: [{ role: "user", content: "Hi" }], max_tokens: 500, temperature: 0, stream: true, persona: { steer: [{ trait: "evil", coef: 30 }] } }),
   });
   const reader = res.body!.getReader();
   await reader.read();
