@@ -18,6 +18,9 @@ import { GgufValueType } from "../src/engine/gguf/types.js";
 import { convertHf } from "../src/convert/hf.js";
 import { writeTinyCheckpoint } from "./helpers/hf-checkpoint.js";
 import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
+import { anthropicMessage, chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
+import { AnthropicJudge } from "../src/judge/anthropic.js";
+import { OpenAIJudge } from "../src/judge/openai.js";
 
 let dir: string;
 before(async () => {
@@ -134,5 +137,46 @@ describe("fuzz regressions", () => {
     tok.pre_tokenizer.pretokenizers = 7;
     await writeFile(tokFile, JSON.stringify(tok));
     await assert.rejects(convertHf(ck.dir, path.join(dir, "pre2.gguf")), isCode("E_BAD_FORMAT", /pretokenizers is not a list/));
+  });
+});
+
+describe("fuzz regressions: judge replies", () => {
+  const input = { question: "q", answer: "a", metric: { kind: "coherence" as const } };
+  const http = { maxRetries: 0, timeoutMs: 2000 };
+
+  it("malformed top_logprobs entries, and logprobs above 0 (was: TypeError destructuring null, a NaN score)", async () => {
+    const server = await startFakeLLMServer();
+    try {
+      const judge = new OpenAIJudge({ model: "m", baseURL: server.baseURL, apiKey: "k", httpOptions: http });
+      const reply = chatCompletion("80", { "80": 0.9 }) as { choices: { logprobs: { content: { top_logprobs: unknown[] }[] } }[] };
+      const top = reply.choices[0]!.logprobs.content[0]!;
+      top.top_logprobs = [{ token: "80", logprob: -0.1 }, null];
+      server.enqueue({ body: reply });
+      await assert.rejects(judge.score(input), isCode("E_JUDGE", /malformed choices\[0\]\.logprobs\.content\[0\]\.top_logprobs\[1\]: null/));
+      top.top_logprobs = [{ token: 80, logprob: -1 }];
+      server.enqueue({ body: reply });
+      await assert.rejects(judge.score(input), isCode("E_JUDGE", /top_logprobs\[0\]/));
+      top.top_logprobs = [{ token: "90", logprob: 1e300 }, { token: "10", logprob: -1e300 }];
+      server.enqueue({ body: reply });
+      assert.equal(await judge.score(input), 90);
+      const text = new OpenAIJudge({ model: "m", baseURL: server.baseURL, apiKey: "k", httpOptions: http, mode: "text" });
+      server.enqueue({ body: { choices: [{ message: { content: 5 } }] } });
+      await assert.rejects(text.score(input), isCode("E_JUDGE", /message\.content that is not a string/));
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("Anthropic content blocks that are not objects (was: TypeError reading 'type' of null)", async () => {
+    const server = await startFakeLLMServer();
+    try {
+      const judge = new AnthropicJudge({ model: "m", baseURL: server.origin, apiKey: "k", httpOptions: http });
+      const reply = anthropicMessage("80") as { content: unknown[] };
+      reply.content.unshift(null, 5, "text");
+      server.enqueue({ body: reply });
+      assert.equal(await judge.score(input), 80);
+    } finally {
+      await server.close();
+    }
   });
 });

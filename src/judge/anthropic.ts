@@ -45,8 +45,8 @@ async function send(conn: Connection, body: Record<string, unknown>, signal?: Ab
   const reply = (await conn.http.postJson(conn.url, body, conn.headers, signal)) as MessagesReply | null;
   const blocks = reply?.content;
   if (!Array.isArray(blocks)) throw new PersonaError("E_JUDGE", `${conn.url} returned no content`);
-  return blocks
-    .filter((b) => b.type === "text" && typeof b.text === "string")
+  return (blocks as unknown[])
+    .filter((b): b is { type: "text"; text: string } => typeof b === "object" && b !== null && (b as { type?: unknown }).type === "text" && typeof (b as { text?: unknown }).text === "string")
     .map((b) => b.text)
     .join("");
 }

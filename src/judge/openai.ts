@@ -70,7 +70,8 @@ export function scoreFromTopLogprobs(top: readonly TopLogprob[], minMass = 0.25)
     if (!/^\d{1,3}$/.test(t)) continue;
     const k = Number(t);
     if (k > 100) continue;
-    const p = Math.exp(logprob);
+    // A log-probability is at most 0; a server's rounding above it must not turn into a weight over 1 (or Infinity).
+    const p = Math.exp(Math.min(logprob, 0));
     mass += p;
     weighted += p * k;
   }
@@ -88,6 +89,19 @@ function firstChoice(reply: unknown, url: string): NonNullable<ChatCompletionRep
   const choice = (reply as ChatCompletionReply | null)?.choices?.[0];
   if (!choice) throw new PersonaError("E_JUDGE", `${url} returned no choices`);
   return choice;
+}
+
+/** The first token's `top_logprobs` as the API documents them, or an error naming the entry that is not. */
+function checkTopLogprobs(top: unknown, url: string): TopLogprob[] {
+  const field = "choices[0].logprobs.content[0].top_logprobs";
+  if (!Array.isArray(top)) throw new PersonaError("E_JUDGE", `${url} returned a ${field} that is not a list`);
+  top.forEach((t: unknown, i) => {
+    const e = t as Partial<TopLogprob> | null;
+    if (typeof e !== "object" || e === null || typeof e.token !== "string" || typeof e.logprob !== "number" || !Number.isFinite(e.logprob)) {
+      throw new PersonaError("E_JUDGE", `${url} returned a malformed ${field}[${i}]: ${JSON.stringify(t)?.slice(0, 100)} (expected {"token": string, "logprob": number})`);
+    }
+  });
+  return top as TopLogprob[];
 }
 
 /** Judge over any server that speaks OpenAI chat completions. */
@@ -114,10 +128,15 @@ export class OpenAIJudge implements Judge {
         : // A few tokens so "REFUSAL" or "100" is not cut short.
           { model: this.model, messages, max_tokens: 8, temperature: 0 };
     const choice = firstChoice(await this.conn.http.postJson(this.conn.url, body, this.conn.headers, signal), this.conn.url);
-    const top = choice.logprobs?.content?.[0]?.top_logprobs;
+    const top: unknown = choice.logprobs?.content?.[0]?.top_logprobs;
     // Servers without logprob support answer with text only: read the number from it instead.
-    if (this.mode === "logprobs" && top && top.length > 0) return scoreFromTopLogprobs(top, this.minMass);
-    return parseScoreText(choice.message?.content ?? "");
+    if (this.mode === "logprobs" && top !== undefined && top !== null) {
+      const entries = checkTopLogprobs(top, this.conn.url);
+      if (entries.length > 0) return scoreFromTopLogprobs(entries, this.minMass);
+    }
+    const content: unknown = choice.message?.content ?? "";
+    if (typeof content !== "string") throw new PersonaError("E_JUDGE", `${this.conn.url} returned a choices[0].message.content that is not a string`);
+    return parseScoreText(content);
   }
 }
 

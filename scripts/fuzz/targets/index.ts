@@ -3,6 +3,7 @@ import { cliTarget } from "./cli.js";
 import { convertTarget } from "./convert.js";
 import { ggufTarget } from "./gguf.js";
 import { jsonlTarget } from "./jsonl.js";
+import { judgeTarget } from "./judge.js";
 import { loraTarget } from "./lora.js";
 import { ptTarget } from "./pt.js";
 import { steerTarget } from "./steer.js";
@@ -13,4 +14,4 @@ import { vectorsTarget } from "./vectors.js";
 /** Every fuzz target, in the order `npm run fuzz` runs them. */
 // Each target has its own seed type, used only between its own setup and make.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget, loraTarget, convertTarget];
+export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget, loraTarget, convertTarget, judgeTarget];
