@@ -21,6 +21,9 @@ import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
 import { anthropicMessage, chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { AnthropicJudge } from "../src/judge/anthropic.js";
 import { OpenAIJudge } from "../src/judge/openai.js";
+import { createHash } from "node:crypto";
+import { localServer, type PlannedReply } from "../scripts/fuzz/http.js";
+import { pullModel } from "../src/hub/pull.js";
 
 let dir: string;
 before(async () => {
@@ -178,5 +181,45 @@ describe("fuzz regressions: judge replies", () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe("fuzz regressions: hub answers", () => {
+  const data = Uint8Array.from({ length: 100 }, (_, i) => i);
+  const sha = createHash("sha256").update(data).digest("hex");
+  const commit = "0123456789abcdef0123456789abcdef01234567";
+  const ok = (body: string | Uint8Array, headers: Record<string, string> = {}, status = 200): PlannedReply => ({ status, headers, body, delivery: "whole" });
+
+  async function pull(siblings: unknown[], location?: string) {
+    const server = await localServer();
+    server.serve((req) => {
+      if (req.url.pathname.startsWith("/api/")) return ok(JSON.stringify({ sha: commit, siblings }));
+      if (req.url.pathname.includes("/resolve/")) return ok("", { location: location ?? `${server.origin}/cdn/${sha}`, "x-linked-etag": sha }, 302);
+      return ok(data);
+    });
+    const cacheDir = await mkdtemp(path.join(dir, "hub-"));
+    return pullModel("fuzz/tiny", { env: { cacheDir, endpoint: server.origin, token: undefined, offline: false } });
+  }
+  const good = { rfilename: "tiny-Q4_K_M.gguf", size: data.length, lfs: { sha256: sha, size: data.length } };
+
+  it("a listing with a null sibling (was: TypeError reading 'lfs' of null); a commit that is not a hash", async () => {
+    assert.equal((await pull([null, 5, good])).commit, commit);
+    const server = await localServer();
+    server.serve(() => ok(JSON.stringify({ sha: "../../x", siblings: [good] })));
+    await assert.rejects(
+      pullModel("fuzz/tiny", { env: { cacheDir: path.join(dir, "hub-c"), endpoint: server.origin, token: undefined, offline: false } }),
+      isCode("E_NETWORK", /gives the commit "\.\.\/\.\.\/x", not a 40-hex-digit hash/),
+    );
+  });
+
+  it("a listed size below 0 (was: ENOENT unlinking a partial download that did not exist), names and etags that lead out of the cache", async () => {
+    await assert.rejects(pull([{ ...good, size: -1, lfs: { sha256: sha, size: -1 } }]), isCode("E_NETWORK", /gives tiny-Q4_K_M\.gguf the size -1, not a byte count/));
+    await assert.rejects(pull([{ ...good, rfilename: "../../../../escape-Q4_K_M.gguf" }]), isCode("E_NETWORK", /"\.\.\/\.\.\/\.\.\/\.\.\/escape-Q4_K_M\.gguf", which is not a plain relative path/));
+    await assert.rejects(pull([{ ...good, lfs: { sha256: "../../../escape", size: data.length } }]), isCode("E_NETWORK", /blob id "\.\.\/\.\.\/\.\.\/escape", not a sha1 or sha256/));
+  });
+
+  it("a redirect to an unparsable or non-http Location (was: TypeError Invalid URL)", async () => {
+    await assert.rejects(pull([good], "http://["), isCode("E_NETWORK", /redirected .* to "http:\/\/\[", not an http\(s\) URL/));
+    await assert.rejects(pull([good], "file:///etc/passwd"), isCode("E_NETWORK", /not an http\(s\) URL/));
   });
 });

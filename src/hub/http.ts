@@ -43,7 +43,11 @@ export async function hubFetch(req: HubRequest, url: string, headers: Record<str
     if (res.status < 300 || res.status >= 400 || location === null) break;
     await res.body?.cancel();
     if (hop >= MAX_REDIRECTS) throw new PersonaError("E_NETWORK", `${req.repo}: too many redirects for ${url}`);
-    target = new URL(location, target);
+    const next = URL.canParse(location, target.href) ? new URL(location, target) : undefined;
+    if (next?.protocol !== "http:" && next?.protocol !== "https:") {
+      throw new PersonaError("E_NETWORK", `${req.repo}: the hub redirected ${new URL(url).pathname} to ${JSON.stringify(location).slice(0, 120)}, not an http(s) URL`);
+    }
+    target = next;
   }
   if (res.ok) return Object.assign(res, { linked });
   await res.body?.cancel();

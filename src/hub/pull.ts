@@ -41,6 +41,25 @@ export interface PullResult {
   downloaded: number;
 }
 
+const COMMIT_RE = /^[0-9a-f]{40}$/;
+/** A git blob id (sha1) or an LFS sha256: also the blob's file name in the cache, so nothing else may pass. */
+const ETAG_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+
+/**
+ * The listing's entry for a file about to be fetched, checked before its name, etag and size
+ * decide where it is written and how much is read: the hub never lists such values, a broken
+ * mirror or proxy might.
+ */
+function checkRemote(repo: string, f: RemoteFile): void {
+  const segments = f.path.split("/");
+  if (f.path.includes("\\") || segments.some((p) => p === "" || p === "." || p === "..")) {
+    throw new PersonaError("E_NETWORK", `${repo}: the hub's listing names the file ${JSON.stringify(f.path)}, which is not a plain relative path`);
+  }
+  if (!Number.isSafeInteger(f.size) || f.size < 0) throw new PersonaError("E_NETWORK", `${repo}: the hub's listing gives ${f.path} the size ${f.size}, not a byte count`);
+  if (!ETAG_RE.test(f.etag)) throw new PersonaError("E_NETWORK", `${repo}: the hub's listing gives ${f.path} the blob id ${JSON.stringify(f.etag).slice(0, 80)}, not a sha1 or sha256 hex digest`);
+  if (f.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(f.sha256)) throw new PersonaError("E_NETWORK", `${repo}: the hub's listing gives ${f.path} the sha256 ${JSON.stringify(f.sha256).slice(0, 80)}, not a sha256 hex digest`);
+}
+
 const REPO_RE = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/;
 const SPLIT_RE = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
 /** Tried in order when no quantisation is named and the repo has several GGUFs (llama.cpp's `-hf` default first). */
@@ -123,8 +142,10 @@ async function listRepo(req: HubRequest, revision: string): Promise<{ commit: st
   if (!body || typeof body.sha !== "string" || !Array.isArray(body.siblings)) {
     throw new PersonaError("E_NETWORK", `${req.repo}: the hub's file listing is not what was expected (${url})`);
   }
+  if (!COMMIT_RE.test(body.sha)) throw new PersonaError("E_NETWORK", `${req.repo}: the hub's file listing gives the commit ${JSON.stringify(body.sha).slice(0, 80)}, not a 40-hex-digit hash (${url})`);
   const files = new Map<string, RemoteFile>();
-  for (const s of body.siblings as Sibling[]) {
+  for (const s of body.siblings as (Sibling | null)[]) {
+    if (typeof s !== "object" || s === null) continue;
     const sha256 = s.lfs?.sha256 ?? s.lfs?.oid;
     const size = s.lfs?.size ?? s.size;
     const etag = sha256 ?? s.blobId;
@@ -156,6 +177,7 @@ export async function pullModel(ref: HubRef | string, opts: PullOptions = {}): P
   let downloaded = 0;
   for (const name of parts) {
     const remote = listing.files.get(name)!;
+    checkRemote(r.repo, remote);
     const pointer = snapshotPath(repoDir, listing.commit, name);
     if (!existsSync(pointer)) {
       const url = `${env.endpoint}/${r.repo}/resolve/${listing.commit}/${name.split("/").map(encodeURIComponent).join("/")}`;

@@ -2,6 +2,7 @@ import type { Target } from "../target.js";
 import { cliTarget } from "./cli.js";
 import { convertTarget } from "./convert.js";
 import { ggufTarget } from "./gguf.js";
+import { hubTarget } from "./hub.js";
 import { jsonlTarget } from "./jsonl.js";
 import { judgeTarget } from "./judge.js";
 import { loraTarget } from "./lora.js";
@@ -14,4 +15,4 @@ import { vectorsTarget } from "./vectors.js";
 /** Every fuzz target, in the order `npm run fuzz` runs them. */
 // Each target has its own seed type, used only between its own setup and make.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget, loraTarget, convertTarget, judgeTarget];
+export const TARGETS: Target<any>[] = [ggufTarget, vectorsTarget, ptTarget, traitTarget, jsonlTarget, steerTarget, cliTarget, templateTarget, loraTarget, convertTarget, judgeTarget, hubTarget];
