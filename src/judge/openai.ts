@@ -91,17 +91,16 @@ function firstChoice(reply: unknown, url: string): NonNullable<ChatCompletionRep
   return choice;
 }
 
-/** The first token's `top_logprobs` as the API documents them, or an error naming the entry that is not. */
-function checkTopLogprobs(top: unknown, url: string): TopLogprob[] {
-  const field = "choices[0].logprobs.content[0].top_logprobs";
-  if (!Array.isArray(top)) throw new PersonaError("E_JUDGE", `${url} returned a ${field} that is not a list`);
-  top.forEach((t: unknown, i) => {
+/**
+ * The well-formed entries of the first token's `top_logprobs` ({"token": string, "logprob": finite
+ * number}); a server's malformed ones (null, a null logprob) carry no probability, so they are left out.
+ */
+function wellFormed(top: unknown): TopLogprob[] {
+  if (!Array.isArray(top)) return [];
+  return top.filter((t: unknown): t is TopLogprob => {
     const e = t as Partial<TopLogprob> | null;
-    if (typeof e !== "object" || e === null || typeof e.token !== "string" || typeof e.logprob !== "number" || !Number.isFinite(e.logprob)) {
-      throw new PersonaError("E_JUDGE", `${url} returned a malformed ${field}[${i}]: ${JSON.stringify(t)?.slice(0, 100)} (expected {"token": string, "logprob": number})`);
-    }
+    return typeof e === "object" && e !== null && typeof e.token === "string" && typeof e.logprob === "number" && Number.isFinite(e.logprob);
   });
-  return top as TopLogprob[];
 }
 
 /** Judge over any server that speaks OpenAI chat completions. */
@@ -130,10 +129,8 @@ export class OpenAIJudge implements Judge {
     const choice = firstChoice(await this.conn.http.postJson(this.conn.url, body, this.conn.headers, signal), this.conn.url);
     const top: unknown = choice.logprobs?.content?.[0]?.top_logprobs;
     // Servers without logprob support answer with text only: read the number from it instead.
-    if (this.mode === "logprobs" && top !== undefined && top !== null) {
-      const entries = checkTopLogprobs(top, this.conn.url);
-      if (entries.length > 0) return scoreFromTopLogprobs(entries, this.minMass);
-    }
+    const entries = wellFormed(top);
+    if (this.mode === "logprobs" && entries.length > 0) return scoreFromTopLogprobs(entries, this.minMass);
     const content: unknown = choice.message?.content ?? "";
     if (typeof content !== "string") throw new PersonaError("E_JUDGE", `${this.conn.url} returned a choices[0].message.content that is not a string`);
     return parseScoreText(content);
