@@ -13,7 +13,7 @@ import { Engine } from "../src/engine/Engine.js";
 import type { LoadModelOptions } from "../src/engine/Engine.js";
 import { GgufValueType } from "../src/engine/gguf/types.js";
 import { PersonaError } from "../src/errors.js";
-import { cloneSpec, setKv, tinyModelSpec, writeSpec, type GgufSpec } from "../scripts/fuzz/targets/gguf.js";
+import { TINY_MODEL, cloneSpec, setKv, tinyModelSpec, writeSpec, type GgufSpec } from "../scripts/fuzz/targets/gguf.js";
 
 let dir: string;
 let engine: Engine;
@@ -148,6 +148,22 @@ describe("llama.cpp load-time asserts are refused first", () => {
   it("an unknown rope scaling type", async () => {
     const file = await modelWith((s) => setKv(s, "llama.rope.scaling.type", GgufValueType.STRING, "bogus"));
     await refused(file, {}, /llama\.rope\.scaling\.type is "bogus"/);
+  });
+
+  it("head sizes a qwen2 graph asserts equal (models/qwen2.cpp:56-57, an abort at the first context)", async () => {
+    const qwen2 = await tinyModelSpec({ ...TINY_MODEL, arch: "qwen2" });
+    const write = async (edit: (s: GgufSpec) => void) => {
+      const s = cloneSpec(qwen2);
+      edit(s);
+      const file = path.join(dir, `q${n++}.gguf`);
+      await writeFile(file, await writeSpec(s));
+      return file;
+    };
+    const m = await engine.loadModel(await write(() => undefined));
+    await m.generate([{ prompt: await m.tokenize("Hi") }], { maxTokens: 1, temperature: 0 });
+    await m.dispose();
+    await refused(await write((s) => setKv(s, "qwen2.rope.dimension_count", GgufValueType.UINT32, 4)), {}, /qwen2\.rope\.dimension_count \(4\) equal to the head size 8/);
+    await refused(await write((s) => setKv(s, "qwen2.attention.key_length", GgufValueType.UINT32, 4)), {}, /qwen2\.attention\.key_length \(4\) and qwen2\.attention\.value_length \(8\) equal/);
   });
 
   it("tensor data that cannot be mapped on a 32-byte boundary (ggml-backend buffer assert)", async () => {

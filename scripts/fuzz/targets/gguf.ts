@@ -29,10 +29,10 @@ const MODEL = "model.gguf";
 /** The tiny model every GGUF case starts from: a 1-layer llama that writes, loads and decodes in a few ms. */
 export const TINY_MODEL: SyntheticModelConfig = { arch: "llama", nLayer: 1, nEmbd: 16, nHead: 2, nHeadKv: 2, nFf: 32, contextLength: 64, seed: 7 };
 
-export async function tinyModelSpec(): Promise<GgufSpec> {
+export async function tinyModelSpec(cfg: SyntheticModelConfig = TINY_MODEL): Promise<GgufSpec> {
   const file = path.join(tmpdir(), `fuzz-seed-${process.pid}-${Date.now()}.gguf`);
   try {
-    await writeSyntheticModel(file, TINY_MODEL);
+    await writeSyntheticModel(file, cfg);
     const g = await readGguf(file);
     const tensors = [];
     for (const t of g.tensors) tensors.push({ name: t.name, ne: [...t.ne], data: await readTensorF32(g, t.name), f16: false });

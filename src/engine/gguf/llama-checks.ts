@@ -26,6 +26,38 @@ const ATTENTION_FREE = new Set(["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7
 /** llama-model.cpp LLAMA_ROPE_SCALING_TYPES. */
 const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
 
+/**
+ * Architectures whose graph (src/models/<arch>.cpp of the pinned release) asserts that the head
+ * size it uses, attention.value_length, equals attention.key_length
+ * (`GGML_ASSERT(n_embd_head == hparams.n_embd_head_k())`), and those that also assert it equals
+ * rope.dimension_count (`GGML_ASSERT(n_embd_head == n_rot)`). Loading checks neither (only llama,
+ * deci, falcon and llama-embed refuse a wrong n_rot), so such a file loads and aborts when the
+ * first context builds its graph. Listed from the source by mapping llama-model.cpp's
+ * architecture switch to the model files that hold each assert.
+ */
+const HEAD_SIZES_EQUAL = new Set([
+  "afmoe", "apertus", "arcee", "arctic", "baichuan", "bailingmoe2", "bert", "bitnet", "bloom", "chameleon", "chatglm",
+  "codeshell", "cogvlm", "cohere2", "cohere2moe", "command-r", "dbrx", "deci", "deepseek", "deepseek4", "dflash",
+  "dots1", "dream", "eagle3", "ernie4_5", "ernie4_5-moe", "eurobert", "exaone", "exaone-moe", "exaone4", "falcon",
+  "glm4", "glm4moe", "gpt2", "gptneox", "granite", "granite_swa", "granitehybrid", "graniteswitch", "grok",
+  "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais", "jais2", "laguna", "llada", "llada-moe",
+  "llama", "llama4", "maincoder", "mellum", "minimax-01", "minimax-m2", "minimax-m3", "mistral3", "modern-bert",
+  "mpt", "muse-glimmer", "nanbeige", "nemotron", "nemotron_h", "nemotron_h_moe", "neo-bert", "olmo", "olmo2", "olmoe",
+  "openelm", "orion", "paddleocr", "pangu-embedded", "phi2", "phi3", "plamo", "pockettts", "qwen", "qwen2",
+  "qwen2moe", "qwen2vl", "qwen3", "qwen35", "qwen35moe", "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe", "qwen4exp",
+  "refact", "rnd1", "seed_oss", "smallthinker", "smollm3", "stablelm", "starcoder", "starcoder2", "t5", "talkie",
+  "xverse",
+]);
+const ROPE_IS_HEAD_SIZE = new Set([
+  "apertus", "arcee", "arctic", "baichuan", "chameleon", "codeshell", "cogvlm", "cohere2moe", "dbrx", "deci",
+  "deepseek", "dots1", "dream", "ernie4_5", "ernie4_5-moe", "exaone", "exaone-moe", "exaone4", "falcon", "granite",
+  "granite_swa", "graniteswitch", "grok", "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais2",
+  "llada", "llada-moe", "llama", "llama4", "maincoder", "mellum", "minimax-01", "minimax-m2", "mistral3", "nemotron",
+  "olmo", "olmo2", "olmoe", "orion", "paddleocr", "pangu-embedded", "plamo", "pockettts", "qwen2", "qwen2moe",
+  "qwen2vl", "qwen3", "qwen3moe", "qwen3vl", "qwen3vlmoe", "rnd1", "seed_oss", "smallthinker", "smollm3",
+  "starcoder2", "talkie", "xverse",
+]);
+
 export interface LlamaLoadChecks {
   /** llama_model_params.vocab_only: hyperparameters and tensors are not read. */
   vocabOnly: boolean;
@@ -164,9 +196,28 @@ function checkHparams(file: GgufFile): void {
     const kvHeads = file.kv.get(key("attention.head_count_kv"));
     if (kvHeads?.type === GgufValueType.UINT32 && kvHeads.value === 0) throw refuse(file, `${key("attention.head_count_kv")} is 0`);
   }
+  checkHeadSizes(file, archKv, nLayer);
   const scaling = file.kv.get(key("rope.scaling.type"));
   if (scaling?.type === GgufValueType.STRING && !ROPE_SCALING_TYPES.has(scaling.value as string)) {
     throw refuse(file, `${key("rope.scaling.type")} is ${JSON.stringify(scaling.value)}, not one of ${[...ROPE_SCALING_TYPES].join(", ")}`);
+  }
+}
+
+/** The head sizes as load_hparams derives them (defaults n_embd / n_head), against the graph asserts above. */
+function checkHeadSizes(file: GgufFile, arch: string, nLayer: number): void {
+  if (!HEAD_SIZES_EQUAL.has(arch)) return;
+  const key = (k: string) => `${arch}.${k}`;
+  const nEmbd = u32(file, key("embedding_length"));
+  const nHead = perLayer(file.kv.get(key("attention.head_count")), nLayer)?.[0];
+  if (nEmbd === undefined || !nHead) return;
+  const k = u32(file, key("attention.key_length")) ?? Math.floor(nEmbd / nHead);
+  const v = u32(file, key("attention.value_length")) ?? Math.floor(nEmbd / nHead);
+  if (k !== v) {
+    throw refuse(file, `the ${arch} graph needs ${key("attention.key_length")} (${k}) and ${key("attention.value_length")} (${v}) equal`);
+  }
+  const rot = u32(file, key("rope.dimension_count")) ?? k;
+  if (ROPE_IS_HEAD_SIZE.has(arch) && rot !== k) {
+    throw refuse(file, `the ${arch} graph needs ${key("rope.dimension_count")} (${rot}) equal to the head size ${k}`);
   }
 }
 
