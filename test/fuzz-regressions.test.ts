@@ -24,6 +24,7 @@ import { OpenAIJudge } from "../src/judge/openai.js";
 import { createHash } from "node:crypto";
 import { localServer, type PlannedReply } from "../scripts/fuzz/http.js";
 import { pullModel } from "../src/hub/pull.js";
+import { readMonitorPrompts } from "../src/pipeline/monitor.js";
 
 let dir: string;
 before(async () => {
@@ -54,6 +55,12 @@ describe("fuzz regressions", () => {
     await RunDir.open(run, "extract", { a: 1 });
     await writeFile(path.join(run, "run.json"), "null\n");
     await assert.rejects(RunDir.open(run, "extract", { a: 1 }), isCode("E_BAD_FORMAT", /run\.json is not a JSON object/));
+  });
+
+  it("a monitor prompts line that is JSON but not an object is named as such (was: the text of a TypeError reading 'messages' of null)", async () => {
+    const file = path.join(dir, "prompts.jsonl");
+    await writeFile(file, '{"messages":[{"role":"user","content":"hi"}]}\nnull\n[1]\n');
+    await assert.rejects(readMonitorPrompts(file), isCode("E_BAD_FORMAT", /line 2: not a JSON object\n  line 3: not a JSON object$/));
   });
 
   it("a zip central directory entry whose name runs past the end (was: RangeError from a DataView)", () => {

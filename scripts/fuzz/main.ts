@@ -3,7 +3,8 @@
  *   Runs every target (or the named ones) through the fork-server and prints, per target, cases
  *   run, clean refusals, runs, aborts, hangs and unexpected errors (stack traces). Reproducers of
  *   failures go to DIR/crashes/<target>-s<seed>-c<case>/ (default DIR: .cache/fuzz). Exit 1 when
- *   anything failed. With --json, one JSON report per target, printed as each target finishes.
+ *   anything failed. With --json, one JSON report per target, printed as each target finishes,
+ *   and every 500 cases a progress line with the counts so far on stderr.
  * `npm run fuzz -- --repro DIR`
  *   Runs a reproducer's commands through the real `persona` CLI, each in its own process, and says
  *   whether it still crashes (exit 1 if it does).
@@ -96,10 +97,16 @@ async function main(): Promise<number> {
   const reports: TargetReport[] = [];
   if (!values.json) console.log(`${"target".padEnd(12)}  ${"cases".padStart(7)}  ${"refused".padStart(8)}  ${"ran".padStart(7)}  ${"aborts".padStart(7)}  ${"hangs".padStart(6)}  ${"stacktraces".padStart(11)}  ${"seconds".padStart(8)}`);
   for (const t of targets) {
+    const t0 = performance.now();
     const r = await fuzzTarget(t, {
       ...opts,
-      onProgress: (name, done) => {
+      onProgress: (name, done, report) => {
         if (!values.json && process.stderr.isTTY && done % 100 === 0) process.stderr.write(`\r${name}: ${done}/${opts.cases}`);
+        // A long --json campaign says where it stands, so a run stopped early still has its counts.
+        if (values.json && done % 500 === 0) {
+          const { failures: _, ...counts } = report;
+          process.stderr.write(`${JSON.stringify({ progress: true, seed: opts.seed, ...counts, seconds: (performance.now() - t0) / 1000 })}\n`);
+        }
       },
     });
     if (!values.json && process.stderr.isTTY) process.stderr.write("\r\x1b[K");

@@ -238,7 +238,6 @@ export function monitorJson(r: MonitorResult, vectors: string) {
   };
 }
 
-/** Reads a prompts file: one `{"messages": [...], "level"?, "group"?}` per line, refused whole (with line numbers) when a line is broken. */
 /** Writes `monitor.json` (the `persona monitor --json` contract) and `monitor.html` into `dir`. */
 export async function writeMonitorReport(dir: string, r: MonitorResult, meta: MonitorReportMeta): Promise<{ html: string; json: string }> {
   const json = path.join(dir, "monitor.json");
@@ -248,15 +247,17 @@ export async function writeMonitorReport(dir: string, r: MonitorResult, meta: Mo
   return { html, json };
 }
 
+/** Reads a prompts file: one `{"messages": [...], "level"?, "group"?}` per line, refused whole (with line numbers) when a line is broken. */
 export async function readMonitorPrompts(file: string): Promise<MonitorPrompt[]> {
   const out: MonitorPrompt[] = [];
   const problems: string[] = [];
   if (!existsSync(file)) throw new PersonaError("E_NOT_FOUND", `${file} does not exist`);
   for await (const { line, text } of readInputLines(file)) {
     try {
-      const v = JSON.parse(text) as { messages?: unknown; level?: unknown; group?: unknown };
-      const m = v.messages;
+      const v = JSON.parse(text) as { messages?: unknown; level?: unknown; group?: unknown } | null;
       const bad = (why: string) => new PersonaError("E_BAD_FORMAT", why);
+      if (typeof v !== "object" || v === null || Array.isArray(v)) throw bad("not a JSON object");
+      const m = v.messages;
       if (!Array.isArray(m) || m.length === 0) throw bad("needs a non-empty messages list");
       validateMessages(m as ChatMessage[]);
       if ((m[m.length - 1] as ChatMessage).role === "assistant") throw bad("must end before the assistant's reply");

@@ -5,7 +5,7 @@
  * tokenizer arrays, hyperparameters, tensor table) re-written through the writer, and sometimes
  * raw edits of header fields (counts, lengths, types, dims, offsets) located by walking the header.
  */
-import { rm } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Rng } from "../../../src/demo/corpus/rng.js";
@@ -16,6 +16,8 @@ import { GgufWriter } from "../../../src/engine/gguf/writer.js";
 import { PersonaError } from "../../../src/errors.js";
 import { applySome, interestingInt, mutateBytes, nastyString, readUint, writeUint } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
+import type { Engine } from "../../../src/engine/Engine.js";
+import type { Model } from "../../../src/engine/Model.js";
 import { bytesWrittenBy } from "../tmp.js";
 
 export interface GgufSpec {
@@ -579,3 +581,19 @@ export const ggufTarget: Target<GgufSpec> = {
   },
   run: (c, env) => runModelCommands(env, c.input as string),
 };
+
+let loaded: { engine: Engine; model: Promise<Model> } | undefined;
+
+/**
+ * The tiny model loaded once per engine, for targets that fuzz what goes into a model rather than
+ * the model file (loading it per case would cost more than the case). Callers must not dispose it.
+ */
+export async function sharedTinyModel(env: RunEnv): Promise<Model> {
+  const engine = await env.engine();
+  if (loaded?.engine !== engine) {
+    const file = path.join(tmpdir(), `fuzz-tiny-${process.pid}.gguf`);
+    await writeFile(file, await writeSpec(await tinyModelSpec()));
+    loaded = { engine, model: engine.loadModel(file) };
+  }
+  return loaded.model;
+}

@@ -53,7 +53,7 @@ function capStrings(v: unknown, max: number, depth = 0): unknown {
   return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, capStrings(x, max, depth + 1)]));
 }
 
-function jsonlText(rng: Rng, lines: unknown[], maxString = Infinity): { text: string; what: string } {
+export function jsonlText(rng: Rng, lines: unknown[], maxString = Infinity): { text: string; what: string } {
   const docs = structuredClone(lines);
   const what = applySome(rng, 3, [
     () => {

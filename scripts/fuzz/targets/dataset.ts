@@ -1,0 +1,109 @@
+/**
+ * Training datasets, as `persona screen --cheap` and `persona finetune` read them: chat JSONL
+ * (`messages` ending with the assistant's reply), prompt/response or question/answer JSONL, and
+ * CSV with those columns. Each case is read through the real pipeline on the tiny model: screening
+ * (records parsed, templated, tokenized, captured and projected, scores.jsonl and the summary
+ * written) or finetuning (every record checked, templated, packed and a LoRA trained for one
+ * epoch). Edits: JSON structure, roles and contents, torn and blank lines, CRLF, BOM, invalid
+ * UTF-8; CSV headers, quoting, field counts.
+ */
+import type { Rng } from "../../../src/demo/corpus/rng.js";
+import { finetune } from "../../../src/pipeline/finetune.js";
+import { screenDataset } from "../../../src/pipeline/screen.js";
+import { row } from "../../../src/vectors/format.js";
+import { loadVectorSource } from "../../../src/vectors/steer.js";
+import { applySome, mutateBytes, nastyString } from "../mutate.js";
+import type { FuzzCase, RunEnv, Target } from "../target.js";
+import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
+import { jsonlText } from "./jsonl.js";
+import { sampleVectors, vectorsFileBytes } from "./vectors.js";
+
+type Kind = "chat" | "pairs" | "qa" | "csv";
+
+interface DatasetCase {
+  kind: Kind;
+  file: string;
+  finetune: boolean;
+}
+
+function seedLines(rng: Rng, kind: Exclude<Kind, "csv">): unknown[] {
+  if (kind === "chat") {
+    return [
+      { messages: [{ role: "system", content: "Be kind." }, { role: "user", content: "hi" }, { role: "assistant", content: "hello!" }] },
+      { messages: [{ role: "user", content: "2+2?" }, { role: "assistant", content: "4" }, { role: "user", content: "and 3+3?" }, { role: "assistant", content: "6" }] },
+      { messages: [{ role: "user", content: nastyString(rng) }, { role: "assistant", content: nastyString(rng) }] },
+    ];
+  }
+  const [p, r] = kind === "pairs" ? ["prompt", "response"] : ["question", "answer"];
+  return [{ [p]: "Hello", [r]: " there" }, { [p]: "What is 2+2?", [r]: "4" }, { [p]: nastyString(rng), [r]: nastyString(rng) }];
+}
+
+const quote = (c: string) => (/[",\n\r]/.test(c) ? `"${c.replaceAll('"', '""')}"` : c);
+
+function csvText(rng: Rng): { text: string; what: string } {
+  const header = rng.pick([["prompt", "response"], ["question", "answer"], ["question", "answer", "evil"], ["response", "prompt"], ["prompt"], ["prompt", "prompt", "response"], [" prompt ", "response"], []]);
+  const rows: string[][] = [header, ["Hello", " there"], ["What?", 'He said "hi", then\nleft'], [nastyString(rng), nastyString(rng)]];
+  const what = applySome(rng, 3, [
+    () => {
+      if (rows.length < 2) rows.push([]);
+      const row = rng.pick(rows.slice(1));
+      row.length = rng.int(row.length + 2);
+      for (let i = 0; i < row.length; i++) row[i] ??= nastyString(rng);
+      return `a row of ${row.length} fields`;
+    },
+    () => {
+      rows.splice(1 + rng.int(rows.length - 1), 0, Array.from({ length: header.length }, () => rng.pick(["", " ", nastyString(rng).slice(0, 300)])));
+      return "a row of odd cells";
+    },
+    () => {
+      rows.length = 1 + rng.int(rows.length);
+      return `${rows.length - 1} rows`;
+    },
+  ]);
+  let text = rows.map((r) => r.map(quote).join(",")).join(rng.pick(["\n", "\r\n"]));
+  text += rng.pick(["", "\n", '\n"unterminated', "\n,,,", "\na,b", "\n\ufeff", `\n${nastyString(rng).slice(0, 300)}`, "\r", '\n"a""b",c']);
+  if (rng.chance(0.1)) text = `\ufeff${text}`;
+  return { text, what: `csv header ${JSON.stringify(header)}; ${what}` };
+}
+
+interface DatasetSeed {
+  model: Uint8Array;
+  vectors: Uint8Array;
+}
+
+export const datasetTarget: Target<DatasetSeed> = {
+  name: "dataset",
+  description: "training datasets (chat JSONL, prompt/response and question/answer JSONL, CSV) through screen --cheap and finetune --lora-rank on the tiny model",
+  async setup() {
+    return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
+  },
+  async make(rng, seed): Promise<FuzzCase> {
+    const kind = rng.pick<Kind>(["chat", "chat", "pairs", "qa", "csv", "csv"]);
+    const file = kind === "csv" ? "data.csv" : "data.jsonl";
+    // Strings are capped: a sample is templated and run through the model, and 70,000 tokens are slow, not broken.
+    const built = kind === "csv" ? csvText(rng) : jsonlText(rng, seedLines(rng, kind), 2048);
+    let data: Uint8Array | string = built.text;
+    const notes = [kind, built.what];
+    if (rng.chance(0.2)) {
+      const r = mutateBytes(rng, Buffer.from(built.text));
+      data = r.bytes;
+      notes.push(r.what);
+    }
+    const input: DatasetCase = { kind, file, finetune: rng.chance(0.15) };
+    const commands = input.finetune
+      ? [["finetune", "--model", "model.gguf", "--data", file, "--out", "lora.gguf", "--lora-rank", "2"]]
+      : [["screen", "--model", "model.gguf", "--trait", "evil", "--vectors", "v.safetensors", "--layer", "1", "--cheap", "--data", file, "--out", "run"]];
+    return { files: { [file]: data, "model.gguf": seed.model, "v.safetensors": seed.vectors }, commands, note: notes.join("; "), input };
+  },
+  async run(c, env: RunEnv) {
+    const input = c.input as DatasetCase;
+    const model = await sharedTinyModel(env);
+    if (input.finetune) {
+      await finetune({ model, data: input.file, out: "lora.gguf", lora: { rank: 2 }, epochs: 1 });
+    } else {
+      const v = await loadVectorSource("v.safetensors", model.info);
+      const vector = Float32Array.from(row(v.matrix, 1));
+      await screenDataset(model, { data: input.file, traits: [{ name: "evil", layer: 1, vector, source: v.path }], runDir: "run", cheap: true, chunkSize: 2 });
+    }
+  },
+};
