@@ -60,7 +60,7 @@ describe("fuzz regressions", () => {
   it("a monitor prompts line that is JSON but not an object is named as such (was: the text of a TypeError reading 'messages' of null)", async () => {
     const file = path.join(dir, "prompts.jsonl");
     await writeFile(file, '{"messages":[{"role":"user","content":"hi"}]}\nnull\n[1]\n');
-    await assert.rejects(readMonitorPrompts(file), isCode("E_BAD_FORMAT", /line 2: not a JSON object\n  line 3: not a JSON object$/));
+    await assert.rejects(readMonitorPrompts(file), isCode("E_BAD_FORMAT", /line 2: not a JSON object\n {2}line 3: not a JSON object$/));
   });
 
   it("a zip central directory entry whose name runs past the end (was: RangeError from a DataView)", () => {
