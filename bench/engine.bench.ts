@@ -24,7 +24,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
-import { benchLoopCase } from "./loop-case.js";
+import { benchLoopCase, type CaseTime } from "./loop-case.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -178,15 +178,20 @@ async function main(): Promise<void> {
 }
 
 async function benchLoop(): Promise<void> {
+  console.log(`\ndecode loop vs batch API, same requests; tok/s by wall clock and by process CPU time; load average ${loadavg()[0]!.toFixed(2)}`);
   for (const callers of PARALLEL) {
-    const t = await benchLoopCase({ modelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, timeIt });
-    const tps = (x: number) => ((callers * TOKENS) / x).toFixed(1).padStart(8);
-    console.log(`
-decode loop: ${callers} concurrent caller(s), one request each`);
-    console.log(`  separate model.generate calls   ${tps(t.separateCalls)} tok/s`);
-    console.log(`  one loop (model.openLoop)       ${tps(t.loop)} tok/s   ${(t.separateCalls / t.loop).toFixed(2)}× separate calls (prompt prefix reused)`);
-    console.log(`  one batched generate call       ${tps(t.oneCall)} tok/s   loop/batch ${(t.oneCall / t.loop).toFixed(2)}×`);
-    console.log(`  loop + per-token projection     ${tps(t.loopProbe)} tok/s   overhead ${((t.loopProbe / t.loop - 1) * 100).toFixed(1)}%`);
+    const t = await benchLoopCase({ modelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, repeats: REPEATS });
+    const row = (label: string, x: CaseTime, vs?: CaseTime) => {
+      const tps = (s: number) => ((callers * TOKENS) / s).toFixed(1).padStart(8);
+      const ratio = vs ? `   cpu ${(x.cpu / vs.cpu).toFixed(2)}× of one batched call` : "";
+      console.log(`  ${label.padEnd(40)} ${tps(x.wall)} tok/s  ${tps(x.cpu)} tok/cpu-s${ratio}`);
+    };
+    console.log(`${callers} concurrent caller(s), one request each`);
+    row("separate model.generate calls", t.separateCalls, t.oneCall);
+    row("one batched model.generate call", t.oneCall);
+    row("one loop, fresh (nothing to reuse)", t.freshLoop, t.oneCall);
+    row("one loop, prompt prefix reused", t.loop, t.oneCall);
+    row("loop + per-token projection streamed", t.loopProbe, t.oneCall);
   }
 }
 
