@@ -15,8 +15,7 @@ import { evaluateTrait, type ScoreStats } from "../pipeline/evaluate.js";
 import { gradedMonitorPrompts, monitorTrait, writeMonitorReport } from "../pipeline/monitor.js";
 import { screenDataset } from "../pipeline/screen.js";
 import { writeDemoDatasets } from "./datasets.js";
-import { RunDir } from "../pipeline/rundir.js";
-import { sweepSteering, type SweepRecord, type SweepResult } from "../pipeline/sweep.js";
+import { runSweep, type SweepResult } from "../pipeline/sweep.js";
 import { writeSweepReport } from "../report/sweep.js";
 import { loadTrait } from "../traits/registry.js";
 import { systemPrompt } from "../traits/format.js";
@@ -104,14 +103,17 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
 
     opts.onStage?.(name, "sweeping");
     const sweepDir = path.join(dir, "sweep");
-    const run = await RunDir.open(sweepDir, "demo-sweep", { layers, coefs, questions, samples: common.samplesPerQuestion, maxTokens, seed });
-    const records = await run.records<SweepRecord>("cells.jsonl");
-    let sweep: SweepResult;
-    try {
-      sweep = await sweepSteering(model, { ...common, vectors: selectTensor(vectors, "response_avg"), layers, coefs, records });
-    } finally {
-      await records.close();
-    }
+    const { judge: _judge, ...sweepCommon } = common;
+    const { result: sweep } = await runSweep(model, {
+      ...sweepCommon,
+      vectors: { matrix: selectTensor(vectors, "response_avg"), tensor: "response_avg" },
+      layers,
+      coefs,
+      out: sweepDir,
+      judgeSpec: judge.id,
+      // The demo's one judge serves every stage; the sweep does not own it.
+      openJudge: async () => ({ judge, close: async () => {} }),
+    });
     const { html: report } = await writeSweepReport(sweepDir, sweep, {
       trait: name,
       model: model.info.name,
