@@ -197,12 +197,12 @@ describe("fuzz regressions: hub answers", () => {
   const commit = "0123456789abcdef0123456789abcdef01234567";
   const ok = (body: string | Uint8Array, headers: Record<string, string> = {}, status = 200): PlannedReply => ({ status, headers, body, delivery: "whole" });
 
-  async function pull(siblings: unknown[], location?: string) {
+  async function pull(siblings: unknown[], location?: string, cdn: PlannedReply = ok(data)) {
     const server = await localServer();
     server.serve((req) => {
       if (req.url.pathname.startsWith("/api/")) return ok(JSON.stringify({ sha: commit, siblings }));
-      if (req.url.pathname.includes("/resolve/")) return ok("", { location: location ?? `${server.origin}/cdn/${sha}`, "x-linked-etag": sha }, 302);
-      return ok(data);
+      if (req.url.pathname.includes("/resolve/")) return ok("", { location: location ?? `${server.origin}/cdn/${sha}`, "x-linked-etag": createHash("sha256").update(cdn.body).digest("hex") }, 302);
+      return cdn;
     });
     const cacheDir = await mkdtemp(path.join(dir, "hub-"));
     return pullModel("fuzz/tiny", { env: { cacheDir, endpoint: server.origin, token: undefined, offline: false } });
@@ -223,6 +223,13 @@ describe("fuzz regressions: hub answers", () => {
     await assert.rejects(pull([{ ...good, size: -1, lfs: { sha256: sha, size: -1 } }]), isCode("E_NETWORK", /gives tiny-Q4_K_M\.gguf the size -1, not a byte count/));
     await assert.rejects(pull([{ ...good, rfilename: "../../../../escape-Q4_K_M.gguf" }]), isCode("E_NETWORK", /"\.\.\/\.\.\/\.\.\/\.\.\/escape-Q4_K_M\.gguf", which is not a plain relative path/));
     await assert.rejects(pull([{ ...good, lfs: { sha256: "../../../escape", size: data.length } }]), isCode("E_NETWORK", /blob id "\.\.\/\.\.\/\.\.\/escape", not a sha1 or sha256/));
+  });
+
+  it("a listed file of 0 bytes (was: ENOENT, no partial file was ever created), a transfer cut every time (was: TypeError terminated)", async () => {
+    const empty = createHash("sha256").update(new Uint8Array(0)).digest("hex");
+    const r = await pull([{ rfilename: "tiny-Q4_K_M.gguf", size: 0, lfs: { sha256: empty, size: 0 } }], undefined, ok(new Uint8Array(0)));
+    assert.equal((await readFile(r.modelPath)).length, 0);
+    await assert.rejects(pull([good], undefined, { ...ok(data), delivery: "truncate" }), isCode("E_NETWORK", /tiny-Q4_K_M\.gguf: the transfer broke off 6 times \(last: terminated\)/));
   });
 
   it("a redirect to an unparsable or non-http Location (was: TypeError Invalid URL)", async () => {

@@ -43,16 +43,20 @@ export async function downloadBlob(
   const partial = `${blob}.incomplete`;
   let resumes = 0;
   for (;;) {
+    // No partial file yet is not "0 bytes so far": an empty file still has to be fetched (and created).
     const have = await stat(partial).then(
       (s) => s.size,
-      () => 0,
+      () => undefined,
     );
-    if (have > file.size) await unlink(partial);
+    if (have !== undefined && have > file.size) await unlink(partial);
     else if (have === file.size) break;
     try {
-      await fetchInto(req, url, partial, have > file.size ? 0 : have, file, onProgress);
+      await fetchInto(req, url, partial, have === undefined || have > file.size ? 0 : have, file, onProgress);
     } catch (e) {
-      if (e instanceof PersonaError || ++resumes > MAX_RESUMES) throw e;
+      if (e instanceof PersonaError) throw e;
+      if (++resumes > MAX_RESUMES) {
+        throw new PersonaError("E_NETWORK", `${file.path}: the transfer broke off ${MAX_RESUMES + 1} times (last: ${(e as Error).message}); run again to resume it`, { cause: e });
+      }
       continue; // a cut transfer: resume from what arrived
     }
     const got = (await stat(partial)).size;
