@@ -42,17 +42,18 @@ const quote = (c: string) => (/[",\n\r]/.test(c) ? `"${c.replaceAll('"', '""')}"
 
 function csvText(rng: Rng): { text: string; what: string } {
   const header = rng.pick([["prompt", "response"], ["question", "answer"], ["question", "answer", "evil"], ["response", "prompt"], ["prompt"], ["prompt", "prompt", "response"], [" prompt ", "response"], []]);
-  const rows: string[][] = [header, ["Hello", " there"], ["What?", 'He said "hi", then\nleft'], [nastyString(rng), nastyString(rng)]];
+  const cell = () => nastyString(rng).slice(0, 2048);
+  const rows: string[][] = [header, ["Hello", " there"], ["What?", 'He said "hi", then\nleft'], [cell(), cell()]];
   const what = applySome(rng, 3, [
     () => {
       if (rows.length < 2) rows.push([]);
       const row = rng.pick(rows.slice(1));
       row.length = rng.int(row.length + 2);
-      for (let i = 0; i < row.length; i++) row[i] ??= nastyString(rng);
+      for (let i = 0; i < row.length; i++) row[i] ??= cell();
       return `a row of ${row.length} fields`;
     },
     () => {
-      rows.splice(1 + rng.int(rows.length - 1), 0, Array.from({ length: header.length }, () => rng.pick(["", " ", nastyString(rng).slice(0, 300)])));
+      rows.splice(1 + rng.int(rows.length - 1), 0, Array.from({ length: header.length }, () => rng.pick(["", " ", cell()])));
       return "a row of odd cells";
     },
     () => {

@@ -46,7 +46,7 @@ function csvText(rng: Rng): string {
 }
 
 /** Cuts every string in a document to `max` characters (pairs are decoded: a 70,000-token sample is slow, not broken). */
-function capStrings(v: unknown, max: number, depth = 0): unknown {
+export function capStrings(v: unknown, max: number, depth = 0): unknown {
   if (typeof v === "string") return v.slice(0, max);
   if (depth > 32 || typeof v !== "object" || v === null) return v;
   if (Array.isArray(v)) return v.map((x) => capStrings(x, max, depth + 1));

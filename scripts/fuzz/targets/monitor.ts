@@ -15,7 +15,7 @@ import { loadVectorSource } from "../../../src/vectors/steer.js";
 import { interestingNumber, mutateBytes, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
 import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
-import { jsonlText } from "./jsonl.js";
+import { capStrings, jsonlText } from "./jsonl.js";
 import { sampleVectors, vectorsFileBytes } from "./vectors.js";
 
 interface MonitorSeed {
@@ -52,7 +52,7 @@ export const monitorTarget: Target<MonitorSeed> = {
   },
   async make(rng, seed): Promise<FuzzCase> {
     // A third of the files keep their structure (odd strings and values only): one broken line refuses the whole file.
-    const built = rng.chance(0.35) ? { text: seedLines(rng).map((l) => JSON.stringify(l)).join("\n"), what: "seed lines" } : jsonlText(rng, seedLines(rng), 2048);
+    const built = rng.chance(0.35) ? { text: seedLines(rng).map((l) => JSON.stringify(capStrings(l, 2048))).join("\n"), what: "seed lines" } : jsonlText(rng, seedLines(rng), 2048);
     let data: Uint8Array | string = built.text;
     const notes = [built.what];
     if (rng.chance(0.2)) {
