@@ -105,6 +105,14 @@ export function mutateBytes(rng: Rng, input: Uint8Array, region?: [number, numbe
   }
 }
 
+/** `text` as it is, or (with probability `p`) with raw byte damage, noted in `notes`. */
+export function sometimesDamaged(rng: Rng, text: string, notes: string[], p = 0.2): Uint8Array | string {
+  if (!rng.chance(p)) return text;
+  const r = mutateBytes(rng, Buffer.from(text));
+  notes.push(r.what);
+  return r.bytes;
+}
+
 /** A replacement for a JSON value: another type, a boundary number, a nasty string, a deep structure. */
 export function jsonValue(rng: Rng): unknown {
   switch (rng.int(8)) {

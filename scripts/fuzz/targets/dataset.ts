@@ -12,7 +12,7 @@ import { finetune } from "../../../src/pipeline/finetune.js";
 import { screenDataset } from "../../../src/pipeline/screen.js";
 import { row } from "../../../src/vectors/format.js";
 import { loadVectorSource } from "../../../src/vectors/steer.js";
-import { applySome, mutateBytes, nastyString } from "../mutate.js";
+import { applySome, sometimesDamaged, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
 import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
 import { jsonlText } from "./jsonl.js";
@@ -83,13 +83,8 @@ export const datasetTarget: Target<DatasetSeed> = {
     const file = kind === "csv" ? "data.csv" : "data.jsonl";
     // Strings are capped: a sample is templated and run through the model, and 70,000 tokens are slow, not broken.
     const built = kind === "csv" ? csvText(rng) : jsonlText(rng, seedLines(rng, kind), 2048);
-    let data: Uint8Array | string = built.text;
     const notes = [kind, built.what];
-    if (rng.chance(0.2)) {
-      const r = mutateBytes(rng, Buffer.from(built.text));
-      data = r.bytes;
-      notes.push(r.what);
-    }
+    const data = sometimesDamaged(rng, built.text, notes);
     const input: DatasetCase = { kind, file, finetune: rng.chance(0.15) };
     const commands = input.finetune
       ? [["finetune", "--model", "model.gguf", "--data", file, "--out", "lora.gguf", "--lora-rank", "2"]]

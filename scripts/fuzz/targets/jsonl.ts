@@ -12,7 +12,7 @@ import type { Judge } from "../../../src/judge/types.js";
 import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../../../src/pipeline/activations.js";
 import { parseCsvRecords } from "../../../src/pipeline/csv.js";
 import { RecordLog, RunDir, hashOf } from "../../../src/pipeline/rundir.js";
-import { applySome, jsonValue, mutateBytes, mutateJson, nastyString } from "../mutate.js";
+import { applySome, jsonValue, sometimesDamaged, mutateJson, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
 import { type GgufSpec, tinyModelSpec, writeSpec } from "./gguf.js";
 
@@ -87,13 +87,8 @@ export const jsonlTarget: Target<GgufSpec> = {
     const kind = rng.pick(KINDS);
     const name = { pairs: "pairs.jsonl", records: "run/rollouts.jsonl", "judge-cache": "run/judge-cache.jsonl", "run.json": "run/run.json", csv: "rollouts.csv" }[kind];
     const built = kind === "csv" ? { text: csvText(rng), what: "csv" } : jsonlText(rng, seedLines(rng, kind), kind === "pairs" ? 4096 : Infinity);
-    let data: Uint8Array | string = built.text;
     const notes = [kind, built.what];
-    if (rng.chance(0.2)) {
-      const r = mutateBytes(rng, Buffer.from(built.text));
-      data = r.bytes;
-      notes.push(r.what);
-    }
+    const data = sometimesDamaged(rng, built.text, notes);
     const files: Record<string, Uint8Array | string> = { [name]: data };
     if (kind === "pairs") files["model.gguf"] = await writeSpec(model);
     const commands = kind === "pairs" ? [["activations", "--model", "model.gguf", "--input", name, "--out", "acts.safetensors"]] : [];

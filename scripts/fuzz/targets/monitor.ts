@@ -12,7 +12,7 @@ import type { Judge } from "../../../src/judge/types.js";
 import { monitorTrait, readMonitorPrompts, writeMonitorReport } from "../../../src/pipeline/monitor.js";
 import { loadTraitFiles, type TraitDefinition } from "../../../src/traits/format.js";
 import { loadVectorSource } from "../../../src/vectors/steer.js";
-import { interestingNumber, mutateBytes, nastyString } from "../mutate.js";
+import { interestingNumber, sometimesDamaged, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
 import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
 import { capStrings, jsonlText } from "./jsonl.js";
@@ -53,13 +53,8 @@ export const monitorTarget: Target<MonitorSeed> = {
   async make(rng, seed): Promise<FuzzCase> {
     // A third of the files keep their structure (odd strings and values only): one broken line refuses the whole file.
     const built = rng.chance(0.35) ? { text: seedLines(rng).map((l) => JSON.stringify(capStrings(l, 2048))).join("\n"), what: "seed lines" } : jsonlText(rng, seedLines(rng), 2048);
-    let data: Uint8Array | string = built.text;
     const notes = [built.what];
-    if (rng.chance(0.2)) {
-      const r = mutateBytes(rng, Buffer.from(built.text));
-      data = r.bytes;
-      notes.push(r.what);
-    }
+    const data = sometimesDamaged(rng, built.text, notes);
     return {
       files: { "prompts.jsonl": data, "model.gguf": seed.model, "v.safetensors": seed.vectors },
       commands: [["monitor", "--model", "model.gguf", "--trait", "evil", "--vectors", "v.safetensors", "--prompts", "prompts.jsonl", "--samples", "1", "--max-tokens", "2", "--judge", "demo", "--out", "run"]],
