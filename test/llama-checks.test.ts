@@ -166,6 +166,14 @@ describe("llama.cpp load-time asserts are refused first", () => {
     await refused(await write((s) => setKv(s, "qwen2.attention.key_length", GgufValueType.UINT32, 4)), {}, /qwen2\.attention\.key_length \(4\) and qwen2\.attention\.value_length \(8\) equal/);
   });
 
+  it("an lfm2moe model without experts (models/lfm2moe.cpp:43 asserts them while loading tensors)", async () => {
+    const file = await modelWith((s) => {
+      for (const e of s.kv) e.key = e.key.replace(/^llama\./, "lfm2moe.");
+      setKv(s, "general.architecture", GgufValueType.STRING, "lfm2moe");
+    });
+    await refused(file, {}, /lfm2moe model needs lfm2moe\.expert_count and lfm2moe\.expert_used_count above 0/);
+  });
+
   it("tensor data that cannot be mapped on a 32-byte boundary (ggml-backend buffer assert)", async () => {
     const file = await modelWith(() => undefined, 1);
     await refused(file, {}, /not a multiple of 32 \(general\.alignment is 1\)/);

@@ -186,6 +186,10 @@ function checkHparams(file: GgufFile): void {
   } else if (nGroups !== 0) {
     throw refuse(file, `${key("expert_group_count")} is ${nGroups} in a model without experts`);
   }
+  // models/lfm2moe.cpp:43, while loading tensors: every layer from leading_dense_block_count (default 0) on is MoE.
+  if (archKv === "lfm2moe" && (u32(file, key("leading_dense_block_count")) ?? 0) < nLayer && (experts === 0 || usedMax === 0)) {
+    throw refuse(file, `an lfm2moe model needs ${key("expert_count")} and ${key("expert_used_count")} above 0 for its layers past ${key("leading_dense_block_count")}`);
+  }
   // Tensor shapes are derived as n_embd / n_head (and n_gqa as n_head / n_head_kv): an integer
   // division by zero (SIGFPE) when a transformer's scalar head count is missing or 0. Per-layer
   // arrays may hold 0 for attention-free layers of hybrid models, so only scalars are checked.
