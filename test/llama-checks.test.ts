@@ -166,12 +166,28 @@ describe("llama.cpp load-time asserts are refused first", () => {
     await refused(await write((s) => setKv(s, "qwen2.attention.key_length", GgufValueType.UINT32, 4)), {}, /qwen2\.attention\.key_length \(4\) and qwen2\.attention\.value_length \(8\) equal/);
   });
 
-  it("an lfm2moe model without experts (models/lfm2moe.cpp:43 asserts them while loading tensors)", async () => {
+  it("loader asserts of lfm2moe/glm4moe (experts), jamba (ssm.inner_size) and wavtokenizer-dec (posnet/convnext widths)", async () => {
     const file = await modelWith((s) => {
       for (const e of s.kv) e.key = e.key.replace(/^llama\./, "lfm2moe.");
       setKv(s, "general.architecture", GgufValueType.STRING, "lfm2moe");
     });
     await refused(file, {}, /lfm2moe model needs lfm2moe\.expert_count and lfm2moe\.expert_used_count above 0/);
+    const as = (arch: string, edit: (s: GgufSpec) => void = () => undefined) =>
+      modelWith((s) => {
+        for (const e of s.kv) e.key = e.key.replace(/^llama\./, `${arch}.`);
+        setKv(s, "general.architecture", GgufValueType.STRING, arch);
+        edit(s);
+      });
+    await refused(await as("glm4moe"), {}, /an glm4moe model needs glm4moe\.expert_count/);
+    await refused(await as("jamba", (s) => setKv(s, "jamba.ssm.inner_size", GgufValueType.UINT32, 20)), {}, /jamba\.ssm\.inner_size is 20; the jamba loader needs twice jamba\.embedding_length \(32\)/);
+    await refused(
+      await as("wavtokenizer-dec", (s) => {
+        setKv(s, "wavtokenizer-dec.posnet.embedding_length", GgufValueType.UINT32, 8);
+        setKv(s, "wavtokenizer-dec.convnext.embedding_length", GgufValueType.UINT32, 16);
+      }),
+      {},
+      /posnet\.embedding_length \(8\) and wavtokenizer-dec\.convnext\.embedding_length \(16\) must be equal/,
+    );
   });
 
   it("tensor data that cannot be mapped on a 32-byte boundary (ggml-backend buffer assert)", async () => {

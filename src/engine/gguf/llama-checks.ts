@@ -23,6 +23,8 @@ export const TENSOR_ALIGNMENT = 32;
 export const SUPPORTED_TOKENIZERS: readonly string[] = ["gpt2", "llama", "gemma4"];
 /** Architectures without attention heads (recurrent models, vocoders): head_count 0 is normal there. */
 const ATTENTION_FREE = new Set(["mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "wavtokenizer-dec", "clip"]);
+/** MoE architectures whose loaders assert n_expert > 0 and n_expert_used > 0. */
+const MOE_ONLY = new Set(["bailingmoe2", "glm4moe", "grovemoe", "llada-moe", "smallthinker", "lfm2moe"]);
 /** llama-model.cpp LLAMA_ROPE_SCALING_TYPES. */
 const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
 
@@ -33,14 +35,15 @@ const ROPE_SCALING_TYPES = new Set(["none", "linear", "yarn", "longrope"]);
  * rope.dimension_count (`GGML_ASSERT(n_embd_head == n_rot)`). Loading checks neither (only llama,
  * deci, falcon and llama-embed refuse a wrong n_rot), so such a file loads and aborts when the
  * first context builds its graph. Listed from the source by mapping llama-model.cpp's
- * architecture switch to the model files that hold each assert.
+ * architecture switch to the model files that hold each assert; lfm2 and lfm2moe assert the
+ * same (n_embd_k_gqa == n_embd_v_gqa) while loading their tensors.
  */
 const HEAD_SIZES_EQUAL = new Set([
   "afmoe", "apertus", "arcee", "arctic", "baichuan", "bailingmoe2", "bert", "bitnet", "bloom", "chameleon", "chatglm",
   "codeshell", "cogvlm", "cohere2", "cohere2moe", "command-r", "dbrx", "deci", "deepseek", "deepseek4", "dflash",
   "dots1", "dream", "eagle3", "ernie4_5", "ernie4_5-moe", "eurobert", "exaone", "exaone-moe", "exaone4", "falcon",
   "glm4", "glm4moe", "gpt2", "gptneox", "granite", "granite_swa", "granitehybrid", "graniteswitch", "grok",
-  "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais", "jais2", "laguna", "llada", "llada-moe",
+  "grovemoe", "hunyuan-moe", "hunyuan_vl", "hy_v3", "internlm2", "jais", "jais2", "laguna", "lfm2", "lfm2moe", "llada", "llada-moe",
   "llama", "llama4", "maincoder", "mellum", "minimax-01", "minimax-m2", "minimax-m3", "mistral3", "modern-bert",
   "mpt", "muse-glimmer", "nanbeige", "nemotron", "nemotron_h", "nemotron_h_moe", "neo-bert", "olmo", "olmo2", "olmoe",
   "openelm", "orion", "paddleocr", "pangu-embedded", "phi2", "phi3", "plamo", "pockettts", "qwen", "qwen2",
@@ -186,9 +189,23 @@ function checkHparams(file: GgufFile): void {
   } else if (nGroups !== 0) {
     throw refuse(file, `${key("expert_group_count")} is ${nGroups} in a model without experts`);
   }
-  // models/lfm2moe.cpp:43, while loading tensors: every layer from leading_dense_block_count (default 0) on is MoE.
-  if (archKv === "lfm2moe" && (u32(file, key("leading_dense_block_count")) ?? 0) < nLayer && (experts === 0 || usedMax === 0)) {
-    throw refuse(file, `an lfm2moe model needs ${key("expert_count")} and ${key("expert_used_count")} above 0 for its layers past ${key("leading_dense_block_count")}`);
+  // Asserted while loading tensors (models/<arch>.cpp load_arch_tensors): these MoE architectures
+  // need experts; lfm2moe for every layer from leading_dense_block_count (default 0) on.
+  const moeLayers = archKv !== "lfm2moe" || (u32(file, key("leading_dense_block_count")) ?? 0) < nLayer;
+  if (MOE_ONLY.has(archKv) && moeLayers && (experts === 0 || usedMax === 0)) {
+    throw refuse(file, `an ${archKv} model needs ${key("expert_count")} and ${key("expert_used_count")} above 0`);
+  }
+  // jamba.cpp and granite-hybrid.cpp load_arch_tensors: GGML_ASSERT(2 * n_embd == d_inner).
+  const nEmbd = u32(file, key("embedding_length"));
+  const inner = u32(file, key("ssm.inner_size"));
+  if ((archKv === "jamba" || archKv === "granitehybrid") && nEmbd !== undefined && inner !== undefined && inner !== 2 * nEmbd) {
+    throw refuse(file, `${key("ssm.inner_size")} is ${inner}; the ${archKv} loader needs twice ${key("embedding_length")} (${2 * nEmbd})`);
+  }
+  // wavtokenizer-dec.cpp load_arch_tensors: GGML_ASSERT(hparams.posnet.n_embd == hparams.convnext.n_embd).
+  const posnet = u32(file, key("posnet.embedding_length"));
+  const convnext = u32(file, key("convnext.embedding_length"));
+  if (archKv === "wavtokenizer-dec" && posnet !== undefined && convnext !== undefined && posnet !== convnext) {
+    throw refuse(file, `${key("posnet.embedding_length")} (${posnet}) and ${key("convnext.embedding_length")} (${convnext}) must be equal`);
   }
   // Tensor shapes are derived as n_embd / n_head (and n_gqa as n_head / n_head_kv): an integer
   // division by zero (SIGFPE) when a transformer's scalar head count is missing or 0. Per-layer
