@@ -12,12 +12,14 @@ import { Engine } from "../src/engine/Engine.js";
 import { pearson } from "../src/report/scatter.js";
 import { loadTraitFiles } from "../src/traits/format.js";
 import { resolveTraitFiles } from "../src/traits/registry.js";
-import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { layerMatrix, readVectors, updateVectorsMeta, writeVectors } from "../src/vectors/format.js";
 import { saveLora } from "../src/engine/train/save.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 // Built-in traits, --model demo and --judge demo come from the demo world's registration.
 import "../src/demo/register.js";
 import { runCli } from "./helpers/cli.js";
+import { startFakeLLMServer } from "./helpers/fake-llm-server.js";
+import { hashJudgeHandler } from "./helpers/hash-judge.js";
 
 const N_LAYER = 2;
 const N_EMBD = 32;
@@ -126,5 +128,32 @@ describe("persona shift", () => {
     } finally {
       await engine.dispose();
     }
+  });
+
+  it("projects where persona monitor found the trait most predictable (monitor_layer, its tensor), not at the steering layer", async () => {
+    // The monitor records its layer in a user's vectors file; shift then defaults to it.
+    const file = path.join(dir, "monitored.safetensors");
+    const noise = Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.sin(i * 1.3));
+    const last = new Float32Array((N_LAYER + 1) * N_EMBD);
+    last.set(vector, LAYER * N_EMBD);
+    last.set(vector.map((x) => -x), (LAYER - 1) * N_EMBD);
+    const tensors = { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, noise), prompt_last: layerMatrix(N_LAYER + 1, N_EMBD, last) };
+    await writeVectors(file, { tensors, meta: { trait: "evil", source: "extract", bestLayer: 1 } });
+    const server = await startFakeLLMServer(hashJudgeHandler());
+    const monitorArgs = ["monitor", "--model", base, "--trait", "evil", "--graded", "--questions", "2", "--samples", "1", "--max-tokens", "4", "--judge", `${server.baseURL}#hash-judge`];
+    const mon = JSON.parse(await persona(...monitorArgs, "--vectors", `${file}#prompt_last`, "--out", path.join(dir, "mon"), "--json").finally(() => server.close()));
+    assert.notEqual(mon.pearson_r, null);
+    assert.deepEqual((await readVectors(file)).meta.monitorLayer, { tensor: "prompt_last", layer: mon.layer, pearsonR: mon.pearson_r });
+
+    await updateVectorsMeta(file, { monitorLayer: { tensor: "prompt_last", layer: LAYER, pearsonR: 0.9 } });
+    const args = ["shift", "--base", base, "--models", models[0]!, "--trait", "evil", "--vectors", file, "--questions", "2", "--samples", "1", "--max-tokens", "2", "--json"];
+    const r = JSON.parse(await persona(...args, "--out", path.join(dir, "run-mon")));
+    assert.equal(r.layer, LAYER);
+    const ref = JSON.parse(await persona("shift", "--base", base, "--models", models[0]!, "--trait", "evil", "--vectors", vectors, "--questions", "2", "--samples", "1", "--max-tokens", "2", "--out", path.join(dir, "run-ref"), "--json"));
+    assert.ok(Math.abs(r.models[0].shift - ref.models[0].shift) < 1e-9, "projected on prompt_last at the monitor layer");
+    // --layer still wins; without a monitor layer the best (steering) layer is used.
+    assert.equal(JSON.parse(await persona(...args, "--layer", "1", "--out", path.join(dir, "run-l1"))).layer, 1);
+    await updateVectorsMeta(file, { monitorLayer: undefined });
+    assert.equal(JSON.parse(await persona(...args, "--out", path.join(dir, "run-best"))).layer, 1);
   });
 });

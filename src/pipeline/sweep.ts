@@ -10,7 +10,7 @@ import { PersonaError } from "../errors.js";
 import { createHash } from "node:crypto";
 import type { ModelInfo } from "../engine/types.js";
 import type { Judge } from "../judge/types.js";
-import type { LayerMatrix } from "../vectors/format.js";
+import type { LayerMatrix, PersonaVectorsMeta } from "../vectors/format.js";
 import { row, updateVectorsMeta, writeVectors } from "../vectors/format.js";
 import { loadVectorsFile } from "../vectors/load.js";
 import { isReadOnlyVectors, userVectorsFile } from "../vectors/registry.js";
@@ -248,26 +248,31 @@ export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ r
   }
 }
 
-/** Where a sweep's best layer went (see storeBestLayer). */
+/** Where a sweep's best layer (or a monitor's layer) went (see storeVectorsMeta). */
 export type BestLayerStored =
   | { stored: "none"; why: "no-best-layer" | "pt-file" }
   | { stored: "file"; path: string }
   | { stored: "copy"; path: string };
 
 /**
- * Records `bestLayer` as the vectors file's best_layer. A file shipped with the model is never
- * rewritten: the user's copy in the data directory gets it and then stands for the trait. A
- * reference .pt file cannot hold metadata.
+ * Records metadata (a best layer, a monitor layer) in a vectors file. A file shipped with the
+ * model is never rewritten: the user's copy in the data directory gets it and then stands for the
+ * trait. A reference .pt file cannot hold metadata.
  */
-export async function storeBestLayer(vectorsPath: string, bestLayer: number | null, model: Pick<ModelInfo, "path" | "nLayer">, trait: string): Promise<BestLayerStored> {
-  if (bestLayer === null) return { stored: "none", why: "no-best-layer" };
+export async function storeVectorsMeta(vectorsPath: string, patch: Partial<PersonaVectorsMeta>, model: Pick<ModelInfo, "path" | "nLayer">, trait: string): Promise<BestLayerStored> {
   if (/\.pt$/i.test(vectorsPath)) return { stored: "none", why: "pt-file" };
   if (isReadOnlyVectors(vectorsPath, model.path)) {
     const v = await loadVectorsFile(vectorsPath, { nLayer: model.nLayer });
     const copy = await userVectorsFile(model.path, trait);
-    await writeVectors(copy, { tensors: v.tensors, meta: { ...v.meta, bestLayer } });
+    await writeVectors(copy, { tensors: v.tensors, meta: { ...v.meta, ...patch } });
     return { stored: "copy", path: copy };
   }
-  await updateVectorsMeta(vectorsPath, { bestLayer });
+  await updateVectorsMeta(vectorsPath, patch);
   return { stored: "file", path: vectorsPath };
+}
+
+/** Records a sweep's `bestLayer` as the vectors file's best_layer (see storeVectorsMeta). */
+export async function storeBestLayer(vectorsPath: string, bestLayer: number | null, model: Pick<ModelInfo, "path" | "nLayer">, trait: string): Promise<BestLayerStored> {
+  if (bestLayer === null) return { stored: "none", why: "no-best-layer" };
+  return storeVectorsMeta(vectorsPath, { bestLayer }, model, trait);
 }

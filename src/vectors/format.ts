@@ -53,6 +53,11 @@ export interface PersonaVectorsMeta {
   toolVersion?: string;
   /** Layer picked by a steering sweep. */
   bestLayer?: number;
+  /**
+   * Where `persona monitor` found the last-prompt-token projection most predictive of the trait:
+   * the tensor it projected on, the layer and its Pearson r. `persona shift` projects there by default.
+   */
+  monitorLayer?: { tensor: VectorTensorName; layer: number; pearsonR: number };
   /** Metadata keys this version does not interpret; kept so a rewrite loses nothing. */
   extra?: Record<string, string>;
 }
@@ -194,8 +199,8 @@ export function validateVectors(v: PersonaVectors, label: string): void {
   if (model && (model.nLayer + 1 !== first.nLayerPlus1 || model.nEmbd !== first.nEmbd)) {
     throw bad(`metadata says n_layer=${model.nLayer}, n_embd=${model.nEmbd} but the tensors are [${first.nLayerPlus1}, ${first.nEmbd}] (expected [n_layer+1, n_embd])`);
   }
-  if (v.meta.bestLayer !== undefined && !(Number.isInteger(v.meta.bestLayer) && v.meta.bestLayer >= 0 && v.meta.bestLayer < first.nLayerPlus1)) {
-    throw bad(`best_layer ${v.meta.bestLayer} is outside 0..${first.nLayerPlus1 - 1}`);
+  for (const [key, layer] of [["best_layer", v.meta.bestLayer], ["monitor_layer", v.meta.monitorLayer?.layer]] as const) {
+    if (layer !== undefined && !(Number.isInteger(layer) && layer >= 0 && layer < first.nLayerPlus1)) throw bad(`${key} ${layer} is outside 0..${first.nLayerPlus1 - 1}`);
   }
 }
 
@@ -215,9 +220,10 @@ const ModelJson = z.object({
 });
 const CountsJson = z.object({ kept: z.number().int().nonnegative(), dropped: z.number().int().nonnegative() });
 const ThresholdsJson = z.object({ trait: z.number(), coherence: z.number() });
+const MonitorLayerJson = z.object({ tensor: z.enum(TENSOR_NAMES), layer: z.number().int().nonnegative(), pearson_r: z.number() });
 
 /** Metadata keys this module owns; any other key lands in `extra`. */
-const KNOWN_KEYS = ["trait", "source", "model", "counts", "judge", "thresholds", "created_at", "tool_version", "best_layer"];
+const KNOWN_KEYS = ["trait", "source", "model", "counts", "judge", "thresholds", "created_at", "tool_version", "best_layer", "monitor_layer"];
 
 function encodeMeta(m: PersonaVectorsMeta): Record<string, string> {
   const out: Record<string, string> = { ...m.extra, trait: m.trait, source: m.source };
@@ -231,6 +237,7 @@ function encodeMeta(m: PersonaVectorsMeta): Record<string, string> {
   if (m.createdAt !== undefined) out.created_at = m.createdAt;
   if (m.toolVersion !== undefined) out.tool_version = m.toolVersion;
   if (m.bestLayer !== undefined) out.best_layer = String(m.bestLayer);
+  if (m.monitorLayer) out.monitor_layer = JSON.stringify({ tensor: m.monitorLayer.tensor, layer: m.monitorLayer.layer, pearson_r: m.monitorLayer.pearsonR });
   return out;
 }
 
@@ -269,6 +276,8 @@ function decodeMeta(md: Record<string, string>, label: string): PersonaVectorsMe
     if (!/^\d+$/.test(md.best_layer)) throw bad("best_layer", `"${md.best_layer}" is not a layer index`);
     meta.bestLayer = Number(md.best_layer);
   }
+  const monitor = json("monitor_layer", MonitorLayerJson);
+  if (monitor) meta.monitorLayer = { tensor: monitor.tensor, layer: monitor.layer, pearsonR: monitor.pearson_r };
   const extra = Object.fromEntries(Object.entries(md).filter(([k]) => !KNOWN_KEYS.includes(k)));
   if (Object.keys(extra).length > 0) meta.extra = extra;
   return meta;

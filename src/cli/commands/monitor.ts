@@ -4,6 +4,7 @@ import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { gradedMonitorPrompts, monitorJson, monitorTrait, readMonitorPrompts, writeMonitorReport } from "../../pipeline/monitor.js";
+import { storeVectorsMeta } from "../../pipeline/sweep.js";
 import { parseVectorRef } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
@@ -75,7 +76,8 @@ Examples:
       await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out } }, async (model, _engine, judge) => {
         const source = opts.vectors ?? trait.name;
         const v = await loadVectorSource(source, model.info);
-        const vectors = `${v.path}#${opts.vectors ? parseVectorRef(opts.vectors).tensor : "response_avg"}`;
+        const tensor = (opts.vectors ? parseVectorRef(opts.vectors).tensor : undefined) ?? "response_avg";
+        const vectors = `${v.path}#${tensor}`;
         let bar: Progress | undefined;
         let shown = 0;
         const result = await monitorTrait(model, {
@@ -98,6 +100,11 @@ Examples:
           },
         }).finally(() => bar?.stop());
         const report = await writeMonitorReport(opts.out, result, { model: model.info.name, vectors, judge: judge.id, samples: opts.samples });
+        // The most predictive layer is where `persona shift` projects by default.
+        if (opts.layer === undefined && result.pearsonR !== null) {
+          const stored = await storeVectorsMeta(v.path, { monitorLayer: { tensor, layer: result.layer, pearsonR: result.pearsonR } }, model.info, trait.name);
+          if (stored.stored !== "none") note(`stored monitor_layer ${result.layer} (${tensor}) in ${stored.path}`);
+        }
         if (opts.json) return printJson(monitorJson(result, vectors));
         print(table(["layer", "Pearson r"], result.perLayer.map((x) => [x.layer === result.layer ? `${x.layer} *` : String(x.layer), fmt(x.pearsonR)])));
         note(`${trait.name}: r = ${fmt(result.pearsonR)} at layer ${result.layer}${opts.layer === undefined ? " (most predictive)" : ""}, ${prompts.length} prompts × ${opts.samples} replies${result.resumed ? " (resumed)" : ""}`);

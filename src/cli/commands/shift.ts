@@ -1,8 +1,10 @@
 import { type Command, Option } from "commander";
+import type { ModelInfo } from "../../engine/types.js";
 import { PersonaError } from "../../errors.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { measureShift } from "../../pipeline/shift.js";
-import { steeringSpecs } from "../../vectors/steer.js";
+import { parseVectorRef, row } from "../../vectors/format.js";
+import { loadVectorSource } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { withModel } from "../engine.js";
 import { judgeSpecFor, loadTraitRef } from "../judge.js";
@@ -39,8 +41,8 @@ export function register(program: Command): void {
     .addOption(new Option("--models <files...>", "finetuned models (GGUF), one point each").conflicts("lora"))
     .option("--lora <adapters...>", "GGUF LoRA adapters finetuned from --base (persona finetune --lora-rank), one point each")
     .requiredOption("-t, --trait <trait>", "trait name, directory or file")
-    .option("--vectors <file>", "persona vectors (FILE[#TENSOR]; default: the trait's vectors registered for the base model)")
-    .option("--layer <n>", "layer to project at (default: the vectors' best layer)", intArg(1))
+    .option("--vectors <file>", "persona vectors (FILE[#TENSOR]; default: the trait's vectors registered for the base model, the tensor persona monitor used)")
+    .option("--layer <n>", "layer to project at (default: where persona monitor found the projection most predictive, else the vectors' best layer)", intArg(1))
     .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
     .requiredOption("-o, --out <dir>", "run directory (resumes: finished models are not redone)")
     .option("--restart", "discard an existing run in --out that has another configuration")
@@ -55,7 +57,10 @@ export function register(program: Command): void {
       `
 The shift of a model is the mean last-prompt-token activation over the trait's evaluation
 questions (templated, no system prompt) minus the base model's, projected on the unit persona
-vector; its trait score is \`persona eval\`'s, unsteered. The run directory holds models.jsonl
+vector; its trait score is \`persona eval\`'s, unsteered. By default it projects where
+\`persona monitor\` found the last-prompt-token projection most predictive of the trait (the
+monitor_layer it stores in the vectors file, with its tensor); the steering layer often is not
+that layer. The run directory holds models.jsonl
 (one record per finished model), shift.json and report.html (the scatter).
 
 Examples:
@@ -77,7 +82,7 @@ Examples:
           judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out },
         },
         async (base, engine, judge) => {
-          const [spec] = await steeringSpecs([{ source: opts.vectors ?? loaded.trait.name, layer: opts.layer, coef: 1, positions: "all", mode: "add" }], base.info);
+          const { vector, layer } = await shiftVector(opts.vectors ?? loaded.trait.name, opts.layer, base.info);
           let bar = rolloutProgress("evaluating");
           const r = await measureShift({
             engine,
@@ -85,8 +90,8 @@ Examples:
             models,
             lora: opts.lora !== undefined,
             trait: loaded.trait,
-            vector: spec!.vector,
-            layer: spec!.layer,
+            vector,
+            layer,
             judge,
             runDir: opts.out,
             restart: opts.restart ?? false,
@@ -110,4 +115,23 @@ Examples:
         { vocabOnly: true },
       );
     });
+}
+
+/**
+ * The vector row the shift projects on: by default the tensor and layer `persona monitor`
+ * recorded as the most predictive of the trait from the last prompt token (the position the shift
+ * measures), else the vectors' best (steering) layer, said so.
+ */
+async function shiftVector(source: string, layer: number | undefined, model: ModelInfo): Promise<{ vector: Float32Array; layer: number }> {
+  const v = await loadVectorSource(source, model);
+  const asked = parseVectorRef(source).tensor;
+  const monitor = v.meta.monitorLayer && (asked === undefined || asked === v.meta.monitorLayer.tensor) ? v.meta.monitorLayer : undefined;
+  const chosen = layer ?? monitor?.layer ?? v.meta.bestLayer;
+  if (chosen === undefined) {
+    throw new PersonaError("E_BAD_INPUT", `${v.path} records no monitor or best layer; give --layer, or record one with persona monitor --graded`);
+  }
+  if (chosen > model.nLayer) throw new PersonaError("E_SHAPE", `layer ${chosen} is out of range 0..${model.nLayer}`);
+  if (layer === undefined && !monitor) note(`${v.path} records no monitor layer; projecting at its best (steering) layer ${chosen}. persona monitor --graded records the layer that predicts the trait`);
+  const matrix = monitor && asked === undefined && monitor.tensor !== v.tensor ? (await loadVectorSource(`${v.path}#${monitor.tensor}`, model)).matrix : v.matrix;
+  return { vector: Float32Array.from(row(matrix, chosen)), layer: chosen };
 }

@@ -99,6 +99,7 @@ Examples:
       if (m.judge !== undefined) lines.push(`judge:    ${m.judge}`);
       if (m.thresholds) lines.push(`filter:   trait ≥ ${m.thresholds.trait}, coherence ≥ ${m.thresholds.coherence}`);
       if (m.bestLayer !== undefined) lines.push(`best layer: ${m.bestLayer}`);
+      if (m.monitorLayer) lines.push(`monitor layer: ${m.monitorLayer.layer} (${m.monitorLayer.tensor}, r ${m.monitorLayer.pearsonR.toFixed(3)})`);
       if (m.createdAt !== undefined) lines.push(`created:  ${m.createdAt}`);
       if (m.toolVersion !== undefined) lines.push(`tool:     ${m.toolVersion}`);
       for (const [k, val] of Object.entries(m.extra ?? {})) lines.push(`${k}: ${val}`);
