@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import type { Command } from "commander";
 import { buildProgram } from "../src/cli/main.js";
 import type { DemoResult } from "../src/demo/run.js";
-import { DEMO_LEGEND, demoSummary, MONITOR_LEGEND } from "../src/demo/summary.js";
+import { DEMO_LEGEND, demoSummary, FINETUNE_LEGEND, MONITOR_LEGEND } from "../src/demo/summary.js";
 import { Engine } from "../src/engine/Engine.js";
 import { fileSystemError } from "../src/errors.js";
 import type { Judge } from "../src/judge/types.js";
@@ -169,7 +169,13 @@ describe("help and summaries", () => {
       monitoring: { layer: 3, pearsonR: 0.8123, prompts: 40, report: `/abs/runs/demo/${trait}/monitor.html` },
       screening: { layer: 3, normal: -0.123, trait: 12.345, mixedAuc: 0.9876, rows: 1000 },
     });
-    const result = { traits: [row("evil"), row("hallucinating")], failed: [], cosines: [{ a: "evil", b: "hallucinating", layer: 4, cosine: 0.123 }] } as unknown as DemoResult;
+    const finetuning = {
+      shiftLayer: 4,
+      pearsonR: 0.9712,
+      datasets: [{ name: "normal", shift: -3.2, traitScore: 0 }, { name: "I", shift: 32.1, traitScore: 31.8 }, { name: "II", shift: 58.3, traitScore: 81.3 }],
+      preventative: { layer: 2, coef: 6, plain: { traitScore: 81.3, coherence: 96.1, loss: 0.1333 }, steered: { traitScore: 28.8, coherence: 93.2, loss: 0.1531 } },
+    };
+    const result = { traits: [row("evil"), { ...row("hallucinating"), finetuning }], failed: [], cosines: [{ a: "evil", b: "hallucinating", layer: 4, cosine: 0.123 }] } as unknown as DemoResult;
     const text = demoSummary(result);
     for (const line of text.split("\n")) assert.ok(line.length <= 100, `${line.length} columns: ${line}`);
     assert.match(text, /^trait\s+pairs kept\s+pos\/neg\s+plain\s+layer\s+coef\s+steered\s+coherence\s+suppressed$/m);
@@ -177,6 +183,10 @@ describe("help and summaries", () => {
     assert.ok(text.split("\n").includes(DEMO_LEGEND));
     assert.match(text, /^hallucinating\s+0\.81\s+3\s+-0\.1\/12\.3\s+0\.99$/m);
     assert.ok(text.split("\n").includes(MONITOR_LEGEND));
+    // --full: one finetuning row per finetuned trait.
+    assert.match(text, /^trait\s+shift r\s+at layer\s+score normal\/I\/II\s+II → prevented\s+coherence\s+loss$/m);
+    assert.match(text, /^hallucinating\s+0\.97\s+4\s+0\.0\/31\.8\/81\.3\s+81\.3 → 28\.8 \(L2 \+6\)\s+96\.1 → 93\.2\s+\+15%$/m);
+    assert.ok(text.split("\n").includes(FINETUNE_LEGEND));
     assert.ok(text.includes("\nreports:\n  /abs/runs/demo/evil/sweep.html\n  /abs/runs/demo/evil/monitor.html\n"), text);
   });
 

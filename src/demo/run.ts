@@ -4,10 +4,12 @@
  * the best layer, then check that steering against the trait under its pos system prompt lowers
  * it; monitor the trait (does the last prompt token's projection on its graded prompts predict the
  * judged score?) and screen demo datasets with it (ΔP of normal vs trait data, ROC AUC on a mixed
- * set) — and the cosine similarities between the traits' vectors. Every step writes a run
- * directory under `out`, so an interrupted demo resumes.
+ * set) — and the cosine similarities between the traits' vectors. With `full`, each trait is also
+ * finetuned (demo/finetune.ts: finetuning shift vs trait gained, preventative steering). Every
+ * step writes a run directory under `out`, so an interrupted demo resumes.
  */
 import path from "node:path";
+import type { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
 import { PersonaError } from "../errors.js";
 import { extractPersonaVectors, type ExtractResult } from "../pipeline/extract.js";
@@ -21,6 +23,7 @@ import { loadTrait } from "../traits/registry.js";
 import { systemPrompt } from "../traits/format.js";
 import { readVectors, row, selectTensor, updateVectorsMeta } from "../vectors/format.js";
 import { cosine } from "../vectors/math.js";
+import { demoFinetune, type DemoFinetuneResult } from "./finetune.js";
 import { DemoJudge } from "./judge.js";
 import "./register.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
@@ -44,6 +47,11 @@ export interface DemoOptions {
   monitorSamples?: number;
   /** Screening: rows of each demo dataset screened (normal, II, mixed-10). Defaults to 80. */
   screenRows?: number;
+  /**
+   * The finetuning section: full-weight finetunes on `rows` rows (default 150) of each dataset for
+   * `epochs` passes (default 2), preventative steering at +`coef` (default 6) at the best layer.
+   */
+  full?: { engine: Engine; rows?: number; epochs?: number; coef?: number };
   onStage?(trait: DemoTrait, stage: string): void;
 }
 
@@ -58,6 +66,8 @@ export interface DemoTraitResult {
   monitoring: { layer: number; pearsonR: number | null; prompts: number; report: string };
   /** Dataset mean ΔP of the normal and the trait (II) dataset, and ROC AUC of ΔP on mixed-10, at `layer`. */
   screening: { layer: number; normal: number | null; trait: number | null; mixedAuc: number | null; rows: number };
+  /** With `full`: finetuning shift vs trait gained, and preventative steering on II. */
+  finetuning?: DemoFinetuneResult;
 }
 
 export interface DemoResult {
@@ -179,7 +189,30 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       mixedAuc: mixed.roc_auc?.delta_p ?? null,
       rows,
     };
-    results.push({ trait: name, extraction, sweep, report, suppression, monitoring, screening });
+    const result: DemoTraitResult = { trait: name, extraction, sweep, report, suppression, monitoring, screening };
+    if (opts.full) {
+      // The shift is read where the monitor found the trait most predictable; steering goes in at the steering layer.
+      result.finetuning = await demoFinetune({
+        engine: opts.full.engine,
+        base: model,
+        trait,
+        judge,
+        shiftVectors: selectTensor(vectors, "response_avg"),
+        shiftLayer: monitored.layer,
+        steerVectors: selectTensor(vectors, "response_avg"),
+        steerLayer: layer,
+        coef: opts.full.coef ?? 6,
+        dir: path.join(dir, "finetune"),
+        rows: opts.full.rows ?? 150,
+        epochs: opts.full.epochs ?? 2,
+        questions,
+        samples: common.samplesPerQuestion,
+        maxTokens,
+        seed,
+        onStage: (stage) => opts.onStage?.(name, stage),
+      });
+    }
+    results.push(result);
   }
 
   const cosines: DemoResult["cosines"] = [];

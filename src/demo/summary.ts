@@ -8,6 +8,7 @@ import type { DemoResult } from "./run.js";
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
 export const MONITOR_LEGEND = "r: prompt projection vs judged score | ΔP: mean projection shift of a dataset | AUC on mixed-10";
+export const FINETUNE_LEGEND = "finetuned on normal/I/II: shift vs trait gained (r) | prevented: trained with +coef·v, run plain";
 export const DEMO_LEGEND = "judge scores 0-100 | steered: at layer × coef, no system prompt | suppressed: pos prompt, 0 → −coef";
 
 function columns(rows: readonly (readonly string[])[]): string[] {
@@ -43,6 +44,24 @@ export function demoSummary(result: DemoResult): string {
   ]);
   const lines = [...columns([header, ...rows]), DEMO_LEGEND];
   if (watch.length > 0) lines.push("", ...columns([["trait", "monitor r", "at layer", "ΔP normal/trait", "mixed-10 AUC"], ...watch]), MONITOR_LEGEND);
+  const tuned = result.traits.filter((r) => r.finetuning);
+  if (tuned.length > 0) {
+    const ft = tuned.map((r) => {
+      const f = r.finetuning!;
+      const p = f.preventative;
+      const loss = `${p.steered.loss >= p.plain.loss ? "+" : ""}${((p.steered.loss / p.plain.loss - 1) * 100).toFixed(0)}%`;
+      return [
+        r.trait,
+        f.pearsonR === null ? "-" : f.pearsonR.toFixed(2),
+        String(f.shiftLayer),
+        f.datasets.map((d) => fmt(d.traitScore)).join("/"),
+        `${fmt(p.plain.traitScore)} → ${fmt(p.steered.traitScore)} (L${p.layer} +${p.coef})`,
+        `${fmt(p.plain.coherence)} → ${fmt(p.steered.coherence)}`,
+        loss,
+      ];
+    });
+    lines.push("", ...columns([["trait", "shift r", "at layer", "score normal/I/II", "II → prevented", "coherence", "loss"], ...ft]), FINETUNE_LEGEND);
+  }
   for (const f of result.failed) lines.push(`${f.trait}: no vectors — ${f.reason}`);
   if (result.cosines.length > 0) lines.push("");
   for (const c of result.cosines) lines.push(`cosine(${c.a}, ${c.b}) at layer ${c.layer}: ${c.cosine.toFixed(3)}`);

@@ -17,6 +17,7 @@ interface DemoFlags {
   questions: number;
   samples: number;
   coefs?: number[];
+  full?: boolean;
   json?: boolean;
   threads?: number;
 }
@@ -94,6 +95,7 @@ export function register(program: Command): void {
       .option("--questions <n>", "evaluation questions per sweep cell", intArg(1), 10)
       .option("--samples <n>", "rollouts per question per sweep cell", intArg(1), 2)
       .option("--coefs <list>", "steering coefficients of the sweep (default 1,2,4,6,8)", parseCoefList)
+      .option("--full", "also finetune the demo model per trait (normal / I / II data): finetuning shift vs trait gained, and preventative steering on II (adds several minutes per trait)")
       .option("--json", "print the full results as JSON"),
     { model: "demo" },
   )
@@ -106,16 +108,21 @@ residual stream at every layer); a layers × coefficients steering sweep on the 
 picks the best layer; steering with −coef at that layer under a pos system prompt shows the
 trait suppressed; monitoring correlates the last prompt token's projection on the trait's graded
 prompts with the judged score (r, layer); screening scores the demo datasets (normal, II,
-mixed-10) by ΔP at the best layer and gives the ROC AUC for finding the trait rows. Run directories resume if interrupted; HTML reports land in --out.
+mixed-10) by ΔP at the best layer and gives the ROC AUC for finding the trait rows. With --full,
+each trait's model is also finetuned (full weights, 150 rows, 2 epochs) on normal, I and II data:
+the shift of each finetune along the persona vector (at the monitor's layer) against the trait it
+gained, and II finetuned with preventative steering (+6 at the best layer, evaluated unsteered)
+against plain II finetuning: trait score, coherence, final training loss. Run directories resume if interrupted; HTML reports land in --out.
 
 Examples:
   persona demo
   persona demo --traits evil --coefs 2,4,8 --json
+  persona demo --full --traits evil
   persona demo --model other-demo.gguf --out runs/demo2
 `,
     )
     .action(async function (this: Command, opts: DemoFlags) {
-      await withModel(this, opts, async (model) => {
+      await withModel(this, opts, async (model, engine) => {
         const t0 = performance.now();
         const result = await runDemo(model, {
           out: opts.out,
@@ -124,6 +131,7 @@ Examples:
           questions: opts.questions,
           samples: opts.samples,
           coefs: opts.coefs,
+          ...(opts.full ? { full: { engine } } : {}),
           onStage: (trait, stage) => note(`${trait}: ${stage} ...`),
         });
         if (opts.json) return printJson(result);

@@ -1,0 +1,112 @@
+/**
+ * The demo's finetuning section (`persona demo --full`), a small version of the paper's
+ * finetuning experiments: per trait, full-weight finetunes of the demo model on its normal / I / II
+ * datasets; each one's finetuning shift along the persona vector against the trait it gained
+ * (persona shift, Pearson r); and preventative steering on II (coef·v added at the steering layer
+ * during training, evaluated without it) against plain II finetuning: trait score, coherence and
+ * final training loss. Finetuned models and their losses stay under `dir`, so a rerun resumes.
+ */
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import type { Engine } from "../engine/Engine.js";
+import type { Model } from "../engine/Model.js";
+import type { Judge } from "../judge/types.js";
+import { evaluateTrait } from "../pipeline/evaluate.js";
+import { finetune } from "../pipeline/finetune.js";
+import { measureShift } from "../pipeline/shift.js";
+import { writeFileAtomic } from "../store/atomic.js";
+import type { TraitDefinition } from "../traits/format.js";
+import { row, type LayerMatrix } from "../vectors/format.js";
+import { writeDemoDatasets } from "./datasets.js";
+import type { DemoTrait } from "./traits.js";
+
+export interface DemoFinetuneOptions {
+  engine: Engine;
+  /** The demo model (its file is the base of every finetune). */
+  base: Model;
+  trait: TraitDefinition;
+  judge: Judge;
+  /** Projected on at `shiftLayer` for the shift (the monitor's most predictive layer). */
+  shiftVectors: LayerMatrix;
+  shiftLayer: number;
+  /** Added during II finetuning at `steerLayer` × `coef` (the steering layer). */
+  steerVectors: LayerMatrix;
+  steerLayer: number;
+  coef: number;
+  dir: string;
+  /** Rows per dataset and passes over them. */
+  rows: number;
+  epochs: number;
+  questions: readonly string[];
+  samples: number;
+  maxTokens: number;
+  seed: number;
+  onStage?(stage: string): void;
+}
+
+/** One finetuned model's trait score and coherence (judge means, unsteered) and its last epoch's training loss. */
+export interface FinetunedArm {
+  traitScore: number | null;
+  coherence: number | null;
+  loss: number;
+}
+
+export interface DemoFinetuneResult {
+  shiftLayer: number;
+  /** Shift vs trait score over normal / I / II. */
+  pearsonR: number | null;
+  datasets: { name: string; shift: number; traitScore: number | null }[];
+  preventative: { layer: number; coef: number; plain: FinetunedArm; steered: FinetunedArm };
+}
+
+export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetuneResult> {
+  const files = await writeDemoDatasets({ out: path.join(o.dir, "data"), traits: [o.trait.name as DemoTrait], rows: o.rows, mixed: [], seed: o.seed });
+  const data = (name: string) => files.find((f) => f.name === name)!.path;
+  /** Trains (or finds trained) one model; its file and last epoch's loss. */
+  const train = async (name: string, steer: boolean): Promise<{ file: string; loss: number }> => {
+    const file = path.join(o.dir, `${name}.gguf`);
+    const done = `${file}.json`;
+    if (existsSync(done)) return JSON.parse(await readFile(done, "utf8")) as { file: string; loss: number };
+    o.onStage?.(`finetuning ${name}`);
+    const model = await o.engine.loadModel(o.base.info.path, { noMmap: true });
+    try {
+      const steering = steer ? [{ vector: Float32Array.from(row(o.steerVectors, o.steerLayer)), layer: o.steerLayer, coef: o.coef, positions: "all" as const }] : [];
+      const r = await finetune({ model, data: data(steer ? "II" : name), out: file, epochs: o.epochs, learningRate: 1e-3, batch: 4, seed: o.seed, steering, resume: true });
+      const out = { file, loss: r.train_loss[r.train_loss.length - 1]! };
+      await writeFileAtomic(done, JSON.stringify(out));
+      return out;
+    } finally {
+      await model.dispose();
+    }
+  };
+  const plain = [await train("normal", false), await train("I", false), await train("II", false)];
+  const steered = await train("II-preventative", true);
+  o.onStage?.("shift");
+  const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
+  const shift = await measureShift({
+    ...common,
+    engine: o.engine,
+    base: o.base.info.path,
+    models: plain.map((p) => p.file),
+    trait: o.trait,
+    vector: Float32Array.from(row(o.shiftVectors, o.shiftLayer)),
+    layer: o.shiftLayer,
+    runDir: path.join(o.dir, "shift"),
+  });
+  o.onStage?.("evaluating II-preventative");
+  const model = await o.engine.loadModel(steered.file);
+  const e = await evaluateTrait(model, { ...common, trait: o.trait }).finally(() => model.dispose());
+  const ii = shift.models[2]!;
+  return {
+    shiftLayer: shift.layer,
+    pearsonR: shift.pearson_r,
+    datasets: ["normal", "I", "II"].map((name, i) => ({ name, shift: shift.models[i]!.shift, traitScore: shift.models[i]!.trait_score })),
+    preventative: {
+      layer: o.steerLayer,
+      coef: o.coef,
+      plain: { traitScore: ii.trait_score, coherence: ii.coherence, loss: plain[2]!.loss },
+      steered: { traitScore: e.traitScore.mean, coherence: e.coherence.mean, loss: steered.loss },
+    },
+  };
+}
