@@ -202,12 +202,14 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
     try {
       const run = coordinate(out, 0);
       let counts: Record<string, number> = {};
-      await until(async () => {
+      const enqueued = until(async () => {
         counts = await queue.getJobCounts();
         return Object.values(counts).reduce((a, b) => a + b, 0) >= SHARDS;
       }, "the shards enqueued").catch((e: Error) => {
         throw new Error(`${e.message}: ${JSON.stringify(counts)}`);
       });
+      // A coordinator that ends before enqueueing says why, rather than leaving the wait to time out.
+      await Promise.race([enqueued, run.then((r) => assert.fail(`the coordinator ended early (${r.code}): ${r.stderr}`))]);
       await queue.close();
       await redis.restart(300);
       for (const w of workers) w.child.kill("SIGCONT");

@@ -165,8 +165,9 @@ export class QueueRunner implements ShardRunner {
   }
 
   private async check<C, D, R>(job: ShardJob<C, D, R>, p: Pending<D>, stats: ShardStats): Promise<void> {
-    const j = (await this.queue.getJob(p.id)) as Job | undefined;
-    const state = j ? await j.getState() : undefined;
+    // State first, then the job: a job read before its state could be from before it finished.
+    const state = await this.queue.getJobState(p.id);
+    const j = state === "unknown" ? undefined : ((await this.queue.getJob(p.id)) as Job | undefined);
     // A job gone from Redis (restarted without persistence), or left half-written by a worker
     // that finished it across the restart: enqueued again under a new id, so that a stale
     // worker's late writes to the old one cannot mix with the new attempt.
