@@ -276,8 +276,9 @@ describe("load and safety", () => {
   });
 
   it("reports health and Prometheus metrics", async () => {
-    const health = (await (await fetch(`${server.url}/health`)).json()) as { status: string; model: string };
-    assert.deepEqual([health.status, health.model], ["ok", "persona-demo"]);
+    const health = (await (await fetch(`${server.url}/health`)).json()) as { status: string; model: string; active: number; running: number; waiting: number };
+    // Every request above has ended, however it ended (finished, refused, cancelled, rejected).
+    assert.deepEqual([health.status, health.model, health.active, health.running, health.waiting], ["ok", "persona-demo", 0, 0, 0]);
     assert.ok((await metric("persona_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}")) > 5);
     assert.ok((await metric("persona_tokens_total{kind=\"prompt\"}")) > 0);
     assert.equal(await metric("persona_queue_depth"), 0);

@@ -79,11 +79,12 @@ export class LoopBackend implements Backend {
   submit(request: BackendRequest, opts: { signal?: AbortSignal } = {}): BackendStream {
     const { prompt, temperature, topP, seed, maxTokens, minTokens, steering, probes } = request;
     const stream = this.loop.submit({ prompt, temperature, topP, seed, maxTokens, minTokens, steering, ...(probes ? { probes } : {}) }, opts);
+    // Counted as running from its first event; a request can also end before anyone reads its events.
+    let phase: "waiting" | "running" | "done" = "waiting";
     this.waiting++;
-    let started = false;
     const start = () => {
-      if (started) return;
-      started = true;
+      if (phase !== "waiting") return;
+      phase = "running";
       this.waiting--;
       this.running++;
     };
@@ -93,8 +94,9 @@ export class LoopBackend implements Backend {
     void stream.result
       .catch(() => undefined)
       .then(() => {
-        if (started) this.running--;
+        if (phase === "running") this.running--;
         else this.waiting--;
+        phase = "done";
       });
     result.catch(() => undefined);
     async function* events(): AsyncGenerator<BackendEvent> {
