@@ -20,7 +20,7 @@ import { writeTinyCheckpoint } from "./helpers/hf-checkpoint.js";
 import { ptArchive, singleTensorPickle } from "./helpers/torch-save.js";
 import { anthropicMessage, chatCompletion, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { AnthropicJudge } from "../src/judge/anthropic.js";
-import { OpenAIJudge } from "../src/judge/openai.js";
+import { OpenAIJudge, scoreFromTopLogprobs } from "../src/judge/openai.js";
 import { createHash } from "node:crypto";
 import { localServer, type PlannedReply } from "../scripts/fuzz/http.js";
 import { pullModel } from "../src/hub/pull.js";
@@ -175,6 +175,11 @@ describe("fuzz regressions: judge replies", () => {
     } finally {
       await server.close();
     }
+  });
+
+  it("a probability-weighted score of only 100s stays 100 (was: 100.00000000000001 from rounding)", () => {
+    const score = scoreFromTopLogprobs([{ token: "100", logprob: -3 }, { token: "100", logprob: 0 }]);
+    assert.equal(score, 100);
   });
 
   it("Anthropic content blocks that are not objects (was: TypeError reading 'type' of null)", async () => {

@@ -75,7 +75,8 @@ export function scoreFromTopLogprobs(top: readonly TopLogprob[], minMass = 0.25)
     mass += p;
     weighted += p * k;
   }
-  return mass < minMass || mass === 0 ? null : weighted / mass;
+  // Every k is at most 100, but the division can round to 100.00000000000001.
+  return mass < minMass || mass === 0 ? null : Math.min(100, weighted / mass);
 }
 
 interface ChatCompletionReply {
