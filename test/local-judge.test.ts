@@ -64,6 +64,35 @@ describe("prefix-tree scoring", () => {
     });
   });
 
+  it("reuses a recent prompt's cells (the rubric and question before each answer) with the scores of a fresh decode", async () => {
+    const paths = await Promise.all(["0", "7", "42", "100"].map((n) => model.tokenize(n, { addSpecial: false })));
+    const encode = (answer: string, metric: JudgeInput["metric"]) =>
+      model.encodeChat([{ role: "user", content: judgePrompt({ question: "Is the sky green?", answer, metric }) }], { addGenerationPrompt: true });
+    const trait = { kind: "trait", rubric: "Score how evil this is.\nQ: {question}\nA: {answer}\nScore:" } as JudgeInput["metric"];
+    const earlier = await encode("Yes, always.", { kind: "coherence" });
+    await model.scoreTree(earlier, paths);
+    await model.scoreTree(await encode("Yes, always.", trait), paths); // the other cached prompt
+    const prompt = await encode("No, it is blue, mostly.", { kind: "coherence" });
+    const stats = { reusedTokens: -1 };
+    const got = await model.scoreTree(prompt, paths, { stats });
+    let shared = 0;
+    while (earlier[shared] === prompt[shared]) shared++;
+    assert.ok(shared > 50, "the prompts share the rubric and question");
+    assert.equal(stats.reusedTokens, shared, "everything before the answer is reused");
+    const fresh = await engine.loadModel(source);
+    try {
+      const freshStats = { reusedTokens: -1 };
+      const want = await fresh.scoreTree(prompt, paths, { stats: freshStats });
+      assert.equal(freshStats.reusedTokens, 0);
+      got.forEach((g, i) => {
+        assert.ok(Math.abs(g.logprob - want[i]!.logprob) < 2e-3, `path ${i}: ${g.logprob} vs ${want[i]!.logprob}`);
+        assert.ok(Math.abs(g.digitNext - want[i]!.digitNext) < 2e-3);
+      });
+    } finally {
+      await fresh.dispose();
+    }
+  });
+
   it("refuses empty prompts, empty paths and out-of-vocabulary tokens, then still works", async () => {
     const prompt = await model.tokenize("x");
     await assert.rejects(model.scoreTree(new Int32Array(0), [prompt]), /empty/);

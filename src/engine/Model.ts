@@ -302,14 +302,18 @@ export class Model implements AsyncDisposable {
 
   /**
    * Scores token paths that all follow `prompt`, as a prefix tree decoded once (see tree.ts): for
-   * each path log P(path | prompt) and the probability that a digit-initial token comes next.
+   * each path log P(path | prompt) and the probability that a digit-initial token comes next. The
+   * model keeps its last prompts' KV cells, so a prompt that starts like a recent one decodes only
+   * the rest; `opts.stats.reusedTokens` is set to how many tokens that skipped.
    */
-  async scoreTree(prompt: Int32Array, paths: readonly Int32Array[]): Promise<PathScore[]> {
+  async scoreTree(prompt: Int32Array, paths: readonly Int32Array[], opts: { stats?: { reusedTokens: number } } = {}): Promise<PathScore[]> {
     this.ensureAlive();
     if (!(prompt instanceof Int32Array) || !paths.every((p) => p instanceof Int32Array)) {
       throw new PersonaError("E_BAD_INPUT", "scoreTree takes an Int32Array prompt and Int32Array paths");
     }
-    return this.host.call<PathScore[]>({ op: "scoreTree", modelId: this.id, prompt, paths: [...paths] });
+    const r = await this.host.call<{ scores: PathScore[]; reused: number }>({ op: "scoreTree", modelId: this.id, prompt, paths: [...paths] });
+    if (opts.stats) opts.stats.reusedTokens = r.reused;
+    return r.scores;
   }
 
   /**

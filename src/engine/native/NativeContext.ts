@@ -85,6 +85,7 @@ export class NativeContext {
   private plan: ActivePlan | undefined;
   private scratch: Float32Array;
   private freed = false;
+  private memoryEpoch = 0;
   private readonly pool: Threadpool | undefined;
   /** The steering set as the context's control vector, or null. */
   private controlVector: readonly SteeringOp[] | null = null;
@@ -265,6 +266,12 @@ export class NativeContext {
 
   clearMemory(): void {
     this.model.api.llama_memory_clear(this.memory, true);
+    this.memoryEpoch++;
+  }
+
+  /** Changes whenever the KV cache is cleared: what a caller left in it is gone. */
+  get epoch(): number {
+    return this.memoryEpoch;
   }
 
   free(): void {

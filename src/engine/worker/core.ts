@@ -18,7 +18,7 @@ import type { LlamaHParams } from "../train/graph.js";
 import { trainModel, type TrainHooks } from "../train/NativeTrainer.js";
 import { saveModel } from "../train/save.js";
 import { WorkerLoop, type LoopRequestEvents, type LoopStats } from "./loop.js";
-import { planTree, scoreTree, type PathScore } from "../tree.js";
+import { PROMPT_CACHE, planTree, scoreTree, type PathScore } from "../tree.js";
 import type { ChatMessage, ModelInfo } from "../types.js";
 
 /** llama.cpp's LLAMA_MAX_SEQ. */
@@ -196,15 +196,16 @@ export class EngineCore {
   }
 
   /** Scores token paths after a shared prompt as a prefix tree (see tree.ts). */
-  scoreTree(modelId: number, prompt: Int32Array, paths: Int32Array[]): PathScore[] {
+  scoreTree(modelId: number, prompt: Int32Array, paths: Int32Array[]): { scores: PathScore[]; reused: number } {
     const model = this.runnable(modelId);
-    if (paths.length === 0) return [];
+    if (paths.length === 0) return { scores: [], reused: 0 };
     model.validateTokens(prompt);
     for (const p of paths) model.validateTokens(p);
     const plan = planTree(paths);
-    const nSeqMax = plan.sequences;
-    if (nSeqMax > MAX_SEQUENCES) throw new PersonaError("E_BAD_INPUT", `the paths branch into ${nSeqMax} sequences at once; at most ${MAX_SEQUENCES}`);
-    const cells = prompt.length + plan.nodes.length;
+    const nSeqMax = plan.sequences + PROMPT_CACHE;
+    if (nSeqMax > MAX_SEQUENCES) throw new PersonaError("E_BAD_INPUT", `the paths branch into ${plan.sequences} sequences at once; at most ${MAX_SEQUENCES - PROMPT_CACHE}`);
+    // Room for the cached prompts too (see tree.ts), assuming they are about this long.
+    const cells = (1 + PROMPT_CACHE) * prompt.length + plan.nodes.length;
     const ctx = this.context(modelId, { nSeqMax, nCtxPerSeq: Math.ceil(cells / nSeqMax), nBatch: 512, exact: false });
     return scoreTree(ctx, prompt, plan, this.digitTokens(model));
   }
