@@ -1,11 +1,17 @@
 /**
  * Engine benchmark: batched generation tokens/s, plain, with residual capture and with steering,
- * against node-llama-cpp's own API on the same model, binaries and thread count, in one run.
- * Writes a ≥50M-parameter random-weight model once (cached in .cache/bench). Every sequence
- * generates exactly the same number of tokens in both engines (end-of-generation is ignored), so
- * the workloads match token for token.
+ * against llama.cpp's own `llama-batched-bench` (built once from the pinned release's source, see
+ * bench/batched-bench.ts) and node-llama-cpp's API, on the same model, threads, prompt length and
+ * token counts. Writes a ≥50M-parameter random-weight model once (cached in .cache/bench). Every
+ * sequence generates exactly the same number of tokens (end-of-generation is ignored), so the
+ * workloads match token for token.
  *
- *   npm run bench:engine [-- --parallel 8 --tokens 64 --repeats 3 --threads 2 --only batch|load|loop]
+ *   npm run bench:engine [-- --parallel 1,8,32 --tokens 64 --repeats 3 --threads 2 --only batch|load|loop]
+ *                        [--peers batched-bench,node-llama-cpp]
+ *
+ * The machine may be shared: ours and llama-batched-bench run interleaved, repeat after repeat, and
+ * the figures are medians; the load average is printed before and after. A step breakdown (native
+ * decode, eval-callback traffic, sampling, JS bookkeeping; bench/breakdown.ts) attributes the gap.
  *
  * The "load" part decodes one sequence on an idle machine and next to a competing CPU-bound
  * process (one per core, started and stopped here), for 1 thread and all cores and for several
@@ -24,22 +30,27 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
+import { ensureBatchedBench, runBatchedBench, type BatchedBenchResult } from "./batched-bench.js";
+import { Breakdown, type Mode, type StepBreakdown } from "./breakdown.js";
 import { benchLoopCase, type CaseTime } from "./loop-case.js";
 
 const { values: args } = parseArgs({
   options: {
-    parallel: { type: "string", default: "1,8" },
+    parallel: { type: "string", default: "1,8,32" },
     tokens: { type: "string", default: "64" },
     repeats: { type: "string", default: "3" },
     threads: { type: "string", default: String(availableParallelism()) },
     only: { type: "string" },
     polls: { type: "string", default: "0,50,100" },
+    /** Which peers to run: llama.cpp's llama-batched-bench and/or node-llama-cpp. */
+    peers: { type: "string", default: "batched-bench,node-llama-cpp" },
   },
 });
 const PARALLEL = args.parallel.split(",").map(Number);
 const TOKENS = Number(args.tokens);
 const REPEATS = Number(args.repeats);
 const THREADS = Number(args.threads);
+const PEERS = args.peers.split(",");
 
 const MODEL_CFG: SyntheticModelConfig = {
   arch: "llama",
@@ -63,46 +74,50 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+
+async function seconds(fn: () => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  return (performance.now() - t0) / 1000;
+}
+
 async function timeIt(fn: () => Promise<void>): Promise<number> {
   await fn(); // warm-up: context creation, first graph
   const times: number[] = [];
-  for (let i = 0; i < REPEATS; i++) {
-    const t0 = performance.now();
-    await fn();
-    times.push((performance.now() - t0) / 1000);
-  }
+  for (let i = 0; i < REPEATS; i++) times.push(await seconds(fn));
   return median(times);
 }
 
-interface OursTimes {
-  plain: number;
-  capture: number;
-  captureOne: number;
-  steer: number;
-}
+const VARIANTS = ["plain", "capture", "captureOne", "steer"] as const;
+type Variant = (typeof VARIANTS)[number];
 
-async function benchOurs(parallel: number): Promise<OursTimes> {
-  await using engine = await Engine.create({ gpu: "cpu", threads: THREADS });
+/** Our engine as users get it (worker thread), one engine per sequence count so each keeps its context. */
+async function oursRunner(parallel: number): Promise<{ run: (v: Variant) => Promise<number>; close: () => Promise<void> }> {
+  const engine = await Engine.create({ gpu: "cpu", threads: THREADS });
   const model = await engine.loadModel(modelPath);
   const prompt = await model.tokenize(PROMPT);
   const requests = Array.from({ length: parallel }, () => ({ prompt }));
   const base = { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS, parallel };
   const mid = Math.floor(model.info.nLayer / 2);
   const vector = Float32Array.from({ length: model.info.nEmbd }, (_, i) => Math.sin(i));
-  const steering = model.steering([{ vector, layer: mid, coef: 0.5 }]);
-  const check = (rs: { tokens: Int32Array }[]) => {
-    if (rs.some((r) => r.tokens.length !== TOKENS)) throw new Error("a sequence did not generate the full token count");
+  const opts: Record<Variant, object> = {
+    plain: base,
+    capture: { ...base, capture: true },
+    captureOne: { ...base, capture: true, captureLayers: [mid] },
+    steer: { ...base, steering: model.steering([{ vector, layer: mid, coef: 0.5 }]) },
   };
-  return {
-    plain: await timeIt(async () => check(await model.generate(requests, base))),
-    capture: await timeIt(async () => check(await model.generate(requests, { ...base, capture: true }))),
-    captureOne: await timeIt(async () => check(await model.generate(requests, { ...base, capture: true, captureLayers: [mid] }))),
-    steer: await timeIt(async () => check(await model.generate(requests, { ...base, steering }))),
-  };
+  const run = (v: Variant) =>
+    seconds(async () => {
+      const rs = await model.generate(requests, opts[v]);
+      if (rs.some((r) => r.tokens.length !== TOKENS)) throw new Error("a sequence did not generate the full token count");
+    });
+  for (const v of VARIANTS) await run(v); // warm-up: context creation, first graphs
+  return { run, close: () => engine.dispose() };
 }
 
-/** The peer runs in its own process, so the llama.cpp copy our engine loaded cannot affect it. */
-function benchPeer(parallel: number): number {
+/** The node-llama-cpp peer runs in its own process, so the llama.cpp copy our engine loaded cannot affect it. */
+function benchNodeLlamaCpp(parallel: number): number {
   const out = execFileSync(
     process.execPath,
     ["--import", "tsx", "bench/peer.ts", modelPath, String(parallel), String(TOKENS), String(REPEATS), String(THREADS), PROMPT],
@@ -111,12 +126,92 @@ function benchPeer(parallel: number): number {
   return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
 }
 
-/** Single-sequence plain generation at one thread count and polling level. */
-async function benchLoadCase(threads: number, poll: number): Promise<number> {
+function medianBreakdown(xs: StepBreakdown[]): StepBreakdown {
+  const keys = Object.keys(xs[0]!) as (keyof StepBreakdown)[];
+  return Object.fromEntries(keys.map((k) => [k, median(xs.map((x) => x[k]))])) as unknown as StepBreakdown;
+}
+
+async function benchBatch(): Promise<void> {
+  const bb = PEERS.includes("batched-bench") ? ensureBatchedBench() : null;
+  const breakdown = await Breakdown.open(modelPath, THREADS, DEFAULT_POLL);
+  const promptIds = breakdown.tokenize(PROMPT);
+  const promptTokens = promptIds.length;
+  console.log(`prompt: ${promptTokens} tokens; load average before: ${load()}`);
+  const ours = new Map<number, Awaited<ReturnType<typeof oursRunner>>>();
+  for (const p of PARALLEL) ours.set(p, await oursRunner(p));
+  const times = new Map<number, Record<Variant, number[]>>(PARALLEL.map((p) => [p, { plain: [], capture: [], captureOne: [], steer: [] }]));
+  const steps = new Map<number, Record<Mode, StepBreakdown[]>>(PARALLEL.map((p) => [p, { plain: [], callback: [], captureOne: [], steer: [] }]));
+  const peer = new Map<string, BatchedBenchResult[]>();
+  // Interleaved: every repeat runs each contender once, so a neighbour's burst hits all of them.
+  for (let r = 0; r < REPEATS; r++) {
+    for (const p of PARALLEL) {
+      for (const v of VARIANTS) times.get(p)![v].push(await ours.get(p)!.run(v));
+      for (const m of ["plain", "callback", "captureOne", "steer"] as const) steps.get(p)![m].push(await breakdown.measure(m, promptIds, p, TOKENS));
+      if (!bb) continue;
+      for (const unified of [false, true]) {
+        const key = `${p} ${unified}`;
+        peer.set(key, [...(peer.get(key) ?? []), runBatchedBench(bb, { model: modelPath, threads: THREADS, promptTokens, tokens: TOKENS, parallel: p, unified })]);
+      }
+    }
+  }
+  breakdown.close();
+  for (const o of ours.values()) await o.close();
+  console.log(`load average after the interleaved runs: ${load()}`);
+
+  for (const p of PARALLEL) {
+    const total = p * TOKENS;
+    const t = times.get(p)!;
+    const plain = median(t.plain);
+    const tps = (s: number) => (total / s).toFixed(1).padStart(8);
+    const pct = (s: number) => `${((s / plain - 1) * 100).toFixed(1)}%`.padStart(6);
+    const st = steps.get(p)!;
+    const b = medianBreakdown(st.plain);
+    const cb = medianBreakdown(st.callback);
+    const c1 = medianBreakdown(st.captureOne);
+    const sv = medianBreakdown(st.steer);
+    console.log(`\n${p} sequence(s) decoded together, tok/s (median of ${REPEATS})`);
+    const peerRow = (unified: boolean) => {
+      const rows = peer.get(`${p} ${unified}`);
+      if (!rows) return undefined;
+      const cpu = rows.map((x) => x.cpuStepMs).filter((x) => x !== undefined);
+      return { tg: median(rows.map((x) => x.speedTg)), step: median(rows.map((x) => (x.tTg / TOKENS) * 1000)), cpu: cpu.length > 0 ? median(cpu) : undefined };
+    };
+    const split = peerRow(false);
+    const unified = peerRow(true);
+    const ratio = (x: number, y: number | undefined) => (y === undefined ? "  n/a" : `${(x / y).toFixed(2)}×`);
+    const cpu = (x: number | undefined) => (x === undefined ? "n/a" : `${x.toFixed(2)} ms CPU/step`);
+    if (split) console.log(`  llama-batched-bench TG, per-sequence KV     ${split.tg.toFixed(1).padStart(8)}   (${split.step.toFixed(2)} ms/step, ${cpu(split.cpu)})`);
+    if (unified) console.log(`  llama-batched-bench TG, unified KV (-kvu)  ${unified.tg.toFixed(1).padStart(8)}   (${unified.step.toFixed(2)} ms/step, ${cpu(unified.cpu)})`);
+    console.log(`  persona-vectors, generation steps          ${b.genTokS.toFixed(1).padStart(8)}   (${b.step.toFixed(2)} ms/step, ${cpu(b.cpuStep)})`);
+    console.log(`    ours vs batched-bench, wall time:  ${ratio(b.genTokS, split?.tg)} per-sequence KV, ${ratio(b.genTokS, unified?.tg)} unified   (goal ≥ 0.9×)`);
+    const cpuRatio = (peerCpu: number | undefined) => (peerCpu === undefined ? "  n/a" : `${(peerCpu / b.cpuStep).toFixed(2)}×`);
+    console.log(`    ours vs batched-bench, CPU time:   ${cpuRatio(split?.cpu)} per-sequence KV, ${cpuRatio(unified?.cpu)} unified`);
+    console.log(`  persona-vectors, whole call (with prompt)  ${tps(plain)}`);
+    console.log(`  + capture, all ${MODEL_CFG.nLayer + 1} layers                 ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
+    console.log(`  + capture, one layer                       ${tps(median(t.captureOne))}   overhead ${pct(median(t.captureOne))}   (goal ≤ 3%)`);
+    console.log(`  + steering, one vector                     ${tps(median(t.steer))}   overhead ${pct(median(t.steer))}   (goal ≤ 3%)`);
+    if (PEERS.includes("node-llama-cpp")) {
+      const nl = benchNodeLlamaCpp(p);
+      console.log(`  node-llama-cpp 3.21.1                      ${tps(nl)}   ours ${(nl / plain).toFixed(2)}× of it`);
+    }
+    const ms = (x: number) => x.toFixed(3).padStart(7);
+    console.log(`  one generation step, ms:  ours ${ms(b.step)} = native decode ${ms(b.decode)} + sampling ${ms(b.sample)} + JS bookkeeping ${ms(b.js)}`);
+    console.log(`    CPU ms: step ${ms(b.cpuStep)}, of which llama_decode ${ms(b.cpuDecode)}`);
+    console.log(`    eval callback when installed: +${ms(cb.decode - b.decode)} ms (${cb.callbacks.toFixed(0)} JS calls/step; plain steps now make ${b.callbacks.toFixed(0)})`);
+    const cpuPct = (x: StepBreakdown) => `${((x.cpuStep / b.cpuStep - 1) * 100).toFixed(1)}%`;
+    console.log(`    capture of one layer: step ${ms(c1.step)} ms, CPU ${cpuPct(c1)} over plain (${c1.callbacks.toFixed(0)} JS calls/step)   (goal ≤ 3%)`);
+    console.log(`    steering, one vector: step ${ms(sv.step)} ms, CPU ${cpuPct(sv)} over plain (${sv.callbacks.toFixed(0)} JS calls/step)   (goal ≤ 3%)`);
+    if (split) console.log(`    llama-batched-bench step ${ms(split.step)} (per-sequence KV)${unified ? `, ${ms(unified.step)} (unified)` : ""}; it reads no logits and samples nothing`);
+  }
+}
+
+/** Single-sequence plain generation at one thread count and polling level (undefined: the defaults). */
+async function benchLoadCase(threads: number | undefined, poll: number | undefined): Promise<{ seconds: number; threads: number }> {
   await using engine = await Engine.create({ gpu: "cpu", threads, poll });
   const model = await engine.loadModel(modelPath);
   const requests = [{ prompt: await model.tokenize(PROMPT) }];
-  return await timeIt(async () => void (await model.generate(requests, { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS })));
+  const t = await timeIt(async () => void (await model.generate(requests, { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS })));
+  return { seconds: t, threads: engine.threads };
 }
 
 /** Runs `fn` while one CPU-bound process per core competes for the machine. */
@@ -134,16 +229,21 @@ async function benchLoad(): Promise<void> {
   const polls = args.polls.split(",").map(Number);
   const threadCounts = [...new Set([1, cores])];
   console.log(`\nunder load: 1 sequence, ${TOKENS} tokens, tok/s idle vs next to ${cores} CPU-bound process(es); default poll ${DEFAULT_POLL}`);
-  console.log(`  load average before: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+  console.log(`  load average before: ${load()}`);
+  const tps = (t: number) => (TOKENS / t).toFixed(1).padStart(8);
+  const row = (label: string, idle: { seconds: number; threads: number }, loaded: { seconds: number; threads: number }) =>
+    console.log(`  ${label}   idle ${tps(idle.seconds)}   busy ${tps(loaded.seconds)}   busy/idle ${(idle.seconds / loaded.seconds).toFixed(2)}×`);
   for (const threads of threadCounts) {
     for (const poll of polls) {
-      const idle = await benchLoadCase(threads, poll);
-      const loaded = await busy(() => benchLoadCase(threads, poll));
-      const tps = (t: number) => (TOKENS / t).toFixed(1).padStart(8);
-      console.log(`  threads ${threads} poll ${String(poll).padStart(3)}   idle ${tps(idle)}   busy ${tps(loaded)}   busy/idle ${(idle / loaded).toFixed(2)}×`);
+      row(`threads ${threads} poll ${String(poll).padStart(3)}`, await benchLoadCase(threads, poll), await busy(() => benchLoadCase(threads, poll)));
     }
   }
-  console.log(`  load average after: ${loadavg().map((x) => x.toFixed(2)).join(" ")}`);
+  // The defaults read the 1-minute load average when the engine starts: a neighbour that has just
+  // started does not show in it yet, one that has run for a while does.
+  const idle = await benchLoadCase(undefined, undefined);
+  const loaded = await busy(() => benchLoadCase(undefined, undefined));
+  row(`defaults (threads ${idle.threads} idle, ${loaded.threads} busy; poll ${DEFAULT_POLL})`, idle, loaded);
+  console.log(`  load average after: ${load()}`);
 }
 
 async function main(): Promise<void> {
@@ -153,28 +253,12 @@ async function main(): Promise<void> {
     await writeSyntheticModel(modelPath, MODEL_CFG);
   }
   console.log(
-    `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, median of ${REPEATS}`,
+    `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, ${availableParallelism()} cores`,
   );
-  if (args.only === "load") return benchLoad();
-  if (args.only === "loop") return benchLoop();
-  for (const parallel of PARALLEL) {
-    const total = parallel * TOKENS;
-    const ours = await benchOurs(parallel);
-    const peer = benchPeer(parallel);
-    const tps = (t: number) => (total / t).toFixed(1).padStart(8);
-    const pct = (t: number) => `${((t / ours.plain - 1) * 100).toFixed(1)}%`;
-    console.log(`\n${parallel} sequence(s) decoded together`);
-    console.log(`  persona-vectors                 ${tps(ours.plain)} tok/s`);
-    console.log(`  + capture, all ${MODEL_CFG.nLayer + 1} layers       ${tps(ours.capture)} tok/s   overhead ${pct(ours.capture)} (goal ≤ 5%)`);
-    console.log(`  + capture, one layer            ${tps(ours.captureOne)} tok/s   overhead ${pct(ours.captureOne)}`);
-    console.log(`  + steering, one vector          ${tps(ours.steer)} tok/s   overhead ${pct(ours.steer)}`);
-    console.log(`  node-llama-cpp 3.21.1 (peer)    ${tps(peer)} tok/s`);
-    console.log(`  throughput vs peer: ${(peer / ours.plain).toFixed(2)}×   (goal ≥ 0.95×)`);
-  }
-  if (args.only === undefined) {
-    await benchLoop();
-    await benchLoad();
-  }
+  const part = (name: string) => args.only === undefined || args.only === name;
+  if (part("batch")) await benchBatch();
+  if (part("loop")) await benchLoop();
+  if (part("load")) await benchLoad();
 }
 
 async function benchLoop(): Promise<void> {

@@ -5,27 +5,11 @@
  * Needs npm, git and a C compiler; caches the source under .cache/llama-src.
  *   npm run check:ffi
  */
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BINARIES_VERSION } from "../src/engine/ffi/discover.js";
 import { DECLARED_LAYOUTS, GGML_TENSOR, declaredLayout } from "../src/engine/ffi/llama.js";
-
-const cache = path.resolve(".cache/llama-src");
-const src = path.join(cache, "llama.cpp");
-
-function sh(cmd: string, args: string[], cwd?: string): string {
-  return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
-}
-
-function fetchSource(): void {
-  if (existsSync(path.join(src, "include", "llama.h"))) return;
-  mkdirSync(cache, { recursive: true });
-  sh("npm", ["pack", `node-llama-cpp@${BINARIES_VERSION}`, "--silent"], cache);
-  const tgz = readdirSync(cache).find((f) => f.endsWith(".tgz"))!;
-  sh("tar", ["xzf", tgz], cache);
-  sh("git", ["clone", "--quiet", path.join(cache, "package", "llama", "gitRelease.bundle"), src]);
-}
+import { LLAMA_SRC_CACHE as cache, fetchLlamaSource, sh } from "./llama-source.js";
 
 /** What our TypeScript declares: "struct sizeof" and "struct.field" → bytes. */
 function declared(): Map<string, number> {
@@ -62,7 +46,7 @@ function measured(keys: string[]): Map<string, number> {
   return out;
 }
 
-fetchSource();
+const src = fetchLlamaSource();
 const want = declared();
 const got = measured([...want.keys()]);
 let bad = 0;
