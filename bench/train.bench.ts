@@ -3,7 +3,8 @@
  * ~0.9M-parameter one, the demo's shape (~4M), and a ~52M one; full-weight training next to a
  * rank-8 LoRA on all seven targets, with LoRA's tokens/s as a ratio of full training's measured
  * in the same run. Windows of 128 and 256 tokens, 1 and 2 threads. Token ids are random
- * (throughput does not depend on content). Memory is the process's resident set after the run.
+ * (throughput does not depend on content). Memory is the process's peak resident set during the
+ * run (sampled at every step, while the optimiser's buffers are live).
  *   node --import tsx bench/train.bench.ts [--steps 12] [--threads 1,2] [--models small,demo-shape,52M] [--windows 128,256]
  */
 import { mkdtemp, rm } from "node:fs/promises";
@@ -65,13 +66,15 @@ try {
         });
         let fullRate = 0;
         for (const m of MODES) {
-          const r = await model.train({ tokens, contextLength: W, epochs: 1, learningRate: 1e-4, ...("lora" in m ? { lora: m.lora } : {}) });
+          let peak = 0;
+          const sample = () => void (peak = Math.max(peak, process.memoryUsage().rss));
+          const r = await model.train({ tokens, contextLength: W, epochs: 1, learningRate: 1e-4, onProgress: sample, ...("lora" in m ? { lora: m.lora } : {}) });
           if (m.mode === "full") fullRate = r.tokensPerSecond;
           const params = randomModelParamCount(cfg);
           console.log(
             `${label.padEnd(22)} ${m.mode.padEnd(8)} params ${(params / 1e6).toFixed(2)}M (trainable ${(r.trainableParams / 1e6).toFixed(2)}M) vocab ${model.info.nVocab}` +
               ` window ${W} threads ${threads}: ${r.tokensPerSecond.toFixed(0)} tok/s, ${((r.seconds / r.steps) * 1000).toFixed(0)} ms/step` +
-              `${m.mode === "full" ? "" : `, ${(r.tokensPerSecond / fullRate).toFixed(2)}× full`}, RSS ${mib(process.memoryUsage().rss)} (load avg ${loadavg()[0]!.toFixed(1)})`,
+              `${m.mode === "full" ? "" : `, ${(r.tokensPerSecond / fullRate).toFixed(2)}× full`}, peak RSS ${mib(peak)} (load avg ${loadavg()[0]!.toFixed(1)})`,
           );
         }
       }
