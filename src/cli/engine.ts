@@ -21,9 +21,19 @@ export interface EngineFlags {
 /** Adds the engine flags every model-using command accepts. */
 export function withEngineFlags(cmd: Command, defaults: { model?: string; modelOptional?: boolean } = {}): Command {
   // A command that can work without a model (chat --server) checks for one itself.
-  return (defaults.modelOptional ? cmd.option("-m, --model <ref>", MODEL_REF_HELP) : cmd.requiredOption("-m, --model <ref>", MODEL_REF_HELP, defaults.model))
+  return withRuntimeFlags(
+    (defaults.modelOptional ? cmd.option("-m, --model <ref>", MODEL_REF_HELP) : cmd.requiredOption("-m, --model <ref>", MODEL_REF_HELP, defaults.model)).option(
+      "--lora <file[:scale]>",
+      "apply a GGUF LoRA adapter (repeatable; make one with persona convert lora)",
+      collectLora,
+    ),
+  );
+}
+
+/** Where models come from and what runs them, for commands that take their models otherwise (persona worker's repeatable --model). */
+export function withRuntimeFlags(cmd: Command): Command {
+  return cmd
     .option("--offline", "use only the local hub cache for hf: models (also HF_HUB_OFFLINE=1)")
-    .option("--lora <file[:scale]>", "apply a GGUF LoRA adapter (repeatable; make one with persona convert lora)", collectLora)
     .option("--threads <n>", "CPU threads, at most the core count (default: PERSONA_THREADS, or the cores not busy with other work)", intArg(1))
     .addOption(new Option("--gpu <kind>", "llama.cpp build to use (GPU builds are opt-in installs)").choices(["auto", "cpu", "cuda", "vulkan", "metal"]));
 }

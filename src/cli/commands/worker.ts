@@ -1,4 +1,4 @@
-import { Option, type Command } from "commander";
+import type { Command } from "commander";
 import { Engine } from "../../engine/Engine.js";
 import type { GpuChoice } from "../../engine/ffi/discover.js";
 import { fingerprintModel } from "../../pipeline/rundir.js";
@@ -7,7 +7,7 @@ import { ModelPool } from "../../queue/models.js";
 import { parseQueueUrl } from "../../queue/url.js";
 import { ShardWorker } from "../../queue/worker.js";
 import { floatArg, intArg } from "../args/numbers.js";
-import { type EngineFlags, resolveModelPath } from "../engine.js";
+import { type EngineFlags, resolveModelPath, withRuntimeFlags } from "../engine.js";
 import { note } from "../output.js";
 
 interface WorkerFlags {
@@ -24,16 +24,15 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 /** `persona worker`: takes the shards of distributed runs (`--queue` on screen) from Redis and runs them here. */
 export function register(program: Command): void {
-  program
-    .command("worker")
-    .description("run shards of distributed runs (persona screen --queue ...) from a Redis queue, until stopped")
-    .requiredOption("--queue <url>", "Redis holding the queue: redis://HOST:PORT[/DB], as given to the coordinator")
-    .requiredOption("-m, --model <ref>", "a model file this worker serves (repeatable): a path, demo, or hf:...; shards name models by content, not by path", collect)
-    .option("-c, --concurrency <n>", "shards run at once in this process (they share its models and threads)", intArg(1), 1)
-    .option("--stalled-after <s>", "a worker silent this long (killed, frozen) has its shards handed to other workers", floatArg(1), 30)
-    .option("--offline", "use only the local hub cache for hf: models (also HF_HUB_OFFLINE=1)")
-    .option("--threads <n>", "CPU threads, at most the core count (default: PERSONA_THREADS, or the cores not busy with other work)", intArg(1))
-    .addOption(new Option("--gpu <kind>", "llama.cpp build to use (GPU builds are opt-in installs)").choices(["auto", "cpu", "cuda", "vulkan", "metal"]))
+  withRuntimeFlags(
+    program
+      .command("worker")
+      .description("run shards of distributed runs (persona screen --queue ...) from a Redis queue, until stopped")
+      .requiredOption("--queue <url>", "Redis holding the queue: redis://HOST:PORT[/DB], as given to the coordinator")
+      .requiredOption("-m, --model <ref>", "a model file this worker serves (repeatable): a path, demo, or hf:...; shards name models by content, not by path", collect)
+      .option("-c, --concurrency <n>", "shards run at once in this process (they share its models and threads)", intArg(1), 1)
+      .option("--stalled-after <s>", "a worker silent this long (killed, frozen) has its shards handed to other workers", floatArg(1), 30),
+  )
     .addHelpText(
       "after",
       `
