@@ -25,6 +25,7 @@ import { createHash } from "node:crypto";
 import { localServer, type PlannedReply } from "../scripts/fuzz/http.js";
 import { pullModel } from "../src/hub/pull.js";
 import { readMonitorPrompts } from "../src/pipeline/monitor.js";
+import { readLabels } from "../src/pipeline/screen.js";
 
 let dir: string;
 before(async () => {
@@ -61,6 +62,12 @@ describe("fuzz regressions", () => {
     const file = path.join(dir, "prompts.jsonl");
     await writeFile(file, '{"messages":[{"role":"user","content":"hi"}]}\nnull\n[1]\n');
     await assert.rejects(readMonitorPrompts(file), isCode("E_BAD_FORMAT", /line 2: not a JSON object\n {2}line 3: not a JSON object$/));
+  });
+
+  it("a screen --labels line that is JSON but not an object (was: TypeError reading 'index' of null)", async () => {
+    const file = path.join(dir, "labels.jsonl");
+    await writeFile(file, '{"index":0,"trait_eliciting":true}\nnull\n');
+    await assert.rejects(readLabels(file), isCode("E_BAD_FORMAT", /labels\.jsonl: label 2 needs an integer "index" and a boolean "trait_eliciting"/));
   });
 
   it("a zip central directory entry whose name runs past the end (was: RangeError from a DataView)", () => {

@@ -13,7 +13,7 @@ import { fuzzTarget } from "../scripts/fuzz/campaign.js";
 import { TARGETS } from "../scripts/fuzz/targets/index.js";
 
 /** Cases per target: what fits in a few seconds each on the 2-core dev box. */
-const QUICK_CASES: Record<string, number> = { cli: 60, judge: 20, hub: 12, dataset: 10, monitor: 12, traitgen: 10 };
+const QUICK_CASES: Record<string, number> = { cli: 60, judge: 20, hub: 12, dataset: 10, monitor: 12, traitgen: 10, server: 20 };
 const DEFAULT_CASES = 150;
 
 let out: string;

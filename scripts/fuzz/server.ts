@@ -91,4 +91,5 @@ for (let i = start; i < end; i++) {
 }
 process.chdir(workDir);
 await rm(caseDir, { recursive: true, force: true });
+await target.teardown?.();
 await engine?.dispose();

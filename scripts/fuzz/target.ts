@@ -32,6 +32,8 @@ export interface Target<S = unknown> {
   make(rng: Rng, seed: S): Promise<FuzzCase>;
   /** Runs the case in-process; resolving is a run, a PersonaError or CliRefusal a clean refusal. */
   run(c: FuzzCase, env: RunEnv): Promise<void>;
+  /** Frees what the runner keeps between cases (a listening server), so the child can exit. */
+  teardown?(): Promise<void>;
 }
 
 /** A CLI command that exited with a refusal (exit 1 with `persona: message [CODE]`, or a commander usage error). */

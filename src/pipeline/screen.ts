@@ -437,9 +437,10 @@ export async function readLabels(file: string): Promise<Map<number, boolean>> {
   const out = new Map<number, boolean>();
   let line = 0;
   try {
-    for await (const v of readJsonLines<{ index?: unknown; trait_eliciting?: unknown }>(file)) {
+    for await (const v of readJsonLines<{ index?: unknown; trait_eliciting?: unknown } | null>(file)) {
       line++;
-      if (!Number.isInteger(v.index) || typeof v.trait_eliciting !== "boolean") {
+      // A line may hold any JSON value (null included), not only an object.
+      if (typeof v !== "object" || v === null || !Number.isInteger(v.index) || typeof v.trait_eliciting !== "boolean") {
         throw new PersonaError("E_BAD_FORMAT", `${file}: label ${line} needs an integer "index" and a boolean "trait_eliciting"`);
       }
       out.set(v.index as number, v.trait_eliciting);

@@ -4,15 +4,16 @@
  * CSV with those columns. Each case is read through the real pipeline on the tiny model: screening
  * (records parsed, templated, tokenized, captured and projected, scores.jsonl and the summary
  * written) or finetuning (every record checked, templated, packed and a LoRA trained for one
- * epoch). Edits: JSON structure, roles and contents, torn and blank lines, CRLF, BOM, invalid
- * UTF-8; CSV headers, quoting, field counts.
+ * epoch). Half the screening cases also pass `--labels` JSONL (`{"index", "trait_eliciting"}` per
+ * line) with the same edits. Edits: JSON structure, roles and contents, torn and blank lines, CRLF,
+ * BOM, invalid UTF-8; CSV headers, quoting, field counts.
  */
 import type { Rng } from "../../../src/demo/corpus/rng.js";
 import { finetune } from "../../../src/pipeline/finetune.js";
 import { screenDataset } from "../../../src/pipeline/screen.js";
 import { row } from "../../../src/vectors/format.js";
 import { loadVectorSource } from "../../../src/vectors/steer.js";
-import { applySome, sometimesDamaged, nastyString } from "../mutate.js";
+import { applySome, interestingNumber, sometimesDamaged, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
 import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
 import { jsonlText } from "./jsonl.js";
@@ -24,6 +25,7 @@ interface DatasetCase {
   kind: Kind;
   file: string;
   finetune: boolean;
+  labels: boolean;
 }
 
 function seedLines(rng: Rng, kind: Exclude<Kind, "csv">): unknown[] {
@@ -74,7 +76,7 @@ interface DatasetSeed {
 
 export const datasetTarget: Target<DatasetSeed> = {
   name: "dataset",
-  description: "training datasets (chat JSONL, prompt/response and question/answer JSONL, CSV) through screen --cheap and finetune --lora-rank on the tiny model",
+  description: "training datasets (chat JSONL, prompt/response and question/answer JSONL, CSV) through screen --cheap (with --labels JSONL) and finetune --lora-rank on the tiny model",
   async setup() {
     return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
   },
@@ -85,11 +87,19 @@ export const datasetTarget: Target<DatasetSeed> = {
     const built = kind === "csv" ? csvText(rng) : jsonlText(rng, seedLines(rng, kind), 2048);
     const notes = [kind, built.what];
     const data = sometimesDamaged(rng, built.text, notes);
-    const input: DatasetCase = { kind, file, finetune: rng.chance(0.15) };
+    const ft = rng.chance(0.15);
+    const input: DatasetCase = { kind, file, finetune: ft, labels: !ft && rng.chance(0.5) };
+    const files: FuzzCase["files"] = { [file]: data, "model.gguf": seed.model, "v.safetensors": seed.vectors };
+    if (input.labels) {
+      const odd = () => rng.pick<unknown>([interestingNumber(rng), nastyString(rng), null, 1.5, -1, "true", 0]);
+      const labels = jsonlText(rng, [{ index: 0, trait_eliciting: true }, { index: 1, trait_eliciting: false }, { index: rng.chance(0.7) ? 2 : odd(), trait_eliciting: rng.chance(0.7) ? true : odd() }]);
+      notes.push(`labels: ${labels.what}`);
+      files["labels.jsonl"] = sometimesDamaged(rng, labels.text, notes);
+    }
     const commands = input.finetune
       ? [["finetune", "--model", "model.gguf", "--data", file, "--out", "lora.gguf", "--lora-rank", "2"]]
-      : [["screen", "--model", "model.gguf", "--trait", "evil", "--vectors", "v.safetensors", "--layer", "1", "--cheap", "--data", file, "--out", "run"]];
-    return { files: { [file]: data, "model.gguf": seed.model, "v.safetensors": seed.vectors }, commands, note: notes.join("; "), input };
+      : [["screen", "--model", "model.gguf", "--trait", "evil", "--vectors", "v.safetensors", "--layer", "1", "--cheap", "--data", file, "--out", "run", ...(input.labels ? ["--labels", "labels.jsonl"] : [])]];
+    return { files, commands, note: notes.join("; "), input };
   },
   async run(c, env: RunEnv) {
     const input = c.input as DatasetCase;
@@ -99,7 +109,7 @@ export const datasetTarget: Target<DatasetSeed> = {
     } else {
       const v = await loadVectorSource("v.safetensors", model.info);
       const vector = Float32Array.from(row(v.matrix, 1));
-      await screenDataset(model, { data: input.file, traits: [{ name: "evil", layer: 1, vector, source: v.path }], runDir: "run", cheap: true, chunkSize: 2 });
+      await screenDataset(model, { data: input.file, traits: [{ name: "evil", layer: 1, vector, source: v.path }], runDir: "run", cheap: true, chunkSize: 2, ...(input.labels ? { labels: "labels.jsonl" } : {}) });
     }
   },
 };
