@@ -33,6 +33,8 @@ interface HttpCase {
   bodyBase64?: string;
   /** Abandon the reply after its first chunk (a client that leaves mid-stream). */
   abandon: boolean;
+  /** Copies sent at once: the batch decodes them together, and past the queue they get 429. */
+  copies: number;
 }
 
 /** Whether this case may use values the server must refuse; the others keep every field valid, so they reach generation. */
@@ -68,7 +70,8 @@ function steerItem(rng: Rng): Record<string, unknown> {
 function vector(rng: Rng): unknown[] {
   const n = !odd(rng, 0.3) ? DEMO_EMBD : rng.pick([0, 1, DEMO_EMBD - 1, DEMO_EMBD + 1, 2 * DEMO_EMBD]);
   const zero = rng.chance(0.1);
-  return Array.from({ length: n }, () => (zero ? 0 : Math.round((rng.next() * 2 - 1) * 1000) / 1000));
+  const big = odd(rng, 0.2);
+  return Array.from({ length: n }, () => (zero ? 0 : big && rng.chance(0.1) ? rng.pick([1e308, -1e308, 3.5e38, 1e-45]) : Math.round((rng.next() * 2 - 1) * 1000) / 1000));
 }
 
 function personaField(rng: Rng): Record<string, unknown> {
@@ -139,7 +142,7 @@ function requestCase(rng: Rng): { c: HttpCase; notes: string[] } {
     const path = rng.pick(["/health", "/v1/models", "/metrics", "/persona/traits", `/persona/recent?after=${rng.pick(["0", "-1", "abc", "1e400", "9999999999999"])}`, "/", "/v1/nope", "/v1/chat/completions/", "/%ff", "/v1/../health", "/v1/embeddings"]);
     const method = rng.pick(["GET", "GET", "POST", "DELETE", "PUT", "OPTIONS", "HEAD"]);
     notes.push(`${method} ${path}`);
-    return { c: { method, path, headers, abandon: false, ...(method === "GET" || method === "HEAD" ? {} : { body: "{}" }) }, notes };
+    return { c: { method, path, headers, abandon: false, copies: 1, ...(method === "GET" || method === "HEAD" ? {} : { body: "{}" }) }, notes };
   }
   const chat = rng.chance(0.75);
   const path = chat ? "/v1/chat/completions" : "/v1/completions";
@@ -147,7 +150,8 @@ function requestCase(rng: Rng): { c: HttpCase; notes: string[] } {
   let doc: unknown = chat ? chatBody(rng) : completionBody(rng);
   if (odd(rng, 0.6)) notes.push(applySome(rng, 3, [() => { const r = mutateJson(rng, doc); doc = r.doc; return r.what; }]));
   let text = JSON.stringify(capStrings(doc, 4096)) ?? "null";
-  const c: HttpCase = { method: "POST", path, headers, abandon: false };
+  const c: HttpCase = { method: "POST", path, headers, abandon: false, copies: rng.chance(0.1) ? 2 + rng.int(7) : 1 };
+  if (c.copies > 1) notes.push(`${c.copies} copies at once`);
   const form = wild ? rng.int(25) : -1;
   const reshaped = [
     () => ["", "empty body"],
@@ -222,10 +226,11 @@ export const serverTarget: Target<null> = {
   },
   async run(fc) {
     const s = await fuzzServer();
-    const outcome = await send(s.url, fc.input as HttpCase).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const c = fc.input as HttpCase;
+    const settled = await Promise.allSettled(Array.from({ length: c.copies }, () => send(s.url, c)));
+    const errors = settled.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+    // A failure outranks a refusal (a copy past the queue is refused with 429).
+    const outcome = errors.find((e) => !(e instanceof PersonaError)) ?? errors[0];
     // Every request must give its slot back (a client that left included) before the next case.
     for (let i = 0; i < 250 && s.state.active > 0; i++) await new Promise((r) => setTimeout(r, 20));
     if (s.state.active > 0) throw new UnexpectedError(`${s.state.active} request(s) still hold a slot 5 s after the reply`);
