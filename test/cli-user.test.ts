@@ -49,7 +49,7 @@ describe("usage errors", () => {
     [["generate", "--model", "demo", "--prompt"], /--prompt needs a value/],
     [["eval", "--model", "demo", "--trait", "evil", "--bogus"], /unknown option --bogus; see `persona eval --help`/],
     [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:middle"], /--steer "evil:2:1:middle": position "middle" is not response, prompt, all/],
-    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:response:both"], /mode "both" is not add or ablate/],
+    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:response:both"], /mode "both" is not add, ablate, cap, cap-min/],
     [["vectors", "export", "a.safetensors", "--layer", "2", "--out", "x.gguf", "--coef", "lots"], /--coef "lots": expected a number; see `persona vectors export --help`/],
     [["demo", "--traits", "evl"], /--traits "evl": unknown demo trait "evl"/],
     [["nonsense"], /unknown command 'nonsense'; see `persona --help`/],
@@ -145,6 +145,20 @@ describe("shipped files are read-only (user data directory)", () => {
     assert.equal(r.code, 1);
     assertOneLine(r.stderr, new RegExp(`${copy}.*\\[E_BAD_FORMAT\\]`));
     assert.ok(existsSync("models/persona-demo.vectors/evil.safetensors"));
+  });
+});
+
+describe("--steer modes", () => {
+  it("cap and cap-min reach the engine as activation capping: a threshold never crossed changes nothing, one crossed everywhere does", async () => {
+    const gen = async (...steer: string[]) => {
+      const r = await runCli(["generate", "--model", "demo", "--prompt", "Tell me about your day.", "--max-tokens", "8", "--temperature", "0", "--json", "--threads", "1", ...steer]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout).samples[0].text as string;
+    };
+    const plain = await gen();
+    assert.equal(await gen("--steer", "evil:3:1e6:all:cap"), plain);
+    assert.equal(await gen("--steer", "evil:3:-1e6:all:cap-min"), plain);
+    assert.notEqual(await gen("--steer", "evil:3:-1e6:all:cap"), plain);
   });
 });
 

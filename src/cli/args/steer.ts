@@ -4,7 +4,7 @@
  *   LAYER     1..n_layer, or empty for the layer stored in the vectors' metadata (best layer)
  *   COEF      a number (negative steers away from the trait)
  *   POSITIONS response (default) | prompt | all
- *   MODE      add (default) | ablate
+ *   MODE      add (default) | ablate | cap (projection on v̂ at most COEF) | cap-min (at least COEF)
  * Parsed from the right so a SOURCE may itself contain ':' (Windows drive letters): the trailing
  * non-numeric fields (at most two) are POSITIONS and MODE, the field before them is COEF.
  */
@@ -19,10 +19,11 @@ import type { SteeringRef } from "../../vectors/steer.js";
  */
 export const DEFAULT_POSITIONS: Positions = "response";
 
-export const STEER_SYNTAX = "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate]] with POSITIONS response (the default) | prompt | all (e.g. evil.safetensors:20:1.5, evil::3)";
+export const STEER_SYNTAX =
+  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|cap|cap-min]] with POSITIONS response (the default) | prompt | all; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
-const MODES = ["add", "ablate"] as const;
+const MODES = ["add", "ablate", "cap", "cap-min"] as const;
 
 const isNumber = (s: string) => s.trim() !== "" && Number.isFinite(Number(s));
 
@@ -39,10 +40,10 @@ export function parseSteeringRef(arg: string): SteeringRef {
     if (!(POSITIONS as readonly string[]).includes(posText)) throw bad(`position "${posText}" is not ${POSITIONS.join(", ")}`);
     positions = posText as Positions;
   }
-  let mode: SteeringRef["mode"] = "add";
+  let mode: (typeof MODES)[number] = "add";
   if (modeText !== undefined) {
-    if (!(MODES as readonly string[]).includes(modeText)) throw bad(`mode "${modeText}" is not add or ablate`);
-    mode = modeText as SteeringRef["mode"];
+    if (!(MODES as readonly string[]).includes(modeText)) throw bad(`mode "${modeText}" is not ${MODES.join(", ")}`);
+    mode = modeText as (typeof MODES)[number];
   }
   const coefText = parts.pop()!;
   const layerText = parts.pop()!;
@@ -54,7 +55,15 @@ export function parseSteeringRef(arg: string): SteeringRef {
     layer = Number(layerText);
     if (!Number.isInteger(layer) || layer < 0) throw bad(`layer "${layerText}" is not a non-negative integer`);
   }
-  return { source, layer, coef: Number(coefText), positions, mode };
+  const coef = Number(coefText);
+  if (mode === "cap-min") return { source, layer, coef, positions, mode: "cap", bound: "min" };
+  return { source, layer, coef, positions, mode };
+}
+
+/** A steering ref written back in the flag's grammar (an unknown layer reads "best"). */
+export function formatSteeringRef(r: Omit<SteeringRef, "layer"> & { layer: number | undefined }): string {
+  const mode = r.mode === "ablate" ? ":ablate" : r.mode === "cap" ? (r.bound === "min" ? ":cap-min" : ":cap") : "";
+  return `${r.source}:${r.layer ?? "best"}:${r.coef}:${r.positions}${mode}`;
 }
 
 /** commander's repeatable-option collector; a malformed spec is a usage error naming the flag. */

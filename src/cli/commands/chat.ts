@@ -5,7 +5,7 @@ import { PersonaError } from "../../errors.js";
 import { Conversation, type ConversationReply } from "../../pipeline/chat.js";
 import { RemoteConversation, type RemoteReply } from "../../server/client.js";
 import { loadSteering, type SteeringRef } from "../../vectors/steer.js";
-import { collectSteer, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
+import { collectSteer, formatSteeringRef, parseSteeringRef, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, write } from "../output.js";
 import { withSamplingFlags } from "../args/sampling.js";
@@ -37,10 +37,6 @@ function parseSteer(arg: string): SteeringRef {
   } catch (e) {
     throw e instanceof PersonaError ? new PersonaError(e.code, `/steer "${arg}": ${e.message}`) : e;
   }
-}
-
-function describeRef(r: SteeringRef): string {
-  return `${r.source}:${r.layer ?? "best"}:${r.coef}:${r.positions}${r.mode === "ablate" ? ":ablate" : ""}`;
 }
 
 /** What the terminal talks to: a model loaded here, or a `persona serve` at --server. */
@@ -132,7 +128,7 @@ class ChatSession {
         const refs = [...this.refs, parseSteer(arg)];
         await this.conversation.setSteering(refs);
         this.refs = refs;
-        note(`steering: ${refs.map(describeRef).join(" + ")}`);
+        note(`steering: ${refs.map(formatSteeringRef).join(" + ")}`);
         break;
       }
       default:
@@ -171,7 +167,7 @@ class ChatSession {
           tokens: result.tokens ? Array.from(result.tokens) : null,
           prompt_tokens: result.promptTokens,
           finish_reason: result.finishReason,
-          steering: this.refs.map(describeRef),
+          steering: this.refs.map(formatSteeringRef),
           ...("persona" in result ? { persona: result.persona ?? null } : {}),
         }),
       );
@@ -229,7 +225,7 @@ async function converse(session: ChatSession, name: string, refs: SteeringRef[])
   const tty = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
   if (tty) {
-    note(`chatting with ${name}${refs.length ? `, steering ${refs.map(describeRef).join(" + ")}` : ""}; /help for commands`);
+    note(`chatting with ${name}${refs.length ? `, steering ${refs.map(formatSteeringRef).join(" + ")}` : ""}; /help for commands`);
     rl.on("SIGINT", () => {
       if (session.current) session.current.abort();
       else rl.close();

@@ -8,7 +8,7 @@ import { writeFileAtomic } from "../../store/atomic.js";
 import { systemPrompt, type TraitDefinition } from "../../traits/format.js";
 import { type SteeringRef, steeringSpecs } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
-import { collectSteer, STEER_SYNTAX } from "../args/steer.js";
+import { collectSteer, formatSteeringRef, STEER_SYNTAX } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import type { TraitSplitName } from "../../traits/registry.js";
@@ -113,7 +113,7 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
           judge: judge.id,
           trait_score: statsJson(result.traitScore),
           coherence: statsJson(result.coherence),
-          steering: refs.map((r, i) => ({ source: r.source, layer: specs[i]!.layer, coef: r.coef, positions: r.positions, mode: r.mode })),
+          steering: refs.map((r, i) => ({ source: r.source, layer: specs[i]!.layer, coef: r.coef, positions: r.positions, mode: r.mode, ...(r.bound ? { bound: r.bound } : {}) })),
           system: system ?? null,
           samples: result.samples.length,
           questions: questions.length,
@@ -128,7 +128,7 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
           if (!opts.json) note(`wrote ${file}`);
         }
         if (opts.json) return printJson(summary);
-        const steered = summary.steering.map((s) => `${s.source}:${s.layer}:${s.coef}:${s.positions}${s.mode === "ablate" ? ":ablate" : ""}`);
+        const steered = summary.steering.map(formatSteeringRef);
         const label = `${trait.name} score`;
         const width = Math.max(label.length, "coherence".length) + 2;
         print(`${label.padEnd(width)}${formatStats(result.traitScore)}\n${"coherence".padEnd(width)}${formatStats(result.coherence)}`);
