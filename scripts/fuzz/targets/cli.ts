@@ -6,8 +6,7 @@
 import type { Rng } from "../../../src/demo/corpus/rng.js";
 import { numberText } from "../mutate.js";
 import { runCommands, type FuzzCase, type Target } from "../target.js";
-import { TINY_MODEL, tinyModelSpec, writeSpec } from "./gguf.js";
-import { sampleVectors, vectorsFileBytes } from "./vectors.js";
+import { tinyModelWithVectors } from "./vectors.js";
 
 interface CliSeed {
   model: Uint8Array;
@@ -42,9 +41,7 @@ function fuzzedText(rng: Rng, flag: string): string {
 export const cliTarget: Target<CliSeed> = {
   name: "cli",
   description: "numbers and lists on the command line (generate sampling flags, token counts, seeds, threads, export layers/coef)",
-  async setup() {
-    return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
-  },
+  setup: tinyModelWithVectors,
   async make(rng, seed): Promise<FuzzCase> {
     const cmd = rng.pick(COMMANDS);
     const argv = [...cmd.argv];

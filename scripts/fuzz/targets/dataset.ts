@@ -15,9 +15,9 @@ import { row } from "../../../src/vectors/format.js";
 import { loadVectorSource } from "../../../src/vectors/steer.js";
 import { applySome, interestingNumber, sometimesDamaged, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
-import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
+import { sharedTinyModel } from "./gguf.js";
 import { jsonlText } from "./jsonl.js";
-import { sampleVectors, vectorsFileBytes } from "./vectors.js";
+import { tinyModelWithVectors } from "./vectors.js";
 
 type Kind = "chat" | "pairs" | "qa" | "csv";
 
@@ -77,9 +77,7 @@ interface DatasetSeed {
 export const datasetTarget: Target<DatasetSeed> = {
   name: "dataset",
   description: "training datasets (chat JSONL, prompt/response and question/answer JSONL, CSV) through screen --cheap (with --labels JSONL) and finetune --lora-rank on the tiny model",
-  async setup() {
-    return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
-  },
+  setup: tinyModelWithVectors,
   async make(rng, seed): Promise<FuzzCase> {
     const kind = rng.pick<Kind>(["chat", "chat", "pairs", "qa", "csv", "csv"]);
     const file = kind === "csv" ? "data.csv" : "data.jsonl";

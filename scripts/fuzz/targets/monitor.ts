@@ -14,9 +14,9 @@ import { loadTraitFiles, type TraitDefinition } from "../../../src/traits/format
 import { loadVectorSource } from "../../../src/vectors/steer.js";
 import { interestingNumber, sometimesDamaged, nastyString } from "../mutate.js";
 import type { FuzzCase, RunEnv, Target } from "../target.js";
-import { TINY_MODEL, sharedTinyModel, tinyModelSpec, writeSpec } from "./gguf.js";
+import { sharedTinyModel } from "./gguf.js";
 import { capStrings, jsonlText } from "./jsonl.js";
-import { sampleVectors, vectorsFileBytes } from "./vectors.js";
+import { tinyModelWithVectors } from "./vectors.js";
 
 interface MonitorSeed {
   model: Uint8Array;
@@ -47,9 +47,7 @@ const constantJudge: Judge = { id: "fuzz-constant", score: async () => 50 };
 export const monitorTarget: Target<MonitorSeed> = {
   name: "monitor",
   description: "monitor --prompts JSONL: messages, roles, level/group, line damage, through projection, a reply and the report on the tiny model",
-  async setup() {
-    return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
-  },
+  setup: tinyModelWithVectors,
   async make(rng, seed): Promise<FuzzCase> {
     // A third of the files keep their structure (odd strings and values only): one broken line refuses the whole file.
     const built = rng.chance(0.35) ? { text: seedLines(rng).map((l) => JSON.stringify(capStrings(l, 2048))).join("\n"), what: "seed lines" } : jsonlText(rng, seedLines(rng), 2048);

@@ -8,6 +8,7 @@ import { layerMatrix, writeVectors, type PersonaVectors } from "../../../src/vec
 import { applySome, interestingInt, interestingNumber, jsonValue, mutateBytes, mutateJson, nastyString, writeUint } from "../mutate.js";
 import { runCommands, type FuzzCase, type Target } from "../target.js";
 import { bytesWrittenBy } from "../tmp.js";
+import { TINY_MODEL, tinyModelSpec, writeSpec } from "./gguf.js";
 
 const FILE = "v.safetensors";
 const N_LAYER = 2;
@@ -28,6 +29,11 @@ export function sampleVectors(nLayer = N_LAYER, nEmbd = N_EMBD): PersonaVectors 
 
 export function vectorsFileBytes(v: PersonaVectors): Promise<Uint8Array> {
   return bytesWrittenBy(".safetensors", (f) => writeVectors(f, v));
+}
+
+/** The tiny model and a vectors file of its shape: what the model-running targets start from. */
+export async function tinyModelWithVectors(): Promise<{ model: Uint8Array; vectors: Uint8Array }> {
+  return { model: await writeSpec(await tinyModelSpec()), vectors: await vectorsFileBytes(sampleVectors(TINY_MODEL.nLayer, TINY_MODEL.nEmbd)) };
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
