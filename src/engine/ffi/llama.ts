@@ -554,6 +554,10 @@ function bind(paths: LibraryPaths) {
       base,
       "void *ggml_reshape_4d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)",
     ),
+    ggml_repeat_4d: fn<(ctx: GgmlContextHandle, a: TensorHandle, ne0: number, ne1: number, ne2: number, ne3: number) => TensorHandle>(
+      base,
+      "void *ggml_repeat_4d(void *ctx, void *a, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3)",
+    ),
     ggml_permute: fn<(ctx: GgmlContextHandle, a: TensorHandle, axis0: number, axis1: number, axis2: number, axis3: number) => TensorHandle>(
       base,
       "void *ggml_permute(void *ctx, void *a, int axis0, int axis1, int axis2, int axis3)",

@@ -349,7 +349,7 @@ function createOptimiser(api: LlamaApi, scheduler: SchedHandle, optPars: Callbac
 }
 
 export async function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaHParams, threads: number, hooks: TrainHooks): Promise<TrainResult> {
-  validateSpec(spec, model.info, hp);
+  validateSpec(spec, model.info);
   const ck = spec.checkpoint;
   const { fingerprint, resumed } = await openCheckpoint(spec, hp);
   const { api } = model;

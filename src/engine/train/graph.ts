@@ -118,6 +118,15 @@ export function buildLlamaGraph(
   // [hd, heads, N] → [hd, T, heads, B]
   const headsFirst = (x: TensorHandle, heads: number) => api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, x, hd, heads, T, B), 0, 2, 1, 3));
 
+  // Grouped-query attention: each KV head repeated for its group of query heads, [a, b, headsKv, B]
+  // → [a, b, heads, B] with query head h reading KV head h / group (llama.cpp's grouping), so that
+  // the attention products broadcast nothing. ggml's backward of a product that broadcasts its
+  // first operand over heads gave attn_k a wrong gradient (an SGD step on it alone raised the
+  // loss) and asserts (ggml.c, MUL_MAT backward, ne[3] == 1) when a step holds several windows.
+  const group = hp.nHead / hp.nHeadKv;
+  const repeatKv = (t: TensorHandle, a: number, b: number) =>
+    group === 1 ? t : api.ggml_reshape_4d(ctx, api.ggml_repeat_4d(ctx, api.ggml_reshape_4d(ctx, t, a * b, 1, hp.nHeadKv, B), a * b, group, hp.nHeadKv, B), a, b, hp.nHead, B);
+
   let x = api.ggml_get_rows(ctx, w("token_embd.weight"), tokens);
   for (let l = 0; l < hp.nLayer; l++) {
     const b = `blk.${l}`;
@@ -126,8 +135,8 @@ export function buildLlamaGraph(
     const k = headsFirst(rope(api.ggml_reshape_3d(ctx, proj(`${b}.attn_k`, cur), hd, hp.nHeadKv, N)), hp.nHeadKv);
     // V as [T, hd, headsKv, B], so that one matrix product weighs it by the attention rows
     const v = api.ggml_cont(ctx, api.ggml_permute(ctx, api.ggml_reshape_4d(ctx, proj(`${b}.attn_v`, cur), hd, hp.nHeadKv, T, B), 1, 2, 0, 3));
-    const kq = api.ggml_soft_max_ext(ctx, api.ggml_mul_mat(ctx, k, q), mask, 1 / Math.sqrt(hd), 0);
-    const kqv = api.ggml_mul_mat(ctx, v, kq); // [hd, T, heads, B]
+    const kq = api.ggml_soft_max_ext(ctx, api.ggml_mul_mat(ctx, repeatKv(k, hd, T), q), mask, 1 / Math.sqrt(hd), 0);
+    const kqv = api.ggml_mul_mat(ctx, repeatKv(v, T, hd), kq); // [hd, T, heads, B]
     const merged = api.ggml_reshape_2d(ctx, api.ggml_cont(ctx, api.ggml_permute(ctx, kqv, 0, 2, 1, 3)), hp.nEmbd, N);
     x = api.ggml_add(ctx, x, mm(`${b}.attn_output.weight`, merged));
     const h = norm(x, `${b}.ffn_norm.weight`);

@@ -288,7 +288,7 @@ function packLora(l: LoraOptions): { rank: number; scale: number; targets: strin
 }
 
 /** Everything ggml's training graph would assert on, checked against the model first. */
-export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number; nEmbd: number; nLayer: number }, heads?: { nHead: number; nHeadKv: number }): void {
+export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: number; nEmbd: number; nLayer: number }): void {
   const W = int("contextLength", s.contextLength, 1);
   if (W > model.nCtxTrain) throw bad(`contextLength ${W} exceeds the model's training context ${model.nCtxTrain}`);
   int("epochs", s.epochs, 1);
@@ -311,11 +311,6 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
     throw bad(`no training windows: ${n} window(s) of ${W + 1} tokens, ${s.valCount} held out for validation`);
   }
   if (n - s.valCount < B) throw bad(`batchWindows ${B} exceeds the ${n - s.valCount} training window(s)`);
-  // ggml's backward pass of a matrix product that broadcasts over two axes (grouped-query
-  // attention across several windows) GGML_ASSERTs; one window per step trains such models.
-  if (B > 1 && heads && heads.nHeadKv !== heads.nHead) {
-    throw bad(`batchWindows ${B}: this model uses grouped-query attention (${heads.nHead} query heads, ${heads.nHeadKv} KV heads), which trains one window per step; use batchWindows 1`);
-  }
   for (let i = 0; i < n; i++) {
     const a = s.starts[i]!;
     if (a < 0 || a + W + 1 > s.tokens.length) throw bad(`window ${i} runs past the end of the tokens`);
