@@ -24,12 +24,11 @@
  * measured in a child process (bench/peer.ts).
  */
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
-import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
-import { randomModelParamCount, writeSyntheticModel, type SyntheticModelConfig } from "../src/engine/gguf/synthetic.js";
+import { randomModelParamCount } from "../src/engine/gguf/synthetic.js";
+import { BENCH_MODEL_CFG, benchModelPath, ensureBenchModel } from "./bench-model.js";
 import { ensureBatchedBench, runBatchedBench, type BatchedBenchResult } from "./batched-bench.js";
 import { Breakdown, type Mode, type StepBreakdown } from "./breakdown.js";
 import { benchLoopCase, type CaseTime } from "./loop-case.js";
@@ -52,21 +51,6 @@ const REPEATS = Number(args.repeats);
 const THREADS = Number(args.threads);
 const PEERS = args.peers.split(",");
 
-const MODEL_CFG: SyntheticModelConfig = {
-  arch: "llama",
-  nLayer: 11,
-  nEmbd: 640,
-  nHead: 10,
-  nHeadKv: 5,
-  nFf: 1792,
-  contextLength: 2048,
-  seed: 1,
-  type: "f16",
-  name: "bench-llama-52m",
-};
-
-const cacheDir = path.resolve(".cache/bench");
-const modelPath = path.join(cacheDir, "bench-llama-52m-f16.gguf");
 const PROMPT = "The quick brown fox jumps over the lazy dog while the cat watches from the window.";
 
 function median(xs: number[]): number {
@@ -95,7 +79,7 @@ type Variant = (typeof VARIANTS)[number];
 /** Our engine as users get it (worker thread), one engine per sequence count so each keeps its context. */
 async function oursRunner(parallel: number): Promise<{ run: (v: Variant) => Promise<number>; close: () => Promise<void> }> {
   const engine = await Engine.create({ gpu: "cpu", threads: THREADS });
-  const model = await engine.loadModel(modelPath);
+  const model = await engine.loadModel(benchModelPath);
   const prompt = await model.tokenize(PROMPT);
   const requests = Array.from({ length: parallel }, () => ({ prompt }));
   const base = { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS, parallel };
@@ -120,7 +104,7 @@ async function oursRunner(parallel: number): Promise<{ run: (v: Variant) => Prom
 function benchNodeLlamaCpp(parallel: number): number {
   const out = execFileSync(
     process.execPath,
-    ["--import", "tsx", "bench/peer.ts", modelPath, String(parallel), String(TOKENS), String(REPEATS), String(THREADS), PROMPT],
+    ["--import", "tsx", "bench/peer.ts", benchModelPath, String(parallel), String(TOKENS), String(REPEATS), String(THREADS), PROMPT],
     { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
   );
   return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
@@ -133,7 +117,7 @@ function medianBreakdown(xs: StepBreakdown[]): StepBreakdown {
 
 async function benchBatch(): Promise<void> {
   const bb = PEERS.includes("batched-bench") ? ensureBatchedBench() : null;
-  const breakdown = await Breakdown.open(modelPath, THREADS, DEFAULT_POLL);
+  const breakdown = await Breakdown.open(benchModelPath, THREADS, DEFAULT_POLL);
   const promptIds = breakdown.tokenize(PROMPT);
   const promptTokens = promptIds.length;
   console.log(`prompt: ${promptTokens} tokens; load average before: ${load()}`);
@@ -150,7 +134,7 @@ async function benchBatch(): Promise<void> {
       if (!bb) continue;
       for (const unified of [false, true]) {
         const key = `${p} ${unified}`;
-        peer.set(key, [...(peer.get(key) ?? []), runBatchedBench(bb, { model: modelPath, threads: THREADS, promptTokens, tokens: TOKENS, parallel: p, unified })]);
+        peer.set(key, [...(peer.get(key) ?? []), runBatchedBench(bb, { model: benchModelPath, threads: THREADS, promptTokens, tokens: TOKENS, parallel: p, unified })]);
       }
     }
   }
@@ -187,7 +171,7 @@ async function benchBatch(): Promise<void> {
     const cpuRatio = (peerCpu: number | undefined) => (peerCpu === undefined ? "  n/a" : `${(peerCpu / b.cpuStep).toFixed(2)}×`);
     console.log(`    ours vs batched-bench, CPU time:   ${cpuRatio(split?.cpu)} per-sequence KV, ${cpuRatio(unified?.cpu)} unified`);
     console.log(`  persona-vectors, whole call (with prompt)  ${tps(plain)}`);
-    console.log(`  + capture, all ${MODEL_CFG.nLayer + 1} layers                 ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
+    console.log(`  + capture, all ${BENCH_MODEL_CFG.nLayer + 1} layers                 ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
     console.log(`  + capture, one layer                       ${tps(median(t.captureOne))}   overhead ${pct(median(t.captureOne))}   (goal ≤ 3%)`);
     console.log(`  + steering, one vector                     ${tps(median(t.steer))}   overhead ${pct(median(t.steer))}   (goal ≤ 3%)`);
     if (PEERS.includes("node-llama-cpp")) {
@@ -208,7 +192,7 @@ async function benchBatch(): Promise<void> {
 /** Single-sequence plain generation at one thread count and polling level (undefined: the defaults). */
 async function benchLoadCase(threads: number | undefined, poll: number | undefined): Promise<{ seconds: number; threads: number }> {
   await using engine = await Engine.create({ gpu: "cpu", threads, poll });
-  const model = await engine.loadModel(modelPath);
+  const model = await engine.loadModel(benchModelPath);
   const requests = [{ prompt: await model.tokenize(PROMPT) }];
   const t = await timeIt(async () => void (await model.generate(requests, { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS })));
   return { seconds: t, threads: engine.threads };
@@ -247,13 +231,9 @@ async function benchLoad(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  if (!existsSync(modelPath)) {
-    mkdirSync(cacheDir, { recursive: true });
-    console.error(`writing ${randomModelParamCount(MODEL_CFG) / 1e6}M-parameter benchmark model to ${modelPath} ...`);
-    await writeSyntheticModel(modelPath, MODEL_CFG);
-  }
+  await ensureBenchModel();
   console.log(
-    `model: ${(randomModelParamCount(MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, ${availableParallelism()} cores`,
+    `model: ${(randomModelParamCount(BENCH_MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${BENCH_MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, ${availableParallelism()} cores`,
   );
   const part = (name: string) => args.only === undefined || args.only === name;
   if (part("batch")) await benchBatch();
@@ -264,7 +244,7 @@ async function main(): Promise<void> {
 async function benchLoop(): Promise<void> {
   console.log(`\ndecode loop vs batch API, same requests; tok/s by wall clock and by process CPU time; load average ${loadavg()[0]!.toFixed(2)}`);
   for (const callers of PARALLEL) {
-    const t = await benchLoopCase({ modelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, repeats: REPEATS });
+    const t = await benchLoopCase({ modelPath: benchModelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, repeats: REPEATS });
     const row = (label: string, x: CaseTime, vs?: CaseTime) => {
       const tps = (s: number) => ((callers * TOKENS) / s).toFixed(1).padStart(8);
       const ratio = vs ? `   cpu ${(x.cpu / vs.cpu).toFixed(2)}× of one batched call` : "";

@@ -5,9 +5,10 @@
  */
 import { createHash, randomBytes, randomInt, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { HttpBindings } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { streamSSE } from "hono/streaming";
 import type { z } from "zod";
 import type { Model } from "../engine/Model.js";
 import type { ChatMessage } from "../engine/types.js";
@@ -18,6 +19,7 @@ import type { ServerMetrics } from "./metrics.js";
 import type { PersonaReport, PersonaService, ResolvedPersona } from "./persona.js";
 import { type RecentLog } from "./recent.js";
 import { type RunEvent, runGeneration } from "./run.js";
+import { SseWriter } from "./sse.js";
 import { chatRequestSchema, completionRequestSchema, describeIssue, type ChatRequest, type CompletionRequest } from "./schema.js";
 
 export interface ServerState {
@@ -37,6 +39,9 @@ export interface ServerState {
   /** Moving average of request seconds, for Retry-After. */
   avgSeconds: number;
 }
+
+/** Served by @hono/node-server: handlers reach Node's request and response. */
+type ServerEnv = { Bindings: HttpBindings };
 
 type ErrorType = "invalid_request_error" | "authentication_error" | "not_found_error" | "rate_limit_error" | "server_error";
 
@@ -76,9 +81,9 @@ function digest(s: string): Buffer {
   return createHash("sha256").update(s).digest();
 }
 
-export function createApp(state: ServerState): Hono {
+export function createApp(state: ServerState): Hono<ServerEnv> {
   const { config, metrics } = state;
-  const app = new Hono();
+  const app = new Hono<ServerEnv>();
   const keyDigest = config.apiKey ? digest(config.apiKey) : null;
 
   app.onError((err, c) => {
@@ -191,7 +196,7 @@ type Endpoint = "/v1/chat/completions" | "/v1/completions";
 
 /** Validation shared by both endpoints, admission, then the reply as JSON or as SSE. */
 async function generate(
-  c: Context,
+  c: Context<ServerEnv>,
   state: ServerState,
   endpoint: Endpoint,
   body: ChatRequest | CompletionRequest,
@@ -302,43 +307,48 @@ async function generate(
   }
 
   const includeUsage = body.stream_options?.include_usage ?? false;
-  return streamSSE(
-    c,
-    async (stream) => {
-      const send = (choices: unknown[], extra: Record<string, unknown> = {}) =>
-        stream.writeSSE({ data: JSON.stringify({ id, object: shape.chunkObject, created, model: state.modelId, choices, ...extra }) });
-      try {
-        if (shape === chatShape) await send([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]);
-        for await (const e of events) {
-          if (e.type === "prompt") {
-            // The prompt's projections, before the reply's first token.
-            await send([shape.delta("")], { persona: e.persona });
-            continue;
-          }
-          if (e.type === "text") {
-            onText();
-            await send([shape.delta(e.text)]);
-            continue;
-          }
-          const completion = finish(e);
-          if (e.type === "refused") await send([shape.refusalDelta(e.message)]);
-          // The last chunk with a choice carries the persona report (and the usage chunk, when asked, follows it).
-          await send([shape.finishDelta(e.type === "done" ? e.finishReason : "content_filter")], { persona: e.persona });
-          if (includeUsage) await send([], { usage: usage(completion) });
+  const sse = new SseWriter(c.env.outgoing);
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+    JSON.stringify({ id, object: shape.chunkObject, created, model: state.modelId, choices, ...extra });
+  // A text chunk is the same JSON every time but for its text: built once, around a marker.
+  const template = chunk([shape.delta("\0")]);
+  const at = template.lastIndexOf('"\\u0000"');
+  const [before, after] = [template.slice(0, at), template.slice(at + 8)];
+  void (async () => {
+    try {
+      if (shape === chatShape) sse.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
+      for await (const e of events) {
+        if (e.type === "prompt") {
+          // The prompt's projections, before the reply's first token.
+          sse.send(chunk([shape.delta("")], { persona: e.persona }));
+          continue;
         }
-        await stream.writeSSE({ data: "[DONE]" });
-      } catch (e) {
-        const err = cancelledOr(state, e);
-        // A client that left reads nothing more; one still there gets the error as a last event.
-        if (!c.req.raw.signal.aborted) {
-          const api = err instanceof ApiError ? err : new ApiError(500, "internal server error", "server_error");
-          await stream.writeSSE({ data: JSON.stringify({ error: { message: api.message, type: api.type, param: api.param, code: api.code } }) });
+        if (e.type === "text") {
+          onText();
+          sse.send(before + JSON.stringify(e.text) + after);
+          if (sse.backlog) await sse.backlog;
+          continue;
         }
-      } finally {
-        release();
+        const completion = finish(e);
+        if (e.type === "refused") sse.send(chunk([shape.refusalDelta(e.message)]));
+        // The last chunk with a choice carries the persona report (and the usage chunk, when asked, follows it).
+        sse.send(chunk([shape.finishDelta(e.type === "done" ? e.finishReason : "content_filter")], { persona: e.persona }));
+        if (includeUsage) sse.send(chunk([], { usage: usage(completion) }));
       }
-    },
-  );
+      sse.send("[DONE]");
+    } catch (e) {
+      const err = cancelledOr(state, e);
+      // A client that left reads nothing more; one still there gets the error as a last event.
+      if (!c.req.raw.signal.aborted) {
+        const api = err instanceof ApiError ? err : new ApiError(500, "internal server error", "server_error");
+        sse.send(JSON.stringify({ error: { message: api.message, type: api.type, param: api.param, code: api.code } }));
+      }
+    } finally {
+      release();
+      sse.end();
+    }
+  })();
+  return RESPONSE_ALREADY_SENT;
 }
 
 /** A cancelled generation: the client left (nobody reads the answer) or the server is shutting down. */
