@@ -81,6 +81,8 @@ export class NativeContext {
   private readonly memory: MemoryHandle;
   private readonly callback: CallbackHandle;
   private readonly layerByName = new Map<string, number>();
+  /** The first four bytes of those names, as a little-endian int32. */
+  private readonly namePrefixes = new Set<number>();
   private readonly nEmbd: number;
   private plan: ActivePlan | undefined;
   private scratch: Float32Array;
@@ -99,6 +101,7 @@ export class NativeContext {
     this.nEmbd = info.nEmbd;
     this.layerByName.set(info.architecture.startsWith("gemma") ? "inp_scaled" : "embd", 0);
     for (let k = 0; k < info.nLayer; k++) this.layerByName.set(`l_out-${k}`, k + 1);
+    for (const name of this.layerByName.keys()) this.namePrefixes.add(Buffer.from(name).readInt32LE(0));
     this.scratch = new Float32Array(options.nBatch * info.nEmbd);
 
     this.callback = registerEvalCallback((t, ask) => this.onEval(t, ask));
@@ -289,7 +292,8 @@ export class NativeContext {
 
   private onEval(t: TensorHandle, ask: boolean): boolean {
     const plan = this.plan;
-    if (!plan) return !ask;
+    // The scheduler asks about every graph node: most are told no from one int32 read, without building their name.
+    if (!plan || !this.namePrefixes.has(readInt32(t, GGML_TENSOR.name))) return !ask;
     const layer = this.layerByName.get(readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength));
     if (ask) return layer !== undefined && plan.wanted[layer] === 1;
     if (layer === undefined || plan.error) return true;
