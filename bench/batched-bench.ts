@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { LLAMA_SRC_CACHE, fetchLlamaSource } from "../scripts/llama-source.js";
+import { LLAMA_SRC_CACHE, cmakeBuild } from "../scripts/llama-source.js";
 
 const BUILD_DIR = path.join(LLAMA_SRC_CACHE, "build-bench");
 const BINARY = path.join(BUILD_DIR, "bin", "llama-batched-bench");
@@ -15,13 +15,8 @@ const BINARY = path.join(BUILD_DIR, "bin", "llama-batched-bench");
 export function ensureBatchedBench(): string | null {
   if (existsSync(BINARY)) return BINARY;
   try {
-    const src = fetchLlamaSource();
-    console.error(`building llama-batched-bench from ${src} into ${BUILD_DIR} (once; several minutes) ...`);
-    const flags = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"];
-    const off = ["TESTS", "EXAMPLES", "SERVER", "APP"].map((w) => `-DLLAMA_BUILD_${w}=OFF`);
-    const quiet = { stdio: ["ignore", "ignore", "inherit"] as ("ignore" | "inherit")[] };
-    execFileSync("nice", ["-n", "10", "cmake", "-S", src, "-B", BUILD_DIR, ...flags, ...off], quiet);
-    execFileSync("nice", ["-n", "10", "cmake", "--build", BUILD_DIR, "-j2", "--target", "llama-batched-bench"], quiet);
+    console.error(`building llama-batched-bench from the pinned source into ${BUILD_DIR} (once; several minutes) ...`);
+    cmakeBuild(BUILD_DIR, ["llama-batched-bench"], ["-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON"]);
     return BINARY;
   } catch (e) {
     console.log(`llama-batched-bench: skipped, it could not be built here (needs npm, git, cmake ≥ 3.14 and a C++17 compiler): ${(e as Error).message.split("\n")[0]}`);

@@ -109,12 +109,13 @@ export class Breakdown {
     private readonly steering: readonly SteeringOp[],
   ) {}
 
-  static async open(modelPath: string, threads: number, poll: number): Promise<Breakdown> {
+  /** `cpuBackend`: a CPU backend built by `npm run build:llama`, in place of the prebuilt variants. */
+  static async open(modelPath: string, threads: number, poll: number, cpuBackend?: string): Promise<Breakdown> {
     if (!instrumented) {
       instrument(() => parallelNow);
       instrumented = true;
     }
-    const core = new EngineCore({ gpu: "cpu", verbose: false, threads, poll }, () => {});
+    const core = new EngineCore({ gpu: "cpu", cpuBackend, verbose: false, threads, poll }, () => {});
     const { id, info } = await core.loadModel(modelPath, {});
     const vector = Float32Array.from({ length: info.nEmbd }, (_, i) => Math.sin(i));
     return new Breakdown(core, id, info.nLayer, resolveSteering([{ vector, layer: Math.floor(info.nLayer / 2), coef: 0.5 }], info));

@@ -12,6 +12,8 @@
  * The machine may be shared: ours and llama-batched-bench run interleaved, repeat after repeat, and
  * the figures are medians; the load average is printed before and after. A step breakdown (native
  * decode, eval-callback traffic, sampling, JS bookkeeping; bench/breakdown.ts) attributes the gap.
+ * Where `npm run build:llama` has built the CPU backend here, plain generation is measured on it
+ * too (in a child process, bench/breakdown-child.ts), next to the prebuilt one.
  *
  * The "load" part decodes one sequence on an idle machine and next to a competing CPU-bound
  * process (one per core, started and stopped here), for 1 thread and all cores and for several
@@ -24,10 +26,12 @@
  * measured in a child process (bench/peer.ts).
  */
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
 import { randomModelParamCount } from "../src/engine/gguf/synthetic.js";
+import { LOCAL_CPU_BACKEND } from "../scripts/llama-source.js";
 import { BENCH_MODEL_CFG, benchModelPath, ensureBenchModel } from "./bench-model.js";
 import { ensureBatchedBench, runBatchedBench, type BatchedBenchResult } from "./batched-bench.js";
 import { Breakdown, type Mode, type StepBreakdown } from "./breakdown.js";
@@ -110,6 +114,16 @@ function benchNodeLlamaCpp(parallel: number): number {
   return (JSON.parse(out.trim().split("\n").pop()!) as { seconds: number }).seconds;
 }
 
+/** Plain generation steps of our engine on the self-built CPU backend (npm run build:llama), in a child process. */
+function localBreakdown(parallel: number): StepBreakdown {
+  const out = execFileSync(
+    process.execPath,
+    ["--import", "tsx", "bench/breakdown-child.ts", benchModelPath, LOCAL_CPU_BACKEND, String(THREADS), String(DEFAULT_POLL), String(parallel), String(TOKENS), PROMPT],
+    { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
+  return JSON.parse(out.trim().split("\n").pop()!) as StepBreakdown;
+}
+
 function medianBreakdown(xs: StepBreakdown[]): StepBreakdown {
   const keys = Object.keys(xs[0]!) as (keyof StepBreakdown)[];
   return Object.fromEntries(keys.map((k) => [k, median(xs.map((x) => x[k]))])) as unknown as StepBreakdown;
@@ -117,6 +131,8 @@ function medianBreakdown(xs: StepBreakdown[]): StepBreakdown {
 
 async function benchBatch(): Promise<void> {
   const bb = PEERS.includes("batched-bench") ? ensureBatchedBench() : null;
+  const local = existsSync(LOCAL_CPU_BACKEND);
+  if (!local) console.log(`self-built CPU backend: not built (npm run build:llama makes ${LOCAL_CPU_BACKEND}); prebuilt only`);
   const breakdown = await Breakdown.open(benchModelPath, THREADS, DEFAULT_POLL);
   const promptIds = breakdown.tokenize(PROMPT);
   const promptTokens = promptIds.length;
@@ -126,11 +142,13 @@ async function benchBatch(): Promise<void> {
   const times = new Map<number, Record<Variant, number[]>>(PARALLEL.map((p) => [p, { plain: [], capture: [], captureOne: [], steer: [] }]));
   const steps = new Map<number, Record<Mode, StepBreakdown[]>>(PARALLEL.map((p) => [p, { plain: [], callback: [], captureOne: [], steer: [] }]));
   const peer = new Map<string, BatchedBenchResult[]>();
+  const localSteps = new Map<number, StepBreakdown[]>(PARALLEL.map((p) => [p, []]));
   // Interleaved: every repeat runs each contender once, so a neighbour's burst hits all of them.
   for (let r = 0; r < REPEATS; r++) {
     for (const p of PARALLEL) {
       for (const v of VARIANTS) times.get(p)![v].push(await ours.get(p)!.run(v));
       for (const m of ["plain", "callback", "captureOne", "steer"] as const) steps.get(p)![m].push(await breakdown.measure(m, promptIds, p, TOKENS));
+      if (local) localSteps.get(p)!.push(localBreakdown(p));
       if (!bb) continue;
       for (const unified of [false, true]) {
         const key = `${p} ${unified}`;
@@ -170,6 +188,13 @@ async function benchBatch(): Promise<void> {
     console.log(`    ours vs batched-bench, wall time:  ${ratio(b.genTokS, split?.tg)} per-sequence KV, ${ratio(b.genTokS, unified?.tg)} unified   (goal ≥ 0.9×)`);
     const cpuRatio = (peerCpu: number | undefined) => (peerCpu === undefined ? "  n/a" : `${(peerCpu / b.cpuStep).toFixed(2)}×`);
     console.log(`    ours vs batched-bench, CPU time:   ${cpuRatio(split?.cpu)} per-sequence KV, ${cpuRatio(unified?.cpu)} unified`);
+    if (local) {
+      const l = medianBreakdown(localSteps.get(p)!);
+      const lCpu = (peerCpu: number | undefined) => (peerCpu === undefined ? "  n/a" : `${(peerCpu / l.cpuStep).toFixed(2)}×`);
+      console.log(`  same, self-built CPU backend (build:llama)  ${l.genTokS.toFixed(1).padStart(8)}   (${l.step.toFixed(2)} ms/step, ${cpu(l.cpuStep)}; llama_decode ${l.cpuDecode.toFixed(2)})`);
+      console.log(`    ours vs batched-bench, wall time:  ${ratio(l.genTokS, split?.tg)} per-sequence KV, ${ratio(l.genTokS, unified?.tg)} unified   (goal ≥ 0.9×)`);
+      console.log(`    ours vs batched-bench, CPU time:   ${lCpu(split?.cpu)} per-sequence KV, ${lCpu(unified?.cpu)} unified; ${(b.cpuStep / l.cpuStep).toFixed(2)}× the prebuilt's speed`);
+    }
     console.log(`  persona-vectors, whole call (with prompt)  ${tps(plain)}`);
     console.log(`  + capture, all ${BENCH_MODEL_CFG.nLayer + 1} layers                 ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
     console.log(`  + capture, one layer                       ${tps(median(t.captureOne))}   overhead ${pct(median(t.captureOne))}   (goal ≤ 3%)`);

@@ -1,7 +1,8 @@
 /**
  * The llama.cpp source of the pinned binaries, unpacked offline from the node-llama-cpp npm
  * tarball (its git bundle holds the exact release), cached under .cache/llama-src. Used by the FFI
- * layout check (headers) and the engine benchmark (llama.cpp's own llama-batched-bench).
+ * layout check (headers), the engine benchmark (llama.cpp's own llama-batched-bench) and
+ * `npm run build:llama` (the engine's libraries built here).
  */
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
@@ -9,6 +10,9 @@ import path from "node:path";
 import { BINARIES_VERSION } from "../src/engine/ffi/discover.js";
 
 export const LLAMA_SRC_CACHE = path.resolve(".cache/llama-src");
+
+/** Where `npm run build:llama` leaves the CPU backend it builds (PERSONA_CPU_BACKEND). */
+export const LOCAL_CPU_BACKEND = path.join(LLAMA_SRC_CACHE, "build-cpu", "bin", "libggml-cpu.so");
 
 export function sh(cmd: string, args: string[], cwd?: string): string {
   return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
@@ -24,4 +28,25 @@ export function fetchLlamaSource(): string {
   sh("tar", ["xzf", tgz], LLAMA_SRC_CACHE);
   sh("git", ["clone", "--quiet", path.join(LLAMA_SRC_CACHE, "package", "llama", "gitRelease.bundle"), src]);
   return src;
+}
+
+/**
+ * Configures and builds `targets` of that source in `buildDir`: CPU only, Release, without OpenMP
+ * like the prebuilt binaries, at nice 10 on 2 jobs (minutes).
+ */
+export function cmakeBuild(buildDir: string, targets: string[], flags: string[]): void {
+  const src = fetchLlamaSource();
+  const common = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_OPENMP=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF"];
+  const off = ["TESTS", "EXAMPLES", "SERVER", "APP"].map((w) => `-DLLAMA_BUILD_${w}=OFF`);
+  // Compiler warnings (many, from GCC's own intrinsics headers) are shown only when the build fails.
+  const run = (args: string[]) => {
+    try {
+      execFileSync("nice", ["-n", "10", "cmake", ...args], { stdio: ["ignore", "ignore", "pipe"], maxBuffer: 1 << 28 });
+    } catch (e) {
+      process.stderr.write(String((e as { stderr?: unknown }).stderr ?? "").slice(-20_000));
+      throw e;
+    }
+  };
+  run(["-S", src, "-B", buildDir, ...common, ...off, ...flags]);
+  run(["--build", buildDir, "-j2", ...targets.flatMap((t) => ["--target", t])]);
 }

@@ -4,7 +4,7 @@
  */
 import { availableParallelism, loadavg } from "node:os";
 import { PersonaError } from "../errors.js";
-import type { GpuChoice } from "./ffi/discover.js";
+import { checkCpuBackend, type GpuChoice } from "./ffi/discover.js";
 import type { LoraAdapter } from "./lora.js";
 import { Model } from "./Model.js";
 import { WorkerHost } from "./worker/host.js";
@@ -13,6 +13,13 @@ import type { LoadModelReply } from "./worker/protocol.js";
 export interface EngineOptions {
   /** Which llama.cpp build to use; GPU builds are opt-in installs. Defaults to env PERSONA_GPU or "auto". */
   gpu?: GpuChoice;
+  /**
+   * llama.cpp's CPU backend built here from the pinned source (`npm run build:llama`, which prints
+   * the path), loaded instead of the prebuilt CPU variants: faster batched decoding where the
+   * prebuilt compiler's code is slow. CPU build only. Defaults to env PERSONA_CPU_BACKEND, else the
+   * prebuilt variants. One process has one CPU backend: engines asking for another are refused.
+   */
+  cpuBackend?: string;
   /**
    * CPU threads for decoding. Defaults to env PERSONA_THREADS or the cores not busy with other work
    * (`defaultThreads`); a count above the number of cores is lowered to it, with a warning.
@@ -56,6 +63,13 @@ export const DEFAULT_POLL = 0;
 
 const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];
 
+/**
+ * The CPU backend this process loaded ("" for the prebuilt variants). Each engine loads llama.cpp
+ * in its own worker thread, but ggml's backend registry is one per process: the first engine's
+ * CPU backend is the one every later engine gets.
+ */
+let processCpuBackend: string | undefined;
+
 export class Engine implements AsyncDisposable {
   private readonly models = new Set<Model>();
   private disposed = false;
@@ -69,6 +83,13 @@ export class Engine implements AsyncDisposable {
   static async create(options: EngineOptions = {}): Promise<Engine> {
     const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
     if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
+    const backend = options.cpuBackend ?? (process.env.PERSONA_CPU_BACKEND || undefined);
+    if (backend !== undefined && (typeof backend !== "string" || backend === "")) throw new PersonaError("E_BAD_INPUT", "cpuBackend must be a non-empty path");
+    const cpuBackend = backend === undefined ? undefined : checkCpuBackend(backend);
+    if (processCpuBackend !== undefined && processCpuBackend !== (cpuBackend ?? "")) {
+      const name = (b: string) => (b === "" ? "the prebuilt CPU backend" : b);
+      throw new PersonaError("E_NATIVE", `this process already uses ${name(processCpuBackend)}; ${name(cpuBackend ?? "")} needs a process of its own`);
+    }
     const cores = availableParallelism();
     const requested = options.threads ?? (Number(process.env.PERSONA_THREADS) || defaultThreads(cores, loadavg()[0]!));
     // ggml.h GGML_MAX_N_THREADS; a larger count ended in std::bad_alloc thrown through the C API (abort).
@@ -86,7 +107,7 @@ export class Engine implements AsyncDisposable {
     const poll = options.poll ?? (envPoll ? Number(envPoll) : DEFAULT_POLL);
     if (!Number.isInteger(poll) || poll < 0 || poll > 100) throw new PersonaError("E_BAD_INPUT", `poll must be an integer in 0..100, got ${poll}`);
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
-    const host = new WorkerHost({ gpu, verbose: options.verbose ?? false, threads, poll }, onLog);
+    const host = new WorkerHost({ gpu, cpuBackend, verbose: options.verbose ?? false, threads, poll }, onLog);
     const engine = new Engine(host, threads);
     try {
       await engine.systemInfo(); // surfaces a missing library now, not at the first model
@@ -94,10 +115,12 @@ export class Engine implements AsyncDisposable {
       await host.close();
       throw e;
     }
+    processCpuBackend = cpuBackend ?? "";
     return engine;
   }
 
-  systemInfo(): Promise<{ variant: string; binsDir: string; system: string }> {
+  /** The llama.cpp build in use: package variant, its folder, the self-built CPU backend if any, llama.cpp's feature line. */
+  systemInfo(): Promise<{ variant: string; binsDir: string; cpuBackend?: string; system: string }> {
     return this.host.call({ op: "systemInfo" });
   }
 

@@ -3,7 +3,7 @@
  * packages. GPU packages are opt-in installs (`npm install @node-llama-cpp/linux-x64-cuda@3.21.1`);
  * file names differ between variants (`libllama.cuda.v0.4.0.so`), so files are found by pattern.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { PersonaError } from "../../errors.js";
@@ -16,6 +16,8 @@ export interface LibraryPaths {
   ggmlBase: string;
   ggml: string;
   llama: string;
+  /** A CPU backend module loaded instead of the variants in binsDir (`npm run build:llama`). */
+  cpuBackend?: string;
 }
 
 /** The llama.cpp build every variant must come from; the FFI layouts are checked against it. */
@@ -87,6 +89,30 @@ export function discoverLibraries(gpu: GpuChoice = "auto"): LibraryPaths {
     `no llama.cpp binaries found (looked for ${tried.join(", ")}); install one with ` +
       `npm install @node-llama-cpp/${candidates(gpu)[0]}@${BINARIES_VERSION}`,
   );
+}
+
+/** Written next to a CPU backend by `npm run build:llama`: which llama.cpp source it was built from. */
+export const CPU_BACKEND_STAMP = "persona-build.json";
+
+/**
+ * Checks a self-built CPU backend before native code loads it: a module of another llama.cpp
+ * source would disagree with the prebuilt libraries on internal structs and crash the process.
+ */
+export function checkCpuBackend(file: string): string {
+  const full = path.resolve(file);
+  const hint = "npm run build:llama builds one";
+  if (!existsSync(full)) throw new PersonaError("E_NO_LIBRARY", `CPU backend ${full} does not exist (${hint})`);
+  let source: unknown;
+  try {
+    source = (JSON.parse(readFileSync(path.join(path.dirname(full), CPU_BACKEND_STAMP), "utf8")) as { source?: unknown }).source;
+  } catch {
+    source = undefined;
+  }
+  const want = `node-llama-cpp@${BINARIES_VERSION}`;
+  if (source !== want) {
+    throw new PersonaError("E_NO_LIBRARY", `CPU backend ${full} is not known to be built from ${want}'s llama.cpp (no matching ${CPU_BACKEND_STAMP} beside it; ${hint})`);
+  }
+  return full;
 }
 
 export function isGpuVariant(variant: string): boolean {

@@ -355,6 +355,8 @@ function bind(paths: LibraryPaths) {
   return {
     // ggml
     ggml_backend_load_all_from_path: fn<(dir: string) => void>(ggml, "void ggml_backend_load_all_from_path(const char *dir_path)"),
+    ggml_backend_reg_count: fn<() => number>(ggml, "size_t ggml_backend_reg_count()"),
+    ggml_backend_load: fn<(path: string) => BackendRegHandle | null>(ggml, "void *ggml_backend_load(const char *path)"),
     ggml_backend_tensor_get: fn<(tensor: TensorHandle, data: Float32Array, offset: number, size: number) => void>(
       base,
       "void ggml_backend_tensor_get(void *tensor, _Out_ float *data, size_t offset, size_t size)",
@@ -619,12 +621,15 @@ let loaded: { api: LlamaApi; paths: LibraryPaths } | undefined;
 let logCallback: CallbackHandle | undefined;
 
 /**
- * Loads the three libraries once per thread, loads the backends from the same folder and routes
+ * Loads the three libraries once per thread, loads the backends from the same folder (or the
+ * self-built CPU backend) and routes
  * llama.cpp's log lines through `onLog` (dropped when absent, so the engine is quiet by default).
  */
 export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: string) => void): LlamaApi {
   if (loaded) {
-    if (loaded.paths.binsDir !== paths.binsDir) throw new PersonaError("E_NATIVE", `llama.cpp is already loaded from ${loaded.paths.binsDir}`);
+    if (loaded.paths.binsDir !== paths.binsDir || loaded.paths.cpuBackend !== paths.cpuBackend) {
+      throw new PersonaError("E_NATIVE", `llama.cpp is already loaded from ${loaded.paths.binsDir}${loaded.paths.cpuBackend ? ` with ${loaded.paths.cpuBackend}` : ""}`);
+    }
     return loaded.api;
   }
   const api = bind(paths);
@@ -633,7 +638,14 @@ export function loadLlama(paths: LibraryPaths, onLog?: (level: number, text: str
   logCallback = cb;
   api.llama_log_set(cb, null);
   api.ggml_log_set(cb, null);
-  api.ggml_backend_load_all_from_path(paths.binsDir);
+  // The backend registry belongs to the process: another engine's thread may have filled it.
+  if (api.ggml_backend_reg_count() === 0) {
+    if (paths.cpuBackend === undefined) {
+      api.ggml_backend_load_all_from_path(paths.binsDir); // picks the best CPU variant
+    } else if (isNull(api.ggml_backend_load(paths.cpuBackend))) {
+      throw new PersonaError("E_NO_LIBRARY", `llama.cpp could not load the CPU backend ${paths.cpuBackend}`);
+    }
+  }
   api.llama_backend_init();
   loaded = { api, paths };
   return api;

@@ -58,7 +58,7 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     case "scoreTree":
       return core.scoreTree(msg.modelId, msg.prompt, msg.paths);
     case "systemInfo":
-      return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, system: core.api.llama_print_system_info() };
+      return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, cpuBackend: core.libraries.cpuBackend, system: core.api.llama_print_system_info() };
     case "run": {
       const abort = new Int32Array(msg.abort);
       await core.run(
