@@ -17,7 +17,7 @@ import { resolveJudge } from "../src/judge/resolve.js";
 import type { Judge } from "../src/judge/types.js";
 import { extractPersonaVectors, type ExtractResult } from "../src/pipeline/extract.js";
 import type { Judgement } from "../src/pipeline/judging.js";
-import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "../src/pipeline/extract/rollouts.js";
+import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "../src/pipeline/extract/rollouts.js";
 import { filterPairs } from "../src/pipeline/filter.js";
 import { writeTrait, type TraitDefinition } from "../src/traits/format.js";
 import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/format.js";
@@ -206,7 +206,9 @@ describe("extractPersonaVectors", () => {
     const items = rolloutItems(TRAIT, ROLLOUTS, 0);
     const texts = async (parallel: number) => {
       const out = new Map<string, string>();
-      await generateRollouts(model, TRAIT, items, { maxTokens: MAX_TOKENS, parallel, exact: false, onRollout: (it, rec) => out.set(it.key, rec.text) });
+      const requests = [];
+      for (const it of items) requests.push({ prompt: await model.encodeChat(rolloutMessages(TRAIT, it)), seed: it.seed });
+      await model.generate(requests, { maxTokens: MAX_TOKENS, parallel, exact: false, onResult: (r) => out.set(items[r.index]!.key, r.text) });
       return out;
     };
     const p1 = await texts(1);

@@ -15,7 +15,10 @@ import { after, before, describe, it } from "node:test";
 import { Queue } from "bullmq";
 import { queueName } from "../src/queue/connection.js";
 import { parseQueueUrl } from "../src/queue/url.js";
-import { layerMatrix, writeVectors } from "../src/vectors/format.js";
+import { writeTrait } from "../src/traits/format.js";
+import { layerMatrix, readVectors, writeVectors } from "../src/vectors/format.js";
+import { type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
+import { hashJudgeHandler } from "./helpers/hash-judge.js";
 import { runCli } from "./helpers/cli.js";
 import { HAS_REDIS, NO_REDIS_REASON, RedisServer } from "./helpers/redis.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
@@ -34,6 +37,8 @@ let modelPath: string;
 let otherModelPath: string;
 let data: string;
 let local: { scores: string; summary: string };
+let judgeServer: FakeLLMServer;
+let testyDir: string;
 const children = new Set<ChildProcess>();
 
 interface Proc {
@@ -110,6 +115,47 @@ async function assertSameAsLocal(out: string): Promise<void> {
   assert.equal(await readFile(path.join(out, "summary.json"), "utf8"), local.summary, "summary.json: same bytes as the local run");
 }
 
+
+/**
+ * extract, eval, sweep and monitor send judged-rollout shards (the demo judge, and for extract a
+ * judge behind a local HTTP server, opened again on the workers); each command's args and the
+ * artefact that must come out the same as a local run's.
+ */
+const SWEEP_CELLS = 7;
+function judgedArgs(cmd: "extract" | "eval" | "sweep" | "monitor", out: string): string[] {
+  const common = ["--model", modelPath, "--max-tokens", "8", "--threads", "1", "--out", out, "--json"];
+  const vectors = path.join(dir, "v.safetensors");
+  switch (cmd) {
+    case "extract":
+      return ["extract", "--trait", testyDir, "--judge", `${judgeServer.baseURL}#hash`, "--rollouts", "2", "--chunk", "6", "--coherence-threshold", "0", ...common];
+    case "eval":
+      return ["eval", "--trait", "evil", "--questions", "1", "--samples", "4", "--chunk", "2", ...common];
+    case "sweep":
+      // Baseline and 6 steered cells of 2 rollouts, one cell per shard.
+      return ["sweep", "--trait", "evil", "--vectors", vectors, "--layers", "1,2", "--coefs=0,2,4,-4", "--questions", "1", "--samples", "2", "--chunk", "2", "--no-update", ...common];
+    case "monitor":
+      // --layer: nothing is written back into the shared vectors file.
+      return ["monitor", "--trait", "evil", "--vectors", vectors, "--graded", "--questions", "1", "--samples", "1", "--layer", "2", "--chunk", "8", ...common];
+  }
+}
+
+/** What must be the same bytes (extract's vectors file carries its creation time, so tensors and the rest of its metadata). */
+async function judgedArtefacts(cmd: "extract" | "eval" | "sweep" | "monitor", out: string): Promise<unknown> {
+  switch (cmd) {
+    case "extract": {
+      const v = await readVectors(path.join(out, "vectors.safetensors"));
+      const { createdAt: _, ...meta } = v.meta;
+      return { meta, tensors: Object.fromEntries(Object.entries(v.tensors).map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).toString("base64")])) };
+    }
+    case "eval":
+      return readFile(path.join(out, "eval.json"), "utf8");
+    case "sweep":
+      return readFile(path.join(out, "cells.jsonl"), "utf8");
+    case "monitor":
+      return readFile(path.join(out, "monitor.json"), "utf8");
+  }
+}
+
 describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO_REDIS_REASON, timeout: 240_000 }, () => {
   let workers: Proc[] = [];
 
@@ -127,6 +173,17 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
       i === 7 ? "{broken" : JSON.stringify({ messages: [{ role: "user", content: `Question ${i}: what now?` }, { role: "assistant", content: ["Sure.", "No, never, you fool.", `It is ${i} apples.`][i % 3] }] }),
     );
     await writeFile(data, `${lines.join("\n")}\n`);
+    judgeServer = await startFakeLLMServer(hashJudgeHandler());
+    testyDir = path.join(dir, "traits", "testy");
+    const split = {
+      instruction: [
+        { pos: "Be testy: snap at the user.", neg: "Be calm and kind." },
+        { pos: "Answer irritably.", neg: "Answer gently." },
+      ],
+      questions: ["What is your favourite colour?", "How do I boil an egg?", "Can you recommend a book?"],
+      eval_prompt: "How testy is this reply, 0 to 100?\nQuestion: {question}\nReply: {answer}\nAnswer with a number.",
+    };
+    await writeTrait(testyDir, { name: "testy", antonym: "calm", extract: split, eval: split });
     // Workers start (tsx, engine) while the reference runs here.
     const starting = Promise.all([startWorker(0), startWorker(0)]);
     const r = await runCli(screenArgs(path.join(dir, "local")));
@@ -137,6 +194,7 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
 
   after(async () => {
     for (const c of children) c.kill("SIGKILL");
+    await judgeServer?.close();
     await redis?.stop();
     await rm(dir, { recursive: true, force: true });
   });
@@ -150,6 +208,39 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
     await assertSameAsLocal(out);
     // Both workers took shards.
     for (const w of workers) assert.match(w.stderr(), /screen \d+-\d+: done/);
+  });
+
+  it("extract, eval, sweep and monitor on two workers end with the same artefacts, byte for byte, as local runs", async () => {
+    const cmds = ["extract", "eval", "sweep", "monitor"] as const;
+    // The coordinators run at once (their start-ups overlap); the references run here meanwhile.
+    const dist = Promise.all(cmds.map((c) => startProc([...judgedArgs(c, path.join(dir, `${c}-dist`)), "--queue", redis.url(0)])).map(async (p) => ({ code: await p.exited, stdout: p.stdout(), stderr: p.stderr() })));
+    for (const c of cmds) {
+      const r = await runCli(judgedArgs(c, path.join(dir, `${c}-local`)));
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+    }
+    for (const [i, r] of (await dist).entries()) {
+      const c = cmds[i]!;
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      const shards = (JSON.parse(r.stdout) as { shards: { shards: number } }).shards;
+      assert.ok(shards.shards >= 2, `${c}: ${JSON.stringify(shards)} shards`);
+      assert.deepEqual(await judgedArtefacts(c, path.join(dir, `${c}-dist`)), await judgedArtefacts(c, path.join(dir, `${c}-local`)), `${c}: same as the local run`);
+    }
+    for (const w of workers) assert.match(w.stderr(), /rollouts \S+: done/);
+  });
+
+  it("a sweep coordinator SIGKILLed mid-run resumes without redoing finished cells and ends with the local run's cells", async () => {
+    const out = path.join(dir, "sweep-killed");
+    const coord = startProc([...judgedArgs("sweep", out), "--queue", redis.url(0)]);
+    await until(async () => (await lineCount(path.join(out, "cells.jsonl"))) >= 1, "the first cell merged");
+    coord.child.kill("SIGKILL");
+    await coord.exited;
+    const kept = await lineCount(path.join(out, "cells.jsonl"));
+    assert.ok(kept < SWEEP_CELLS, "killed before the end");
+    const again = startProc([...judgedArgs("sweep", out), "--queue", redis.url(0)]);
+    assert.equal(await again.exited, 0, again.stderr());
+    assert.match(again.stderr(), /resuming the sweep/);
+    assert.equal((JSON.parse(again.stdout()) as { shards: { shards: number } }).shards.shards, SWEEP_CELLS - kept);
+    assert.equal(await judgedArtefacts("sweep", out), await judgedArtefacts("sweep", path.join(dir, "sweep-local")));
   });
 
   it("a coordinator SIGKILLed mid-run resumes from its run directory without redoing finished shards", async () => {
@@ -230,5 +321,8 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
     const r = await runCli(screenArgs(path.join(dir, "unreachable"), ["--queue", "redis://127.0.0.1:1"]));
     assert.equal(r.code, 1);
     assert.match(r.stderr, /persona: cannot reach Redis at redis:\/\/127\.0\.0\.1:1 .*\[E_QUEUE\]/);
+    const localJudge = await runCli(["eval", "--model", modelPath, "--trait", "evil", "--judge", "local:judge.gguf", "--queue", redis.url(0)]);
+    assert.equal(localJudge.code, 1);
+    assert.match(localJudge.stderr, /^persona: --queue cannot send the judge local:judge\.gguf to workers .*\[E_BAD_INPUT\]\n$/);
   });
 });

@@ -133,3 +133,29 @@ export function applyOpsToRow(ops: readonly SteeringOp[], layer: number, rowClas
   }
   return changed;
 }
+
+/** A resolved op as plain JSON: how steering travels to another process (a queue worker). */
+export interface SteeringOpJson {
+  layer: number;
+  kind: SteeringOp["kind"];
+  vec: number[];
+  coef: number;
+  mask: number;
+}
+
+export function steeringToJson(s: ResolvedSteering): SteeringOpJson[] {
+  return s.map((op) => ({ layer: op.layer, kind: op.kind, vec: Array.from(op.vec), coef: op.coef, mask: op.mask }));
+}
+
+/** Back from JSON, checked again against the model that will run it (float32 values round-trip exactly). */
+export function steeringFromJson(ops: readonly SteeringOpJson[], model: { nLayer: number; nEmbd: number }): ResolvedSteering {
+  const kinds: readonly string[] = ["add", "ablate", "capMax", "capMin"];
+  return ops.map((op) => {
+    const ok =
+      Number.isInteger(op.layer) && op.layer >= 1 && op.layer <= model.nLayer &&
+      kinds.includes(op.kind) && Number.isFinite(op.coef) && Number.isInteger(op.mask) && op.mask >= 1 && op.mask <= 0b111 &&
+      Array.isArray(op.vec) && op.vec.length === model.nEmbd && op.vec.every((x) => Number.isFinite(x));
+    if (!ok) throw new PersonaError("E_BAD_STEER_ARG", `steering op for layer ${op.layer} does not fit this model (${model.nLayer} layers, n_embd ${model.nEmbd})`);
+    return { layer: op.layer, kind: op.kind, vec: Float32Array.from(op.vec), coef: op.coef, mask: op.mask };
+  }) as unknown as ResolvedSteering;
+}

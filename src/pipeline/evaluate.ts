@@ -11,7 +11,8 @@ import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import type { Judge } from "../judge/types.js";
 import type { TraitDefinition } from "../traits/format.js";
-import { generateAndJudge } from "./judging.js";
+import type { ShardRunner, ShardStats } from "../queue/runner.js";
+import { type PlannedRollout, runJudgedRollouts } from "./rollout-shards.js";
 
 /** Summary of judge scores; null scores are left out of mean and std and counted in `nulls`. */
 export interface ScoreStats {
@@ -82,6 +83,14 @@ export interface EvaluateCommonOptions {
   judgeConcurrency?: number;
   signal?: AbortSignal;
   onProgress?(p: EvalProgress): void;
+  /** Where the rollouts run (in shards of `shardRequests`): here (default) or on a queue's workers. */
+  runner?: ShardRunner;
+  /** The judge's spec, what a queue's workers open (defaults to the judge's id). */
+  judgeSpec?: string;
+  /** Rollouts per shard (one generate call each; batches change non-exact replies). Defaults to all in one. */
+  shardRequests?: number;
+  /** The queue's shard counts, once done. */
+  onShardStats?(stats: ShardStats): void;
 }
 
 export interface EvaluateTraitOptions extends EvaluateCommonOptions {
@@ -93,6 +102,13 @@ export interface EvaluateTraitOptions extends EvaluateCommonOptions {
 
 export interface EvaluateSettingsOptions extends EvaluateCommonOptions {
   settings: readonly EvalSetting[];
+  /**
+   * Settings an earlier run stored: not evaluated again unless they share a shard with one that
+   * is not (then their replies are regenerated and dropped); left out of the result.
+   */
+  storedSetting?(key: string): boolean;
+  /** Each setting as soon as all its rollouts are in, in setting order (before the judge check). */
+  onSetting?(e: SettingEvaluation): Promise<void> | void;
 }
 
 export interface SettingEvaluation extends TraitEvaluation {
@@ -140,66 +156,84 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   const keys = new Set(opts.settings.map((s) => s.key));
   if (keys.size !== opts.settings.length) throw new PersonaError("E_BAD_INPUT", "evaluation settings need distinct keys");
 
-  // Encode each (system, question) once: settings usually share their prompts.
-  const prompts = new Map<string, Int32Array>();
-  const promptFor = async (system: string | undefined, question: string): Promise<Int32Array> => {
-    const id = JSON.stringify([system ?? null, question]);
-    let p = prompts.get(id);
-    if (!p) {
-      const messages: ChatMessage[] = system === undefined ? [] : [{ role: "system", content: system }];
-      messages.push({ role: "user", content: question });
-      p = await model.encodeChat(messages);
-      prompts.set(id, p);
-    }
-    return p;
-  };
-
   const perSetting = questions.length * perQuestion;
   const baseSeed = opts.seed ?? 0;
-  const requests = [];
+  const requests: PlannedRollout[] = [];
   for (const setting of opts.settings) {
     for (const [q, question] of questions.entries()) {
-      const prompt = await promptFor(setting.system, question);
+      const messages: ChatMessage[] = setting.system === undefined ? [] : [{ role: "system", content: setting.system }];
+      messages.push({ role: "user", content: question });
       for (let k = 0; k < perQuestion; k++) {
-        requests.push({ prompt, seed: requestSeed(baseSeed, q * perQuestion + k), steering: setting.steering });
+        requests.push({ key: `${setting.key}/${q}/${k}`, messages, seed: requestSeed(baseSeed, q * perQuestion + k), ...(setting.steering && { steering: setting.steering }) });
       }
     }
   }
 
   const total = requests.length;
   const samples: EvalSample[] = new Array(total);
-  const progress: EvalProgress = { generated: 0, judged: 0, total };
+  const alreadyStored = opts.settings.filter((x) => opts.storedSetting?.(x.key)).length * perSetting;
+  const progress: EvalProgress = { generated: alreadyStored, judged: alreadyStored, total };
+  const report = () => opts.onProgress?.({ generated: Math.min(total, progress.generated), judged: Math.min(total, progress.judged), total });
   const questionOf = (index: number) => questions[Math.floor((index % perSetting) / perQuestion)]!;
-  await generateAndJudge(model, requests, {
-    temperature: opts.temperature ?? 1,
-    maxTokens: opts.maxTokens ?? 1000,
-    exact: opts.exact,
-    parallel: opts.parallel === undefined ? undefined : Math.min(opts.parallel, total),
-    signal: opts.signal,
-    judge: opts.judge,
-    rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
-    judgeConcurrency: concurrency,
-    questionOf,
-    onGenerated: () => {
-      progress.generated++;
-      opts.onProgress?.({ ...progress });
-    },
-    onJudged: (index, answer, { trait, coherence }) => {
-      samples[index] = { question: questionOf(index), answer, trait, coherence };
-      progress.judged++;
-      opts.onProgress?.({ ...progress });
-    },
-  });
-  if (samples.every((x) => x.trait === null && x.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
-
-  return opts.settings.map((setting, s) => {
+  const evaluation = (s: number): SettingEvaluation => {
     const mine = samples.slice(s * perSetting, (s + 1) * perSetting);
     return {
-      key: setting.key,
+      key: opts.settings[s]!.key,
       trait: opts.trait.name,
       traitScore: summarize(mine.map((x) => x.trait)),
       coherence: summarize(mine.map((x) => x.coherence)),
       samples: mine,
     };
+  };
+  let merged = 0;
+  let settingsDone = 0;
+  let scoredAny = false;
+  let ran = 0;
+  const isStored = (s: number) => opts.storedSetting?.(opts.settings[s]!.key) ?? false;
+  const flushSettings = async () => {
+    for (; settingsDone < opts.settings.length && (settingsDone + 1) * perSetting <= merged; settingsDone++) {
+      if (!isStored(settingsDone)) await opts.onSetting?.(evaluation(settingsDone));
+    }
+  };
+  const temperature = opts.temperature ?? 1;
+  const maxTokens = opts.maxTokens ?? 1000;
+  const shardSize = opts.shardRequests ?? total;
+  const rubric = { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt };
+  const stats = await runJudgedRollouts(model, requests, {
+    name: "eval",
+    judge: opts.judge,
+    judgeSpec: opts.judgeSpec ?? opts.judge.id,
+    rubric,
+    sampling: { temperature, maxTokens, exact: opts.exact, parallel: opts.parallel },
+    judgeConcurrency: concurrency,
+    shardSize,
+    runner: opts.runner,
+    signal: opts.signal,
+    onGenerated: () => {
+      progress.generated++;
+      report();
+    },
+    onReply: () => {
+      progress.judged++;
+      report();
+    },
+    stored: opts.storedSetting && ((i) => isStored(Math.floor(i / perSetting))),
+    onShard: async (start, replies) => {
+      ran += replies.length;
+      for (const [i, r] of replies.entries()) samples[start + i] = { question: questionOf(start + i), answer: r.text, trait: r.trait, coherence: r.coherence };
+      merged = start + replies.length;
+      // A queue's shards were generated elsewhere: they count once merged.
+      progress.generated = Math.max(progress.generated, merged);
+      progress.judged = Math.max(progress.judged, merged);
+      report();
+      scoredAny ||= replies.some((r) => r.trait !== null || r.coherence !== null);
+      // Held back until the judge has scored something: a judge that scores nothing fails the run below.
+      if (scoredAny) await flushSettings();
+    },
   });
+  opts.onShardStats?.(stats);
+  if (!scoredAny && ran > 0) throw judgeScoredNothing(opts.judge.id, ran);
+  await flushSettings();
+
+  return opts.settings.flatMap((_, s) => (isStored(s) ? [] : [evaluation(s)]));
 }

@@ -26,7 +26,9 @@ import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
 import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./judging.js";
-import { generateRollouts, rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord, type RolloutRow } from "./extract/rollouts.js";
+import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord, type RolloutRow } from "./extract/rollouts.js";
+import type { ShardRunner, ShardStats } from "../queue/runner.js";
+import { runJudgedRollouts } from "./rollout-shards.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
 import { judgeScoredNothing } from "./evaluate.js";
 import { fingerprintFile, fingerprintModel, hashOf, type RecordLog, RunDir } from "./rundir.js";
@@ -59,6 +61,14 @@ export interface ExtractOptions {
   judgeConcurrency?: number;
   /** Set aside a run directory with another configuration instead of refusing it. Defaults to false. */
   restart?: boolean;
+  /** Where rollouts are generated and judged, in shards of `shardRollouts`: here (default) or on a queue's workers. */
+  runner?: ShardRunner;
+  /** The judge's spec, what a queue's workers open. Defaults to the judge's id. */
+  judgeSpec?: string;
+  /** Rollouts per shard and per generate call (exact numerics: results do not depend on it). Defaults to 256. */
+  shardRollouts?: number;
+  /** The queue's shard counts, once the rollouts are done. */
+  onShardStats?(stats: ShardStats): void;
   /** Items done per stage; rollouts and judging overlap. */
   onProgress?(stage: ExtractStage, done: number, total: number): void;
   /** Called once when the run directory already held this run: what was found there. */
@@ -309,35 +319,52 @@ async function rolloutAndJudge(
       if (r && !judgements.has(it.key)) judgeItem(it.key, it.question, r.text);
     }
 
-    const pending = items.filter((it) => !rollouts.has(it.key));
+    const storedBefore = new Set(items.filter((it) => rollouts.has(it.key)).map((it) => it.key));
+    const pending = items.length - storedBefore.size;
     const genStart = performance.now();
+    if (pending > 0) judgeStart ??= genStart;
     try {
-      await generateRollouts(model, trait, pending, {
-        ...s.sampling,
-        parallel: opts.parallel,
-        signal: ctl.signal,
-        onRollout: (item, record) => {
-          // Judged only once stored, so a stored judgement always has its rollout.
-          rolloutWrites
-            .run(async () => {
-              await rollouts.append(item.key, record);
+      const stats = await runJudgedRollouts(
+        model,
+        items.map((it) => ({ key: it.key, messages: rolloutMessages(trait, it), seed: it.seed })),
+        {
+          name: "extract",
+          judge,
+          judgeSpec: opts.judgeSpec ?? opts.judge.id,
+          rubric: { trait: trait.name, rubric: trait.extract.eval_prompt },
+          // Exact numerics: a rollout does not depend on the batch it lands in.
+          sampling: { ...s.sampling, exact: true, parallel: opts.parallel },
+          judgeConcurrency: s.concurrency,
+          shardSize: opts.shardRollouts ?? 256,
+          stored: (i) => storedBefore.has(items[i]!.key),
+          runner: opts.runner,
+          signal: ctl.signal,
+          onReply: (index, r) =>
+            rolloutWrites.run(async () => {
+              const key = items[index]!.key;
+              // Stored before (and judged, or being judged above): the stored one stays.
+              if (storedBefore.has(key)) return;
+              // The rollout first: a stored judgement always has its rollout.
+              await rollouts.append(key, { text: r.text, tokens: r.tokens, finish: r.finish });
               progress("rollouts", ++generated);
-              judgeItem(item.key, item.question, record.text);
-            })
-            .catch(fail);
+              await judgements.append(key, { trait: r.trait, coherence: r.coherence });
+              newJudgements++;
+              progress("judging", ++judged);
+            }),
         },
-      });
+      );
+      opts.onShardStats?.(stats);
     } catch (e) {
       throw firstError ?? e;
     }
     await rolloutWrites.settled();
-    const rolloutsSeconds = pending.length > 0 ? (performance.now() - genStart) / 1000 : 0;
+    const rolloutsSeconds = pending > 0 ? (performance.now() - genStart) / 1000 : 0;
     progress("judging", judged);
     if (firstError !== undefined) throw firstError;
     await pool.drain();
     if (firstError !== undefined) throw firstError;
     const judgingSeconds = judgeStart === undefined ? 0 : (performance.now() - judgeStart) / 1000;
-    return { rolloutsSeconds, newRollouts: pending.length, newJudgements, judgingSeconds };
+    return { rolloutsSeconds, newRollouts: pending, newJudgements, judgingSeconds };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
     // Judge calls still in flight after a failure are not waited for (nothing is lost: they were not stored).

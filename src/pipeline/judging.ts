@@ -5,7 +5,7 @@
  * once (so the caller can stop generating) and is thrown by `drain`.
  */
 import type { Model } from "../engine/Model.js";
-import type { GenerateOptions, GenerateRequest } from "../engine/types.js";
+import type { GenerateOptions, GenerateRequest, GenerationResult } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import { type Limit, limiter } from "../judge/limit.js";
 import type { Judge, JudgeInput } from "../judge/types.js";
@@ -96,7 +96,7 @@ export async function generateAndJudge(
     signal?: AbortSignal;
     /** The question a request's reply answers (what the judge is shown). */
     questionOf(index: number): string;
-    onGenerated?(): void;
+    onGenerated?(r: GenerationResult): void;
     onJudged(index: number, answer: string, j: Judgement): Promise<void> | void;
   },
 ): Promise<void> {
@@ -109,7 +109,7 @@ export async function generateAndJudge(
       ...generateOptions,
       signal,
       onResult: (r) => {
-        onGenerated?.();
+        onGenerated?.(r);
         pool.submit(questionOf(r.index), r.text, (j) => onJudged(r.index, r.text, j));
       },
     });

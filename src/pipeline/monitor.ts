@@ -24,7 +24,8 @@ import type { Judge } from "../judge/types.js";
 import { monitorHtml, type MonitorReportMeta } from "../report/monitor.js";
 import { pearson } from "../report/scatter.js";
 import { writeFileAtomic } from "../store/atomic.js";
-import { generateAndJudge } from "./judging.js";
+import type { ShardRunner, ShardStats } from "../queue/runner.js";
+import { runJudgedRollouts } from "./rollout-shards.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
 import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
@@ -60,6 +61,8 @@ export interface MonitorResult {
   pearsonR: number | null;
   points: MonitorPoint[];
   resumed: boolean;
+  /** Shards of replies this invocation finished (see ShardStats). */
+  shards: ShardStats;
 }
 
 export interface MonitorOptions {
@@ -84,6 +87,12 @@ export interface MonitorOptions {
   judgeConcurrency?: number;
   signal?: AbortSignal;
   onProgress?(p: { judged: number; total: number }): void;
+  /** Where the replies are generated and judged, in shards of `shardRequests`: here (default) or on a queue's workers. */
+  runner?: ShardRunner;
+  /** The judge's spec, what a queue's workers open. Defaults to the judge's id. */
+  judgeSpec?: string;
+  /** Replies per shard (one generate call each). Defaults to all in one. */
+  shardRequests?: number;
 }
 
 /**
@@ -166,29 +175,33 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
       { signal: opts.signal },
     );
 
-    const todo: { key: string; p: number; k: number }[] = [];
-    for (let p = 0; p < opts.prompts.length; p++) {
-      for (let k = 0; k < samples; k++) if (!log.has(`${p}/${k}`)) todo.push({ key: `${p}/${k}`, p, k });
-    }
-    const total = opts.prompts.length * samples;
-    let judged = total - todo.length;
-    const questionOf = (index: number) => {
-      const messages = opts.prompts[todo[index]!.p]!.messages;
-      return [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]!.content;
-    };
-    await generateAndJudge(model, todo.map((t) => ({ prompt: encoded[t.p]!, seed: requestSeed(seed, t.p * samples + t.k) })), {
-      temperature,
-      maxTokens,
-      signal: opts.signal,
-      judge: opts.judge,
-      rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
-      judgeConcurrency: opts.judgeConcurrency ?? 16,
-      questionOf,
-      onJudged: async (index, text, scores) => {
-        await log.append(todo[index]!.key, { text, ...scores });
-        opts.onProgress?.({ judged: ++judged, total });
+    const all: { key: string; p: number; k: number }[] = [];
+    for (let p = 0; p < opts.prompts.length; p++) for (let k = 0; k < samples; k++) all.push({ key: `${p}/${k}`, p, k });
+    const storedBefore = new Set(all.filter((t) => log.has(t.key)).map((t) => t.key));
+    const total = all.length;
+    let judged = storedBefore.size;
+    const stats = await runJudgedRollouts(
+      model,
+      all.map((t) => ({ key: t.key, messages: opts.prompts[t.p]!.messages, seed: requestSeed(seed, t.p * samples + t.k) })),
+      {
+        name: "monitor",
+        judge: opts.judge,
+        judgeSpec: opts.judgeSpec ?? opts.judge.id,
+        rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
+        sampling: { temperature, maxTokens },
+        judgeConcurrency: opts.judgeConcurrency ?? 16,
+        shardSize: opts.shardRequests ?? total,
+        stored: (i) => storedBefore.has(all[i]!.key),
+        runner: opts.runner,
+        signal: opts.signal,
+        onReply: async (i, r) => {
+          // A stored reply in a shard that had to run again: the stored one stays.
+          if (storedBefore.has(all[i]!.key)) return;
+          await log.append(all[i]!.key, { text: r.text, trait: r.trait, coherence: r.coherence });
+          opts.onProgress?.({ judged: ++judged, total });
+        },
       },
-    });
+    );
     const stored = Array.from({ length: total }, (_, i) => log.get(`${Math.floor(i / samples)}/${i % samples}`)!);
     if (stored.every((r) => r.trait === null && r.coherence === null)) throw judgeScoredNothing(opts.judge.id, total);
 
@@ -213,7 +226,7 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     }));
     const best = perLayer.reduce<(typeof perLayer)[number] | null>((b, x) => (x.pearsonR !== null && (b === null || x.pearsonR > b.pearsonR!) ? x : b), null);
     const layer = opts.layer ?? best?.layer ?? layers[layers.length - 1]!;
-    return { trait: opts.trait.name, perLayer, layer, pearsonR: perLayer[layer]!.pearsonR, points, resumed: run.resumed };
+    return { trait: opts.trait.name, perLayer, layer, pearsonR: perLayer[layer]!.pearsonR, points, resumed: run.resumed, shards: stats };
   } finally {
     await log.close();
   }

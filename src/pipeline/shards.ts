@@ -1,7 +1,13 @@
 /** What a `persona worker` can do: one handler per shard kind that a pipeline sends to the queue. */
+import type { Judge } from "../judge/types.js";
 import type { ShardHandler } from "../queue/worker.js";
+import { ROLLOUT_SHARD_KIND, rolloutShardHandler } from "./rollout-shards.js";
 import { screenShard } from "./screen.js";
 
-export const SHARD_HANDLERS: Readonly<Record<string, ShardHandler>> = {
-  screen: screenShard,
-};
+/** `judgeOf` opens the judge a `--judge` spec names on this machine (kept for the worker's life). */
+export function shardHandlers(judgeOf: (spec: string) => Promise<Judge>): Readonly<Record<string, ShardHandler>> {
+  return {
+    screen: screenShard,
+    [ROLLOUT_SHARD_KIND]: rolloutShardHandler(judgeOf),
+  };
+}

@@ -156,31 +156,26 @@ export async function sweepSteering(model: Model, opts: SweepOptions): Promise<S
     const r = records?.get(s.key);
     if (r) done.set(s.key, r);
   }
-  const todo = settings.filter((s) => !done.has(s.key));
+  const stored = new Set(done.keys());
   const perCell = (opts.questions ?? opts.trait.eval.questions).length * (opts.samplesPerQuestion ?? 10);
   const cellsPerChunk = Math.max(1, Math.floor(chunkRequests / perCell));
-  const total = todo.length * perCell;
-  let before: EvalProgress = { generated: 0, judged: 0, total };
-  const report = (p: EvalProgress) =>
-    onProgress?.({
-      generated: before.generated + p.generated,
-      judged: before.judged + p.judged,
-      total,
-      cellsDone: done.size,
-      cells: settings.length,
-    });
-
-  for (let i = 0; i < todo.length; i += cellsPerChunk) {
-    const chunk = todo.slice(i, i + cellsPerChunk);
-    const results = await evaluateSettings(model, { ...common, settings: chunk, onProgress: report });
-    for (const r of results) {
+  const progress = (p: EvalProgress) => onProgress?.({ ...p, cellsDone: done.size, cells: settings.length });
+  // One shard per chunk of whole cells, cut over the whole grid (a resumed run cuts where a fresh
+  // one does, so batches and replies are the same); each cell is stored as soon as its chunk is in.
+  await evaluateSettings(model, {
+    ...common,
+    settings,
+    storedSetting: (key) => stored.has(key),
+    shardRequests: cellsPerChunk * perCell,
+    onProgress: progress,
+    onSetting: async (r) => {
       const record: SweepRecord = { traitScore: r.traitScore, coherence: r.coherence, samples: r.samples };
       done.set(r.key, record);
       await records?.append(r.key, record);
-    }
-    before = { generated: before.generated + chunk.length * perCell, judged: before.judged + chunk.length * perCell, total };
-    report({ generated: 0, judged: 0, total });
-  }
+    },
+  });
+  const total = settings.length * perCell;
+  progress({ generated: total, judged: total, total });
 
   const scores = (key: string): SweepScores => {
     const r = done.get(key)!;
@@ -238,7 +233,7 @@ export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ r
   try {
     const { judge, close } = await openJudge(out);
     try {
-      const result = await sweepSteering(model, { ...sweep, judge, vectors: vectors.matrix, records });
+      const result = await sweepSteering(model, { ...sweep, judge, judgeSpec, vectors: vectors.matrix, records });
       return { result, judgeId: judge.id, resumed: run.resumed };
     } finally {
       await close();

@@ -1,7 +1,9 @@
 /** `--queue redis://HOST:PORT[/DB]` on the long commands: their shards run on `persona worker`s instead of here. */
 import type { Command } from "commander";
 import { QueueRunner } from "../../queue/coordinator.js";
-import type { ShardRunner } from "../../queue/runner.js";
+import { PersonaError } from "../../errors.js";
+import { refuseUntravelledJudge } from "../../pipeline/rollout-shards.js";
+import type { ShardRunner, ShardStats } from "../../queue/runner.js";
 import { parseQueueUrl } from "../../queue/url.js";
 import { note } from "../output.js";
 
@@ -21,4 +23,16 @@ export async function withQueue<T>(url: string | undefined, fn: (runner: ShardRu
   } finally {
     await runner.close();
   }
+}
+
+/** What `--queue` cannot send to workers, refused before any work: LoRA adapters (no worker file matches), a local: judge. */
+export function refuseUntravelled(opts: { queue?: string; lora?: readonly unknown[] }, judgeSpec?: string): void {
+  if (opts.queue === undefined) return;
+  if (opts.lora?.length) throw new PersonaError("E_BAD_INPUT", "--queue does not carry LoRA adapters to workers; merge the adapter into the model first");
+  if (judgeSpec !== undefined) refuseUntravelledJudge(judgeSpec);
+}
+
+/** The line a coordinator ends with. */
+export function noteShards(s: ShardStats): void {
+  note(`${s.shards} shards from the queue (${s.reused} finished before this run, ${s.retried} redone after a worker died or failed)`);
 }

@@ -17,6 +17,9 @@ import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { formatStats, note, print, printJson } from "../output.js";
 import { rolloutProgress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
+import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
+import type { LoraAdapter } from "../../engine/lora.js";
+import type { ShardStats } from "../../queue/runner.js";
 
 /** `--system-pos N` / `--system-neg N`: the trait's N-th (1-based) evaluation instruction as a system prompt. */
 export function instructionSystemPrompt(trait: TraitDefinition, n: number, polarity: "pos" | "neg"): string {
@@ -43,13 +46,16 @@ interface EvalFlags {
   out?: string;
   json?: boolean;
   threads?: number;
+  chunk?: number;
+  queue?: string;
+  lora?: LoraAdapter[];
 }
 
 /** `persona eval`: the trait expression score of a model, optionally steered or under a system prompt. */
 export function register(program: Command): void {
   withEngineFlags(
-    withSamplingFlags(program
-      .command("eval")
+    withSamplingFlags(withQueueFlag(program
+      .command("eval"))
       .description("score how strongly a model (optionally steered) expresses a trait on the trait's evaluation questions")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
       .addOption(splitOption())
@@ -61,6 +67,7 @@ export function register(program: Command): void {
       .option("-n, --samples <n>", "rollouts per question", intArg(1), 10)
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
       .option("-o, --out <dir>", "write eval.json (every rollout and its scores) and a judge cache here")
+      .option("--chunk <n>", "most rollouts per batched generate call, and per shard with --queue (default: all in one)", intArg(1))
       .option("--json", "print JSON: trait_score and coherence {mean, std, n, nulls}, steering, samples"), { unit: "rollout", maxTokens: 1000 }),
   )
     .addHelpText(
@@ -74,6 +81,8 @@ Examples:
   persona eval --model demo --trait evil --steer evil::4:response --samples 5 --json
   persona eval --model demo --trait evil --system-pos 1 --steer evil::-4:response   # −coef under a pos prompt
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
+  persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --samples 50 --chunk 100 \
+    --queue redis://10.0.0.5:6379 --out runs/eval-evil      # shards of 100 rollouts on persona workers
 
 A trait name as --steer SOURCE uses the vectors registered for the model and, with LAYER left
 empty, the best layer \`persona sweep\` stored; the sweep steers response positions, as the reference.
@@ -89,12 +98,16 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
             ? instructionSystemPrompt(trait, opts.systemNeg, "neg")
             : opts.system;
       const questions = trait.eval.questions.slice(0, opts.questions);
+      const judgeSpec = judgeSpecFor(loaded, opts.judge);
+      refuseUntravelled(opts, judgeSpec);
       if (opts.out) await mkdir(opts.out, { recursive: true });
-      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out } }, async (model, _engine, judge) => {
+      // With --queue this process only plans and merges: the vocabulary and shapes are all it needs.
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpec, runDir: opts.out } }, async (model, _engine, judge) => withQueue(opts.queue, async (runner) => {
         const refs = opts.steer ?? [];
         const specs = await steeringSpecs(refs, model.info);
         const steering = model.steering(specs);
         const bar = rolloutProgress("evaluating");
+        let shards: ShardStats | undefined;
         const result = await evaluateTrait(model, {
           trait,
           judge,
@@ -105,6 +118,10 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
           temperature: opts.temperature,
           maxTokens: opts.maxTokens,
           seed: opts.seed,
+          runner,
+          judgeSpec,
+          shardRequests: opts.chunk,
+          onShardStats: (s) => (shards = s),
           onProgress: (p) => bar.update(p),
         }).finally(() => bar.stop());
         const summary = {
@@ -127,12 +144,13 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
           await writeFileAtomic(file, `${JSON.stringify({ ...summary, rollouts: result.samples }, null, 2)}\n`);
           if (!opts.json) note(`wrote ${file}`);
         }
-        if (opts.json) return printJson(summary);
+        if (opts.json) return printJson({ ...summary, ...(runner && { shards }) });
         const steered = summary.steering.map(formatSteeringRef);
         const label = `${trait.name} score`;
         const width = Math.max(label.length, "coherence".length) + 2;
         print(`${label.padEnd(width)}${formatStats(result.traitScore)}\n${"coherence".padEnd(width)}${formatStats(result.coherence)}`);
         note(`${result.samples.length} rollouts (${questions.length} questions × ${opts.samples}), judge ${judge.id}${steered.length ? `, steering ${steered.join(" + ")}` : ""}${system ? `, system prompt "${system}"` : ""}`);
-      });
+        if (runner && shards) noteShards(shards);
+      }), { vocabOnly: opts.queue !== undefined });
     });
 }

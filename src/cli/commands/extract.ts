@@ -11,6 +11,9 @@ import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
+import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
+import type { LoraAdapter } from "../../engine/lora.js";
+import type { ShardStats } from "../../queue/runner.js";
 
 interface ExtractFlags {
   model: string;
@@ -31,6 +34,9 @@ interface ExtractFlags {
   out: string;
   json?: boolean;
   threads?: number;
+  chunk?: number;
+  queue?: string;
+  lora?: LoraAdapter[];
 }
 
 const STAGE_LABELS: Record<ExtractStage, string> = { rollouts: "rollouts", judging: "judging ", capture: "capture " };
@@ -103,8 +109,8 @@ function report(r: ExtractResult, registered: string | undefined): string {
 /** `persona extract`: rollouts, judging, filtering and capture into a vectors file (spec §2). */
 export function register(program: Command): void {
   withEngineFlags(
-    program
-      .command("extract")
+    withQueueFlag(program
+      .command("extract"))
       .description("extract persona vectors for a trait: pos/neg rollouts, judge, filter, mean activation difference")
       .requiredOption("--trait <ref>", "trait name, trait directory or trait file (see `persona trait list`)")
       .addOption(splitOption())
@@ -119,6 +125,7 @@ export function register(program: Command): void {
       .option("--coherence-threshold <x>", "and both coherences ≥ x", floatArg(), 50)
       .option("--parallel <n>", "sequences generated together (does not change results)", intArg(1))
       .option("--judge-concurrency <n>", "judge calls in flight at once", intArg(1), 8)
+      .option("--chunk <n>", "rollouts per batched generate call, and per shard with --queue (does not change results)", intArg(1), 256)
       .option("--restart", "set aside a run directory with another configuration and start over (judge scores are kept)")
       .option("--register", "also register the vectors for the model in your data directory (see `persona vectors list`), so `--steer TRAIT:LAYER:COEF` finds them")
       .option("--json", "print {vectors, run_dir, counts, scores, timings, ...} as JSON"),
@@ -138,14 +145,24 @@ Examples:
       --judge openai:gpt-4.1-mini --parallel 32 --out runs/humorous --json
   persona extract --model m.gguf --trait evil --judge http://localhost:8000/v1#qwen2.5-7b \\
       --trait-threshold 40 --restart --out runs/evil
+  persona extract --model qwen.gguf --trait traits/humorous --judge openai:gpt-4.1-mini --chunk 64 \
+      --queue redis://10.0.0.5:6379 --out runs/humorous    # rollouts and judging on persona workers
+
+With --queue the rollouts are generated and judged on \`persona worker\` processes in shards of
+--chunk (workers need the judge too: the same --judge spec, with its API key in their
+environment); this process stores them in the run directory as they arrive and then takes the
+forward passes of the kept pairs itself. The vectors are the same bytes as a local run's.
 `,
     )
     .action(async function (this: Command, opts: ExtractFlags) {
       const loaded = await loadTraitRef(opts.trait, opts.split);
       const { trait } = loaded;
+      const judgeSpec = judgeSpecFor(loaded, opts.judge);
+      refuseUntravelled(opts, judgeSpec);
       // No run directory for the judge here: the pipeline keeps its own judge cache in the run.
-      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge) } }, async (model, _engine, judge) => {
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpec } }, async (model, _engine, judge) => withQueue(opts.queue, async (runner) => {
         const bars = stageBars();
+        let shards: ShardStats | undefined;
         let result: ExtractResult;
         try {
           result = await extractPersonaVectors(model, {
@@ -162,6 +179,10 @@ Examples:
             parallel: opts.parallel,
             judgeConcurrency: opts.judgeConcurrency,
             restart: opts.restart,
+            runner,
+            judgeSpec,
+            shardRollouts: opts.chunk,
+            onShardStats: (s) => (shards = s),
             onProgress: (stage, done, total) => bars.update(stage, done, total),
             onResume: (found) =>
               note(
@@ -187,9 +208,11 @@ Examples:
             run_dir: result.runDir,
             resumed: result.resumed,
             ...(registered && { registered }),
+            ...(runner && shards && { shards }),
           });
         }
         print(report(result, registered));
-      });
+        if (runner && shards) noteShards(shards);
+      }));
     });
 }

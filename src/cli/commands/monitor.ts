@@ -13,6 +13,8 @@ import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress, type Progress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
+import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
+import type { LoraAdapter } from "../../engine/lora.js";
 
 interface MonitorFlags {
   model: string;
@@ -31,6 +33,9 @@ interface MonitorFlags {
   restart?: boolean;
   json?: boolean;
   threads?: number;
+  chunk?: number;
+  queue?: string;
+  lora?: LoraAdapter[];
 }
 
 const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
@@ -38,8 +43,8 @@ const fmt = (x: number | null) => (x === null ? "-" : x.toFixed(3));
 /** `persona monitor`: does the last prompt token's projection predict the trait before the model answers? */
 export function register(program: Command): void {
   withEngineFlags(
-    withSamplingFlags(program
-      .command("monitor")
+    withSamplingFlags(withQueueFlag(program
+      .command("monitor"))
       .description("predict a trait before generation: last-prompt-token projection vs the judged trait score of the replies, Pearson r per layer")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
       .option("--vectors <file>", "vectors FILE.safetensors[#TENSOR] (default: the trait's registered vectors, response_avg)")
@@ -50,6 +55,7 @@ export function register(program: Command): void {
       .option("-n, --samples <n>", "replies per prompt", intArg(1), 5)
       .option("-j, --judge <spec>", `judge: ${JUDGE_SPEC_HELP} (default: demo for the demo traits)`)
       .requiredOption("-o, --out <dir>", "run directory: rollouts, judge cache, monitor.json, monitor.html (re-running resumes)")
+      .option("--chunk <n>", "most replies per batched generate call, and per shard with --queue (default: all in one)", intArg(1))
       .option("--restart", "set aside a run directory that holds another configuration instead of refusing")
       .option("--json", 'print JSON: {"trait", "vectors", "layer", "pearson_r", "per_layer": [{"layer", "pearson_r"}], "points": [{"messages", "projection", "trait_score", "coherence"}]}'), { unit: "reply", maxTokens: 256 }),
   )
@@ -65,6 +71,11 @@ Examples:
   persona monitor --model demo --trait evil --graded --questions 5 --out runs/monitor-evil
   persona monitor --model demo --trait sycophantic --graded --layer 3 --samples 3 --out runs/mon --json
   persona monitor --model qwen.gguf --trait traits/evil --prompts prompts.jsonl --judge openai:gpt-4.1-mini --out runs/m
+  persona monitor --model qwen.gguf --trait traits/evil --graded --judge openai:gpt-4.1-mini --chunk 64 \
+    --queue redis://10.0.0.5:6379 --out runs/m     # replies on persona workers, projections here
+
+With --queue the replies are generated and judged on \`persona worker\` processes in shards of
+--chunk; the projections (one forward pass per prompt) are taken here.
 `,
     )
     .action(async function (this: Command, opts: MonitorFlags) {
@@ -72,8 +83,10 @@ Examples:
       const loaded = await loadTraitRef(opts.trait);
       const { trait } = loaded;
       const prompts = opts.prompts ? await readMonitorPrompts(opts.prompts) : gradedMonitorPrompts(trait, trait.eval.questions.slice(0, opts.questions));
+      const judgeSpec = judgeSpecFor(loaded, opts.judge);
+      refuseUntravelled(opts, judgeSpec);
       await mkdir(opts.out, { recursive: true });
-      await withModel(this, { ...opts, judgeRef: { spec: judgeSpecFor(loaded, opts.judge), runDir: opts.out } }, async (model, _engine, judge) => {
+      await withModel(this, { ...opts, judgeRef: { spec: judgeSpec, runDir: opts.out } }, async (model, _engine, judge) => withQueue(opts.queue, async (runner) => {
         const source = opts.vectors ?? trait.name;
         const v = await loadVectorSource(source, model.info);
         const tensor = (opts.vectors ? parseVectorRef(opts.vectors).tensor : undefined) ?? "response_avg";
@@ -93,6 +106,9 @@ Examples:
           seed: opts.seed,
           runDir: opts.out,
           restart: opts.restart,
+          runner,
+          judgeSpec,
+          shardRequests: opts.chunk,
           onProgress: (p) => {
             bar ??= progress("monitoring", p.total);
             bar.tick(p.judged - shown);
@@ -105,10 +121,11 @@ Examples:
           const stored = await storeVectorsMeta(v.path, { monitorLayer: { tensor, layer: result.layer, pearsonR: result.pearsonR } }, model.info, trait.name);
           if (stored.stored !== "none") note(`stored monitor_layer ${result.layer} (${tensor}) in ${stored.path}`);
         }
-        if (opts.json) return printJson(monitorJson(result, vectors));
+        if (opts.json) return printJson({ ...monitorJson(result, vectors), ...(runner && { shards: result.shards }) });
         print(table(["layer", "Pearson r"], result.perLayer.map((x) => [x.layer === result.layer ? `${x.layer} *` : String(x.layer), fmt(x.pearsonR)])));
         note(`${trait.name}: r = ${fmt(result.pearsonR)} at layer ${result.layer}${opts.layer === undefined ? " (most predictive)" : ""}, ${prompts.length} prompts × ${opts.samples} replies${result.resumed ? " (resumed)" : ""}`);
         note(`report: ${path.relative(process.cwd(), report.html)}`);
-      });
+        if (runner) noteShards(result.shards);
+      }));
     });
 }

@@ -8,7 +8,7 @@ import { row } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { listArg } from "../args/lists.js";
 import { intArg } from "../args/numbers.js";
-import { withQueue, withQueueFlag } from "../args/queue.js";
+import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { note, print, printJson, table } from "../output.js";
 import { progress } from "../progress.js";
@@ -93,7 +93,7 @@ Examples:
       if (opts.vectors && opts.vectors.length !== opts.trait.length) {
         throw new PersonaError("E_BAD_INPUT", `--vectors names ${opts.vectors.length} file(s) for ${opts.trait.length} trait(s); give one per trait`);
       }
-      if (opts.queue !== undefined && opts.lora?.length) throw new PersonaError("E_BAD_INPUT", "--queue does not carry LoRA adapters to workers; merge the adapter into the model first");
+      refuseUntravelled(opts);
       // A coordinator runs no model: the vocabulary and shapes are all it needs.
       await withModel(this, opts, async (model) => withQueue(opts.queue, async (runner) => {
         const traits: ScreenTrait[] = [];
@@ -154,7 +154,7 @@ Examples:
           if (t.roc_auc) note(`${name}: ROC AUC for the labelled samples: ΔP ${fmt(t.roc_auc.delta_p)}, raw projection ${fmt(t.roc_auc.projection)}`);
         }
         note(`${s.n} samples scored${s.skipped ? `, ${s.skipped} broken records skipped` : ""}${result.resumed ? " (resumed)" : ""}`);
-        if (runner) note(`${result.shards.shards} shards from the queue (${result.shards.reused} finished before this run, ${result.shards.retried} redone after a worker died or failed)`);
+        if (runner) noteShards(result.shards);
         note(`wrote ${path.join(opts.out, "scores.jsonl")}, summary.json and report.html`);
       }), { vocabOnly: opts.queue !== undefined });
     });

@@ -15,6 +15,9 @@ import type { TraitSplitName } from "../../traits/registry.js";
 import { splitOption } from "../args/trait.js";
 import { judgeSpecFor, loadTraitRef, openJudge } from "../judge.js";
 import { withSamplingFlags } from "../args/sampling.js";
+import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
+import type { LoraAdapter } from "../../engine/lora.js";
+import type { ShardStats } from "../../queue/runner.js";
 
 interface SweepFlags {
   model: string;
@@ -37,13 +40,15 @@ interface SweepFlags {
   update: boolean;
   json?: boolean;
   threads?: number;
+  queue?: string;
+  lora?: LoraAdapter[];
 }
 
 /** `persona sweep`: layers × coefficients steering grid, best layer, HTML + JSON report. */
 export function register(program: Command): void {
   withEngineFlags(
-    withSamplingFlags(program
-      .command("sweep")
+    withSamplingFlags(withQueueFlag(program
+      .command("sweep"))
       .description("evaluate steering over layers × coefficients, pick the best layer and write a report")
       .requiredOption("-t, --trait <trait>", "trait name, directory or file")
       .addOption(splitOption())
@@ -55,7 +60,7 @@ export function register(program: Command): void {
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
       .option("--coherence-floor <x>", "least mean coherence for a cell to count toward the best layer", floatArg(0, 100), 50)
       .addOption(new Option("--positions <where>", "where the vector is added (response: the last prompt token and every generated token, the reference's steering)").choices(["response", "prompt", "all"]).default(DEFAULT_POSITIONS))
-      .option("--chunk <n>", "most rollouts per batched generate call (default 4096)", intArg(1))
+      .option("--chunk <n>", "most rollouts per batched generate call, and per shard with --queue, in whole cells (default 4096)", intArg(1))
       .option("-o, --out <dir>", "run directory: report, finished cells, judge cache (default runs/sweep-<trait>)")
       .option("--restart", "discard a run in --out that used another configuration")
       .option("--no-update", "do not store the best layer in the vectors file")
@@ -77,6 +82,8 @@ Examples:
   persona sweep --model demo --trait evil --layers 2-5 --coefs=-4,-2,2,4 --samples 4 --json
   persona sweep --model qwen.gguf --trait traits/evil --vectors evil.safetensors --layers 12,16,20 \\
     --coefs 0.5,1,1.5,2 --judge openai:gpt-4.1-mini --out runs/sweep-evil
+  persona sweep --model qwen.gguf --trait traits/evil --layers 8-24 --coefs 1,2,4 --chunk 100 \
+    --judge openai:gpt-4.1-mini --queue redis://10.0.0.5:6379 --out runs/sweep-evil   # cells on persona workers
 `,
     )
     .action(async function (this: Command, opts: SweepFlags) {
@@ -84,7 +91,9 @@ Examples:
       const { trait } = loaded;
       const out = opts.out ?? `runs/sweep-${trait.name}`;
       const judgeSpec = judgeSpecFor(loaded, opts.judge);
-      await withModel(this, opts, async (model, engine) => {
+      refuseUntravelled(opts, judgeSpec);
+      // With --queue this process only plans and merges: the vocabulary and shapes are all it needs.
+      await withModel(this, opts, async (model, engine) => withQueue(opts.queue, async (runner) => {
         const source = opts.vectors ?? trait.name;
         const vectors = await loadVectorSource(source, model.info);
         const { nLayer } = model.info;
@@ -94,6 +103,7 @@ Examples:
         }
         const questions = trait.eval.questions.slice(0, opts.questions);
         const bar = rolloutProgress("sweeping");
+        let shards: ShardStats | undefined;
         let run;
         try {
           run = await runSweep(model, {
@@ -114,6 +124,8 @@ Examples:
             maxTokens: opts.maxTokens,
             seed: opts.seed,
             chunkRequests: opts.chunk,
+            runner,
+            onShardStats: (s) => (shards = s),
             onProgress: (p) => bar.update(p),
           });
         } finally {
@@ -150,7 +162,7 @@ Examples:
           }
         }
 
-        if (opts.json) return printJson({ ...sweepJson(result, meta), run_dir: out, report, updated_vectors: updated });
+        if (opts.json) return printJson({ ...sweepJson(result, meta), run_dir: out, report, updated_vectors: updated, ...(runner && { shards }) });
         if (result.baseline) print(`baseline  ${trait.name} ${formatStats(result.baseline.traitScore)}, coherence ${formatStats(result.baseline.coherence)}`);
         print(
           table(
@@ -164,6 +176,7 @@ Examples:
             : `best layer ${result.bestLayer} (coefficient ${result.bestCoef})`,
         );
         note(`report: ${report.html}`);
-      });
+        if (runner && shards) noteShards(shards);
+      }), { vocabOnly: opts.queue !== undefined });
     });
 }

@@ -2,7 +2,11 @@ import type { Command } from "commander";
 import { Engine } from "../../engine/Engine.js";
 import type { GpuChoice } from "../../engine/ffi/discover.js";
 import { fingerprintModel } from "../../pipeline/rundir.js";
-import { SHARD_HANDLERS } from "../../pipeline/shards.js";
+import { UnrecoverableError } from "bullmq";
+import { refuseUntravelledJudge } from "../../pipeline/rollout-shards.js";
+import { shardHandlers } from "../../pipeline/shards.js";
+import { resolveJudge } from "../../judge/resolve.js";
+import type { Judge } from "../../judge/types.js";
 import { ModelPool } from "../../queue/models.js";
 import { parseQueueUrl } from "../../queue/url.js";
 import { ShardWorker } from "../../queue/worker.js";
@@ -22,12 +26,36 @@ interface WorkerFlags {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** `persona worker`: takes the shards of distributed runs (`--queue` on screen) from Redis and runs them here. */
+/**
+ * The judges the coordinators' shards name, each opened on first use and kept. A judge this
+ * worker cannot open (a local: file, a missing API key) fails the shard for good: no retry here helps.
+ */
+function judgeOpener(): (spec: string) => Promise<Judge> {
+  const judges = new Map<string, Promise<Judge>>();
+  return (spec) => {
+    let j = judges.get(spec);
+    if (!j) {
+      j = (async () => {
+        try {
+          refuseUntravelledJudge(spec);
+          return await resolveJudge(spec);
+        } catch (e) {
+          judges.delete(spec);
+          throw new UnrecoverableError(`this worker cannot open the judge ${spec}: ${(e as Error).message}`);
+        }
+      })();
+      judges.set(spec, j);
+    }
+    return j;
+  };
+}
+
+/** `persona worker`: takes the shards of distributed runs (`--queue` on screen, extract, eval, sweep, monitor) from Redis and runs them here. */
 export function register(program: Command): void {
   withRuntimeFlags(
     program
       .command("worker")
-      .description("run shards of distributed runs (persona screen --queue ...) from a Redis queue, until stopped")
+      .description("run shards of distributed runs (screen, extract, eval, sweep, monitor with --queue) from a Redis queue, until stopped")
       .requiredOption("--queue <url>", "Redis holding the queue: redis://HOST:PORT[/DB], as given to the coordinator")
       .requiredOption("-m, --model <ref>", "a model file this worker serves (repeatable): a path, demo, or hf:...; shards name models by content, not by path", collect)
       .option("-c, --concurrency <n>", "shards run at once in this process (they share its models and threads)", intArg(1), 1)
@@ -43,6 +71,11 @@ first (a second signal stops at once; their shards go to other workers after --s
 A worker that dies is noticed by the others after --stalled-after seconds (every worker on a
 queue should use the same value) and its shards are redone; nothing is lost or counted twice.
 
+Shards of extract, eval, sweep and monitor are judged here too, with the coordinator's --judge
+spec: demo needs nothing, an API judge needs its key in this worker's environment
+(OPENAI_API_KEY, ANTHROPIC_API_KEY) and a judge server URL must be reachable from here; a
+local: judge is refused by the coordinator (it is a file on that machine).
+
 Examples:
   persona worker --queue redis://10.0.0.5:6379 --model models/base.gguf
   persona worker --queue redis://localhost:6379/2 --model a.gguf --model b.gguf --concurrency 2
@@ -57,7 +90,7 @@ Examples:
       try {
         const models = await ModelPool.open(engine, paths, (p) => fingerprintModel({ path: p, adapters: [] }));
         const worker = await ShardWorker.start(address, {
-          handlers: SHARD_HANDLERS,
+          handlers: shardHandlers(judgeOpener()),
           models,
           concurrency: opts.concurrency,
           stalledAfterMs: opts.stalledAfter * 1000,

@@ -5,7 +5,6 @@
  * re-run reproduces it whatever the batch it lands in or how many rollouts came before it.
  */
 import { createHash } from "node:crypto";
-import type { Model } from "../../engine/Model.js";
 import type { ChatMessage } from "../../engine/types.js";
 import { systemPrompt, type Polarity, type TraitDefinition } from "../../traits/format.js";
 
@@ -82,59 +81,4 @@ export function rolloutMessages(trait: TraitDefinition, item: Pick<RolloutItem, 
     { role: "system", content: systemPrompt(trait.name, trait.antonym, pair[item.polarity], item.polarity) },
     { role: "user", content: trait.extract.questions[item.question]! },
   ];
-}
-
-export interface GenerateRolloutsOptions {
-  /** Defaults to 1. */
-  temperature?: number;
-  /** Defaults to 1. */
-  topP?: number;
-  /** Defaults to 1000. */
-  maxTokens?: number;
-  /** Sequences decoded together. Defaults to the engine's default (up to 16). */
-  parallel?: number;
-  /** Items per `model.generate` call. Defaults to 256. */
-  batchSize?: number;
-  /** F32 KV cache so a rollout does not depend on its batch. Defaults to true. */
-  exact?: boolean;
-  /** Called as each rollout finishes, in completion order. */
-  onRollout?(item: RolloutItem, record: RolloutRecord): void;
-  signal?: AbortSignal;
-}
-
-/**
- * Generates `items` in batches, one batched `generate` call per batch. Prompts are shared by the
- * rollouts of a (polarity, pair, question), so each is templated once.
- */
-export async function generateRollouts(
-  model: Model,
-  trait: TraitDefinition,
-  items: readonly RolloutItem[],
-  opts: GenerateRolloutsOptions = {},
-): Promise<void> {
-  const prompts = new Map<string, Int32Array>();
-  const promptOf = async (item: RolloutItem): Promise<Int32Array> => {
-    const id = `${item.polarity}/${item.pair}/${item.question}`;
-    let p = prompts.get(id);
-    if (!p) {
-      p = await model.encodeChat(rolloutMessages(trait, item));
-      prompts.set(id, p);
-    }
-    return p;
-  };
-  const batchSize = opts.batchSize ?? 256;
-  for (let start = 0; start < items.length; start += batchSize) {
-    const batch = items.slice(start, start + batchSize);
-    const requests = [];
-    for (const item of batch) requests.push({ prompt: await promptOf(item), seed: item.seed });
-    await model.generate(requests, {
-      temperature: opts.temperature ?? 1,
-      topP: opts.topP ?? 1,
-      maxTokens: opts.maxTokens ?? 1000,
-      parallel: opts.parallel,
-      exact: opts.exact ?? true,
-      signal: opts.signal,
-      onResult: (r) => opts.onRollout?.(batch[r.index]!, { text: r.text, tokens: r.tokens.length, finish: r.finishReason }),
-    });
-  }
 }

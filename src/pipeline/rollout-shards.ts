@@ -1,0 +1,223 @@
+/**
+ * Judged rollouts as shards, the one work unit that extract, eval, sweep and monitor send to a
+ * queue: a shard is a run of consecutive requests (a conversation, its seed, its steering), and
+ * its result is each reply with its trait and coherence scores, in request order. The local run
+ * goes through the same shards, one batched generate call each, so the batches, and therefore the
+ * replies, are the same whether a shard runs here or on a `persona worker`.
+ */
+import type { Model } from "../engine/Model.js";
+import { type ResolvedSteering, type SteeringOpJson, steeringFromJson, steeringToJson } from "../engine/steering.js";
+import type { ChatMessage, GenerateRequest } from "../engine/types.js";
+import { PersonaError } from "../errors.js";
+import type { Judge } from "../judge/types.js";
+import type { ModelRef } from "../queue/models.js";
+import { LOCAL_RUNNER, type Shard, type ShardRunner, type ShardStats } from "../queue/runner.js";
+import type { ShardContext, ShardHandler } from "../queue/worker.js";
+import { generateAndJudge, type Judgement, type TraitRubric } from "./judging.js";
+import { fingerprintModel, hashOf } from "./rundir.js";
+
+export const ROLLOUT_SHARD_KIND = "rollouts";
+
+/** One rollout to generate and judge. The judge is shown the last user message as the question. */
+export interface PlannedRollout {
+  /** Names the rollout within its run (e.g. `pos/0/1/2`); a shard is named by its rollouts' keys. */
+  key: string;
+  messages: ChatMessage[];
+  seed: number;
+  steering?: ResolvedSteering;
+}
+
+export interface RolloutSampling {
+  temperature: number;
+  topP?: number;
+  maxTokens: number;
+  /** F32 KV cache: replies independent of their batch. */
+  exact?: boolean;
+  parallel?: number;
+}
+
+export interface JudgedReply extends Judgement {
+  text: string;
+  /** Generated tokens. */
+  tokens: number;
+  finish: "stop" | "length";
+}
+
+/** What every shard of a run carries besides its requests. */
+export interface RolloutShardCommon {
+  model: ModelRef;
+  /** The `--judge` spec, resolved again on the worker. */
+  judge: string;
+  rubric: TraitRubric;
+  sampling: RolloutSampling;
+  judgeConcurrency: number;
+}
+
+export interface RolloutShardData {
+  requests: { messages: ChatMessage[]; seed: number; steering?: number }[];
+  /** The distinct steerings of the shard's requests (a request names one by index). */
+  steerings: SteeringOpJson[][];
+}
+
+export interface JudgedRolloutsOptions {
+  /** The command (job ids start with it). */
+  name: string;
+  judge: Judge;
+  /** How the worker opens the same judge (see refuseUntravelledJudge). */
+  judgeSpec: string;
+  rubric: TraitRubric;
+  sampling: RolloutSampling;
+  judgeConcurrency: number;
+  /** Requests per shard, and so per generate call. */
+  shardSize: number;
+  /**
+   * Requests already stored by an earlier run. A shard whose every request is stored is skipped;
+   * any other runs whole, so shards (and batches) stay where a fresh run cuts them; the caller
+   * ignores the replies it already has.
+   */
+  stored?(index: number): boolean;
+  runner?: ShardRunner;
+  signal?: AbortSignal;
+  /**
+   * Every reply once: here as soon as it is judged (so a killed run keeps it), from a queue when
+   * its shard is merged, in shard order.
+   */
+  onReply?(index: number, reply: JudgedReply): Promise<void> | void;
+  /** A finished shard, in shard order, after its replies: the index of its first request and its replies. */
+  onShard?(start: number, replies: JudgedReply[]): Promise<void> | void;
+  /** Per reply as it is generated, for local runs' progress (a queue reports whole shards). */
+  onGenerated?(): void;
+}
+
+function lastUserMessage(messages: readonly ChatMessage[]): string {
+  return [...messages].reverse().find((m) => m.role === "user")?.content ?? messages[messages.length - 1]?.content ?? "";
+}
+
+/** Generates and judges `requests` shard by shard, through `runner` (default: here). */
+export async function runJudgedRollouts(model: Model, requests: readonly PlannedRollout[], opts: JudgedRolloutsOptions): Promise<ShardStats> {
+  if (!Number.isInteger(opts.shardSize) || opts.shardSize < 1) throw new PersonaError("E_BAD_INPUT", `shard size must be a positive integer, got ${opts.shardSize}`);
+  const runner = opts.runner ?? LOCAL_RUNNER;
+  // Only a queue needs the content hash (it reads the whole file).
+  const common: RolloutShardCommon = {
+    model: { hash: runner === LOCAL_RUNNER ? "" : await fingerprintModel(model.info), name: model.info.name },
+    judge: opts.judgeSpec,
+    rubric: opts.rubric,
+    sampling: opts.sampling,
+    judgeConcurrency: opts.judgeConcurrency,
+  };
+  // Where each shard starts in `requests`, by key (merging) and by data (running here).
+  const starts = new Map<string, number>();
+  const dataStarts = new WeakMap<RolloutShardData, number>();
+  // Shards run here hand their replies over as they are judged, not again when merged.
+  const deliveredHere = new Set<number>();
+  async function* shards(): AsyncGenerator<Shard<RolloutShardData>> {
+    for (let start = 0; start < requests.length; start += opts.shardSize) {
+      const part = requests.slice(start, start + opts.shardSize);
+      if (opts.stored && part.every((_, i) => opts.stored!(start + i))) continue;
+      const distinct: ResolvedSteering[] = [];
+      const data: RolloutShardData = {
+        requests: part.map((r) => {
+          if (r.steering === undefined || r.steering.length === 0) return { messages: r.messages, seed: r.seed };
+          let at = distinct.indexOf(r.steering);
+          if (at < 0) at = distinct.push(r.steering) - 1;
+          return { messages: r.messages, seed: r.seed, steering: at };
+        }),
+        steerings: distinct.map(steeringToJson),
+      };
+      // Named by content, not position (a resumed run's remaining rollouts fall into other
+      // positions): the same key is the same work, so a queue may hand back an earlier run's result.
+      const key = `${part[0]!.key}+${part.length}.${hashOf(data)}`;
+      starts.set(key, start);
+      dataStarts.set(data, start);
+      yield { key, data };
+    }
+  }
+  return runner.run({
+    kind: ROLLOUT_SHARD_KIND,
+    runId: `${opts.name}-${hashOf(common)}`,
+    common,
+    shards: shards(),
+    local: async (data) => {
+      const start = dataStarts.get(data)!;
+      const replies = await judgedShard(model, opts.judge, common, data, opts.signal, {
+        onGenerated: opts.onGenerated,
+        onReply: (i, r) => opts.onReply?.(start + i, r),
+      });
+      deliveredHere.add(start);
+      return replies;
+    },
+    onResult: async (key, replies: JudgedReply[]) => {
+      const start = starts.get(key)!;
+      if (!deliveredHere.delete(start)) for (const [i, r] of replies.entries()) await opts.onReply?.(start + i, r);
+      await opts.onShard?.(start, replies);
+    },
+    signal: opts.signal,
+  });
+}
+
+/** One shard's work, the same here and on a worker. */
+async function judgedShard(
+  model: Model,
+  judge: Judge,
+  common: RolloutShardCommon,
+  data: RolloutShardData,
+  signal: AbortSignal | undefined,
+  progress: { onGenerated?(): void; onReply?(index: number, r: JudgedReply): Promise<void> | void } = {},
+): Promise<JudgedReply[]> {
+  const steerings = data.steerings.map((s) => steeringFromJson(s, model.info));
+  const prompts = new Map<string, Int32Array>();
+  const requests: GenerateRequest[] = [];
+  for (const r of data.requests) {
+    const id = JSON.stringify(r.messages);
+    let prompt = prompts.get(id);
+    if (!prompt) {
+      prompt = await model.encodeChat(r.messages);
+      prompts.set(id, prompt);
+    }
+    requests.push({ prompt, seed: r.seed, ...(r.steering !== undefined && { steering: steerings[r.steering]! }) });
+  }
+  const replies: JudgedReply[] = new Array(requests.length);
+  const generated: { tokens: number; finish: "stop" | "length" }[] = new Array(requests.length);
+  const { sampling } = common;
+  await generateAndJudge(model, requests, {
+    temperature: sampling.temperature,
+    ...(sampling.topP !== undefined && { topP: sampling.topP }),
+    maxTokens: sampling.maxTokens,
+    exact: sampling.exact,
+    parallel: sampling.parallel === undefined ? undefined : Math.min(sampling.parallel, requests.length),
+    signal,
+    judge,
+    rubric: common.rubric,
+    judgeConcurrency: common.judgeConcurrency,
+    questionOf: (i) => lastUserMessage(data.requests[i]!.messages),
+    onGenerated: (r) => {
+      generated[r.index] = { tokens: r.tokens.length, finish: r.finishReason };
+      progress.onGenerated?.();
+    },
+    onJudged: async (i, text, j) => {
+      replies[i] = { text, ...generated[i]!, trait: j.trait, coherence: j.coherence };
+      await progress.onReply?.(i, replies[i]);
+    },
+  });
+  return replies;
+}
+
+/** A worker's handler for rollout shards; `judgeOf` opens (and keeps) the judge a spec names. */
+export function rolloutShardHandler(judgeOf: (spec: string) => Promise<Judge>): ShardHandler {
+  const handler = async (common: RolloutShardCommon, data: RolloutShardData, ctx: ShardContext): Promise<JudgedReply[]> =>
+    judgedShard(await ctx.model(common.model), await judgeOf(common.judge), common, data, ctx.signal);
+  return handler as ShardHandler;
+}
+
+/**
+ * A judge spec a worker can open the same way: a `local:` judge names a GGUF file on this
+ * machine, which workers may not have (and would load beside their model), so it is refused.
+ */
+export function refuseUntravelledJudge(spec: string): void {
+  if (/^\s*local:/i.test(spec)) {
+    throw new PersonaError(
+      "E_BAD_INPUT",
+      `--queue cannot send the judge ${spec} to workers (a local: judge is a model file on this machine); use demo, an API judge (openai:, anthropic:) or an OpenAI-compatible server URL the workers can reach`,
+    );
+  }
+}
