@@ -226,6 +226,7 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
       assert.deepEqual(await judgedArtefacts(c, path.join(dir, `${c}-dist`)), await judgedArtefacts(c, path.join(dir, `${c}-local`)), `${c}: same as the local run`);
     }
     for (const w of workers) assert.match(w.stderr(), /rollouts \S+: done/);
+    assert.ok(workers.some((w) => /capture \S+: done/.test(w.stderr())), "extract's forward passes ran on the workers");
   });
 
   it("a sweep coordinator SIGKILLed mid-run resumes without redoing finished cells and ends with the local run's cells", async () => {

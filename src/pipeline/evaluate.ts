@@ -209,7 +209,7 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
     shardSize,
     runner: opts.runner,
     signal: opts.signal,
-    onGenerated: () => {
+    onRollout: () => {
       progress.generated++;
       report();
     },

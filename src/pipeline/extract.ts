@@ -61,13 +61,16 @@ export interface ExtractOptions {
   judgeConcurrency?: number;
   /** Set aside a run directory with another configuration instead of refusing it. Defaults to false. */
   restart?: boolean;
-  /** Where rollouts are generated and judged, in shards of `shardRollouts`: here (default) or on a queue's workers. */
+  /**
+   * Where rollouts are generated and judged, in shards of `shardRollouts`, and the kept samples'
+   * forward passes taken, in shards of at most 64: here (default) or on a queue's workers.
+   */
   runner?: ShardRunner;
   /** The judge's spec, what a queue's workers open. Defaults to the judge's id. */
   judgeSpec?: string;
   /** Rollouts per shard and per generate call (exact numerics: results do not depend on it). Defaults to 256. */
   shardRollouts?: number;
-  /** The queue's shard counts, once the rollouts are done. */
+  /** The queue's shard counts, once per stage (rollouts, then capture). */
   onShardStats?(stats: ShardStats): void;
   /** Items done per stage; rollouts and judging overlap. */
   onProgress?(stage: ExtractStage, done: number, total: number): void;
@@ -339,14 +342,19 @@ async function rolloutAndJudge(
           stored: (i) => storedBefore.has(items[i]!.key),
           runner: opts.runner,
           signal: ctl.signal,
+          // Stored before (and judged, or being judged above): the stored one stays. A rollout is
+          // stored before its judgement, so a stored judgement always has its rollout.
+          onRollout: (index, r) =>
+            rolloutWrites.run(async () => {
+              const key = items[index]!.key;
+              if (storedBefore.has(key)) return;
+              await rollouts.append(key, r);
+              progress("rollouts", ++generated);
+            }),
           onReply: (index, r) =>
             rolloutWrites.run(async () => {
               const key = items[index]!.key;
-              // Stored before (and judged, or being judged above): the stored one stays.
               if (storedBefore.has(key)) return;
-              // The rollout first: a stored judgement always has its rollout.
-              await rollouts.append(key, { text: r.text, tokens: r.tokens, finish: r.finish });
-              progress("rollouts", ++generated);
               await judgements.append(key, { trait: r.trait, coherence: r.coherence });
               newJudgements++;
               progress("judging", ++judged);
@@ -392,6 +400,10 @@ async function captureKept(
   );
   progress("capture", 0, captureItems.length);
   return captureMeans(model, captureItems, {
+    // Shards of at most 64 samples (fewer with a smaller --chunk): forward passes are cheaper than rollouts.
+    chunk: Math.min(64, opts.shardRollouts ?? 64),
+    runner: opts.runner,
+    onShardStats: opts.onShardStats,
     ...(opts.signal && { signal: opts.signal }),
     onSample: (done, of) => progress("capture", done, of),
   });

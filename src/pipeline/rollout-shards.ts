@@ -36,12 +36,14 @@ export interface RolloutSampling {
   parallel?: number;
 }
 
-export interface JudgedReply extends Judgement {
+export interface GeneratedReply {
   text: string;
   /** Generated tokens. */
   tokens: number;
   finish: "stop" | "length";
 }
+
+export interface JudgedReply extends GeneratedReply, Judgement {}
 
 /** What every shard of a run carries besides its requests. */
 export interface RolloutShardCommon {
@@ -79,14 +81,18 @@ export interface JudgedRolloutsOptions {
   runner?: ShardRunner;
   signal?: AbortSignal;
   /**
-   * Every reply once: here as soon as it is judged (so a killed run keeps it), from a queue when
-   * its shard is merged, in shard order.
+   * Every reply once, generated and then judged: here as soon as it is (so a killed run, or one
+   * whose judge fails, keeps what it paid for), from a queue when its shard is merged, in order.
    */
+  onRollout?(index: number, reply: GeneratedReply): Promise<void> | void;
   onReply?(index: number, reply: JudgedReply): Promise<void> | void;
   /** A finished shard, in shard order, after its replies: the index of its first request and its replies. */
   onShard?(start: number, replies: JudgedReply[]): Promise<void> | void;
-  /** Per reply as it is generated, for local runs' progress (a queue reports whole shards). */
-  onGenerated?(): void;
+}
+
+/** How shards name `model` to workers; only a queue needs the content hash (it reads the file). */
+export async function shardModelRef(model: Model, runner: ShardRunner | undefined): Promise<ModelRef> {
+  return { hash: runner === undefined || runner === LOCAL_RUNNER ? "" : await fingerprintModel(model.info), name: model.info.name };
 }
 
 function lastUserMessage(messages: readonly ChatMessage[]): string {
@@ -97,9 +103,8 @@ function lastUserMessage(messages: readonly ChatMessage[]): string {
 export async function runJudgedRollouts(model: Model, requests: readonly PlannedRollout[], opts: JudgedRolloutsOptions): Promise<ShardStats> {
   if (!Number.isInteger(opts.shardSize) || opts.shardSize < 1) throw new PersonaError("E_BAD_INPUT", `shard size must be a positive integer, got ${opts.shardSize}`);
   const runner = opts.runner ?? LOCAL_RUNNER;
-  // Only a queue needs the content hash (it reads the whole file).
   const common: RolloutShardCommon = {
-    model: { hash: runner === LOCAL_RUNNER ? "" : await fingerprintModel(model.info), name: model.info.name },
+    model: await shardModelRef(model, runner),
     judge: opts.judgeSpec,
     rubric: opts.rubric,
     sampling: opts.sampling,
@@ -140,7 +145,7 @@ export async function runJudgedRollouts(model: Model, requests: readonly Planned
     local: async (data) => {
       const start = dataStarts.get(data)!;
       const replies = await judgedShard(model, opts.judge, common, data, opts.signal, {
-        onGenerated: opts.onGenerated,
+        onRollout: (i, r) => opts.onRollout?.(start + i, r),
         onReply: (i, r) => opts.onReply?.(start + i, r),
       });
       deliveredHere.add(start);
@@ -148,7 +153,12 @@ export async function runJudgedRollouts(model: Model, requests: readonly Planned
     },
     onResult: async (key, replies: JudgedReply[]) => {
       const start = starts.get(key)!;
-      if (!deliveredHere.delete(start)) for (const [i, r] of replies.entries()) await opts.onReply?.(start + i, r);
+      if (!deliveredHere.delete(start)) {
+        for (const [i, r] of replies.entries()) {
+          await opts.onRollout?.(start + i, { text: r.text, tokens: r.tokens, finish: r.finish });
+          await opts.onReply?.(start + i, r);
+        }
+      }
       await opts.onShard?.(start, replies);
     },
     signal: opts.signal,
@@ -162,7 +172,7 @@ async function judgedShard(
   common: RolloutShardCommon,
   data: RolloutShardData,
   signal: AbortSignal | undefined,
-  progress: { onGenerated?(): void; onReply?(index: number, r: JudgedReply): Promise<void> | void } = {},
+  hooks: { onRollout?(index: number, r: GeneratedReply): Promise<void> | void; onReply?(index: number, r: JudgedReply): Promise<void> | void } = {},
 ): Promise<JudgedReply[]> {
   const steerings = data.steerings.map((s) => steeringFromJson(s, model.info));
   const prompts = new Map<string, Int32Array>();
@@ -177,28 +187,38 @@ async function judgedShard(
     requests.push({ prompt, seed: r.seed, ...(r.steering !== undefined && { steering: steerings[r.steering]! }) });
   }
   const replies: JudgedReply[] = new Array(requests.length);
-  const generated: { tokens: number; finish: "stop" | "length" }[] = new Array(requests.length);
+  const generated: GeneratedReply[] = new Array(requests.length);
+  // Rollout hooks run in order with the judgements (which wait for them).
+  const stored: Promise<void>[] = new Array(requests.length);
   const { sampling } = common;
-  await generateAndJudge(model, requests, {
-    temperature: sampling.temperature,
-    ...(sampling.topP !== undefined && { topP: sampling.topP }),
-    maxTokens: sampling.maxTokens,
-    exact: sampling.exact,
-    parallel: sampling.parallel === undefined ? undefined : Math.min(sampling.parallel, requests.length),
-    signal,
-    judge,
-    rubric: common.rubric,
-    judgeConcurrency: common.judgeConcurrency,
-    questionOf: (i) => lastUserMessage(data.requests[i]!.messages),
-    onGenerated: (r) => {
-      generated[r.index] = { tokens: r.tokens.length, finish: r.finishReason };
-      progress.onGenerated?.();
-    },
-    onJudged: async (i, text, j) => {
-      replies[i] = { text, ...generated[i]!, trait: j.trait, coherence: j.coherence };
-      await progress.onReply?.(i, replies[i]);
-    },
-  });
+  try {
+    await generateAndJudge(model, requests, {
+      temperature: sampling.temperature,
+      ...(sampling.topP !== undefined && { topP: sampling.topP }),
+      maxTokens: sampling.maxTokens,
+      exact: sampling.exact,
+      parallel: sampling.parallel === undefined ? undefined : Math.min(sampling.parallel, requests.length),
+      signal,
+      judge,
+      rubric: common.rubric,
+      judgeConcurrency: common.judgeConcurrency,
+      questionOf: (i) => lastUserMessage(data.requests[i]!.messages),
+      onGenerated: (r) => {
+        generated[r.index] = { text: r.text, tokens: r.tokens.length, finish: r.finishReason };
+        stored[r.index] = Promise.resolve(hooks.onRollout?.(r.index, generated[r.index]!));
+        // Awaited by its judgement (or below); a failure reaches the caller through that await.
+        stored[r.index]!.catch(() => undefined);
+      },
+      onJudged: async (i, _text, j) => {
+        await stored[i];
+        replies[i] = { ...generated[i]!, trait: j.trait, coherence: j.coherence };
+        await hooks.onReply?.(i, replies[i]);
+      },
+    });
+  } finally {
+    // Nothing is written after the shard ends, even when its judge failed.
+    await Promise.allSettled(stored);
+  }
   return replies;
 }
 

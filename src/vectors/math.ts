@@ -97,6 +97,18 @@ export class RunningMean {
     this.n++;
   }
 
+  /** The running sum (a copy) and count, to send elsewhere and `merge` there. */
+  state(): { sum: Float64Array; n: number } {
+    return { sum: this.sum.slice(), n: this.n };
+  }
+
+  /** Adds another mean's samples by their sum and count: merged in a fixed order, the same bits on every machine. */
+  merge(sum: Float64Array, n: number): void {
+    if (sum.length !== this.size) throw new PersonaError("E_SHAPE", `RunningMean expects sums of length ${this.size}, got ${sum.length}`);
+    for (let i = 0; i < this.size; i++) this.sum[i]! += sum[i]!;
+    this.n += n;
+  }
+
   mean(): Float32Array {
     return Float32Array.from(this.mean64());
   }

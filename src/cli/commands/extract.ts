@@ -150,8 +150,9 @@ Examples:
 
 With --queue the rollouts are generated and judged on \`persona worker\` processes in shards of
 --chunk (workers need the judge too: the same --judge spec, with its API key in their
-environment); this process stores them in the run directory as they arrive and then takes the
-forward passes of the kept pairs itself. The vectors are the same bytes as a local run's.
+environment), and so are the forward passes of the kept pairs (shards of at most 64, whose
+float64 sums are merged in order); this process only stores results in the run directory (it
+loads the vocabulary only). The vectors are the same bytes as a local run's.
 `,
     )
     .action(async function (this: Command, opts: ExtractFlags) {
@@ -182,7 +183,8 @@ forward passes of the kept pairs itself. The vectors are the same bytes as a loc
             runner,
             judgeSpec,
             shardRollouts: opts.chunk,
-            onShardStats: (s) => (shards = s),
+            // Rollouts, then capture.
+            onShardStats: (s) => (shards = shards ? { shards: shards.shards + s.shards, reused: shards.reused + s.reused, retried: shards.retried + s.retried } : s),
             onProgress: (stage, done, total) => bars.update(stage, done, total),
             onResume: (found) =>
               note(
@@ -213,6 +215,6 @@ forward passes of the kept pairs itself. The vectors are the same bytes as a loc
         }
         print(report(result, registered));
         if (runner && shards) noteShards(shards);
-      }));
+      }), { vocabOnly: opts.queue !== undefined });
     });
 }
