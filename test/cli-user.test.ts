@@ -187,7 +187,7 @@ describe("help and summaries", () => {
       shiftLayer: 4,
       pearsonR: 0.9712,
       datasets: [{ name: "normal", shift: -3.2, traitScore: 0 }, { name: "I", shift: 32.1, traitScore: 31.8 }, { name: "II", shift: 58.3, traitScore: 81.3 }],
-      preventative: { layer: 2, coef: 6, plain: { traitScore: 81.3, coherence: 96.1, loss: 0.1333 }, steered: { traitScore: 28.8, coherence: 93.2, loss: 0.1531 } },
+      preventative: { steering: [{ layer: 2, coef: 2.3 }, { layer: 3, coef: 2.3 }], plain: { traitScore: 81.3, coherence: 96.1, loss: 0.1333 }, steered: { traitScore: 28.8, coherence: 93.2, loss: 0.1531 } },
     };
     const result = { traits: [row("evil"), { ...row("hallucinating"), finetuning }], failed: [], cosines: [{ a: "evil", b: "hallucinating", layer: 4, cosine: 0.123 }] } as unknown as DemoResult;
     const text = demoSummary(result);
@@ -199,7 +199,7 @@ describe("help and summaries", () => {
     assert.ok(text.split("\n").includes(MONITOR_LEGEND));
     // --full: one finetuning row per finetuned trait.
     assert.match(text, /^trait\s+shift r\s+at layer\s+score normal\/I\/II\s+II → prevented\s+coherence\s+loss$/m);
-    assert.match(text, /^hallucinating\s+0\.97\s+4\s+0\.0\/31\.8\/81\.3\s+81\.3 → 28\.8 \(L2 \+6\)\s+96\.1 → 93\.2\s+\+15%$/m);
+    assert.match(text, /^hallucinating\s+0\.97\s+4\s+0\.0\/31\.8\/81\.3\s+81\.3 → 28\.8 \(L2\+2\.3 L3\+2\.3\)\s+96\.1 → 93\.2\s+\+15%$/m);
     assert.ok(text.split("\n").includes(FINETUNE_LEGEND));
     assert.ok(text.includes("\nreports:\n  /abs/runs/demo/evil/sweep.html\n  /abs/runs/demo/evil/monitor.html\n"), text);
   });

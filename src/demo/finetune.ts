@@ -21,6 +21,29 @@ import { row, type LayerMatrix } from "../vectors/format.js";
 import { writeDemoDatasets } from "./datasets.js";
 import type { DemoTrait } from "./traits.js";
 
+/** coef·v added at `layer` (the vector's own row there) during training. */
+export interface PreventativeSteer {
+  layer: number;
+  coef: number;
+}
+
+/**
+ * Preventative steering per demo trait for II finetuning at the demo's defaults (300 rows, 2
+ * epochs, lr 1e-3, batch 4): the weakest setting that a sweep of layers and coefficients on the
+ * demo model found to cut the trait gained by at least half while the final training loss stays
+ * within 10 % of plain finetuning (evil 56 % at +9.5 %, sycophantic 55 % at +7.3 %, hallucinating
+ * 56 % at +9.4 %). The window is narrow: stronger steering cuts more and costs more loss (a single
+ * +6 at the steering layer cuts 65-70 % at +11-15 %), weaker misses the cut.
+ */
+export const DEMO_PREVENTATIVE: Readonly<Record<DemoTrait, readonly PreventativeSteer[]>> = {
+  evil: [
+    { layer: 2, coef: 2.3 },
+    { layer: 3, coef: 2.3 },
+  ],
+  sycophantic: [{ layer: 1, coef: 5 }],
+  hallucinating: [{ layer: 3, coef: 5.25 }],
+};
+
 export interface DemoFinetuneOptions {
   engine: Engine;
   /** The demo model (its file is the base of every finetune). */
@@ -30,10 +53,9 @@ export interface DemoFinetuneOptions {
   /** Projected on at `shiftLayer` for the shift (the monitor's most predictive layer). */
   shiftVectors: LayerMatrix;
   shiftLayer: number;
-  /** Added during II finetuning at `steerLayer` × `coef` (the steering layer). */
+  /** Added during II finetuning as `preventative` says. */
   steerVectors: LayerMatrix;
-  steerLayer: number;
-  coef: number;
+  preventative: readonly PreventativeSteer[];
   dir: string;
   /** Rows per dataset and passes over them. */
   rows: number;
@@ -57,21 +79,24 @@ export interface DemoFinetuneResult {
   /** Shift vs trait score over normal / I / II. */
   pearsonR: number | null;
   datasets: { name: string; shift: number; traitScore: number | null }[];
-  preventative: { layer: number; coef: number; plain: FinetunedArm; steered: FinetunedArm };
+  preventative: { steering: PreventativeSteer[]; plain: FinetunedArm; steered: FinetunedArm };
 }
 
 export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetuneResult> {
   const files = await writeDemoDatasets({ out: path.join(o.dir, "data"), traits: [o.trait.name as DemoTrait], rows: o.rows, mixed: [], seed: o.seed });
   const data = (name: string) => files.find((f) => f.name === name)!.path;
   /** Trains (or finds trained) one model; its file and last epoch's loss. */
+  // The settings name the files, so a rerun with other settings trains afresh instead of reusing.
+  const tag = `${o.rows}x${o.epochs}`;
+  const prevented = `II-prevented-${o.preventative.map((p) => `L${p.layer}+${p.coef}`).join("")}`;
   const train = async (name: string, steer: boolean): Promise<{ file: string; loss: number }> => {
-    const file = path.join(o.dir, `${name}.gguf`);
+    const file = path.join(o.dir, `${name}-${tag}.gguf`);
     const done = `${file}.json`;
     if (existsSync(done)) return JSON.parse(await readFile(done, "utf8")) as { file: string; loss: number };
     o.onStage?.(`finetuning ${name}`);
     const model = await o.engine.loadModel(o.base.info.path, { noMmap: true });
     try {
-      const steering = steer ? [{ vector: Float32Array.from(row(o.steerVectors, o.steerLayer)), layer: o.steerLayer, coef: o.coef, positions: "all" as const }] : [];
+      const steering = steer ? o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" as const })) : [];
       const r = await finetune({ model, data: data(steer ? "II" : name), out: file, epochs: o.epochs, learningRate: 1e-3, batch: 4, seed: o.seed, steering, resume: true });
       const out = { file, loss: r.train_loss[r.train_loss.length - 1]! };
       await writeFileAtomic(done, JSON.stringify(out));
@@ -81,7 +106,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
     }
   };
   const plain = [await train("normal", false), await train("I", false), await train("II", false)];
-  const steered = await train("II-preventative", true);
+  const steered = await train(prevented, true);
   o.onStage?.("shift");
   const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
   const shift = await measureShift({
@@ -94,7 +119,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
     layer: o.shiftLayer,
     runDir: path.join(o.dir, "shift"),
   });
-  o.onStage?.("evaluating II-preventative");
+  o.onStage?.(`evaluating ${prevented}`);
   const model = await o.engine.loadModel(steered.file);
   const e = await evaluateTrait(model, { ...common, trait: o.trait }).finally(() => model.dispose());
   const ii = shift.models[2]!;
@@ -103,8 +128,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
     pearsonR: shift.pearson_r,
     datasets: ["normal", "I", "II"].map((name, i) => ({ name, shift: shift.models[i]!.shift, traitScore: shift.models[i]!.trait_score })),
     preventative: {
-      layer: o.steerLayer,
-      coef: o.coef,
+      steering: o.preventative.map((p) => ({ ...p })),
       plain: { traitScore: ii.trait_score, coherence: ii.coherence, loss: plain[2]!.loss },
       steered: { traitScore: e.traitScore.mean, coherence: e.coherence.mean, loss: steered.loss },
     },

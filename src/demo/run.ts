@@ -23,7 +23,7 @@ import { loadTrait } from "../traits/registry.js";
 import { systemPrompt } from "../traits/format.js";
 import { readVectors, row, selectTensor, updateVectorsMeta } from "../vectors/format.js";
 import { cosine } from "../vectors/math.js";
-import { demoFinetune, type DemoFinetuneResult } from "./finetune.js";
+import { DEMO_PREVENTATIVE, demoFinetune, type DemoFinetuneResult, type PreventativeSteer } from "./finetune.js";
 import { DemoJudge } from "./judge.js";
 import "./register.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
@@ -48,10 +48,11 @@ export interface DemoOptions {
   /** Screening: rows of each demo dataset screened (normal, II, mixed-10). Defaults to 80. */
   screenRows?: number;
   /**
-   * The finetuning section: full-weight finetunes on `rows` rows (default 150) of each dataset for
-   * `epochs` passes (default 2), preventative steering at +`coef` (default 6) at the best layer.
+   * The finetuning section: full-weight finetunes on `rows` rows (default 300) of each dataset for
+   * `epochs` passes (default 2), preventative steering on II as `preventative` says (default: the
+   * demo's calibrated setting per trait, DEMO_PREVENTATIVE).
    */
-  full?: { engine: Engine; rows?: number; epochs?: number; coef?: number };
+  full?: { engine: Engine; rows?: number; epochs?: number; preventative?: readonly PreventativeSteer[] };
   onStage?(trait: DemoTrait, stage: string): void;
 }
 
@@ -200,10 +201,9 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         shiftVectors: selectTensor(vectors, "response_avg"),
         shiftLayer: monitored.layer,
         steerVectors: selectTensor(vectors, "response_avg"),
-        steerLayer: layer,
-        coef: opts.full.coef ?? 6,
+        preventative: opts.full.preventative ?? DEMO_PREVENTATIVE[name],
         dir: path.join(dir, "finetune"),
-        rows: opts.full.rows ?? 150,
+        rows: opts.full.rows ?? 300,
         epochs: opts.full.epochs ?? 2,
         questions,
         samples: common.samplesPerQuestion,

@@ -55,7 +55,7 @@ export function demoSummary(result: DemoResult): string {
         f.pearsonR === null ? "-" : f.pearsonR.toFixed(2),
         String(f.shiftLayer),
         f.datasets.map((d) => fmt(d.traitScore)).join("/"),
-        `${fmt(p.plain.traitScore)} → ${fmt(p.steered.traitScore)} (L${p.layer} +${p.coef})`,
+        `${fmt(p.plain.traitScore)} → ${fmt(p.steered.traitScore)} (${p.steering.map((x) => `L${x.layer}+${x.coef}`).join(" ")})`,
         `${fmt(p.plain.coherence)} → ${fmt(p.steered.coherence)}`,
         loss,
       ];

@@ -109,10 +109,11 @@ picks the best layer; steering with −coef at that layer under a pos system pro
 trait suppressed; monitoring correlates the last prompt token's projection on the trait's graded
 prompts with the judged score (r, layer); screening scores the demo datasets (normal, II,
 mixed-10) by ΔP at the best layer and gives the ROC AUC for finding the trait rows. With --full,
-each trait's model is also finetuned (full weights, 150 rows, 2 epochs) on normal, I and II data:
+each trait's model is also finetuned (full weights, 300 rows, 2 epochs) on normal, I and II data:
 the shift of each finetune along the persona vector (at the monitor's layer) against the trait it
-gained, and II finetuned with preventative steering (+6 at the best layer, evaluated unsteered)
-against plain II finetuning: trait score, coherence, final training loss. Run directories resume if interrupted; HTML reports land in --out.
+gained, and II finetuned with preventative steering (evaluated unsteered; per trait the weakest
+setting calibrated to cut the trait gained by half within 10 % of the loss, e.g. evil +2.3 at
+layers 2 and 3) against plain II finetuning: trait score, coherence, final training loss. Run directories resume if interrupted; HTML reports land in --out.
 
 Examples:
   persona demo
