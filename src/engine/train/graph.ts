@@ -121,8 +121,9 @@ export function buildLlamaGraph(
   // Grouped-query attention: each KV head repeated for its group of query heads, [a, b, headsKv, B]
   // → [a, b, heads, B] with query head h reading KV head h / group (llama.cpp's grouping), so that
   // the attention products broadcast nothing. ggml's backward of a product that broadcasts its
-  // first operand over heads gave attn_k a wrong gradient (an SGD step on it alone raised the
-  // loss) and asserts (ggml.c, MUL_MAT backward, ne[3] == 1) when a step holds several windows.
+  // first operand over heads asserts (ggml.c, MUL_MAT backward: ne[3] == 1) when a step holds
+  // several windows; folding the windows into the head axis avoids the assert but gave attn_k a
+  // wrong gradient (an SGD step on attn_k alone raised the loss).
   const group = hp.nHead / hp.nHeadKv;
   const repeatKv = (t: TensorHandle, a: number, b: number) =>
     group === 1 ? t : api.ggml_reshape_4d(ctx, api.ggml_repeat_4d(ctx, api.ggml_reshape_4d(ctx, t, a * b, 1, hp.nHeadKv, B), a * b, group, hp.nHeadKv, B), a, b, hp.nHead, B);
