@@ -149,12 +149,22 @@ describe("shipped files are read-only (user data directory)", () => {
 });
 
 describe("--steer modes", () => {
+  const gen = async (...steer: string[]) => {
+    const r = await runCli(["generate", "--model", "demo", "--prompt", "Tell me about your day.", "--max-tokens", "8", "--temperature", "0", "--json", "--threads", "1", ...steer]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout).samples[0].text as string;
+  };
+
+  it("a layer range A-B steers each of those layers, as one flag per layer does", async () => {
+    const ranged = await gen("--steer", "evil#prompt_last:2-3:6:all");
+    assert.equal(ranged, await gen("--steer", "evil#prompt_last:2:6:all", "--steer", "evil#prompt_last:3:6:all"));
+    assert.notEqual(ranged, await gen("--steer", "evil#prompt_last:2:6:all"));
+    const r = await runCli(["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:3-1:1"]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /layer range "3-1" runs backwards/);
+  });
+
   it("cap and cap-min reach the engine as activation capping: a threshold never crossed changes nothing, one crossed everywhere does", async () => {
-    const gen = async (...steer: string[]) => {
-      const r = await runCli(["generate", "--model", "demo", "--prompt", "Tell me about your day.", "--max-tokens", "8", "--temperature", "0", "--json", "--threads", "1", ...steer]);
-      assert.equal(r.code, 0, r.stderr);
-      return JSON.parse(r.stdout).samples[0].text as string;
-    };
     const plain = await gen();
     assert.equal(await gen("--steer", "evil:3:1e6:all:cap"), plain);
     assert.equal(await gen("--steer", "evil:3:-1e6:all:cap-min"), plain);

@@ -1,7 +1,8 @@
 /**
  * `--steer` flag grammar: SOURCE:LAYER:COEF[:POSITIONS[:MODE]]
  *   SOURCE    a vectors file (FILE.safetensors[#TENSOR], or a reference .pt) or a trait name
- *   LAYER     1..n_layer, or empty for the layer stored in the vectors' metadata (best layer)
+ *   LAYER     1..n_layer, A-B for every layer from A to B (one steering op each, e.g. CAFT's
+ *             ablation at every layer), or empty for the layer stored in the vectors' metadata
  *   COEF      a number (negative steers away from the trait)
  *   POSITIONS response (default) | prompt | all
  *   MODE      add (default) | ablate | cap (projection on v̂ at most COEF) | cap-min (at least COEF)
@@ -20,14 +21,15 @@ import type { SteeringRef } from "../../vectors/steer.js";
 export const DEFAULT_POSITIONS: Positions = "response";
 
 export const STEER_SYNTAX =
-  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|cap|cap-min]] with POSITIONS response (the default) | prompt | all; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap)";
+  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-4:1:all:ablate)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
 const MODES = ["add", "ablate", "cap", "cap-min"] as const;
 
 const isNumber = (s: string) => s.trim() !== "" && Number.isFinite(Number(s));
 
-export function parseSteeringRef(arg: string): SteeringRef {
+/** One steering ref per layer of the spec (several for a LAYER range A-B). */
+export function parseSteeringRef(arg: string): SteeringRef[] {
   // The caller names the flag or command and the text given.
   const bad = (why: string) => new PersonaError("E_BAD_STEER_ARG", `${why}; expected ${STEER_SYNTAX}`);
   const parts = arg.split(":");
@@ -50,14 +52,21 @@ export function parseSteeringRef(arg: string): SteeringRef {
   const source = parts.join(":");
   if (!source) throw bad("missing vectors file or trait name");
   if (!isNumber(coefText)) throw bad(`coefficient "${coefText}" is not a number`);
-  let layer: number | undefined;
+  let layers: (number | undefined)[] = [undefined];
   if (layerText !== "") {
-    layer = Number(layerText);
-    if (!Number.isInteger(layer) || layer < 0) throw bad(`layer "${layerText}" is not a non-negative integer`);
+    const range = /^(\d+)-(\d+)$/.exec(layerText);
+    if (range) {
+      const [a, b] = [Number(range[1]), Number(range[2])];
+      if (b < a) throw bad(`layer range "${layerText}" runs backwards`);
+      layers = Array.from({ length: b - a + 1 }, (_, i) => a + i);
+    } else {
+      const layer = Number(layerText);
+      if (!Number.isInteger(layer) || layer < 0) throw bad(`layer "${layerText}" is not a non-negative integer or a range A-B`);
+      layers = [layer];
+    }
   }
   const coef = Number(coefText);
-  if (mode === "cap-min") return { source, layer, coef, positions, mode: "cap", bound: "min" };
-  return { source, layer, coef, positions, mode };
+  return layers.map((layer) => (mode === "cap-min" ? { source, layer, coef, positions, mode: "cap", bound: "min" } : { source, layer, coef, positions, mode }));
 }
 
 /** A steering ref written back in the flag's grammar (an unknown layer reads "best"). */
@@ -69,7 +78,7 @@ export function formatSteeringRef(r: Omit<SteeringRef, "layer"> & { layer: numbe
 /** commander's repeatable-option collector; a malformed spec is a usage error naming the flag. */
 export function collectSteer(arg: string, previous: SteeringRef[] = []): SteeringRef[] {
   try {
-    return [...previous, parseSteeringRef(arg)];
+    return [...previous, ...parseSteeringRef(arg)];
   } catch (e) {
     if (e instanceof PersonaError) throw new InvalidArgumentError(e.message);
     throw e;

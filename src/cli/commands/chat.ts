@@ -31,7 +31,7 @@ interface ChatFlags {
   threads?: number;
 }
 
-function parseSteer(arg: string): SteeringRef {
+function parseSteer(arg: string): SteeringRef[] {
   try {
     return parseSteeringRef(arg);
   } catch (e) {
@@ -125,7 +125,7 @@ class ChatSession {
         break;
       case "/steer": {
         if (arg === "") throw new PersonaError("E_BAD_STEER_ARG", `usage: /steer ${STEER_SYNTAX}`);
-        const refs = [...this.refs, parseSteer(arg)];
+        const refs = [...this.refs, ...parseSteer(arg)];
         await this.conversation.setSteering(refs);
         this.refs = refs;
         note(`steering: ${refs.map(formatSteeringRef).join(" + ")}`);
