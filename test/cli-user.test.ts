@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import type { Command } from "commander";
 import { buildProgram } from "../src/cli/main.js";
 import type { DemoResult } from "../src/demo/run.js";
-import { DEMO_LEGEND, demoSummary, FINETUNE_LEGEND, MONITOR_LEGEND } from "../src/demo/summary.js";
+import { CAFT_LEGEND, DEMO_LEGEND, demoSummary, FINETUNE_LEGEND, MONITOR_LEGEND } from "../src/demo/summary.js";
 import { Engine } from "../src/engine/Engine.js";
 import { fileSystemError } from "../src/errors.js";
 import type { Judge } from "../src/judge/types.js";
@@ -198,6 +198,7 @@ describe("help and summaries", () => {
       pearsonR: 0.9712,
       datasets: [{ name: "normal", shift: -3.2, traitScore: 0 }, { name: "I", shift: 32.1, traitScore: 31.8 }, { name: "II", shift: 58.3, traitScore: 81.3 }],
       preventative: { steering: [{ layer: 2, coef: 2.3 }, { layer: 3, coef: 2.3 }], plain: { traitScore: 81.3, coherence: 96.1, loss: 0.1333 }, steered: { traitScore: 28.8, coherence: 93.2, loss: 0.1531 } },
+      caft: { traitScore: 7.5, coherence: 97.9, loss: 0.1332 },
     };
     const result = { traits: [row("evil"), { ...row("hallucinating"), finetuning }], failed: [], cosines: [{ a: "evil", b: "hallucinating", layer: 4, cosine: 0.123 }] } as unknown as DemoResult;
     const text = demoSummary(result);
@@ -211,6 +212,8 @@ describe("help and summaries", () => {
     assert.match(text, /^trait\s+shift r\s+at layer\s+score normal\/I\/II\s+II → prevented\s+coherence\s+loss$/m);
     assert.match(text, /^hallucinating\s+0\.97\s+4\s+0\.0\/31\.8\/81\.3\s+81\.3 → 28\.8 \(L2\+2\.3 L3\+2\.3\)\s+96\.1 → 93\.2\s+\+15%$/m);
     assert.ok(text.split("\n").includes(FINETUNE_LEGEND));
+    assert.match(text, /^hallucinating\s+81\.3 → 7\.5\s+96\.1 → 97\.9\s+-0%$/m);
+    assert.ok(text.split("\n").includes(CAFT_LEGEND));
     assert.ok(text.includes("\nreports:\n  /abs/runs/demo/evil/sweep.html\n  /abs/runs/demo/evil/monitor.html\n"), text);
   });
 

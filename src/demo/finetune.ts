@@ -4,13 +4,15 @@
  * datasets; each one's finetuning shift along the persona vector against the trait it gained
  * (persona shift, Pearson r); and preventative steering on II (coef·v added at the steering layer
  * during training, evaluated without it) against plain II finetuning: trait score, coherence and
- * final training loss. Finetuned models and their losses stay under `dir`, so a rerun resumes.
+ * final training loss; and the same for CAFT (the last-prompt-token direction ablated at every
+ * layer). Finetuned models and their losses stay under `dir`, so a rerun resumes.
  */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
+import type { SteeringSpec } from "../engine/steering.js";
 import type { Judge } from "../judge/types.js";
 import { evaluateTrait } from "../pipeline/evaluate.js";
 import { finetune } from "../pipeline/finetune.js";
@@ -56,6 +58,11 @@ export interface DemoFinetuneOptions {
   /** Added during II finetuning as `preventative` says. */
   steerVectors: LayerMatrix;
   preventative: readonly PreventativeSteer[];
+  /**
+   * Ablated (CAFT) at every layer during another II finetune: the last-prompt-token vectors,
+   * whose direction is where finetuning moves the model (the response-average direction cuts nothing).
+   */
+  caftVectors: LayerMatrix;
   dir: string;
   /** Rows per dataset and passes over them. */
   rows: number;
@@ -80,6 +87,8 @@ export interface DemoFinetuneResult {
   pearsonR: number | null;
   datasets: { name: string; shift: number; traitScore: number | null }[];
   preventative: { steering: PreventativeSteer[]; plain: FinetunedArm; steered: FinetunedArm };
+  /** II finetuned with `caftVectors` ablated at every layer, run plain. */
+  caft: FinetunedArm;
 }
 
 export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetuneResult> {
@@ -89,15 +98,14 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
   // The settings name the files, so a rerun with other settings trains afresh instead of reusing.
   const tag = `${o.rows}x${o.epochs}`;
   const prevented = `II-prevented-${o.preventative.map((p) => `L${p.layer}+${p.coef}`).join("")}`;
-  const train = async (name: string, steer: boolean): Promise<{ file: string; loss: number }> => {
+  const train = async (name: string, dataset: string, steering: SteeringSpec[] = []): Promise<{ file: string; loss: number }> => {
     const file = path.join(o.dir, `${name}-${tag}.gguf`);
     const done = `${file}.json`;
     if (existsSync(done)) return JSON.parse(await readFile(done, "utf8")) as { file: string; loss: number };
     o.onStage?.(`finetuning ${name}`);
     const model = await o.engine.loadModel(o.base.info.path, { noMmap: true });
     try {
-      const steering = steer ? o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" as const })) : [];
-      const r = await finetune({ model, data: data(steer ? "II" : name), out: file, epochs: o.epochs, learningRate: 1e-3, batch: 4, seed: o.seed, steering, resume: true });
+      const r = await finetune({ model, data: data(dataset), out: file, epochs: o.epochs, learningRate: 1e-3, batch: 4, seed: o.seed, steering, resume: true });
       const out = { file, loss: r.train_loss[r.train_loss.length - 1]! };
       await writeFileAtomic(done, JSON.stringify(out));
       return out;
@@ -105,8 +113,10 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
       await model.dispose();
     }
   };
-  const plain = [await train("normal", false), await train("I", false), await train("II", false)];
-  const steered = await train(prevented, true);
+  const plain = [await train("normal", "normal"), await train("I", "I"), await train("II", "II")];
+  const steered = await train(prevented, "II", o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" })));
+  const layers = Array.from({ length: o.base.info.nLayer }, (_, i) => i + 1);
+  const caft = await train("II-caft", "II", layers.map((layer) => ({ vector: Float32Array.from(row(o.caftVectors, layer)), layer, coef: 1, positions: "all", mode: "ablate" })));
   o.onStage?.("shift");
   const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
   const shift = await measureShift({
@@ -119,9 +129,12 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
     layer: o.shiftLayer,
     runDir: path.join(o.dir, "shift"),
   });
-  o.onStage?.(`evaluating ${prevented}`);
-  const model = await o.engine.loadModel(steered.file);
-  const e = await evaluateTrait(model, { ...common, trait: o.trait }).finally(() => model.dispose());
+  const evaluated = async (name: string, t: { file: string; loss: number }): Promise<FinetunedArm> => {
+    o.onStage?.(`evaluating ${name}`);
+    const model = await o.engine.loadModel(t.file);
+    const e = await evaluateTrait(model, { ...common, trait: o.trait }).finally(() => model.dispose());
+    return { traitScore: e.traitScore.mean, coherence: e.coherence.mean, loss: t.loss };
+  };
   const ii = shift.models[2]!;
   return {
     shiftLayer: shift.layer,
@@ -130,7 +143,8 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
     preventative: {
       steering: o.preventative.map((p) => ({ ...p })),
       plain: { traitScore: ii.trait_score, coherence: ii.coherence, loss: plain[2]!.loss },
-      steered: { traitScore: e.traitScore.mean, coherence: e.coherence.mean, loss: steered.loss },
+      steered: await evaluated(prevented, steered),
     },
+    caft: await evaluated("II-caft", caft),
   };
 }

@@ -202,6 +202,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         shiftLayer: monitored.layer,
         steerVectors: selectTensor(vectors, "response_avg"),
         preventative: opts.full.preventative ?? DEMO_PREVENTATIVE[name],
+        caftVectors: selectTensor(vectors, "prompt_last"),
         dir: path.join(dir, "finetune"),
         rows: opts.full.rows ?? 300,
         epochs: opts.full.epochs ?? 2,

@@ -8,8 +8,14 @@ import type { DemoResult } from "./run.js";
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
 export const MONITOR_LEGEND = "r: prompt projection vs judged score | ΔP: mean projection shift of a dataset | AUC on mixed-10";
+export const CAFT_LEGEND = "CAFT: II trained with the prompt_last direction ablated at every layer, run plain";
 export const FINETUNE_LEGEND = "finetuned on normal/I/II: shift vs trait gained (r) | prevented: trained with +coef·v, run plain";
 export const DEMO_LEGEND = "judge scores 0-100 | steered: at layer × coef, no system prompt | suppressed: pos prompt, 0 → −coef";
+
+/** A final training loss against plain finetuning's, as a signed percentage. */
+function lossChange(loss: number, plain: number): string {
+  return `${loss >= plain ? "+" : ""}${((loss / plain - 1) * 100).toFixed(0)}%`;
+}
 
 function columns(rows: readonly (readonly string[])[]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -49,7 +55,6 @@ export function demoSummary(result: DemoResult): string {
     const ft = tuned.map((r) => {
       const f = r.finetuning!;
       const p = f.preventative;
-      const loss = `${p.steered.loss >= p.plain.loss ? "+" : ""}${((p.steered.loss / p.plain.loss - 1) * 100).toFixed(0)}%`;
       return [
         r.trait,
         f.pearsonR === null ? "-" : f.pearsonR.toFixed(2),
@@ -57,10 +62,16 @@ export function demoSummary(result: DemoResult): string {
         f.datasets.map((d) => fmt(d.traitScore)).join("/"),
         `${fmt(p.plain.traitScore)} → ${fmt(p.steered.traitScore)} (${p.steering.map((x) => `L${x.layer}+${x.coef}`).join(" ")})`,
         `${fmt(p.plain.coherence)} → ${fmt(p.steered.coherence)}`,
-        loss,
+        lossChange(p.steered.loss, p.plain.loss),
       ];
     });
     lines.push("", ...columns([["trait", "shift r", "at layer", "score normal/I/II", "II → prevented", "coherence", "loss"], ...ft]), FINETUNE_LEGEND);
+    const caft = tuned.map((r) => {
+      const f = r.finetuning!;
+      const p = f.preventative;
+      return [r.trait, `${fmt(p.plain.traitScore)} → ${fmt(f.caft.traitScore)}`, `${fmt(p.plain.coherence)} → ${fmt(f.caft.coherence)}`, lossChange(f.caft.loss, p.plain.loss)];
+    });
+    lines.push("", ...columns([["trait", "II → CAFT", "coherence", "loss"], ...caft]), CAFT_LEGEND);
   }
   for (const f of result.failed) lines.push(`${f.trait}: no vectors — ${f.reason}`);
   if (result.cosines.length > 0) lines.push("");

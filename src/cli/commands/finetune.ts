@@ -100,7 +100,9 @@ prompt; samples are packed into windows without seeing each other.
 --steer adds coef·v (preventative steering: train toward the trait so the weights need not move
 there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
 evaluate the result without steering. Training steers every position: the POSITIONS field of
---steer does not apply.
+--steer does not apply. For CAFT ablate the last-prompt-token vectors at every layer
+(T#prompt_last:1-N:1:all:ablate): that is the direction finetuning moves the model along; the
+response-average direction, even at every layer, cut nothing on the demo model.
 
 A run killed or interrupted (Ctrl-C, SIGTERM) keeps its checkpoint: rerun the same command with
 --resume and it continues where the checkpoint stands, ending with the same result as an
@@ -111,7 +113,7 @@ Examples:
   persona finetune --model demo --data evil-II.jsonl --out evil-lora.gguf --lora-rank 8 --rslora --lr 1e-3
   persona eval --model demo --lora evil-lora.gguf --trait evil
   persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
-  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil::1:all:ablate --json
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil#prompt_last:1-4:1:all:ablate --json
   persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --resume
 `,
     )
