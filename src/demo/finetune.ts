@@ -59,8 +59,8 @@ export interface DemoFinetuneOptions {
   steerVectors: LayerMatrix;
   preventative: readonly PreventativeSteer[];
   /**
-   * Ablated (CAFT) at every layer during another II finetune: the last-prompt-token vectors,
-   * whose direction is where finetuning moves the model (the response-average direction cuts nothing).
+   * Ablated (CAFT) at every layer during another II finetune: the last-prompt-token vectors, the
+   * direction the finetuning shift lies along (the response-average direction cuts nothing).
    */
   caftVectors: LayerMatrix;
   dir: string;

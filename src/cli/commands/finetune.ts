@@ -101,8 +101,11 @@ prompt; samples are packed into windows without seeing each other.
 there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
 evaluate the result without steering. Training steers every position: the POSITIONS field of
 --steer does not apply. For CAFT ablate the last-prompt-token vectors at every layer
-(T#prompt_last:1-N:1:all:ablate): that is the direction finetuning moves the model along; the
-response-average direction, even at every layer, cut nothing on the demo model.
+(T#prompt_last:1-N:1:all:ablate), the direction the finetuning shift lies along; the
+response-average direction, even at every layer, cut nothing on the demo model. Ablation also
+removes the base model's mean projection there, which sits on the trait's negative side, so
+training runs shifted toward the trait, as with preventative steering: the trait is learned for
+that state and mostly absent without it.
 
 A run killed or interrupted (Ctrl-C, SIGTERM) keeps its checkpoint: rerun the same command with
 --resume and it continues where the checkpoint stands, ending with the same result as an
