@@ -52,7 +52,7 @@ export const steerTarget: Target<SteerSeed> = {
     };
   },
   async run(c, env: RunEnv) {
-    const refs = (c.input as string[]).map(parseSteeringRef);
+    const refs = (c.input as string[]).flatMap((s) => parseSteeringRef(s));
     const engine = await env.engine();
     const model = await engine.loadModel("model.gguf");
     try {

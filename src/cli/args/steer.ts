@@ -58,6 +58,8 @@ export function parseSteeringRef(arg: string): SteeringRef[] {
     if (range) {
       const [a, b] = [Number(range[1]), Number(range[2])];
       if (b < a) throw bad(`layer range "${layerText}" runs backwards`);
+      // No model has this many layers; the cap keeps a typo from expanding into millions of ops.
+      if (b - a >= 1024) throw bad(`layer range "${layerText}" spans more than 1024 layers`);
       layers = Array.from({ length: b - a + 1 }, (_, i) => a + i);
     } else {
       const layer = Number(layerText);
