@@ -70,7 +70,7 @@ describe("persona generate", () => {
     const base = ["generate", "--model", modelPath, "--prompt", "x", "--max-tokens", "2"];
     const badSyntax = await persona(...base, "--steer", `${vectorsPath}:two:1`);
     assert.equal(badSyntax.code, 2, "a malformed flag is a usage error");
-    assert.match(badSyntax.stderr, /^persona: --steer ".*:two:1": layer "two" is not a non-negative integer; .*see `persona generate --help` \[E_USAGE\]\n$/);
+    assert.match(badSyntax.stderr, /^persona: --steer ".*:two:1": layer "two" is not a non-negative integer or a range A-B; .*see `persona generate --help` \[E_USAGE\]\n$/);
     const layer0 = await persona(...base, "--steer", `${vectorsPath}:0:1`);
     assert.equal(layer0.code, 1);
     assert.match(layer0.stderr, /layer 0.*E_SHAPE/);
