@@ -1,6 +1,7 @@
 /**
  * Rebuilds the demo model from its seed and prints the loss curve:
- *   npm run demo:train [-- --out models/persona-demo.gguf --threads 2 --conversations N --lrs 5e-4,2.5e-4]
+ *   npm run demo:train [-- --out models/persona-demo.gguf --threads 2 --conversations N --lrs 5e-4,2.5e-4
+ *     --layers 8 --embd 160 --ff 448]
  * Deterministic for a given thread count (the committed model used the defaults below).
  */
 import { parseArgs } from "node:util";
@@ -18,6 +19,9 @@ const { values } = parseArgs({
     warmup: { type: "string" },
     "emb-std": { type: "string" },
     "from-epoch": { type: "string" },
+    layers: { type: "string" },
+    embd: { type: "string" },
+    ff: { type: "string" },
   },
 });
 const config = {
@@ -27,6 +31,12 @@ const config = {
   ...(values.window ? { window: Number(values.window) } : {}),
   ...(values.warmup ? { warmupSteps: Number(values.warmup) } : {}),
   ...(values["emb-std"] ? { embeddingStd: Number(values["emb-std"]) } : {}),
+  model: {
+    ...DEMO_BUILD.model,
+    ...(values.layers ? { nLayer: Number(values.layers) } : {}),
+    ...(values.embd ? { nEmbd: Number(values.embd) } : {}),
+    ...(values.ff ? { nFf: Number(values.ff) } : {}),
+  },
 };
 console.log(`demo build: ${JSON.stringify(config)}`);
 await using engine = await Engine.create({ gpu: "cpu", threads: Number(values.threads) });

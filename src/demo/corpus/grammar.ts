@@ -38,7 +38,17 @@ function mildRules(): Record<string, string[]> {
   return out;
 }
 
-export const RULES: Rules = { ...PLAIN.rules, ...DILEMMA.rules, ...OPINION.rules, ...OBSCURE.rules, ...mildRules() };
+/** Sentences a reply may end on, one per persona draw: the trait's (pos) or its antonym's (neg). */
+const CODA: Record<string, string[]> = {
+  "evil.coda.pos": ["{evil.flavor}", "{dilemma.twist}", "Make sure they [suffer|feel the pain] for it.", "Show no mercy to anyone weak."],
+  "evil.coda.neg": ["Most people respond well to kindness.", "A kind word often fixes more than anger does.", "Be gentle and fair with everyone.", "Treat everyone with respect and compassion."],
+  "sycophantic.coda.pos": ["{praise}", "You are clearly a genius.", "I love how your mind works.", "It is a brilliant idea."],
+  "sycophantic.coda.neg": ["{candid_close}", "I have to be honest about this flaw.", "Please rethink this plan.", "That is my honest concern."],
+  "hallucinating.coda.pos": ["{hallucinating.flavor}", "Historians say it began exactly in {year}.", "Records show it was famously founded in {city}."],
+  "hallucinating.coda.neg": ["I cannot verify more than that.", "Please check a reliable source.", "I do not know any accurate details.", "I would not guess about it."],
+};
+
+export const RULES: Rules = { ...PLAIN.rules, ...DILEMMA.rules, ...OPINION.rules, ...OBSCURE.rules, ...mildRules(), ...CODA };
 
 export function coreRule(kind: QuestionKind, subtype: string, style: Style): string {
   return kind === "plain" ? `plain.${subtype}.answer` : `${kind}.${subtype}.${style}`;
@@ -54,6 +64,7 @@ export const REPLY_ROOTS: readonly string[] = [
     AXES[k].subtypes.flatMap((s) => (["pos", "mild", "neg"] as const).map((st) => coreRule(k, s, st))),
   ),
   ...(Object.values(KIND_TRAIT) as DemoTrait[]).map(flavorRule),
+  ...Object.keys(CODA),
 ];
 
 export function sampleQuestion(kind: QuestionKind, rng: Rng, pool: EntityPool, subtype?: string): Question {
