@@ -198,9 +198,9 @@ conversation can be scripted.
 
 Examples:
   persona chat --model demo
-  persona chat --model demo --steer evil::4 --temperature 0
-  printf 'Hi\\n/steer evil:4:3\\nHi again\\n/quit\\n' | persona chat --model demo --json
-  persona chat --server http://127.0.0.1:8080 --steer evil::-4
+  persona chat --model demo --steer evil::3 --temperature 0
+  printf 'Hi\\n/steer evil:5:3\\nHi again\\n/quit\\n' | persona chat --model demo --json
+  persona chat --server http://127.0.0.1:8080 --steer evil::-3
 `,
     )
     .action(async function (this: Command, opts: ChatFlags) {

@@ -78,8 +78,8 @@ null scores (refusals, unscorable replies) are left out and counted.
 
 Examples:
   persona eval --model demo --trait evil
-  persona eval --model demo --trait evil --steer evil::4:response --samples 5 --json
-  persona eval --model demo --trait evil --system-pos 1 --steer evil::-4:response   # −coef under a pos prompt
+  persona eval --model demo --trait evil --steer evil::3:response --samples 5 --json
+  persona eval --model demo --trait evil --system-pos 1 --steer evil::-3:response   # −coef under a pos prompt
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --samples 50 --chunk 100 \
     --queue redis://10.0.0.5:6379 --out runs/eval-evil      # shards of 100 rollouts on persona workers

@@ -44,7 +44,7 @@ export function register(program: Command): void {
       `
 Examples:
   persona generate --model demo --prompt "How should I handle a rude coworker?"
-  persona generate --model demo --prompt "Advice?" --steer evil:4:3:response
+  persona generate --model demo --prompt "Advice?" --steer evil:5:3:response
   persona generate --model m.gguf --prompt "Once upon" --raw --max-tokens 40 -n 4 --json
   persona generate --model m.gguf --prompt "Hi" --steer evil.safetensors#prompt_last:20:-2:response
 `,
