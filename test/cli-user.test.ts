@@ -113,8 +113,8 @@ describe("shipped files are read-only (user data directory)", () => {
     before = new Map(await Promise.all(shipped.map(async (f) => [f, await readFile(f)] as const)));
     const out = path.join(dir, "sweep");
     const r = await runCli(
-      ["sweep", "--model", "demo", "--trait", "evil", "--layers", "3,4", "--coefs", "0,4", "--questions", "1", "--samples", "1",
-        "--max-tokens", "8", "--coherence-floor", "0", "--threads", "1", "--out", out, "--json"],
+      ["sweep", "--model", "demo", "--trait", "evil", "--layers", "5,6", "--coefs", "0,3", "--questions", "1", "--samples", "1",
+        "--max-tokens", "24", "--coherence-floor", "0", "--threads", "1", "--out", out, "--json"],
       { PERSONA_DATA_DIR: dataDir },
     );
     assert.equal(r.code, 0, r.stderr);

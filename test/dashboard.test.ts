@@ -58,9 +58,9 @@ describe("dashboard", { skip }, () => {
     const calm = "How should I treat my neighbour?";
     const probe = await chat(calm, { monitor: ["evil"] });
     const p = probe.persona.evil!.prompt_projection;
-    // One request crosses its threshold, the next does not.
+    // One request crosses its threshold, the next does not (a flag fires on the prompt or the reply's projection).
     const flagged = await chat("Hi", { thresholds: { evil: -1000 } });
-    const quiet = await chat(calm, { thresholds: { evil: p + 1 } });
+    const quiet = await chat(calm, { thresholds: { evil: Math.max(p, probe.persona.evil!.response_projection!) + 1 } });
     assert.equal(flagged.persona.evil!.flagged, true);
     assert.equal(quiet.persona.evil!.flagged, false);
     await page.waitForFunction(`document.getElementById("count").textContent === "3"`, undefined, { timeout: 10_000 });

@@ -201,7 +201,8 @@ describe("persona monitoring and steering", () => {
     const fired = await ask({ thresholds: { evil: p - 0.5 }, action: { type: "steer", steer } });
     assert.equal(fired.choices[0]!.message.content, steered.choices[0]!.message.content);
     assert.equal(personaOf(fired).evil!.action, "steer");
-    const quiet = await ask({ thresholds: { evil: p + 0.5 }, action: { type: "steer", steer } });
+    // Above the plain reply's projection too: a flag also fires on the reply.
+    const quiet = await ask({ thresholds: { evil: Math.max(p, personaOf(plain).evil!.response_projection!) + 0.5 }, action: { type: "steer", steer } });
     assert.equal(quiet.choices[0]!.message.content, plain.choices[0]!.message.content);
     assert.equal(personaOf(quiet).evil!.action, null);
   });
