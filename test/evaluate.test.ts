@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -14,7 +14,7 @@ import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
 import { PersonaError } from "../src/errors.js";
 import type { Judge, JudgeInput } from "../src/judge/types.js";
-import { evaluateSettings, evaluateTrait, summarize } from "../src/pipeline/evaluate.js";
+import { evaluateSettings, evaluateTrait, evaluateTraitRun, summarize } from "../src/pipeline/evaluate.js";
 import { RunDir } from "../src/pipeline/rundir.js";
 import { pickBestLayer, type SweepCell, type SweepRecord, sweepSteering } from "../src/pipeline/sweep.js";
 import type { TraitDefinition } from "../src/traits/format.js";
@@ -143,6 +143,29 @@ describe("evaluateTrait / evaluateSettings", () => {
       },
     };
     await assert.rejects(evaluateTrait(model, { trait, judge: failing, ...GEN }), personaError("E_JUDGE"));
+  });
+
+  it("in a run directory, resumes an evaluation killed after its first shard without redoing it, and refuses other settings", async () => {
+    const opts = { trait, ...GEN, samplesPerQuestion: 3, shardRequests: 2 } as const;
+    const fresh = await evaluateTrait(model, { ...opts, judge: new TextJudge() });
+    const out = path.join(dir, "eval-run");
+    const stop = new Error("killed after the first shard");
+    await assert.rejects(
+      evaluateTraitRun(model, { ...opts, judge: new TextJudge(), out, onShardSamples: () => Promise.reject(stop) }),
+      (e) => e === stop,
+    );
+    const judge = new TextJudge();
+    const merged: number[] = [];
+    const resumed = await evaluateTraitRun(model, { ...opts, judge, out, onShardSamples: (start) => void merged.push(start) });
+    assert.equal(resumed.resumed, true);
+    assert.deepEqual(resumed.evaluation, fresh);
+    // 6 rollouts in shards of 2: the first was stored, only the other two ran (two judge calls a rollout).
+    assert.deepEqual(merged, [2, 4]);
+    assert.equal(judge.calls, 8);
+    const again = await evaluateTraitRun(model, { ...opts, judge, out, onShardSamples: (start) => void merged.push(start) });
+    assert.deepEqual(again.evaluation, fresh);
+    assert.deepEqual(merged, [2, 4]);
+    await assert.rejects(evaluateTraitRun(model, { ...opts, seed: 10, judge, out }), personaError("E_CONFIG_MISMATCH"));
   });
 });
 
@@ -276,6 +299,31 @@ describe("persona eval / sweep CLI", () => {
     assert.equal(again.code, 0, again.stderr);
     assert.deepEqual(JSON.parse(again.stdout).trait_score, j.trait_score);
     assert.equal(server.requests.length, 0);
+  });
+
+  it("eval --out resumes a run killed after a shard and writes the eval.json a fresh run writes", async () => {
+    const args = (out: string, ...more: string[]) =>
+      persona("eval", "--model", modelPath, "--trait", "evil", "--judge", judgeSpec, "--questions", "2", "--samples", "2", "--max-tokens", "6", "--chunk", "2", "--out", out, ...more);
+    const fresh = path.join(dir, "eval-fresh");
+    const killed = path.join(dir, "eval-killed");
+    for (const out of [fresh, killed]) assert.equal((await args(out)).code, 0);
+    // What a run killed after merging its first shard leaves: one stored shard, no eval.json.
+    const log = path.join(killed, "samples.jsonl");
+    const lines = (await readFile(log, "utf8")).split("\n").filter(Boolean);
+    assert.equal(lines.length, 2);
+    await writeFile(log, `${lines[0]}\n`);
+    await rm(path.join(killed, "eval.json"));
+    await rm(path.join(killed, "judge-cache.jsonl"));
+    server.reset();
+    const resumed = await args(killed);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resuming the evaluation in /);
+    assert.equal(server.requests.length, 4, "only the second shard's 2 rollouts are judged (trait and coherence)");
+    assert.equal(await readFile(path.join(killed, "eval.json"), "utf8"), await readFile(path.join(fresh, "eval.json"), "utf8"));
+    const other = await args(killed, "--seed", "3");
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, /holds an eval run with another configuration.*--restart.*E_CONFIG_MISMATCH/);
+    assert.equal((await args(killed, "--seed", "3", "--restart")).code, 0);
   });
 
   it("eval fails clearly without a judge for a non-demo trait and for a bad --system-pos", async () => {

@@ -122,6 +122,7 @@ async function assertSameAsLocal(out: string): Promise<void> {
  * artefact that must come out the same as a local run's.
  */
 const SWEEP_CELLS = 7;
+const EVAL_SHARDS = 6;
 function judgedArgs(cmd: "extract" | "eval" | "sweep" | "monitor", out: string): string[] {
   const common = ["--model", modelPath, "--max-tokens", "8", "--threads", "1", "--out", out, "--json"];
   const vectors = path.join(dir, "v.safetensors");
@@ -129,7 +130,8 @@ function judgedArgs(cmd: "extract" | "eval" | "sweep" | "monitor", out: string):
     case "extract":
       return ["extract", "--trait", testyDir, "--judge", `${judgeServer.baseURL}#hash`, "--rollouts", "2", "--chunk", "6", "--coherence-threshold", "0", ...common];
     case "eval":
-      return ["eval", "--trait", "evil", "--questions", "1", "--samples", "4", "--chunk", "2", ...common];
+      // EVAL_SHARDS shards of one rollout.
+      return ["eval", "--trait", "evil", "--questions", "1", "--samples", String(EVAL_SHARDS), "--chunk", "1", ...common];
     case "sweep":
       // Baseline and 6 steered cells of 2 rollouts, one cell per shard.
       return ["sweep", "--trait", "evil", "--vectors", vectors, "--layers", "1,2", "--coefs=0,2,4,-4", "--questions", "1", "--samples", "2", "--chunk", "2", "--no-update", ...common];
@@ -229,20 +231,34 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
     assert.ok(workers.some((w) => /capture \S+: done/.test(w.stderr())), "extract's forward passes ran on the workers");
   });
 
-  it("a sweep coordinator SIGKILLed mid-run resumes without redoing finished cells and ends with the local run's cells", async () => {
-    const out = path.join(dir, "sweep-killed");
-    const coord = startProc([...judgedArgs("sweep", out), "--queue", redis.url(0)]);
-    await until(async () => (await lineCount(path.join(out, "cells.jsonl"))) >= 1, "the first cell merged");
-    coord.child.kill("SIGKILL");
-    await coord.exited;
-    const kept = await lineCount(path.join(out, "cells.jsonl"));
-    assert.ok(kept < SWEEP_CELLS, "killed before the end");
-    const again = startProc([...judgedArgs("sweep", out), "--queue", redis.url(0)]);
-    assert.equal(await again.exited, 0, again.stderr());
-    assert.match(again.stderr(), /resuming the sweep/);
-    assert.equal((JSON.parse(again.stdout()) as { shards: { shards: number } }).shards.shards, SWEEP_CELLS - kept);
-    assert.equal(await judgedArtefacts("sweep", out), await judgedArtefacts("sweep", path.join(dir, "sweep-local")));
-  });
+  // Each keeps one record line per shard (a sweep's shard is one cell here). The eval run is not
+  // the one above (whose results Redis may still hold) and has more shards, so it is caught mid-run.
+  const RESUMED = [
+    { cmd: "sweep", log: "cells.jsonl", shards: SWEEP_CELLS, extra: [] },
+    { cmd: "eval", log: "samples.jsonl", shards: 16, extra: ["--seed", "7", "--samples", "16"] },
+  ] as const;
+  for (const { cmd, log, shards, extra } of RESUMED) {
+    it(`${cmd === "eval" ? "an eval" : "a sweep"} coordinator SIGKILLed mid-run resumes without redoing finished shards and ends with the local run's ${cmd === "sweep" ? "cells" : "eval.json"}`, async () => {
+      const out = path.join(dir, `${cmd}-killed`);
+      const args = [...judgedArgs(cmd, out), ...extra];
+      const coord = startProc([...args, "--queue", redis.url(0)]);
+      await until(async () => (await lineCount(path.join(out, log))) >= 1, "the first shard merged");
+      coord.child.kill("SIGKILL");
+      await coord.exited;
+      const kept = await lineCount(path.join(out, log));
+      assert.ok(kept < shards, "killed before the end");
+      const again = startProc([...args, "--queue", redis.url(0)]);
+      assert.equal(await again.exited, 0, again.stderr());
+      assert.match(again.stderr(), cmd === "sweep" ? /resuming the sweep/ : /resuming the evaluation/);
+      assert.equal((JSON.parse(again.stdout()) as { shards: { shards: number } }).shards.shards, shards - kept);
+      let reference = path.join(dir, `${cmd}-local`);
+      if (extra.length > 0) {
+        reference = path.join(dir, `${cmd}-local-resumed`);
+        assert.equal((await runCli([...judgedArgs(cmd, reference), ...extra])).code, 0);
+      }
+      assert.equal(await judgedArtefacts(cmd, out), await judgedArtefacts(cmd, reference));
+    });
+  }
 
   it("a coordinator SIGKILLed mid-run resumes from its run directory without redoing finished shards", async () => {
     const out = path.join(dir, "coord-killed");

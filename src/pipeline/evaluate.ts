@@ -6,13 +6,14 @@
  */
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
-import type { ResolvedSteering } from "../engine/steering.js";
+import { type ResolvedSteering, steeringToJson } from "../engine/steering.js";
 import type { ChatMessage } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import type { Judge } from "../judge/types.js";
 import type { TraitDefinition } from "../traits/format.js";
 import type { ShardRunner, ShardStats } from "../queue/runner.js";
 import { type PlannedRollout, runJudgedRollouts } from "./rollout-shards.js";
+import { fingerprintModel, hashOf, RunDir } from "./rundir.js";
 
 /** Summary of judge scores; null scores are left out of mean and std and counted in `nulls`. */
 export interface ScoreStats {
@@ -91,6 +92,10 @@ export interface EvaluateCommonOptions {
   shardRequests?: number;
   /** The queue's shard counts, once done. */
   onShardStats?(stats: ShardStats): void;
+  /** Rollouts an earlier run stored, by index: a shard whose every rollout is here is not run again. */
+  storedSamples?: ReadonlyMap<number, EvalSample>;
+  /** Each merged shard's samples (index of its first rollout), in shard order, before the judge check. */
+  onShardSamples?(start: number, samples: EvalSample[]): Promise<void> | void;
 }
 
 export interface EvaluateTraitOptions extends EvaluateCommonOptions {
@@ -133,6 +138,59 @@ export async function evaluateTrait(model: Model, opts: EvaluateTraitOptions): P
   return evaluation;
 }
 
+export interface EvaluateRunOptions extends EvaluateTraitOptions {
+  /** Run directory: created, or resumed when its configuration matches (see RunDir). */
+  out: string;
+  /** Set aside a run with another configuration instead of refusing. Defaults to false. */
+  restart?: boolean;
+  /** Called before any work when an earlier run is resumed. */
+  onResume?(runDir: string): void;
+}
+
+/**
+ * `evaluateTrait` in a run directory: the configuration (model fingerprint, trait, rubric,
+ * questions, steering, system prompt, judge spec, sampling, shard size) is hashed into run.json and
+ * each merged shard's samples are appended to samples.jsonl, so a killed evaluation, local or on
+ * a queue, resumes without redoing finished shards and ends with the result a fresh run gives.
+ */
+export async function evaluateTraitRun(model: Model, opts: EvaluateRunOptions): Promise<{ evaluation: TraitEvaluation; resumed: boolean }> {
+  const { out, restart, onResume, ...evaluate } = opts;
+  const config = {
+    model: await fingerprintModel(model.info),
+    trait: evaluate.trait.name,
+    rubric: hashOf(evaluate.trait.eval.eval_prompt),
+    questions: hashOf(evaluate.questions ?? evaluate.trait.eval.questions),
+    steering: evaluate.steering ? hashOf(steeringToJson(evaluate.steering)) : null,
+    system: evaluate.system ?? null,
+    judge: evaluate.judgeSpec ?? evaluate.judge.id,
+    samples: evaluate.samplesPerQuestion ?? 10,
+    temperature: evaluate.temperature ?? 1,
+    max_tokens: evaluate.maxTokens ?? 1000,
+    seed: evaluate.seed ?? 0,
+    exact: evaluate.exact ?? false,
+    // Shards are batches: another size changes non-exact replies and where a resumed run cuts.
+    shard: evaluate.shardRequests ?? null,
+  };
+  const run = await RunDir.open(out, "eval", config, { restart });
+  if (run.resumed) onResume?.(out);
+  const records = await run.records<EvalSample[]>("samples.jsonl");
+  try {
+    const storedSamples = new Map<number, EvalSample>();
+    for (const [key, samples] of records.entries()) samples.forEach((x, i) => storedSamples.set(Number(key) + i, x));
+    const evaluation = await evaluateTrait(model, {
+      ...evaluate,
+      storedSamples,
+      onShardSamples: async (start, samples) => {
+        await records.append(String(start), samples);
+        await evaluate.onShardSamples?.(start, samples);
+      },
+    });
+    return { evaluation, resumed: run.resumed };
+  } finally {
+    await records.close();
+  }
+}
+
 /**
  * A judge that scored none of `n` replies (every trait and coherence score null) cannot judge
  * them: that is a failure, not an empty result.
@@ -171,7 +229,9 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
 
   const total = requests.length;
   const samples: EvalSample[] = new Array(total);
-  const alreadyStored = opts.settings.filter((x) => opts.storedSetting?.(x.key)).length * perSetting;
+  for (const [i, sample] of opts.storedSamples ?? []) samples[i] = sample;
+  const storedCount = opts.storedSamples?.size ?? 0;
+  const alreadyStored = opts.settings.filter((x) => opts.storedSetting?.(x.key)).length * perSetting + storedCount;
   const progress: EvalProgress = { generated: alreadyStored, judged: alreadyStored, total };
   const report = () => opts.onProgress?.({ generated: Math.min(total, progress.generated), judged: Math.min(total, progress.judged), total });
   const questionOf = (index: number) => questions[Math.floor((index % perSetting) / perQuestion)]!;
@@ -187,7 +247,7 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   };
   let merged = 0;
   let settingsDone = 0;
-  let scoredAny = false;
+  let scoredAny = [...(opts.storedSamples?.values() ?? [])].some((x) => x.trait !== null || x.coherence !== null);
   let ran = 0;
   const isStored = (s: number) => opts.storedSetting?.(opts.settings[s]!.key) ?? false;
   const flushSettings = async () => {
@@ -217,10 +277,14 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       progress.judged++;
       report();
     },
-    stored: opts.storedSetting && ((i) => isStored(Math.floor(i / perSetting))),
+    stored: (opts.storedSetting || opts.storedSamples) && ((i) => isStored(Math.floor(i / perSetting)) || (opts.storedSamples?.has(i) ?? false)),
     onShard: async (start, replies) => {
       ran += replies.length;
-      for (const [i, r] of replies.entries()) samples[start + i] = { question: questionOf(start + i), answer: r.text, trait: r.trait, coherence: r.coherence };
+      // A stored rollout in a shard that had to run again: the stored one stays.
+      for (const [i, r] of replies.entries()) {
+        samples[start + i] = opts.storedSamples?.get(start + i) ?? { question: questionOf(start + i), answer: r.text, trait: r.trait, coherence: r.coherence };
+      }
+      await opts.onShardSamples?.(start, samples.slice(start, start + replies.length));
       merged = start + replies.length;
       // A queue's shards were generated elsewhere: they count once merged.
       progress.generated = Math.max(progress.generated, merged);
@@ -232,7 +296,7 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
     },
   });
   opts.onShardStats?.(stats);
-  if (!scoredAny && ran > 0) throw judgeScoredNothing(opts.judge.id, ran);
+  if (!scoredAny && ran + storedCount > 0) throw judgeScoredNothing(opts.judge.id, ran + storedCount);
   await flushSettings();
 
   return opts.settings.flatMap((_, s) => (isStored(s) ? [] : [evaluation(s)]));

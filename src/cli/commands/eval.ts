@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { type Command, Option } from "commander";
 import { PersonaError } from "../../errors.js";
-import { evaluateTrait } from "../../pipeline/evaluate.js";
+import { type EvaluateTraitOptions, evaluateTrait, evaluateTraitRun } from "../../pipeline/evaluate.js";
 import { statsJson } from "../../report/sweep.js";
 import { writeFileAtomic } from "../../store/atomic.js";
 import { systemPrompt, type TraitDefinition } from "../../traits/format.js";
@@ -44,6 +44,7 @@ interface EvalFlags {
   maxTokens: number;
   seed: number;
   out?: string;
+  restart?: boolean;
   json?: boolean;
   threads?: number;
   chunk?: number;
@@ -66,7 +67,8 @@ export function register(program: Command): void {
       .addOption(new Option("--system-neg <n>", "use the trait's n-th neg instruction (1-based) as the system prompt").argParser(intArg(1)))
       .option("-n, --samples <n>", "rollouts per question", intArg(1), 10)
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
-      .option("-o, --out <dir>", "write eval.json (every rollout and its scores) and a judge cache here")
+      .option("-o, --out <dir>", "run directory: eval.json (every rollout and its scores), finished shards and a judge cache; a re-run with the same settings resumes it")
+      .option("--restart", "set aside a run in --out that used other settings instead of refusing")
       .option("--chunk <n>", "most rollouts per batched generate call, and per shard with --queue (default: all in one)", intArg(1))
       .option("--json", "print JSON: trait_score and coherence {mean, std, n, nulls}, steering, samples"), { unit: "rollout", maxTokens: 1000 }),
   )
@@ -83,6 +85,10 @@ Examples:
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --samples 50 --chunk 100 \
     --queue redis://10.0.0.5:6379 --out runs/eval-evil      # shards of 100 rollouts on persona workers
+
+With --out, each finished shard (--chunk rollouts) is kept in DIR/samples.jsonl: a killed eval
+re-run with the same command redoes only the shards it had not finished, and writes the same
+eval.json; other settings on the same DIR are refused unless --restart is given.
 
 A trait name as --steer SOURCE uses the vectors registered for the model and, with LAYER left
 empty, the best layer \`persona sweep\` stored; the sweep steers response positions, as the reference.
@@ -108,7 +114,7 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
         const steering = model.steering(specs);
         const bar = rolloutProgress("evaluating");
         let shards: ShardStats | undefined;
-        const result = await evaluateTrait(model, {
+        const evaluate: EvaluateTraitOptions = {
           trait,
           judge,
           steering,
@@ -123,7 +129,11 @@ empty, the best layer \`persona sweep\` stored; the sweep steers response positi
           shardRequests: opts.chunk,
           onShardStats: (s) => (shards = s),
           onProgress: (p) => bar.update(p),
-        }).finally(() => bar.stop());
+        };
+        const result = await (opts.out
+          ? evaluateTraitRun(model, { ...evaluate, out: opts.out, restart: opts.restart, onResume: (dir) => note(`resuming the evaluation in ${dir}`) }).then((r) => r.evaluation)
+          : evaluateTrait(model, evaluate)
+        ).finally(() => bar.stop());
         const summary = {
           trait: trait.name,
           model: model.info.name,
