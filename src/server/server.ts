@@ -4,8 +4,9 @@
  * the grace period, cancel the rest, free the engine).
  */
 import type { AddressInfo } from "node:net";
+import { availableParallelism, loadavg } from "node:os";
 import { serve, type ServerType } from "@hono/node-server";
-import { Engine } from "../engine/Engine.js";
+import { defaultThreads, Engine } from "../engine/Engine.js";
 import type { GpuChoice } from "../engine/ffi/discover.js";
 import type { LoraAdapter } from "../engine/lora.js";
 import { PersonaError } from "../errors.js";
@@ -26,9 +27,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/**
+ * Decoding threads when neither the config nor PERSONA_THREADS says: the free cores less one, since
+ * the HTTP thread runs next to ggml's spinning threads. On the idle 2-core dev box at 8 streaming
+ * clients, 2 threads served 0.60x the engine's own batched tok/s and 1 thread 0.89x
+ * (`npm run bench:serve -- --threads 2` vs `--threads 1`).
+ */
+function serverThreads(): number | undefined {
+  if (Number(process.env.PERSONA_THREADS)) return undefined;
+  return Math.max(1, defaultThreads(availableParallelism(), loadavg()[0]!) - 1);
+}
+
 export async function startServer(config: ServerConfig, opts: { gpu?: GpuChoice; verbose?: boolean; modelPath?: string; loras?: LoraAdapter[] } = {}): Promise<RunningServer> {
   checkBind(config);
-  const engine = await Engine.create({ verbose: opts.verbose ?? false, threads: config.threads, gpu: opts.gpu });
+  const engine = await Engine.create({ verbose: opts.verbose ?? false, threads: config.threads ?? serverThreads(), gpu: opts.gpu });
   let http: ServerType | undefined;
   try {
     const modelPath = opts.modelPath ?? (await resolveModelRef(config.model));

@@ -48,7 +48,8 @@ GET /metrics (Prometheus), and the dashboard at /. A request may carry a "person
   {"monitor": ["evil"], "steer": [{"trait": "evil", "coef": -4, "mode": "add"}],
    "thresholds": {"evil": 2.5}, "action": "refuse", "trace": true}
 and every reply carries persona.<trait>.{prompt_projection, response_projection, flagged}.
-SIGTERM (or Ctrl-C) lets in-flight requests finish, then exits 0.
+SIGTERM (or Ctrl-C) lets in-flight requests finish, then exits 0. Without --threads (or
+PERSONA_THREADS) decoding takes the free cores less one, leaving one to the HTTP thread.
 
 Examples:
   persona serve --model demo
