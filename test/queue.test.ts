@@ -38,6 +38,8 @@ let otherModelPath: string;
 let data: string;
 let local: { scores: string; summary: string };
 let judgeServer: FakeLLMServer;
+/** Judge calls answer this much later: the kill-and-resume tests slow their runs down so the kill lands mid-way. */
+let judgeDelayMs = 0;
 let testyDir: string;
 const children = new Set<ChildProcess>();
 
@@ -175,7 +177,8 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
       i === 7 ? "{broken" : JSON.stringify({ messages: [{ role: "user", content: `Question ${i}: what now?` }, { role: "assistant", content: ["Sure.", "No, never, you fool.", `It is ${i} apples.`][i % 3] }] }),
     );
     await writeFile(data, `${lines.join("\n")}\n`);
-    judgeServer = await startFakeLLMServer(hashJudgeHandler());
+    const hashJudge = hashJudgeHandler();
+    judgeServer = await startFakeLLMServer((req) => ({ ...hashJudge(req), delayMs: judgeDelayMs }));
     testyDir = path.join(dir, "traits", "testy");
     const split = {
       instruction: [
@@ -232,7 +235,8 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
   });
 
   // Each keeps one record line per shard (a sweep's shard is one cell here). Another seed than the
-  // runs above (whose results Redis may still hold, to be taken at once), so the run is caught mid-way.
+  // runs above (whose results Redis may still hold, to be taken at once), and the HTTP judge, slowed
+  // down while the queued runs go, so the kill lands mid-way however fast the workers are.
   const RESUMED = [
     { cmd: "sweep", log: "cells.jsonl", shards: SWEEP_CELLS, extra: ["--seed", "7"] },
     { cmd: "eval", log: "samples.jsonl", shards: 12, extra: ["--seed", "7", "--samples", "12"] },
@@ -240,19 +244,25 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
   for (const { cmd, log, shards, extra } of RESUMED) {
     it(`${cmd === "eval" ? "an eval" : "a sweep"} coordinator SIGKILLed mid-run resumes without redoing finished shards and ends with the local run's ${cmd === "sweep" ? "cells" : "eval.json"}`, async () => {
       const out = path.join(dir, `${cmd}-killed`);
-      const args = [...judgedArgs(cmd, out), ...extra];
-      const coord = startProc([...args, "--queue", redis.url(0)]);
-      await until(async () => (await lineCount(path.join(out, log))) >= 1, "the first shard merged");
-      coord.child.kill("SIGKILL");
-      await coord.exited;
-      const kept = await lineCount(path.join(out, log));
-      assert.ok(kept < shards, "killed before the end");
-      const again = startProc([...args, "--queue", redis.url(0)]);
-      assert.equal(await again.exited, 0, again.stderr());
-      assert.match(again.stderr(), cmd === "sweep" ? /resuming the sweep/ : /resuming the evaluation/);
-      assert.equal((JSON.parse(again.stdout()) as { shards: { shards: number } }).shards.shards, shards - kept);
+      const args = [...judgedArgs(cmd, out), ...extra, "--judge", `${judgeServer.baseURL}#hash`];
+      judgeDelayMs = 400;
+      try {
+        const coord = startProc([...args, "--queue", redis.url(0)]);
+        await until(async () => (await lineCount(path.join(out, log))) >= 1, "the first shard merged");
+        coord.child.kill("SIGKILL");
+        await coord.exited;
+        const kept = await lineCount(path.join(out, log));
+        assert.ok(kept < shards, "killed before the end");
+        const again = startProc([...args, "--queue", redis.url(0)]);
+        assert.equal(await again.exited, 0, again.stderr());
+        assert.match(again.stderr(), cmd === "sweep" ? /resuming the sweep/ : /resuming the evaluation/);
+        assert.equal((JSON.parse(again.stdout()) as { shards: { shards: number } }).shards.shards, shards - kept);
+      } finally {
+        judgeDelayMs = 0;
+      }
       const reference = path.join(dir, `${cmd}-local-resumed`);
-      assert.equal((await runCli([...judgedArgs(cmd, reference), ...extra])).code, 0);
+      const referenceArgs = [...judgedArgs(cmd, reference), ...extra, "--judge", `${judgeServer.baseURL}#hash`];
+      assert.equal((await runCli(referenceArgs)).code, 0);
       assert.equal(await judgedArtefacts(cmd, out), await judgedArtefacts(cmd, reference));
     });
   }
