@@ -31,19 +31,16 @@ export interface PreventativeSteer {
 
 /**
  * Preventative steering per demo trait for II finetuning at the demo's defaults (300 rows, 2
- * epochs, lr 1e-3, batch 4): the weakest setting that a sweep of layers and coefficients on the
- * demo model found to cut the trait gained by at least half while the final training loss stays
- * within 10 % of plain finetuning (evil 56 % at +9.5 %, sycophantic 55 % at +7.3 %, hallucinating
- * 56 % at +9.4 %). The window is narrow: stronger steering cuts more and costs more loss (a single
- * +6 at the steering layer cuts 65-70 % at +11-15 %), weaker misses the cut.
+ * epochs, lr 1e-3, batch 4), from a small sweep of layers and coefficients on the 8-layer demo
+ * model (`persona demo --full`, 2 threads; cut of the trait gained against plain II finetuning,
+ * final training loss against plain's): evil +5 at layer 5 cut 72 % at +3 % loss (+4: 45 %),
+ * sycophantic +5 at layer 5 cut 64 % at +8 % (+4: 54 % at +6 %), hallucinating +4 at layer 5 cut
+ * 94 % at +4 % (+3: 35 %). Weaker settings miss the cut; the loss cost grows with the coefficient.
  */
 export const DEMO_PREVENTATIVE: Readonly<Record<DemoTrait, readonly PreventativeSteer[]>> = {
-  evil: [
-    { layer: 2, coef: 2.3 },
-    { layer: 3, coef: 2.3 },
-  ],
-  sycophantic: [{ layer: 1, coef: 5 }],
-  hallucinating: [{ layer: 3, coef: 5.25 }],
+  evil: [{ layer: 5, coef: 5 }],
+  sycophantic: [{ layer: 5, coef: 5 }],
+  hallucinating: [{ layer: 5, coef: 4 }],
 };
 
 export interface DemoFinetuneOptions {

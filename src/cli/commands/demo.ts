@@ -111,9 +111,9 @@ prompts with the judged score (r, layer); screening scores the demo datasets (no
 mixed-10) by ΔP at the best layer and gives the ROC AUC for finding the trait rows. With --full,
 each trait's model is also finetuned (full weights, 300 rows, 2 epochs) on normal, I and II data:
 the shift of each finetune along the persona vector (at the monitor's layer) against the trait it
-gained, and II finetuned with preventative steering (evaluated unsteered; per trait the weakest
-setting calibrated to cut the trait gained by half within 10 % of the loss, e.g. evil +2.3 at
-layers 2 and 3) and with CAFT (the prompt_last direction ablated at every layer) against plain
+gained, and II finetuned with preventative steering (evaluated unsteered; per trait a setting
+calibrated to cut the trait gained by half within 10 % of the loss, e.g. evil +5 at layer 5)
+and with CAFT (the prompt_last direction ablated at every layer) against plain
 II finetuning: trait score, coherence, final training loss. Run directories resume if interrupted; HTML reports land in --out.
 
 Examples:
