@@ -269,10 +269,24 @@ describe("scale-out over BullMQ on a real Redis", { skip: HAS_REDIS ? false : NO
 
   it("a coordinator SIGKILLed mid-run resumes from its run directory without redoing finished shards", async () => {
     const out = path.join(dir, "coord-killed");
+    const started = /screen \d+-\d+: started/g;
+    // Each worker is frozen as it starts its second shard of this run: a worker of concurrency 1
+    // takes its next shard only once it has handed in the last, so at most two shards are done when
+    // the coordinator dies, however fast the machine (a fast one finished the run before the kill).
+    const frozen = workers.map(async (w) => {
+      const n = (w.stderr().match(started) ?? []).length + 2;
+      await w.waitFor(new RegExp(`(?:${started.source}[\\s\\S]*?){${n}}`));
+      w.child.kill("SIGSTOP");
+    });
     const coord = startProc(screenArgs(out, ["--queue", redis.url(0)]));
-    await until(async () => (await lineCount(path.join(out, "scores.jsonl"))) >= BATCH, "the first shard merged");
-    coord.child.kill("SIGKILL");
-    await coord.exited;
+    try {
+      await Promise.all(frozen);
+      await until(async () => (await lineCount(path.join(out, "scores.jsonl"))) >= BATCH, "the first shard merged");
+      coord.child.kill("SIGKILL");
+      await coord.exited;
+    } finally {
+      for (const w of workers) w.child.kill("SIGCONT");
+    }
     const kept = await lineCount(path.join(out, "scores.jsonl"));
     assert.ok(kept < RECORDS, "killed before the end");
     const r = await coordinate(out, 0);
