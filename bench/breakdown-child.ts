@@ -7,7 +7,7 @@
 import { Breakdown } from "./breakdown.js";
 
 const [modelPath, cpuBackend, threads, poll, parallel, tokens, prompt] = process.argv.slice(2) as [string, string, string, string, string, string, string];
-const b = await Breakdown.open(modelPath, Number(threads), Number(poll), cpuBackend);
+const b = await Breakdown.open(modelPath, Number(threads), Number(poll), { cpuBackend });
 const ids = b.tokenize(prompt);
 await b.measure("plain", ids, Number(parallel), Number(tokens)); // warm-up: context, first graphs
 console.log(JSON.stringify(await b.measure("plain", ids, Number(parallel), Number(tokens))));

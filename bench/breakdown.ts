@@ -28,7 +28,8 @@ export interface StepBreakdown {
   genTokS: number;
 }
 
-export type Mode = "plain" | "callback" | "captureOne" | "steer";
+/** callback: plain steps with the eval callback installed; steer: one shared vector (llama.cpp's control vector); ablate: steering through the hooks. */
+export type Mode = "plain" | "callback" | "captureOne" | "steer" | "ablate";
 
 interface Timers {
   /** Decodes with prompt rows (and the sampling after them), which the step figures leave out. */
@@ -36,7 +37,7 @@ interface Timers {
   genMs: number;
   genSteps: number;
   sampleMs: number;
-  callbacks: number;
+  /** Calls into JS from the eval callback (or the eval filter), generation steps. */
   genCallbacks: number;
   /** CPU ms inside generation decodes and inside prompt decodes. */
   genCpu: number;
@@ -46,15 +47,15 @@ interface Timers {
   forceCallback: boolean;
 }
 
-const timers: Timers = { promptMs: 0, genMs: 0, genSteps: 0, sampleMs: 0, callbacks: 0, genCallbacks: 0, genCpu: 0, promptCpu: 0, inGen: false, forceCallback: false };
+const timers: Timers = { promptMs: 0, genMs: 0, genSteps: 0, sampleMs: 0, genCallbacks: 0, genCpu: 0, promptCpu: 0, inGen: false, forceCallback: false };
 
 function instrument(parallelOf: () => number): void {
   type Proto = Record<string, (...a: unknown[]) => unknown>;
   const ctx = NativeContext.prototype as unknown as Proto;
   const decode = ctx.decode!;
-  ctx.decode = function (this: unknown, ...a: unknown[]) {
+  ctx.decode = function (this: NativeContext, ...a: unknown[]) {
     const t0 = performance.now();
-    const c0 = timers.callbacks;
+    const c0 = this.evalStats.jsCalls;
     const cpu0 = process.cpuUsage();
     try {
       return decode.apply(this, a);
@@ -66,7 +67,7 @@ function instrument(parallelOf: () => number): void {
         timers.genMs += dt;
         timers.genCpu += cpu;
         timers.genSteps++;
-        timers.genCallbacks += timers.callbacks - c0;
+        timers.genCallbacks += this.evalStats.jsCalls - c0;
       } else {
         timers.promptMs += dt;
         timers.promptCpu += cpu;
@@ -76,11 +77,6 @@ function instrument(parallelOf: () => number): void {
   const install = ctx.installHooks!;
   ctx.installHooks = function (this: unknown, on: unknown) {
     return install.call(this, on === true || timers.forceCallback);
-  };
-  const onEval = ctx.onEval!;
-  ctx.onEval = function (this: unknown, ...a: unknown[]) {
-    timers.callbacks++;
-    return onEval.apply(this, a);
   };
   const s = NativeSampler.prototype as unknown as Proto;
   const sample = s.sample!;
@@ -107,18 +103,25 @@ export class Breakdown {
     private readonly nLayer: number,
     /** One vector at the middle layer, as the batch part's steering case. */
     private readonly steering: readonly SteeringOp[],
+    /** The same vector's direction ablated, which only the hooks can do. */
+    private readonly ablation: readonly SteeringOp[],
   ) {}
 
-  /** `cpuBackend`: a CPU backend built by `npm run build:llama`, in place of the prebuilt variants. */
-  static async open(modelPath: string, threads: number, poll: number, cpuBackend?: string): Promise<Breakdown> {
+  /**
+   * `cpuBackend`: a CPU backend built by `npm run build:llama`, in place of the prebuilt variants;
+   * `evalFilter`: the eval filter library (`npm run build:hooks`), else hooks run in JS.
+   */
+  static async open(modelPath: string, threads: number, poll: number, opts: { cpuBackend?: string; evalFilter?: string } = {}): Promise<Breakdown> {
     if (!instrumented) {
       instrument(() => parallelNow);
       instrumented = true;
     }
-    const core = new EngineCore({ gpu: "cpu", cpuBackend, verbose: false, threads, poll }, () => {});
+    const evalFilter = opts.evalFilter === undefined ? undefined : { path: opts.evalFilter, required: true };
+    const core = new EngineCore({ gpu: "cpu", cpuBackend: opts.cpuBackend, verbose: false, threads, poll, evalFilter }, () => {});
     const { id, info } = await core.loadModel(modelPath, {});
     const vector = Float32Array.from({ length: info.nEmbd }, (_, i) => Math.sin(i));
-    return new Breakdown(core, id, info.nLayer, resolveSteering([{ vector, layer: Math.floor(info.nLayer / 2), coef: 0.5 }], info));
+    const layer = Math.floor(info.nLayer / 2);
+    return new Breakdown(core, id, info.nLayer, resolveSteering([{ vector, layer, coef: 0.5 }], info), resolveSteering([{ vector, layer, coef: 1, mode: "ablate" }], info));
   }
 
   tokenize(text: string): Int32Array {
@@ -132,12 +135,12 @@ export class Breakdown {
     const jobs = Array.from({ length: parallel }, () => ({
       prompt,
       sampling,
-      ops: mode === "steer" ? this.steering : [],
+      ops: mode === "steer" ? this.steering : mode === "ablate" ? this.ablation : [],
       capture: mode === "captureOne",
       captureLayers: mode === "captureOne" ? [mid] : undefined,
     }));
     const shape = { nSeqMax: parallel, nCtxPerSeq: prompt.length + tokens + 1, nBatch: Math.max(parallel, 512), exact: false };
-    Object.assign(timers, { promptMs: 0, genMs: 0, genSteps: 0, sampleMs: 0, callbacks: 0, genCallbacks: 0, genCpu: 0, promptCpu: 0, forceCallback: mode === "callback" });
+    Object.assign(timers, { promptMs: 0, genMs: 0, genSteps: 0, sampleMs: 0, genCallbacks: 0, genCpu: 0, promptCpu: 0, forceCallback: mode === "callback" });
     parallelNow = parallel;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();

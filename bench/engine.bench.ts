@@ -7,7 +7,7 @@
  * workloads match token for token.
  *
  *   npm run bench:engine [-- --parallel 1,8,32 --tokens 64 --repeats 3 --threads 2 --only batch|load|loop]
- *                        [--peers batched-bench,node-llama-cpp]
+ *                        [--peers batched-bench,node-llama-cpp] [--model bench|demo|FILE.gguf]
  *
  * The machine may be shared: ours and llama-batched-bench run interleaved, repeat after repeat, and
  * the figures are medians; the load average is printed before and after. A step breakdown (native
@@ -28,8 +28,10 @@
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_POLL, Engine } from "../src/engine/Engine.js";
+import { EVAL_FILTER_LIBRARY } from "../src/engine/ffi/discover.js";
 import { randomModelParamCount } from "../src/engine/gguf/synthetic.js";
 import { LOCAL_CPU_BACKEND } from "../scripts/llama-source.js";
 import { BENCH_MODEL_CFG, benchModelPath, ensureBenchModel } from "./bench-model.js";
@@ -47,6 +49,8 @@ const { values: args } = parseArgs({
     polls: { type: "string", default: "0,50,100" },
     /** Which peers to run: llama.cpp's llama-batched-bench and/or node-llama-cpp. */
     peers: { type: "string", default: "batched-bench,node-llama-cpp" },
+    /** bench: the 52M random F16 model (written once); demo: models/persona-demo.gguf; or a GGUF path. */
+    model: { type: "string", default: "bench" },
   },
 });
 const PARALLEL = args.parallel.split(",").map(Number);
@@ -54,6 +58,7 @@ const TOKENS = Number(args.tokens);
 const REPEATS = Number(args.repeats);
 const THREADS = Number(args.threads);
 const PEERS = args.peers.split(",");
+const MODEL = args.model === "bench" ? benchModelPath : args.model === "demo" ? path.resolve("models/persona-demo.gguf") : path.resolve(args.model);
 
 const PROMPT = "The quick brown fox jumps over the lazy dog while the cat watches from the window.";
 
@@ -83,7 +88,7 @@ type Variant = (typeof VARIANTS)[number];
 /** Our engine as users get it (worker thread), one engine per sequence count so each keeps its context. */
 async function oursRunner(parallel: number): Promise<{ run: (v: Variant) => Promise<number>; close: () => Promise<void> }> {
   const engine = await Engine.create({ gpu: "cpu", threads: THREADS });
-  const model = await engine.loadModel(benchModelPath);
+  const model = await engine.loadModel(MODEL);
   const prompt = await model.tokenize(PROMPT);
   const requests = Array.from({ length: parallel }, () => ({ prompt }));
   const base = { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS, parallel };
@@ -133,30 +138,38 @@ async function benchBatch(): Promise<void> {
   const bb = PEERS.includes("batched-bench") ? ensureBatchedBench() : null;
   const local = existsSync(LOCAL_CPU_BACKEND);
   if (!local) console.log(`self-built CPU backend: not built (npm run build:llama makes ${LOCAL_CPU_BACKEND}); prebuilt only`);
-  const breakdown = await Breakdown.open(benchModelPath, THREADS, DEFAULT_POLL);
+  const filter = existsSync(EVAL_FILTER_LIBRARY) && process.env.PERSONA_NATIVE_HOOKS !== "0";
+  if (!filter) console.log(`eval filter: not used (npm run build:hooks makes ${EVAL_FILTER_LIBRARY}); hooks in JS only`);
+  const breakdown = await Breakdown.open(MODEL, THREADS, DEFAULT_POLL, { evalFilter: filter ? EVAL_FILTER_LIBRARY : undefined });
+  // The same hooked steps with every graph node asked about in JS, for comparison.
+  const jsHooks = filter ? await Breakdown.open(MODEL, THREADS, DEFAULT_POLL) : undefined;
+  const hooked = ["captureOne", "ablate"] as const;
   const promptIds = breakdown.tokenize(PROMPT);
   const promptTokens = promptIds.length;
   console.log(`prompt: ${promptTokens} tokens; load average before: ${load()}`);
   const ours = new Map<number, Awaited<ReturnType<typeof oursRunner>>>();
   for (const p of PARALLEL) ours.set(p, await oursRunner(p));
   const times = new Map<number, Record<Variant, number[]>>(PARALLEL.map((p) => [p, { plain: [], capture: [], captureOne: [], steer: [] }]));
-  const steps = new Map<number, Record<Mode, StepBreakdown[]>>(PARALLEL.map((p) => [p, { plain: [], callback: [], captureOne: [], steer: [] }]));
+  const steps = new Map<number, Record<Mode, StepBreakdown[]>>(PARALLEL.map((p) => [p, { plain: [], callback: [], captureOne: [], steer: [], ablate: [] }]));
+  const jsSteps = new Map<number, Record<(typeof hooked)[number], StepBreakdown[]>>(PARALLEL.map((p) => [p, { captureOne: [], ablate: [] }]));
   const peer = new Map<string, BatchedBenchResult[]>();
   const localSteps = new Map<number, StepBreakdown[]>(PARALLEL.map((p) => [p, []]));
   // Interleaved: every repeat runs each contender once, so a neighbour's burst hits all of them.
   for (let r = 0; r < REPEATS; r++) {
     for (const p of PARALLEL) {
       for (const v of VARIANTS) times.get(p)![v].push(await ours.get(p)!.run(v));
-      for (const m of ["plain", "callback", "captureOne", "steer"] as const) steps.get(p)![m].push(await breakdown.measure(m, promptIds, p, TOKENS));
+      for (const m of ["plain", "callback", "captureOne", "steer", "ablate"] as const) steps.get(p)![m].push(await breakdown.measure(m, promptIds, p, TOKENS));
+      if (jsHooks) for (const m of hooked) jsSteps.get(p)![m].push(await jsHooks.measure(m, promptIds, p, TOKENS));
       if (local) localSteps.get(p)!.push(localBreakdown(p));
       if (!bb) continue;
       for (const unified of [false, true]) {
         const key = `${p} ${unified}`;
-        peer.set(key, [...(peer.get(key) ?? []), runBatchedBench(bb, { model: benchModelPath, threads: THREADS, promptTokens, tokens: TOKENS, parallel: p, unified })]);
+        peer.set(key, [...(peer.get(key) ?? []), runBatchedBench(bb, { model: MODEL, threads: THREADS, promptTokens, tokens: TOKENS, parallel: p, unified })]);
       }
     }
   }
   breakdown.close();
+  jsHooks?.close();
   for (const o of ours.values()) await o.close();
   console.log(`load average after the interleaved runs: ${load()}`);
 
@@ -196,7 +209,7 @@ async function benchBatch(): Promise<void> {
       console.log(`    ours vs batched-bench, CPU time:   ${lCpu(split?.cpu)} per-sequence KV, ${lCpu(unified?.cpu)} unified; ${(b.cpuStep / l.cpuStep).toFixed(2)}× the prebuilt's speed`);
     }
     console.log(`  persona-vectors, whole call (with prompt)  ${tps(plain)}`);
-    console.log(`  + capture, all ${BENCH_MODEL_CFG.nLayer + 1} layers                 ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
+    console.log(`  + capture, all layers                      ${tps(median(t.capture))}   overhead ${pct(median(t.capture))}`);
     console.log(`  + capture, one layer                       ${tps(median(t.captureOne))}   overhead ${pct(median(t.captureOne))}   (goal ≤ 3%)`);
     console.log(`  + steering, one vector                     ${tps(median(t.steer))}   overhead ${pct(median(t.steer))}   (goal ≤ 3%)`);
     if (PEERS.includes("node-llama-cpp")) {
@@ -209,7 +222,15 @@ async function benchBatch(): Promise<void> {
     console.log(`    eval callback when installed: +${ms(cb.decode - b.decode)} ms (${cb.callbacks.toFixed(0)} JS calls/step; plain steps now make ${b.callbacks.toFixed(0)})`);
     const cpuPct = (x: StepBreakdown) => `${((x.cpuStep / b.cpuStep - 1) * 100).toFixed(1)}%`;
     console.log(`    capture of one layer: step ${ms(c1.step)} ms, CPU ${cpuPct(c1)} over plain (${c1.callbacks.toFixed(0)} JS calls/step)   (goal ≤ 3%)`);
-    console.log(`    steering, one vector: step ${ms(sv.step)} ms, CPU ${cpuPct(sv)} over plain (${sv.callbacks.toFixed(0)} JS calls/step)   (goal ≤ 3%)`);
+    console.log(`    steering, one vector: step ${ms(sv.step)} ms, CPU ${cpuPct(sv)} over plain (${sv.callbacks.toFixed(0)} JS calls/step; llama.cpp's control vector)   (goal ≤ 3%)`);
+    const ab = medianBreakdown(st.ablate);
+    console.log(`    ablation, one vector: step ${ms(ab.step)} ms, CPU ${cpuPct(ab)} over plain (${ab.callbacks.toFixed(0)} JS calls/step; hooked steering)   (goal ≤ 3%)`);
+    const js = jsSteps.get(p)!;
+    if (js.captureOne.length > 0) {
+      const jc = medianBreakdown(js.captureOne);
+      const ja = medianBreakdown(js.ablate);
+      console.log(`    the same without the eval filter (every node asked in JS): capture ${cpuPct(jc)} (${jc.callbacks.toFixed(0)} JS calls/step), ablation ${cpuPct(ja)} (${ja.callbacks.toFixed(0)})`);
+    }
     if (split) console.log(`    llama-batched-bench step ${ms(split.step)} (per-sequence KV)${unified ? `, ${ms(unified.step)} (unified)` : ""}; it reads no logits and samples nothing`);
   }
 }
@@ -217,7 +238,7 @@ async function benchBatch(): Promise<void> {
 /** Single-sequence plain generation at one thread count and polling level (undefined: the defaults). */
 async function benchLoadCase(threads: number | undefined, poll: number | undefined): Promise<{ seconds: number; threads: number }> {
   await using engine = await Engine.create({ gpu: "cpu", threads, poll });
-  const model = await engine.loadModel(benchModelPath);
+  const model = await engine.loadModel(MODEL);
   const requests = [{ prompt: await model.tokenize(PROMPT) }];
   const t = await timeIt(async () => void (await model.generate(requests, { temperature: 0, maxTokens: TOKENS, minTokens: TOKENS })));
   return { seconds: t, threads: engine.threads };
@@ -256,10 +277,12 @@ async function benchLoad(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  await ensureBenchModel();
-  console.log(
-    `model: ${(randomModelParamCount(BENCH_MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${BENCH_MODEL_CFG.nLayer} layers), ${TOKENS} new tokens per sequence, ${THREADS} threads, ${availableParallelism()} cores`,
-  );
+  const what =
+    MODEL === benchModelPath
+      ? `${(randomModelParamCount(BENCH_MODEL_CFG) / 1e6).toFixed(1)}M params (llama, F16, ${BENCH_MODEL_CFG.nLayer} layers)`
+      : path.relative(".", MODEL);
+  if (MODEL === benchModelPath) await ensureBenchModel();
+  console.log(`model: ${what}, ${TOKENS} new tokens per sequence, ${THREADS} threads, ${availableParallelism()} cores`);
   const part = (name: string) => args.only === undefined || args.only === name;
   if (part("batch")) await benchBatch();
   if (part("loop")) await benchLoop();
@@ -269,7 +292,7 @@ async function main(): Promise<void> {
 async function benchLoop(): Promise<void> {
   console.log(`\ndecode loop vs batch API, same requests; tok/s by wall clock and by process CPU time; load average ${loadavg()[0]!.toFixed(2)}`);
   for (const callers of PARALLEL) {
-    const t = await benchLoopCase({ modelPath: benchModelPath, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, repeats: REPEATS });
+    const t = await benchLoopCase({ modelPath: MODEL, threads: THREADS, callers, tokens: TOKENS, prompt: PROMPT, repeats: REPEATS });
     const row = (label: string, x: CaseTime, vs?: CaseTime) => {
       const tps = (s: number) => ((callers * TOKENS) / s).toFixed(1).padStart(8);
       const ratio = vs ? `   cpu ${(x.cpu / vs.cpu).toFixed(2)}× of one batched call` : "";

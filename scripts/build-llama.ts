@@ -16,7 +16,10 @@
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BINARIES_VERSION, CPU_BACKEND_STAMP } from "../src/engine/ffi/discover.js";
+import { buildEvalFilter } from "./build-hooks.js";
 import { LOCAL_CPU_BACKEND, cmakeBuild, sh } from "./llama-source.js";
+
+console.error(`built the eval filter: ${buildEvalFilter()}`);
 
 const binDir = path.dirname(LOCAL_CPU_BACKEND);
 const buildDir = path.dirname(binDir);

@@ -7,12 +7,12 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
-import { BINARIES_VERSION } from "../src/engine/ffi/discover.js";
+import { BINARIES_VERSION, LOCAL_CPU_BACKEND } from "../src/engine/ffi/discover.js";
 
-export const LLAMA_SRC_CACHE = path.resolve(".cache/llama-src");
+/** Beside the CPU backend that `npm run build:llama` builds (the engine finds it there). */
+export const LLAMA_SRC_CACHE = path.resolve(LOCAL_CPU_BACKEND, "../../..");
 
-/** Where `npm run build:llama` leaves the CPU backend it builds (PERSONA_CPU_BACKEND). */
-export const LOCAL_CPU_BACKEND = path.join(LLAMA_SRC_CACHE, "build-cpu", "bin", "libggml-cpu.so");
+export { LOCAL_CPU_BACKEND };
 
 export function sh(cmd: string, args: string[], cwd?: string): string {
   return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });

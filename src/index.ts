@@ -4,7 +4,7 @@
  * change in any release, even where its symbols are exported for the project's own use. Layers and
  * what may import what: CONTRIBUTING.md.
  */
-export { Engine, type EngineOptions, type LoadModelOptions } from "./engine/Engine.js";
+export { Engine, type EngineOptions, type LoadModelOptions, type SystemInfo } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
 export {
   DecodeLoop,

@@ -2,9 +2,10 @@
  * The entry point: starts the engine worker (which loads llama.cpp) and loads models into it.
  * `await using engine = await Engine.create()` disposes everything it created.
  */
+import { existsSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { PersonaError } from "../errors.js";
-import { checkCpuBackend, type GpuChoice } from "./ffi/discover.js";
+import { EVAL_FILTER_LIBRARY, checkCpuBackend, type GpuChoice } from "./ffi/discover.js";
 import type { LoraAdapter } from "./lora.js";
 import { Model } from "./Model.js";
 import { WorkerHost } from "./worker/host.js";
@@ -30,6 +31,14 @@ export interface EngineOptions {
    * Defaults to env PERSONA_POLL or DEFAULT_POLL.
    */
   poll?: number;
+  /**
+   * Answer the scheduler's question about each graph node of a hooked decode (capture, projection,
+   * steering through hooks) in C, with the eval filter that `npm ci` / `npm run build:hooks`
+   * compiles, instead of with a JS call per node: same results, less CPU per step. true: the
+   * filter must load; false: the JS path. Defaults to env PERSONA_NATIVE_HOOKS (1 or 0), else the
+   * filter when it is built (a stale one falls back to JS with a warning).
+   */
+  nativeHooks?: boolean;
   /** Print llama.cpp's log lines. Defaults to false. */
   verbose?: boolean;
   /** Where log lines go when verbose. Defaults to stderr. */
@@ -62,6 +71,36 @@ export function defaultThreads(cores: number, load: number): number {
 export const DEFAULT_POLL = 0;
 
 const GPU_CHOICES: readonly GpuChoice[] = ["auto", "cpu", "cuda", "vulkan", "metal"];
+
+export interface SystemInfo {
+  /** The @node-llama-cpp package variant and its folder. */
+  variant: string;
+  binsDir: string;
+  /** The self-built CPU backend, when one is loaded. */
+  cpuBackend?: string;
+  /** Where hooked decodes answer the scheduler's question about each graph node: in C (the eval filter) or in JS. */
+  hooks: "native" | "js";
+  /** Why the eval filter is not used although it is built. */
+  hooksNote?: string;
+  /** So far: decodes that ran hooks (capture, projection, hooked steering) and the calls into JS they made. */
+  hookCalls: { decodes: number; jsCalls: number };
+  /** llama.cpp's feature line. */
+  system: string;
+}
+
+/** The eval filter to load: an explicit choice, env PERSONA_NATIVE_HOOKS, else the built one if any. */
+export function resolveEvalFilter(option: boolean | undefined, file = EVAL_FILTER_LIBRARY): { path: string; required: boolean } | undefined {
+  const env = process.env.PERSONA_NATIVE_HOOKS;
+  if (option === undefined && env !== undefined && env !== "" && env !== "0" && env !== "1") {
+    throw new PersonaError("E_BAD_INPUT", `PERSONA_NATIVE_HOOKS must be 0 or 1, got ${env}`);
+  }
+  const want = option ?? (env === "1" ? true : env === "0" ? false : undefined);
+  if (want !== undefined && typeof want !== "boolean") throw new PersonaError("E_BAD_INPUT", "nativeHooks must be true or false");
+  if (want === false) return undefined;
+  if (existsSync(file)) return { path: file, required: want === true };
+  if (want) throw new PersonaError("E_NO_LIBRARY", `the eval filter is not built (${file}); npm run build:hooks builds it`);
+  return undefined;
+}
 
 /**
  * The CPU backend this process loaded ("" for the prebuilt variants). Each engine loads llama.cpp
@@ -97,20 +136,22 @@ export class Engine implements AsyncDisposable {
       throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${requested}`);
     }
     const threads = Math.min(requested, cores);
+    const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
     if (threads < requested) {
       // ggml's threads spin at every graph barrier: with more threads than cores each one waits for a
       // descheduled peer (--threads 64 on 2 cores ran for minutes at load average 51).
-      const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
       warn(`warning: ${requested} threads requested but this machine has ${cores} cores; using ${cores}`);
     }
     const envPoll = process.env.PERSONA_POLL;
     const poll = options.poll ?? (envPoll ? Number(envPoll) : DEFAULT_POLL);
     if (!Number.isInteger(poll) || poll < 0 || poll > 100) throw new PersonaError("E_BAD_INPUT", `poll must be an integer in 0..100, got ${poll}`);
+    const evalFilter = resolveEvalFilter(options.nativeHooks);
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
-    const host = new WorkerHost({ gpu, cpuBackend, verbose: options.verbose ?? false, threads, poll }, onLog);
+    const host = new WorkerHost({ gpu, cpuBackend, verbose: options.verbose ?? false, threads, poll, evalFilter }, onLog);
     const engine = new Engine(host, threads);
     try {
-      await engine.systemInfo(); // surfaces a missing library now, not at the first model
+      const info = await engine.systemInfo(); // surfaces a missing library now, not at the first model
+      if (info.hooksNote) warn(`warning: ${info.hooksNote}; hooked decode steps take the JS path`);
     } catch (e) {
       await host.close();
       throw e;
@@ -119,8 +160,8 @@ export class Engine implements AsyncDisposable {
     return engine;
   }
 
-  /** The llama.cpp build in use: package variant, its folder, the self-built CPU backend if any, llama.cpp's feature line. */
-  systemInfo(): Promise<{ variant: string; binsDir: string; cpuBackend?: string; system: string }> {
+  /** The llama.cpp build in use and how hooked decodes run (see SystemInfo). */
+  systemInfo(): Promise<SystemInfo> {
     return this.host.call({ op: "systemInfo" });
   }
 

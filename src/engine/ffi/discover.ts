@@ -6,6 +6,7 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { PersonaError } from "../../errors.js";
 
 export type GpuChoice = "auto" | "cpu" | "cuda" | "vulkan" | "metal";
@@ -42,6 +43,8 @@ function candidates(gpu: GpuChoice): string[] {
 
 const require = createRequire(import.meta.url);
 
+const LIBRARY_EXT = process.platform === "darwin" ? "dylib" : process.platform === "win32" ? "dll" : "so";
+
 function packageDir(name: string): string | undefined {
   try {
     // The packages export only their JS entry (dist/index.js), not package.json.
@@ -64,7 +67,7 @@ function pathsIn(variant: string, root: string): LibraryPaths | undefined {
   if (!sub) return undefined;
   const binsDir = path.join(binsRoot, sub);
   const files = readdirSync(binsDir);
-  const ext = process.platform === "darwin" ? "dylib" : process.platform === "win32" ? "dll" : "so";
+  const ext = LIBRARY_EXT;
   return {
     variant,
     binsDir,
@@ -90,6 +93,15 @@ export function discoverLibraries(gpu: GpuChoice = "auto"): LibraryPaths {
       `npm install @node-llama-cpp/${candidates(gpu)[0]}@${BINARIES_VERSION}`,
   );
 }
+
+/** This package's root (the same from src/engine/ffi and dist/engine/ffi). */
+const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+
+/** Where `npm run build:hooks` (part of `npm ci`) leaves the eval filter compiled from eval-filter.c. */
+export const EVAL_FILTER_LIBRARY = path.join(PACKAGE_ROOT, ".cache", "native", `libpersona-eval-filter.${LIBRARY_EXT}`);
+
+/** Where `npm run build:llama` leaves the CPU backend it builds. */
+export const LOCAL_CPU_BACKEND = path.join(PACKAGE_ROOT, ".cache", "llama-src", "build-cpu", "bin", "libggml-cpu.so");
 
 /** Written next to a CPU backend by `npm run build:llama`: which llama.cpp source it was built from. */
 export const CPU_BACKEND_STAMP = "persona-build.json";

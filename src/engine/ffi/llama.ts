@@ -35,6 +35,8 @@ export type BufferHandle = Handle<"ggml_backend_buffer">;
 /** A C function pointer found at run time (ggml_backend_reg_get_proc_address). */
 export type ProcHandle = Handle<"proc">;
 export type ThreadpoolHandle = Handle<"ggml_threadpool">;
+/** Our eval filter (eval-filter.c). */
+export type EvalFilterHandle = Handle<"persona_eval_filter">;
 /** A JS function registered with koffi as a C callback; valid until unregistered. */
 export type CallbackHandle = Handle<"callback">;
 /** Any native pointer, for the raw memory readers below. */
@@ -298,8 +300,9 @@ export interface LlamaContextParams {
   n_threads: number;
   n_threads_batch: number;
   flash_attn_type: number;
-  cb_eval: CallbackHandle | null;
-  cb_eval_user_data: null;
+  /** A JS callback (registerEvalCallback), or the eval filter's C function with its filter as user data. */
+  cb_eval: CallbackHandle | ProcHandle | null;
+  cb_eval_user_data: EvalFilterHandle | null;
   type_k: number;
   type_v: number;
   kv_unified: boolean;
@@ -451,7 +454,7 @@ function bind(paths: LibraryPaths) {
       "int32_t llama_set_adapter_cvec(void *ctx, const float *data, size_t len, int32_t n_embd, int32_t il_start, int32_t il_end)",
     ),
     llama_context_get_sched: optionalFn<(ctx: ContextHandle) => SchedHandle>(llama, "void *_ZNK13llama_context9get_schedEv(void *ctx)"),
-    ggml_backend_sched_set_eval_callback: fn<(sched: SchedHandle, cb: CallbackHandle | null, userData: null) => void>(
+    ggml_backend_sched_set_eval_callback: fn<(sched: SchedHandle, cb: CallbackHandle | ProcHandle | null, userData: EvalFilterHandle | null) => void>(
       base,
       "void ggml_backend_sched_set_eval_callback(void *sched, void *callback, void *user_data)",
     ),
@@ -678,6 +681,54 @@ export function registerEvalCallback(onEval: (tensor: TensorHandle, ask: boolean
   return koffi.register((t: TensorHandle, ask: boolean) => onEval(t, ask), koffi.pointer(evalCallbackProto)) as unknown as CallbackHandle;
 }
 
+// ---- the eval filter (src/engine/ffi/eval-filter.c, built by npm run build:hooks) -----------------
+
+/** The eval-filter.c version these declarations are for (PERSONA_EVAL_FILTER_VERSION). */
+export const EVAL_FILTER_VERSION = 1;
+
+const onTensorProto = koffi.proto("bool persona_on_tensor(void *tensor, int32_t layer)");
+
+function bindEvalFilter(file: string) {
+  const lib = koffi.load(file);
+  return {
+    persona_eval_filter_version: fn<() => number>(lib, "int32_t persona_eval_filter_version()"),
+    persona_eval_filter_new: fn<
+      (names: Uint8Array, nNames: number, nameLen: number, nameOffset: number, onTensor: CallbackHandle) => EvalFilterHandle | null
+    >(lib, "void *persona_eval_filter_new(const uint8_t *names, int32_t n_names, int32_t name_len, int32_t name_offset, void *on_tensor)"),
+    persona_eval_filter_free: fn<(filter: EvalFilterHandle) => void>(lib, "void persona_eval_filter_free(void *filter)"),
+    persona_eval_filter_wanted: fn<(filter: EvalFilterHandle) => Ptr>(lib, "void *persona_eval_filter_wanted(void *filter)"),
+    persona_eval_filter_callback: fn<() => ProcHandle>(lib, "void *persona_eval_filter_callback()"),
+  };
+}
+
+export type EvalFilterApi = ReturnType<typeof bindEvalFilter>;
+
+const evalFilters = new Map<string, EvalFilterApi>();
+
+/** Loads the eval filter library (once per thread); E_NO_LIBRARY when it does not load or is of another version. */
+export function loadEvalFilter(file: string): EvalFilterApi {
+  const known = evalFilters.get(file);
+  if (known) return known;
+  const rebuild = "npm run build:hooks rebuilds it";
+  let api: EvalFilterApi;
+  try {
+    api = bindEvalFilter(file);
+  } catch (e) {
+    throw new PersonaError("E_NO_LIBRARY", `the eval filter ${file} does not load (${(e as Error).message}); ${rebuild}`);
+  }
+  const version = api.persona_eval_filter_version();
+  if (version !== EVAL_FILTER_VERSION) {
+    throw new PersonaError("E_NO_LIBRARY", `the eval filter ${file} is version ${version}, this engine needs ${EVAL_FILTER_VERSION}; ${rebuild}`);
+  }
+  evalFilters.set(file, api);
+  return api;
+}
+
+/** The JS half of the eval filter: called for the tensors it was told to hook, with their layer. */
+export function registerTensorCallback(onTensor: (tensor: TensorHandle, layer: number) => boolean): CallbackHandle {
+  return koffi.register((t: TensorHandle, layer: number) => onTensor(t, layer), koffi.pointer(onTensorProto)) as unknown as CallbackHandle;
+}
+
 export function unregisterCallback(handle: CallbackHandle): void {
   koffi.unregister(handle as unknown as bigint);
 }
@@ -702,6 +753,10 @@ export function viewFloat32(ptr: Ptr, count: number): Float32Array {
 
 export function viewInt32(ptr: Ptr, count: number): Int32Array {
   return new Int32Array(koffi.view(ptr, count * 4));
+}
+
+export function viewUint8(ptr: Ptr, count: number): Uint8Array {
+  return new Uint8Array(koffi.view(ptr, count));
 }
 
 export function viewInt8(ptr: Ptr, count: number): Int8Array {

@@ -4,7 +4,9 @@
  * the callback about each graph node; we answer yes for the residual tensors a decode needs
  * (`embd` = layer 0, or `inp_scaled` where the architecture scales embeddings, as Gemma does;
  * `l_out-k` = layer k+1), then read them, edit them in place for steering
- * (later nodes see the edit) and fold them into per-sample accumulators.
+ * (later nodes see the edit) and fold them into per-sample accumulators. With the eval filter
+ * (eval-filter.c, `npm run build:hooks`) the questions are answered in C and JS sees only the
+ * hooked tensors; without it each question is a JS call.
  */
 import { PersonaError } from "../../errors.js";
 import type { RowSink } from "../capture.js";
@@ -18,11 +20,16 @@ import {
   readInt32,
   readInt64,
   registerEvalCallback,
+  registerTensorCallback,
   unregisterCallback,
   viewFloat32,
+  viewUint8,
   type CallbackHandle,
   type ContextHandle,
+  type EvalFilterApi,
+  type EvalFilterHandle,
   type MemoryHandle,
+  type ProcHandle,
   type TensorHandle,
 } from "../ffi/llama.js";
 import { applyOpsToRow, type RowClass, type SteeringOp } from "../steering.js";
@@ -42,6 +49,29 @@ export interface NativeContextOptions {
   threads: number;
   /** Polling level of the context's CPU threadpool (0: idle workers sleep at once; 100: they spin). */
   poll: number;
+  /**
+   * The eval filter (eval-filter.c): graph nodes are told yes or no in C and JS is called only for
+   * hooked tensors. Without it every node's question is a JS call; the results are the same.
+   */
+  evalFilter?: EvalFilterApi;
+  /** Counted into (shared by an engine's contexts); else the context's own. */
+  stats?: EvalStats;
+}
+
+/** Decodes that ran hooks, and the calls into JS their eval callback made. */
+export interface EvalStats {
+  decodes: number;
+  jsCalls: number;
+}
+
+/** The eval callback as the scheduler gets it. */
+interface EvalHook {
+  fn: CallbackHandle | ProcHandle;
+  userData: EvalFilterHandle | null;
+  /** The JS function koffi registered for it. */
+  registered: CallbackHandle;
+  /** The native filter: its API, its handle and its per-layer "hook it" bytes, in native memory. */
+  filter?: { api: EvalFilterApi; handle: EvalFilterHandle; wanted: Uint8Array };
 }
 
 /** What one decode's batch rows are: which slot owns each row and which kind of token it is. */
@@ -79,8 +109,9 @@ export class NativeContext {
   readonly batch: Batch;
   private readonly ctx: ContextHandle;
   private readonly memory: MemoryHandle;
-  private readonly callback: CallbackHandle;
+  private readonly hook: EvalHook;
   private readonly layerByName = new Map<string, number>();
+  private readonly stats: EvalStats;
   /** The first four bytes of those names, as a little-endian int32. */
   private readonly namePrefixes = new Set<number>();
   private readonly nEmbd: number;
@@ -104,7 +135,8 @@ export class NativeContext {
     for (const name of this.layerByName.keys()) this.namePrefixes.add(Buffer.from(name).readInt32LE(0));
     this.scratch = new Float32Array(options.nBatch * info.nEmbd);
 
-    this.callback = registerEvalCallback((t, ask) => this.onEval(t, ask));
+    this.stats = options.stats ?? { decodes: 0, jsCalls: 0 };
+    this.hook = this.createHook(options.evalFilter);
     const params = api.llama_context_default_params();
     params.n_ctx = options.nCtx;
     params.n_batch = options.nBatch;
@@ -113,8 +145,8 @@ export class NativeContext {
     params.n_threads = options.threads;
     params.n_threads_batch = options.threads;
     params.kv_unified = true; // keeps hook rows in batch order
-    params.cb_eval = this.callback;
-    params.cb_eval_user_data = null;
+    params.cb_eval = this.hook.fn;
+    params.cb_eval_user_data = this.hook.userData;
     params.no_perf = true;
     if (options.exact) {
       params.type_k = GGML_TYPE_F32;
@@ -125,7 +157,7 @@ export class NativeContext {
     }
     const ctx = api.llama_init_from_model(model.handle, params);
     if (isNull(ctx)) {
-      unregisterCallback(this.callback);
+      this.freeHook();
       throw new PersonaError(
         "E_NATIVE",
         `llama.cpp could not create a context (n_ctx=${options.nCtx}, n_seq_max=${options.nSeqMax}, n_batch=${options.nBatch})${model.lastErrors()}`,
@@ -135,7 +167,7 @@ export class NativeContext {
       const rc = api.llama_set_adapters_lora(ctx, model.loras.map((l) => l.handle), model.loras.length, Float32Array.from(model.loras, (l) => l.scale));
       if (rc !== 0) {
         api.llama_free(ctx);
-        unregisterCallback(this.callback);
+        this.freeHook();
         throw new PersonaError("E_NATIVE", `llama.cpp could not apply the LoRA adapters (code ${rc})${model.lastErrors()}`);
       }
     }
@@ -144,6 +176,41 @@ export class NativeContext {
     if (this.pool) api.llama_attach_threadpool(ctx, this.pool.native, this.pool.native);
     this.memory = api.llama_get_memory(ctx);
     this.batch = new Batch(api, options.nBatch);
+  }
+
+  /** The native filter when there is one (JS then sees only hooked tensors), else a JS callback for every node. */
+  private createHook(filterApi: EvalFilterApi | undefined): EvalHook {
+    if (!filterApi) {
+      const registered = registerEvalCallback((t, ask) => this.onEval(t, ask));
+      return { fn: registered, userData: null, registered };
+    }
+    const nLayers = this.model.info.nLayer + 1;
+    const width = GGML_TENSOR.nameLength;
+    const names = new Uint8Array(nLayers * width);
+    for (const [name, layer] of this.layerByName) {
+      const bytes = Buffer.from(name);
+      if (bytes.length >= width) throw new PersonaError("E_INTERNAL", `tensor name ${name} does not fit ggml's ${width} bytes`);
+      names.set(bytes, layer * width);
+    }
+    const registered = registerTensorCallback((t, layer) => this.onTensor(t, layer));
+    const filter = filterApi.persona_eval_filter_new(names, nLayers, width, GGML_TENSOR.name, registered);
+    if (isNull(filter)) {
+      unregisterCallback(registered);
+      throw new PersonaError("E_NATIVE", "the eval filter could not be created (out of memory?)");
+    }
+    const wanted = viewUint8(filterApi.persona_eval_filter_wanted(filter), nLayers);
+    return { fn: filterApi.persona_eval_filter_callback(), userData: filter, registered, filter: { api: filterApi, handle: filter, wanted } };
+  }
+
+  private freeHook(): void {
+    const f = this.hook.filter;
+    f?.api.persona_eval_filter_free(f.handle);
+    unregisterCallback(this.hook.registered);
+  }
+
+  /** Hooked decodes and their calls into JS, since the context (or its stats object) was made. */
+  get evalStats(): Readonly<EvalStats> {
+    return this.stats;
   }
 
   get handle(): ContextHandle {
@@ -174,7 +241,9 @@ export class NativeContext {
       }
     }
     this.plan = any ? { rows, slots: shared ? slots.map((s) => s && { ops: [], sinks: s.sinks }) : slots, wanted } : undefined;
+    this.hook.filter?.wanted.set(wanted);
     this.installHooks(any);
+    if (any) this.stats.decodes++;
     try {
       const rc = this.model.api.llama_decode(this.ctx, this.batch.toNative());
       if (rc !== 0) {
@@ -236,14 +305,15 @@ export class NativeContext {
   /**
    * The callback is part of the context's parameters, so llama.cpp re-installs it whenever it
    * rebuilds a graph; a decode without hooks takes it off the scheduler again, because an
-   * installed callback costs one JS call per graph node (~350 a step on an 11-layer model). The
+   * installed callback is asked about every graph node (~350 a step on an 11-layer model: a JS
+   * call each without the eval filter) and the hooked nodes split the graph's run. The
    * scheduler can be replaced inside a decode (after a LoRA change), so it is looked up each time.
    */
   private installHooks(on: boolean): void {
     const api = this.model.api;
     if (!api.llama_context_get_sched) return;
     const sched = api.llama_context_get_sched(this.ctx);
-    if (!isNull(sched)) api.ggml_backend_sched_set_eval_callback(sched, on ? this.callback : null, null);
+    if (!isNull(sched)) api.ggml_backend_sched_set_eval_callback(sched, on ? this.hook.fn : null, on ? this.hook.userData : null);
   }
 
   /** Logits of batch row `i` of the last decode; a view, valid until the next decode. */
@@ -283,20 +353,34 @@ export class NativeContext {
     this.batch.free();
     this.model.api.llama_free(this.ctx);
     this.pool?.free();
-    unregisterCallback(this.callback);
+    this.freeHook();
   }
 
   private ensureAlive(): void {
     if (this.freed) throw new PersonaError("E_DISPOSED", "context used after free");
   }
 
+  /** The JS eval callback (no native filter): asked about every graph node, then called for the hooked ones. */
   private onEval(t: TensorHandle, ask: boolean): boolean {
+    this.stats.jsCalls++;
     const plan = this.plan;
-    // The scheduler asks about every graph node: most are told no from one int32 read, without building their name.
+    // Most nodes are told no from one int32 read, without building their name.
     if (!plan || !this.namePrefixes.has(readInt32(t, GGML_TENSOR.name))) return !ask;
     const layer = this.layerByName.get(readCString(t, GGML_TENSOR.name, GGML_TENSOR.nameLength));
     if (ask) return layer !== undefined && plan.wanted[layer] === 1;
-    if (layer === undefined || plan.error) return true;
+    return layer === undefined || this.hooked(t, layer);
+  }
+
+  /** The native filter's call into JS, for a hooked tensor. */
+  private onTensor(t: TensorHandle, layer: number): boolean {
+    this.stats.jsCalls++;
+    return this.hooked(t, layer);
+  }
+
+  /** A hooked residual tensor, computed: read it, steer it, feed the accumulators. */
+  private hooked(t: TensorHandle, layer: number): boolean {
+    const plan = this.plan;
+    if (!plan || plan.error) return true;
     try {
       this.processLayer(t, layer, plan);
     } catch (e) {

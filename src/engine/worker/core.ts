@@ -7,8 +7,8 @@ import type { LoraAdapter } from "../lora.js";
 import { PersonaError } from "../../errors.js";
 import { runJobs, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
 import { checkCpuBackend, discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
-import { loadLlama, type LlamaApi } from "../ffi/llama.js";
-import { NativeContext } from "../native/NativeContext.js";
+import { loadEvalFilter, loadLlama, type EvalFilterApi, type LlamaApi } from "../ffi/llama.js";
+import { NativeContext, type EvalStats } from "../native/NativeContext.js";
 import { NativeModel } from "../native/NativeModel.js";
 import { NativeSampler } from "../native/NativeSampler.js";
 import { getNumber, getString, readGguf } from "../gguf/reader.js";
@@ -34,6 +34,11 @@ export interface CoreOptions {
   threads: number;
   /** Polling level of each context's CPU threadpool, 0..100. */
   poll: number;
+  /**
+   * The eval filter library (`npm run build:hooks`) that hooked decodes use; `required`: an error
+   * when it does not load, else a note (`hooksNote`) and the JS path.
+   */
+  evalFilter?: { path: string; required: boolean };
 }
 
 export interface ContextShape {
@@ -64,6 +69,11 @@ export class EngineCore {
   private readonly errors: string[] = [];
   private readonly threads: number;
   private readonly poll: number;
+  private readonly evalFilter: EvalFilterApi | undefined;
+  /** Why the eval filter asked for is not used. */
+  readonly hooksNote: string | undefined;
+  /** Hooked decodes of every context of this engine, and their calls into JS. */
+  readonly evalStats: EvalStats = { decodes: 0, jsCalls: 0 };
 
   constructor(
     options: CoreOptions,
@@ -83,6 +93,19 @@ export class EngineCore {
       }
       if (options.verbose) this.log(text);
     });
+    if (options.evalFilter) {
+      try {
+        this.evalFilter = loadEvalFilter(options.evalFilter.path);
+      } catch (e) {
+        if (options.evalFilter.required) throw e;
+        this.hooksNote = (e as Error).message;
+      }
+    }
+  }
+
+  /** Where hooked decodes answer the scheduler's per-node questions: in C (the eval filter) or in JS. */
+  get hooks(): "native" | "js" {
+    return this.evalFilter ? "native" : "js";
   }
 
   async loadModel(
@@ -316,6 +339,8 @@ export class EngineCore {
       exact: shape.exact,
       threads: this.threads,
       poll: this.poll,
+      evalFilter: this.evalFilter,
+      stats: this.evalStats,
     });
     this.contextsCreated.set(modelId, (this.contextsCreated.get(modelId) ?? 0) + 1);
     return ctx;

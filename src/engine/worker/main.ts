@@ -58,7 +58,15 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     case "scoreTree":
       return core.scoreTree(msg.modelId, msg.prompt, msg.paths);
     case "systemInfo":
-      return { variant: core.libraries.variant, binsDir: core.libraries.binsDir, cpuBackend: core.libraries.cpuBackend, system: core.api.llama_print_system_info() };
+      return {
+        variant: core.libraries.variant,
+        binsDir: core.libraries.binsDir,
+        cpuBackend: core.libraries.cpuBackend,
+        hooks: core.hooks,
+        hooksNote: core.hooksNote,
+        hookCalls: { ...core.evalStats },
+        system: core.api.llama_print_system_info(),
+      };
     case "run": {
       const abort = new Int32Array(msg.abort);
       await core.run(
