@@ -49,7 +49,7 @@ describe("usage errors", () => {
     [["generate", "--model", "demo", "--prompt"], /--prompt needs a value/],
     [["eval", "--model", "demo", "--trait", "evil", "--bogus"], /unknown option --bogus; see `persona eval --help`/],
     [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:middle"], /--steer "evil:2:1:middle": position "middle" is not response, prompt, all/],
-    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:response:both"], /mode "both" is not add, ablate, cap, cap-min/],
+    [["generate", "--model", "demo", "--prompt", "hi", "--steer", "evil:2:1:response:both"], /mode "both" is not add, ablate, ablate-mean, cap, cap-min/],
     [["vectors", "export", "a.safetensors", "--layer", "2", "--out", "x.gguf", "--coef", "lots"], /--coef "lots": expected a number; see `persona vectors export --help`/],
     [["demo", "--traits", "evl"], /--traits "evl": unknown demo trait "evl"/],
     [["nonsense"], /unknown command 'nonsense'; see `persona --help`/],

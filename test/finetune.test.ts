@@ -11,7 +11,7 @@ import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Engine } from "../src/engine/Engine.js";
 import { readGguf } from "../src/engine/gguf/reader.js";
-import { encodeSample, finetune, packSamples } from "../src/pipeline/finetune.js";
+import { encodeSample, finetune, loadSamples, packSamples, withTrainingMeans } from "../src/pipeline/finetune.js";
 import { layerMatrix, writeVectors } from "../src/vectors/format.js";
 import { runCli } from "./helpers/cli.js";
 import { personaError } from "./helpers/errors.js";
@@ -86,6 +86,32 @@ describe("finetune", () => {
     assert.throws(() => packSamples([a], 3, 0, (i) => `sample ${i}`), personaError("E_BAD_INPUT", /sample 0 is 5 tokens long/));
   });
 
+  it("ablate-mean keeps the base model's mean projection over every training token and removes the variance along v̂", async () => {
+    const model = await engine.loadModel(source);
+    try {
+      const { samples } = await loadSamples(path.join(dir, "train.jsonl"));
+      const encoded = await Promise.all(samples.map((s) => encodeSample(model, s)));
+      const vector = Float32Array.from({ length: N_EMBD }, (_, i) => Math.cos(3 * i));
+      const unit = vector.map((x) => x / Math.hypot(...vector));
+      const L = 1;
+      const [spec] = await withTrainingMeans(model, encoded, [{ vector, layer: L, coef: 1, mode: "ablate", mean: "data", positions: "all" }]);
+      const mean = spec!.mean as number;
+      // Independently: whole residual rows, their token-weighted mean, projected in float64.
+      const dot = (a: Float32Array) => a.subarray(L * N_EMBD, (L + 1) * N_EMBD).reduce((acc, x, j) => acc + x * unit[j]!, 0);
+      const base = await model.capture(encoded);
+      const tokens = base.reduce((a, c) => a + c.nPromptTokens + c.nResponseTokens, 0);
+      const want = base.reduce((a, c) => a + dot(c.promptAvg) * c.nPromptTokens + dot(c.responseAvg) * c.nResponseTokens, 0) / tokens;
+      assert.ok(Math.abs(mean - want) < 1e-4 * (1 + Math.abs(want)), `kept mean ${mean} vs ${want}`);
+      const spread = Math.max(...base.flatMap((c) => [dot(c.promptAvg), dot(c.responseAvg)])) - Math.min(...base.flatMap((c) => [dot(c.promptAvg), dot(c.responseAvg)]));
+      assert.ok(spread > 1e-2, `the base projections should vary: ${spread}`);
+      // Steered, every row sits at the kept mean along v̂ (so every average does).
+      const steered = await model.capture(encoded, { steering: model.steering([spec!]) });
+      for (const c of steered) for (const a of [c.promptAvg, c.promptLast, c.responseAvg]) assert.ok(Math.abs(dot(a) - mean) < 1e-4 * (1 + Math.abs(mean)), `${dot(a)} vs ${mean}`);
+    } finally {
+      await model.dispose();
+    }
+  });
+
   it("refuses bad data and bad steering before training", async () => {
     const model = await engine.loadModel(source, { noMmap: true });
     try {
@@ -111,11 +137,15 @@ describe("persona finetune", () => {
     await writeVectors(vectors, { tensors: { response_avg: layerMatrix(N_LAYER + 1, N_EMBD, data) }, meta: { trait: "blue", source: "extract", bestLayer: 1 } });
     const out = path.join(dir, "cli.gguf");
     const args = ["finetune", "--model", source, "--data", path.join(dir, "train.jsonl"), "--out", out];
-    args.push("--steer", `${vectors}:1:2`, "--steer", `${vectors}:2:1:all:ablate`, "--epochs", "2", "--val-split", "0.34", "--lr", "1e-3", "--json", "--threads", "1");
+    args.push("--steer", `${vectors}:1:2`, "--steer", `${vectors}:2:1:all:ablate`, "--steer", `${vectors}:1:1:all:ablate-mean`);
+    args.push("--epochs", "2", "--val-split", "0.34", "--lr", "1e-3", "--json", "--threads", "1");
     const { code, stdout, stderr } = await runCli(args);
     assert.equal(code, 0, stderr);
     const r = JSON.parse(stdout);
-    assert.deepEqual(Object.keys(r).sort(), ["out", "seconds", "tokens", "train_loss", "val_loss"]);
+    assert.deepEqual(Object.keys(r).sort(), ["ablation_means", "out", "seconds", "tokens", "train_loss", "val_loss"]);
+    assert.equal(r.ablation_means.length, 1);
+    assert.equal(r.ablation_means[0].layer, 1);
+    assert.ok(Number.isFinite(r.ablation_means[0].mean) && r.ablation_means[0].mean !== 0);
     assert.equal(r.out, out);
     assert.equal(r.train_loss.length, 2);
     assert.equal(r.val_loss.length, 2);

@@ -278,6 +278,16 @@ describe("steering and masks inside the training graph", () => {
     assert.ok(Math.abs(want - wantPlain) > 1e-2, `the steering should change the loss: ${want} vs ${wantPlain}`);
   });
 
+  it("a mean-preserving ablation in the training forward equals inference with the same kept mean", async () => {
+    const windows = [0, 5].map((k) => corpus.slice(k * W, k * W + W + 1));
+    const zero: SteeringSpec[] = [{ vector: direction(3, 1), layer: 1, coef: 1, mode: "ablate" }];
+    const kept: SteeringSpec[] = [{ ...zero[0]!, mean: 1.5 }];
+    const r = await m.train({ windows, contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1, steering: kept });
+    const [want, wantZero] = [await inferenceLoss(windows[1]!, kept), await inferenceLoss(windows[1]!, zero)];
+    assert.ok(Math.abs(r.valLosses![0]! - want) < 1e-4, `training graph ${r.valLosses![0]} vs inference ${want}`);
+    assert.ok(Math.abs(want - wantZero) > 1e-2, `the kept mean should change the loss: ${want} vs ${wantZero}`);
+  });
+
   it("scores only the masked tokens (response-only loss), with documents flagged where no token opens them", async () => {
     const win = corpus.slice(3 * W, 4 * W + 1);
     const mask = new Uint8Array(W + 1);

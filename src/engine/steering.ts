@@ -28,6 +28,13 @@ export interface SteeringSpec {
   mode?: SteeringMode;
   /** For `cap`: which side of the threshold is kept. Defaults to "max" (at most coef). */
   bound?: "max" | "min";
+  /**
+   * For `ablate`: the projection the ablation keeps, x − coef·(x·v̂ − mean)·v̂. 0 (the default)
+   * is zero-ablation; the base model's mean projection removes the variance along v̂ and keeps
+   * its mean. "data": to be measured on the training data by whoever trains (`finetune` does),
+   * so it is refused here.
+   */
+  mean?: number | "data";
 }
 
 export type SteeringMode = "add" | "ablate" | "cap";
@@ -51,6 +58,8 @@ export interface SteeringOp {
   readonly vec: Float32Array;
   /** add: the multiplier; ablate: the fraction removed; caps: the threshold. */
   readonly coef: number;
+  /** ablate: the projection kept (0 = zero-ablation). */
+  readonly mean?: number;
   /** Bit set of RowClass values the op applies to. */
   readonly mask: number;
 }
@@ -102,12 +111,22 @@ export function resolveSteering(
     if (mode !== "add" && mode !== "ablate" && mode !== "cap") throw new PersonaError("E_BAD_STEER_ARG", `mode must be add, ablate or cap, got ${String(mode)}${where}`);
     const bound = s.bound ?? "max";
     if (bound !== "max" && bound !== "min") throw new PersonaError("E_BAD_STEER_ARG", `cap bound must be max or min, got ${String(bound)}${where}`);
+    const mean = s.mean ?? 0;
+    if (mean !== 0 && mode !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `a kept mean applies to ablate only, not ${mode}${where}`);
+    if (mean === "data") {
+      throw new PersonaError(
+        "E_BAD_STEER_ARG",
+        `ablate-mean keeps the base model's mean projection over the training data, which only persona finetune measures (in the library, give the mean as a number)${where}`,
+      );
+    }
+    if (!Number.isFinite(mean)) throw new PersonaError("E_BAD_STEER_ARG", `the kept mean must be a finite number${where}`);
     const mask = POSITION_MASKS[positions];
     if (mode === "add") return { layer: s.layer, kind: "add", vec: s.vector.map((x) => x * s.coef), coef: s.coef, mask };
     if (norm2 === 0) throw new PersonaError("E_BAD_STEER_ARG", `cannot ${mode} along a zero vector${where}`);
     const inv = 1 / Math.sqrt(norm2);
-    const kind = mode === "ablate" ? "ablate" : bound === "max" ? "capMax" : "capMin";
-    return { layer: s.layer, kind, vec: s.vector.map((x) => x * inv), coef: s.coef, mask };
+    const vec = s.vector.map((x) => x * inv);
+    if (mode === "ablate") return { layer: s.layer, kind: "ablate", vec, coef: s.coef, mask, ...(mean !== 0 ? { mean } : {}) };
+    return { layer: s.layer, kind: bound === "max" ? "capMax" : "capMin", vec, coef: s.coef, mask };
   });
   return ops as unknown as ResolvedSteering;
 }
@@ -125,8 +144,9 @@ export function applyOpsToRow(ops: readonly SteeringOp[], layer: number, rowClas
     }
     let d = 0;
     for (let j = 0; j < row.length; j++) d += row[j]! * v[j]!;
-    // ablate removes coef of the component; a cap moves the row back onto the threshold only when it crossed it.
-    const s = op.kind === "ablate" ? d * op.coef : op.kind === "capMax" ? Math.max(0, d - op.coef) : Math.min(0, d - op.coef);
+    // ablate removes coef of the component's distance from the kept mean; a cap moves the row back
+    // onto the threshold only when it crossed it.
+    const s = op.kind === "ablate" ? (d - (op.mean ?? 0)) * op.coef : op.kind === "capMax" ? Math.max(0, d - op.coef) : Math.min(0, d - op.coef);
     if (s === 0) continue;
     for (let j = 0; j < row.length; j++) row[j]! -= s * v[j]!;
     changed = true;
@@ -141,10 +161,11 @@ export interface SteeringOpJson {
   vec: number[];
   coef: number;
   mask: number;
+  mean?: number;
 }
 
 export function steeringToJson(s: ResolvedSteering): SteeringOpJson[] {
-  return s.map((op) => ({ layer: op.layer, kind: op.kind, vec: Array.from(op.vec), coef: op.coef, mask: op.mask }));
+  return s.map((op) => ({ layer: op.layer, kind: op.kind, vec: Array.from(op.vec), coef: op.coef, mask: op.mask, ...(op.mean !== undefined ? { mean: op.mean } : {}) }));
 }
 
 /** Back from JSON, checked again against the model that will run it (float32 values round-trip exactly). */
@@ -154,8 +175,9 @@ export function steeringFromJson(ops: readonly SteeringOpJson[], model: { nLayer
     const ok =
       Number.isInteger(op.layer) && op.layer >= 1 && op.layer <= model.nLayer &&
       kinds.includes(op.kind) && Number.isFinite(op.coef) && Number.isInteger(op.mask) && op.mask >= 1 && op.mask <= 0b111 &&
-      Array.isArray(op.vec) && op.vec.length === model.nEmbd && op.vec.every((x) => Number.isFinite(x));
+      Array.isArray(op.vec) && op.vec.length === model.nEmbd && op.vec.every((x) => Number.isFinite(x)) &&
+      (op.mean === undefined || (op.kind === "ablate" && Number.isFinite(op.mean)));
     if (!ok) throw new PersonaError("E_BAD_STEER_ARG", `steering op for layer ${op.layer} does not fit this model (${model.nLayer} layers, n_embd ${model.nEmbd})`);
-    return { layer: op.layer, kind: op.kind, vec: Float32Array.from(op.vec), coef: op.coef, mask: op.mask };
+    return { layer: op.layer, kind: op.kind, vec: Float32Array.from(op.vec), coef: op.coef, mask: op.mask, ...(op.mean !== undefined ? { mean: op.mean } : {}) };
   }) as unknown as ResolvedSteering;
 }

@@ -3,7 +3,7 @@
  * model will see it, the loss covers the assistant's reply only (the reference's
  * train-on-responses-only: the reply and the template's end-of-turn tokens), and samples are
  * packed into windows whose documents never see each other. Optional steering during training
- * (preventative `add`, CAFT `ablate`) rides inside the training graph.
+ * (preventative `add`, CAFT `ablate`, zero or mean-preserving) rides inside the training graph.
  */
 import { unlink } from "node:fs/promises";
 import { PersonaError } from "../errors.js";
@@ -82,6 +82,28 @@ export function packSamples(samples: readonly EncodedSample[], contextLength: nu
   return out;
 }
 
+/**
+ * Each `mean: "data"` ablation's kept mean: the base model's mean projection on its unit vector
+ * at its layer over every token of the training samples (prompt and reply alike, as training
+ * steers every position), measured once before training, without steering, so the ablation
+ * removes the variance along v̂ and keeps where the base model sits on average.
+ */
+export async function withTrainingMeans(model: Model, samples: readonly EncodedSample[], specs: readonly SteeringSpec[]): Promise<SteeringSpec[]> {
+  const wanted = specs.filter((s) => s.mean === "data");
+  if (wanted.length === 0) return [...specs];
+  const probes = model.probes(wanted.map((s) => ({ layer: s.layer, vector: s.vector })));
+  const sums = new Float64Array(wanted.length);
+  let tokens = 0;
+  await model.project(samples, probes, {
+    onSample: (_, p) => {
+      for (let k = 0; k < sums.length; k++) sums[k]! += p.promptAvg[k]! * p.nPromptTokens + p.responseAvg[k]! * p.nResponseTokens;
+      tokens += p.nPromptTokens + p.nResponseTokens;
+    },
+  });
+  let k = 0;
+  return specs.map((s) => (s.mean === "data" ? { ...s, mean: sums[k++]! / tokens } : s));
+}
+
 /** A dataset file's samples; any broken record stops here, naming its line, before training starts. */
 export async function loadSamples(file: string): Promise<{ samples: TrainingSample[]; lines: number[] }> {
   const samples: TrainingSample[] = [];
@@ -135,6 +157,8 @@ export interface FinetuneResult {
   seconds: number;
   /** The step a checkpoint was resumed from, when it was. */
   resumedFromStep?: number;
+  /** The kept mean of each `mean: "data"` ablation, in the steering's order. */
+  ablationMeans?: { layer: number; mean: number }[];
 }
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
@@ -145,8 +169,9 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   }
   if (o.val !== undefined && o.valSplit !== undefined) throw new PersonaError("E_BAD_INPUT", "give a validation file or a validation split, not both");
   if (o.valSplit !== undefined && !(o.valSplit > 0 && o.valSplit < 1)) throw new PersonaError("E_BAD_INPUT", `validation split must be in (0, 1), got ${o.valSplit}`);
-  // Validate and resolve the steering before any long work (the trainer validates it again).
-  model.steering(o.steering ?? []);
+  // Validate the steering before any long work (the trainer validates it again). A mean still to
+  // be measured stands in as a non-zero number, which only an ablation accepts.
+  model.steering((o.steering ?? []).map((s) => (s.mean === "data" ? { ...s, mean: 1 } : s)));
 
   const data = await loadSamples(o.data);
   let train = data.samples.map((s, i) => ({ s, name: `${o.data}:${data.lines[i]}` }));
@@ -173,6 +198,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const pack = (encoded: EncodedSample[], items: typeof train) => packSamples(encoded, W, model.info.eos, (i) => `sample ${items[i]!.name}`);
   const t = pack(te, train);
   const v = pack(ve, val);
+  const steering = await withTrainingMeans(model, te, o.steering ?? []);
   const checkpoint = o.checkpoint ?? `${o.out}.ckpt`;
   const r = await model.train({
     windows: [...t.windows, ...v.windows],
@@ -185,7 +211,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
     batchWindows: Math.min(o.batch ?? 1, t.windows.length),
     seed: o.seed ?? 0,
     checkpoint: { path: checkpoint, everySteps: o.checkpointEvery ?? 50, resume: o.resume ?? false },
-    ...(o.steering ? { steering: o.steering } : {}),
+    ...(steering.length ? { steering } : {}),
     ...(o.lora ? { lora: o.lora } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     ...(o.signal ? { signal: o.signal } : {}),
@@ -195,5 +221,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   await unlink(checkpoint).catch(() => undefined);
   const result: FinetuneResult = { out: o.out, train_loss: r.losses, val_loss: r.valLosses ?? [], tokens: r.tokens, seconds: r.seconds };
   if (r.resumedFromStep !== undefined) result.resumedFromStep = r.resumedFromStep;
+  const kept = steering.filter((_, i) => o.steering![i]!.mean === "data");
+  if (kept.length) result.ablationMeans = kept.map((s) => ({ layer: s.layer, mean: s.mean as number }));
   return result;
 }

@@ -22,6 +22,8 @@ export interface SteeringRef {
   mode: SteeringMode;
   /** For `cap`: keep the projection at most (`max`, the default) or at least (`min`) coef. */
   bound?: "max" | "min";
+  /** For `ablate`: keep the base model's mean projection over the training data (`finetune` measures it). */
+  mean?: "data";
 }
 
 export interface LoadedVector {
@@ -73,7 +75,7 @@ export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<Mo
     if (layer < 1 || layer > model.nLayer) {
       throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.nLayer} (layer 0, the embeddings, cannot be steered)`);
     }
-    specs.push({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: a.coef, positions: a.positions, mode: a.mode, ...(a.bound ? { bound: a.bound } : {}) });
+    specs.push({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: a.coef, positions: a.positions, mode: a.mode, ...(a.bound ? { bound: a.bound } : {}), ...(a.mean ? { mean: a.mean } : {}) });
   }
   return specs;
 }

@@ -5,7 +5,9 @@
  *             ablation at every layer), or empty for the layer stored in the vectors' metadata
  *   COEF      a number (negative steers away from the trait)
  *   POSITIONS response (default) | prompt | all
- *   MODE      add (default) | ablate | cap (projection on v̂ at most COEF) | cap-min (at least COEF)
+ *   MODE      add (default) | ablate | ablate-mean (training only: keeps the base model's mean
+ *             projection over the training data) | cap (projection on v̂ at most COEF) | cap-min
+ *             (at least COEF)
  * Parsed from the right so a SOURCE may itself contain ':' (Windows drive letters): the trailing
  * non-numeric fields (at most two) are POSITIONS and MODE, the field before them is COEF.
  */
@@ -21,10 +23,10 @@ import type { SteeringRef } from "../../vectors/steer.js";
 export const DEFAULT_POSITIONS: Positions = "response";
 
 export const STEER_SYNTAX =
-  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-4:1:all:ablate)";
+  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|ablate-mean|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; ablate-mean (finetune only) ablates toward the base model's mean projection on the training data instead of 0; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-8:1:all:ablate)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
-const MODES = ["add", "ablate", "cap", "cap-min"] as const;
+const MODES = ["add", "ablate", "ablate-mean", "cap", "cap-min"] as const;
 
 const isNumber = (s: string) => s.trim() !== "" && Number.isFinite(Number(s));
 
@@ -68,12 +70,16 @@ export function parseSteeringRef(arg: string): SteeringRef[] {
     }
   }
   const coef = Number(coefText);
-  return layers.map((layer) => (mode === "cap-min" ? { source, layer, coef, positions, mode: "cap", bound: "min" } : { source, layer, coef, positions, mode }));
+  return layers.map((layer): SteeringRef => {
+    if (mode === "cap-min") return { source, layer, coef, positions, mode: "cap", bound: "min" };
+    if (mode === "ablate-mean") return { source, layer, coef, positions, mode: "ablate", mean: "data" };
+    return { source, layer, coef, positions, mode };
+  });
 }
 
 /** A steering ref written back in the flag's grammar (an unknown layer reads "best"). */
 export function formatSteeringRef(r: Omit<SteeringRef, "layer"> & { layer: number | undefined }): string {
-  const mode = r.mode === "ablate" ? ":ablate" : r.mode === "cap" ? (r.bound === "min" ? ":cap-min" : ":cap") : "";
+  const mode = r.mode === "ablate" ? (r.mean === "data" ? ":ablate-mean" : ":ablate") : r.mode === "cap" ? (r.bound === "min" ? ":cap-min" : ":cap") : "";
   return `${r.source}:${r.layer ?? "best"}:${r.coef}:${r.positions}${mode}`;
 }
 

@@ -30,13 +30,15 @@ export function graphSize(nLayer: number): number {
 /**
  * A steering op inside the training graph (validated by resolveSteering): at layer L (the
  * residual after block L−1), on every position, `add` adds `vec` (already coef·v) and `ablate`
- * subtracts coef·(x·v̂)v̂ with `vec` = v̂. As graph ops, gradients flow through them.
+ * subtracts coef·(x·v̂ − mean)v̂ with `vec` = v̂. As graph ops, gradients flow through them.
  */
 export interface GraphSteer {
   layer: number;
   kind: "add" | "ablate";
   vec: Float32Array;
   coef: number;
+  /** ablate: the projection kept (0 or absent = zero-ablation). */
+  mean?: number;
 }
 
 /** A LoRA pair on one weight: its product adds scale·B·(A·x). */
@@ -152,6 +154,8 @@ export function buildLlamaGraph(
         const along = api.ggml_mul_mat(ctx, v, x);
         const component = api.ggml_mul_mat(ctx, api.ggml_reshape_2d(ctx, v, 1, hp.nEmbd), along);
         x = api.ggml_sub(ctx, x, api.ggml_scale(ctx, component, op.coef));
+        // Mean-preserving: coef·mean·v̂ back, so the projection moves toward mean instead of 0.
+        if (op.mean) x = api.ggml_add(ctx, x, api.ggml_scale(ctx, v, op.coef * op.mean));
       }
     });
   }

@@ -103,7 +103,8 @@ export interface TrainOptions {
   documentStarts?: Uint8Array | readonly Uint8Array[];
   /**
    * Steering applied in every forward pass of training, on every position, as graph ops that the
-   * gradient flows through: `add` (preventative steering) and `ablate` (CAFT). Validated like
+   * gradient flows through: `add` (preventative steering) and `ablate` (CAFT, optionally keeping a
+   * mean projection). Validated like
    * inference steering; positions must be "all".
    */
   steering?: readonly SteeringSpec[];
@@ -342,6 +343,7 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
       throw new PersonaError("E_SHAPE", `steering #${i + 1}: vector has ${op.vec?.length ?? 0} values but the model's n_embd is ${model.nEmbd}`);
     }
     if ((op.kind !== "add" && op.kind !== "ablate") || !Number.isFinite(op.coef)) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: bad kind or coefficient`);
+    if (op.mean !== undefined && (op.kind !== "ablate" || !Number.isFinite(op.mean))) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: a kept mean must be a finite number on an ablation`);
   });
 }
 
