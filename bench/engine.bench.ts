@@ -60,6 +60,10 @@ const THREADS = Number(args.threads);
 const PEERS = args.peers.split(",");
 const MODEL = args.model === "bench" ? benchModelPath : args.model === "demo" ? path.resolve("models/persona-demo.gguf") : path.resolve(args.model);
 
+// This process measures the prebuilt CPU backend (its in-process step breakdown loads it); the
+// self-built one, the default once built, is measured in child processes.
+process.env.PERSONA_CPU_BACKEND ||= "prebuilt";
+
 const PROMPT = "The quick brown fox jumps over the lazy dog while the cat watches from the window.";
 
 function median(xs: number[]): number {

@@ -1,7 +1,8 @@
 /**
- * Which CPU backend decodes: the prebuilt variants by default, or one built here from the pinned
- * source (`npm run build:llama`, PERSONA_CPU_BACKEND). Both decode the same tokens; a backend that
- * is missing or not stamped as built from the pinned source is refused before native code sees it.
+ * Which CPU backend decodes: the one built here from the pinned source (`npm run build:llama`) by
+ * default once it is built, else (or with PERSONA_CPU_BACKEND=prebuilt) the prebuilt variants. Both
+ * decode the same tokens; a backend that is missing or not stamped as built from the pinned source
+ * is refused before native code sees it.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -42,7 +43,7 @@ interface Decoded {
   logprobs: number[];
 }
 
-/** test/helpers/decode-child.ts's output: a process has one CPU backend. */
+/** test/helpers/decode-child.ts's output (a process has one CPU backend); undefined: the default. */
 async function decodeIn(cpuBackend: string | undefined): Promise<Decoded> {
   const env = { ...process.env, PERSONA_CPU_BACKEND: cpuBackend ?? "" };
   const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", path.resolve("test/helpers/decode-child.ts"), modelPath], { env });
@@ -61,8 +62,8 @@ describe("CPU backend", () => {
   });
 
   const built = existsSync(LOCAL_CPU_BACKEND);
-  it("the self-built CPU backend (npm run build:llama) decodes what the prebuilt one decodes", { skip: built ? false : `not built: ${LOCAL_CPU_BACKEND} (npm run build:llama)` }, async () => {
-    const [a, b] = await Promise.all([decodeIn(undefined), decodeIn(LOCAL_CPU_BACKEND)]);
+  it("the self-built CPU backend (npm run build:llama) is the default once built and decodes what the prebuilt one (\"prebuilt\") decodes", { skip: built ? false : `not built: ${LOCAL_CPU_BACKEND} (npm run build:llama)` }, async () => {
+    const [a, b] = await Promise.all([decodeIn("prebuilt"), decodeIn(undefined)]);
     assert.equal(a.cpuBackend, undefined);
     assert.equal(a.mapped.length, 1, "one prebuilt CPU variant");
     assert.match(a.mapped[0]!, /node_modules\/@node-llama-cpp\/.*\/libggml-cpu-[\w-]+\.so$/);

@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { PersonaError } from "../errors.js";
-import { EVAL_FILTER_LIBRARY, checkCpuBackend, type GpuChoice } from "./ffi/discover.js";
+import { EVAL_FILTER_LIBRARY, LOCAL_CPU_BACKEND, checkCpuBackend, discoverLibraries, isGpuVariant, type GpuChoice } from "./ffi/discover.js";
 import type { LoraAdapter } from "./lora.js";
 import { Model } from "./Model.js";
 import { WorkerHost } from "./worker/host.js";
@@ -15,10 +15,12 @@ export interface EngineOptions {
   /** Which llama.cpp build to use; GPU builds are opt-in installs. Defaults to env PERSONA_GPU or "auto". */
   gpu?: GpuChoice;
   /**
-   * llama.cpp's CPU backend built here from the pinned source (`npm run build:llama`, which prints
-   * the path), loaded instead of the prebuilt CPU variants: faster batched decoding where the
-   * prebuilt compiler's code is slow. CPU build only. Defaults to env PERSONA_CPU_BACKEND, else the
-   * prebuilt variants. One process has one CPU backend: engines asking for another are refused.
+   * llama.cpp's CPU backend: the path of one built from the pinned source (`npm run build:llama`),
+   * loaded instead of the prebuilt CPU variants (faster batched decoding where the prebuilt
+   * compiler's code is slow; CPU build only), or "prebuilt" for those variants. Defaults to env
+   * PERSONA_CPU_BACKEND, else the one `npm run build:llama` built in this package when it is there
+   * and the CPU build is in use, else the prebuilt variants. One process has one CPU backend:
+   * engines asking for another are refused.
    */
   cpuBackend?: string;
   /**
@@ -88,6 +90,30 @@ export interface SystemInfo {
   system: string;
 }
 
+/** `cpuBackend` for the prebuilt CPU variants even where `npm run build:llama` has built one. */
+export const PREBUILT_CPU_BACKEND = "prebuilt";
+
+/**
+ * The CPU backend to load (undefined: the prebuilt variants): a path, "prebuilt", or by default the
+ * one `npm run build:llama` built here, when the CPU build is in use (a GPU build comes first).
+ */
+export function resolveCpuBackend(choice: string | undefined, gpu: GpuChoice, warn: (m: string) => void, local = LOCAL_CPU_BACKEND): string | undefined {
+  if (choice === PREBUILT_CPU_BACKEND) return undefined;
+  if (choice !== undefined) return checkCpuBackend(choice);
+  if (!existsSync(local)) return undefined;
+  try {
+    if (isGpuVariant(discoverLibraries(gpu).variant)) return undefined;
+  } catch {
+    return undefined; // no llama.cpp build at all: the worker says so
+  }
+  try {
+    return checkCpuBackend(local);
+  } catch (e) {
+    warn(`warning: ${(e as Error).message}; using the prebuilt CPU backend`);
+    return undefined;
+  }
+}
+
 /** The eval filter to load: an explicit choice, env PERSONA_NATIVE_HOOKS, else the built one if any. */
 export function resolveEvalFilter(option: boolean | undefined, file = EVAL_FILTER_LIBRARY): { path: string; required: boolean } | undefined {
   const env = process.env.PERSONA_NATIVE_HOOKS;
@@ -122,9 +148,10 @@ export class Engine implements AsyncDisposable {
   static async create(options: EngineOptions = {}): Promise<Engine> {
     const gpu = options.gpu ?? ((process.env.PERSONA_GPU as GpuChoice | undefined) || "auto");
     if (!GPU_CHOICES.includes(gpu)) throw new PersonaError("E_BAD_INPUT", `gpu must be one of ${GPU_CHOICES.join(", ")}`);
+    const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
     const backend = options.cpuBackend ?? (process.env.PERSONA_CPU_BACKEND || undefined);
-    if (backend !== undefined && (typeof backend !== "string" || backend === "")) throw new PersonaError("E_BAD_INPUT", "cpuBackend must be a non-empty path");
-    const cpuBackend = backend === undefined ? undefined : checkCpuBackend(backend);
+    if (backend !== undefined && (typeof backend !== "string" || backend === "")) throw new PersonaError("E_BAD_INPUT", "cpuBackend must be a non-empty path or \"prebuilt\"");
+    const cpuBackend = resolveCpuBackend(backend, gpu, warn);
     if (processCpuBackend !== undefined && processCpuBackend !== (cpuBackend ?? "")) {
       const name = (b: string) => (b === "" ? "the prebuilt CPU backend" : b);
       throw new PersonaError("E_NATIVE", `this process already uses ${name(processCpuBackend)}; ${name(cpuBackend ?? "")} needs a process of its own`);
@@ -136,7 +163,6 @@ export class Engine implements AsyncDisposable {
       throw new PersonaError("E_BAD_INPUT", `threads must be an integer in 1..512, got ${requested}`);
     }
     const threads = Math.min(requested, cores);
-    const warn = options.onWarning ?? ((m: string) => process.stderr.write(`persona: ${m}\n`));
     if (threads < requested) {
       // ggml's threads spin at every graph barrier: with more threads than cores each one waits for a
       // descheduled peer (--threads 64 on 2 cores ran for minutes at load average 51).
