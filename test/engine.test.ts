@@ -307,19 +307,21 @@ describe("steering", () => {
     assert.ok(Math.abs(dot) < 1e-4 * Math.abs(baseDot) + 1e-6);
   });
 
-  it("an ablation that keeps a mean moves every touched row's projection onto it, and nothing else", async () => {
+  it("an ablation that keeps means moves every touched row's projection onto its class's mean, and nothing else", async () => {
     const model = models.llama;
     const n = model.info.nEmbd;
     const v = randomVector(n, 3);
     const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
     const unit = v.map((x) => x / norm);
-    const mean = 0.75;
-    const [s] = await model.capture([sample], { steering: model.steering([{ vector: v, layer: L, coef: 1, mode: "ablate", mean, positions: "all" }]) });
-    // Every row, prompt and response, sits at `mean` along v̂, so their averages do too; off v̂ each is unchanged.
+    const [mean, lastPromptMean] = [0.75, -1.25];
+    const p = sample.promptLength;
+    const [s] = await model.capture([sample], { steering: model.steering([{ vector: v, layer: L, coef: 1, mode: "ablate", mean, lastPromptMean, positions: "all" }]) });
+    // The last prompt token sits at lastPromptMean along v̂, every other row at mean; off v̂ each is unchanged.
+    const kept = { promptLast: lastPromptMean, promptAvg: ((p - 1) * mean + lastPromptMean) / p, responseAvg: mean };
     for (const key of ["promptLast", "promptAvg", "responseAvg"] as const) {
       const baseRow = layerRow(base[key], L, n);
       const baseDot = baseRow.reduce((a, x, j) => a + x * unit[j]!, 0);
-      assert.ok(relErr(layerRow(s![key], L, n), baseRow.map((x, j) => x - (baseDot - mean) * unit[j]!)) < 1e-5, key);
+      assert.ok(relErr(layerRow(s![key], L, n), baseRow.map((x, j) => x - (baseDot - kept[key]) * unit[j]!)) < 1e-5, key);
     }
     assert.throws(() => model.steering([{ vector: v, layer: L, coef: 1, mode: "ablate", mean: "data" }]), personaError("E_BAD_STEER_ARG", /only persona finetune measures/));
     assert.throws(() => model.steering([{ vector: v, layer: L, coef: 1, mean: 2 }]), personaError("E_BAD_STEER_ARG", /ablate only/));

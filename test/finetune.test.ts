@@ -95,18 +95,23 @@ describe("finetune", () => {
       const unit = vector.map((x) => x / Math.hypot(...vector));
       const L = 1;
       const [spec] = await withTrainingMeans(model, encoded, [{ vector, layer: L, coef: 1, mode: "ablate", mean: "data", positions: "all" }]);
-      const mean = spec!.mean as number;
-      // Independently: whole residual rows, their token-weighted mean, projected in float64.
+      const [mean, last] = [spec!.mean as number, spec!.lastPromptMean!];
+      // Independently: whole residual rows, their token-weighted means, projected in float64.
       const dot = (a: Float32Array) => a.subarray(L * N_EMBD, (L + 1) * N_EMBD).reduce((acc, x, j) => acc + x * unit[j]!, 0);
       const base = await model.capture(encoded);
-      const tokens = base.reduce((a, c) => a + c.nPromptTokens + c.nResponseTokens, 0);
-      const want = base.reduce((a, c) => a + dot(c.promptAvg) * c.nPromptTokens + dot(c.responseAvg) * c.nResponseTokens, 0) / tokens;
-      assert.ok(Math.abs(mean - want) < 1e-4 * (1 + Math.abs(want)), `kept mean ${mean} vs ${want}`);
-      const spread = Math.max(...base.flatMap((c) => [dot(c.promptAvg), dot(c.responseAvg)])) - Math.min(...base.flatMap((c) => [dot(c.promptAvg), dot(c.responseAvg)]));
+      const others = base.reduce((a, c) => a + c.nPromptTokens + c.nResponseTokens - 1, 0);
+      const wantMean = base.reduce((a, c) => a + dot(c.promptAvg) * c.nPromptTokens + dot(c.responseAvg) * c.nResponseTokens - dot(c.promptLast), 0) / others;
+      const wantLast = base.reduce((a, c) => a + dot(c.promptLast), 0) / base.length;
+      const close = (x: number, y: number) => Math.abs(x - y) < 1e-4 * (1 + Math.abs(y));
+      assert.ok(close(mean, wantMean) && close(last, wantLast), `kept means ${mean} ${last} vs ${wantMean} ${wantLast}`);
+      const spread = Math.max(...base.map((c) => dot(c.responseAvg))) - Math.min(...base.map((c) => dot(c.responseAvg)));
       assert.ok(spread > 1e-2, `the base projections should vary: ${spread}`);
-      // Steered, every row sits at the kept mean along v̂ (so every average does).
+      // Steered, every last prompt token sits at its kept mean along v̂ and every other row at the other.
       const steered = await model.capture(encoded, { steering: model.steering([spec!]) });
-      for (const c of steered) for (const a of [c.promptAvg, c.promptLast, c.responseAvg]) assert.ok(Math.abs(dot(a) - mean) < 1e-4 * (1 + Math.abs(mean)), `${dot(a)} vs ${mean}`);
+      for (const c of steered) {
+        const p = c.nPromptTokens;
+        assert.ok(close(dot(c.promptLast), last) && close(dot(c.responseAvg), mean) && close(dot(c.promptAvg), ((p - 1) * mean + last) / p), `${dot(c.promptLast)} ${dot(c.responseAvg)} vs ${last} ${mean}`);
+      }
     } finally {
       await model.dispose();
     }
@@ -145,7 +150,8 @@ describe("persona finetune", () => {
     assert.deepEqual(Object.keys(r).sort(), ["ablation_means", "out", "seconds", "tokens", "train_loss", "val_loss"]);
     assert.equal(r.ablation_means.length, 1);
     assert.equal(r.ablation_means[0].layer, 1);
-    assert.ok(Number.isFinite(r.ablation_means[0].mean) && r.ablation_means[0].mean !== 0);
+    assert.deepEqual(Object.keys(r.ablation_means[0]).sort(), ["last_prompt_mean", "layer", "mean"]);
+    assert.ok(Number.isFinite(r.ablation_means[0].mean) && Number.isFinite(r.ablation_means[0].last_prompt_mean));
     assert.equal(r.out, out);
     assert.equal(r.train_loss.length, 2);
     assert.equal(r.val_loss.length, 2);

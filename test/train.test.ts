@@ -278,14 +278,21 @@ describe("steering and masks inside the training graph", () => {
     assert.ok(Math.abs(want - wantPlain) > 1e-2, `the steering should change the loss: ${want} vs ${wantPlain}`);
   });
 
-  it("a mean-preserving ablation in the training forward equals inference with the same kept mean", async () => {
+  it("a mean-preserving ablation in the training forward equals inference with the same kept means", async () => {
     const windows = [0, 5].map((k) => corpus.slice(k * W, k * W + W + 1));
+    // Tokens 0-9 are the prompt, so token 9 is the last prompt token in both.
+    const P = 10;
+    const mask = new Uint8Array(W + 1).fill(1, P);
     const zero: SteeringSpec[] = [{ vector: direction(3, 1), layer: 1, coef: 1, mode: "ablate" }];
-    const kept: SteeringSpec[] = [{ ...zero[0]!, mean: 1.5 }];
-    const r = await m.train({ windows, contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1, steering: kept });
-    const [want, wantZero] = [await inferenceLoss(windows[1]!, kept), await inferenceLoss(windows[1]!, zero)];
+    const kept: SteeringSpec[] = [{ ...zero[0]!, mean: 1.5, lastPromptMean: -4 }];
+    const loss = async (specs: SteeringSpec[]) => {
+      const [lp] = await m.logprobs([{ prompt: windows[1]!.subarray(0, P), continuation: windows[1]!.subarray(P), steering: m.steering(specs) }], { exact: true });
+      return -lp!.total / (W + 1 - P);
+    };
+    const r = await m.train({ windows, labelMask: [mask, mask], contextLength: W, epochs: 1, learningRate: 1e-12, valWindows: 1, steering: kept });
+    const [want, wantOneMean, wantZero] = [await loss(kept), await loss([{ ...kept[0]!, lastPromptMean: 1.5 }]), await loss(zero)];
     assert.ok(Math.abs(r.valLosses![0]! - want) < 1e-4, `training graph ${r.valLosses![0]} vs inference ${want}`);
-    assert.ok(Math.abs(want - wantZero) > 1e-2, `the kept mean should change the loss: ${want} vs ${wantZero}`);
+    assert.ok(Math.abs(want - wantZero) > 1e-2 && Math.abs(want - wantOneMean) > 1e-3, `each kept mean should change the loss: ${want} vs ${wantOneMean} vs ${wantZero}`);
   });
 
   it("scores only the masked tokens (response-only loss), with documents flagged where no token opens them", async () => {

@@ -11,7 +11,7 @@ import { readGguf } from "./gguf/reader.js";
 import { maxOf } from "../util/extent.js";
 import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
 import type { PathScore } from "./tree.js";
-import { NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
+import { keptMeans, NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
 import type {
   CaptureOptions,
   CaptureSample,
@@ -343,7 +343,7 @@ export class Model implements AsyncDisposable {
     const steering = resolveSteering(opts.steering ?? [], this.info).map((op, i) => {
       if (op.mask !== 0b111) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training steers every position; positions must be "all"`);
       if (op.kind !== "add" && op.kind !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training supports add and ablate, not cap`);
-      return { layer: op.layer, kind: op.kind, vec: op.vec, coef: op.coef, ...(op.mean !== undefined ? { mean: op.mean } : {}) };
+      return { layer: op.layer, kind: op.kind, vec: op.vec, coef: op.coef, ...keptMeans(op) };
     });
     const spec = packTrainOptions(opts, trainable, steering);
     const abort = new SharedArrayBuffer(4);

@@ -35,6 +35,11 @@ export interface SteeringSpec {
    * so it is refused here.
    */
   mean?: number | "data";
+  /**
+   * For `ablate`: the projection kept on the last prompt token instead of `mean` (where a
+   * prompt_last direction's base mean sits far from the other tokens').
+   */
+  lastPromptMean?: number;
 }
 
 export type SteeringMode = "add" | "ablate" | "cap";
@@ -60,6 +65,8 @@ export interface SteeringOp {
   readonly coef: number;
   /** ablate: the projection kept (0 = zero-ablation). */
   readonly mean?: number;
+  /** ablate: the projection kept on the last prompt token (default: `mean`). */
+  readonly lastPromptMean?: number;
   /** Bit set of RowClass values the op applies to. */
   readonly mask: number;
 }
@@ -120,12 +127,14 @@ export function resolveSteering(
       );
     }
     if (!Number.isFinite(mean)) throw new PersonaError("E_BAD_STEER_ARG", `the kept mean must be a finite number${where}`);
+    const last = s.lastPromptMean;
+    if (last !== undefined && (mode !== "ablate" || !Number.isFinite(last))) throw new PersonaError("E_BAD_STEER_ARG", `a kept last-prompt mean must be a finite number on an ablation${where}`);
     const mask = POSITION_MASKS[positions];
     if (mode === "add") return { layer: s.layer, kind: "add", vec: s.vector.map((x) => x * s.coef), coef: s.coef, mask };
     if (norm2 === 0) throw new PersonaError("E_BAD_STEER_ARG", `cannot ${mode} along a zero vector${where}`);
     const inv = 1 / Math.sqrt(norm2);
     const vec = s.vector.map((x) => x * inv);
-    if (mode === "ablate") return { layer: s.layer, kind: "ablate", vec, coef: s.coef, mask, ...(mean !== 0 ? { mean } : {}) };
+    if (mode === "ablate") return { layer: s.layer, kind: "ablate", vec, coef: s.coef, mask, ...(mean !== 0 ? { mean } : {}), ...(last !== undefined ? { lastPromptMean: last } : {}) };
     return { layer: s.layer, kind: bound === "max" ? "capMax" : "capMin", vec, coef: s.coef, mask };
   });
   return ops as unknown as ResolvedSteering;
@@ -146,12 +155,17 @@ export function applyOpsToRow(ops: readonly SteeringOp[], layer: number, rowClas
     for (let j = 0; j < row.length; j++) d += row[j]! * v[j]!;
     // ablate removes coef of the component's distance from the kept mean; a cap moves the row back
     // onto the threshold only when it crossed it.
-    const s = op.kind === "ablate" ? (d - (op.mean ?? 0)) * op.coef : op.kind === "capMax" ? Math.max(0, d - op.coef) : Math.min(0, d - op.coef);
+    const s = op.kind === "ablate" ? (d - keptMean(op, rowClass)) * op.coef : op.kind === "capMax" ? Math.max(0, d - op.coef) : Math.min(0, d - op.coef);
     if (s === 0) continue;
     for (let j = 0; j < row.length; j++) row[j]! -= s * v[j]!;
     changed = true;
   }
   return changed;
+}
+
+/** The projection an ablation keeps on a row of this class. */
+export function keptMean(op: Pick<SteeringOp, "mean" | "lastPromptMean">, rowClass: RowClass): number {
+  return rowClass === ROW_LAST_PROMPT && op.lastPromptMean !== undefined ? op.lastPromptMean : (op.mean ?? 0);
 }
 
 /** A resolved op as plain JSON: how steering travels to another process (a queue worker). */
@@ -162,10 +176,11 @@ export interface SteeringOpJson {
   coef: number;
   mask: number;
   mean?: number;
+  lastPromptMean?: number;
 }
 
 export function steeringToJson(s: ResolvedSteering): SteeringOpJson[] {
-  return s.map((op) => ({ layer: op.layer, kind: op.kind, vec: Array.from(op.vec), coef: op.coef, mask: op.mask, ...(op.mean !== undefined ? { mean: op.mean } : {}) }));
+  return s.map((op) => ({ layer: op.layer, kind: op.kind, vec: Array.from(op.vec), coef: op.coef, mask: op.mask, ...keptMeans(op) }));
 }
 
 /** Back from JSON, checked again against the model that will run it (float32 values round-trip exactly). */
@@ -176,8 +191,13 @@ export function steeringFromJson(ops: readonly SteeringOpJson[], model: { nLayer
       Number.isInteger(op.layer) && op.layer >= 1 && op.layer <= model.nLayer &&
       kinds.includes(op.kind) && Number.isFinite(op.coef) && Number.isInteger(op.mask) && op.mask >= 1 && op.mask <= 0b111 &&
       Array.isArray(op.vec) && op.vec.length === model.nEmbd && op.vec.every((x) => Number.isFinite(x)) &&
-      (op.mean === undefined || (op.kind === "ablate" && Number.isFinite(op.mean)));
+      [op.mean, op.lastPromptMean].every((m) => m === undefined || (op.kind === "ablate" && Number.isFinite(m)));
     if (!ok) throw new PersonaError("E_BAD_STEER_ARG", `steering op for layer ${op.layer} does not fit this model (${model.nLayer} layers, n_embd ${model.nEmbd})`);
-    return { layer: op.layer, kind: op.kind, vec: Float32Array.from(op.vec), coef: op.coef, mask: op.mask, ...(op.mean !== undefined ? { mean: op.mean } : {}) };
+    return { layer: op.layer, kind: op.kind, vec: Float32Array.from(op.vec), coef: op.coef, mask: op.mask, ...keptMeans(op) };
   }) as unknown as ResolvedSteering;
+}
+
+/** An op's kept means, only those it has. */
+export function keptMeans(op: { mean?: number; lastPromptMean?: number }): { mean?: number; lastPromptMean?: number } {
+  return { ...(op.mean !== undefined ? { mean: op.mean } : {}), ...(op.lastPromptMean !== undefined ? { lastPromptMean: op.lastPromptMean } : {}) };
 }

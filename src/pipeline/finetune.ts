@@ -83,25 +83,36 @@ export function packSamples(samples: readonly EncodedSample[], contextLength: nu
 }
 
 /**
- * Each `mean: "data"` ablation's kept mean: the base model's mean projection on its unit vector
- * at its layer over every token of the training samples (prompt and reply alike, as training
- * steers every position), measured once before training, without steering, so the ablation
- * removes the variance along v̂ and keeps where the base model sits on average.
+ * Each `mean: "data"` ablation's kept means: the base model's mean projection on its unit vector
+ * at its layer over the training samples' last prompt tokens (`lastPromptMean`) and over all
+ * their other tokens, prompt and reply (`mean`), measured once before training, without steering.
+ * The ablation then removes the variance along v̂ and keeps where the base model sits on
+ * average. Two means because they differ: on the demo model the last prompt token sits far on the
+ * trait's negative side of a prompt_last direction (−15 to −37 at layers 5-8) while the other
+ * tokens sit near 0, so one mean over all tokens would still push the last prompt token.
  */
 export async function withTrainingMeans(model: Model, samples: readonly EncodedSample[], specs: readonly SteeringSpec[]): Promise<SteeringSpec[]> {
   const wanted = specs.filter((s) => s.mean === "data");
   if (wanted.length === 0) return [...specs];
   const probes = model.probes(wanted.map((s) => ({ layer: s.layer, vector: s.vector })));
-  const sums = new Float64Array(wanted.length);
+  const [rest, last] = [new Float64Array(wanted.length), new Float64Array(wanted.length)];
   let tokens = 0;
   await model.project(samples, probes, {
     onSample: (_, p) => {
-      for (let k = 0; k < sums.length; k++) sums[k]! += p.promptAvg[k]! * p.nPromptTokens + p.responseAvg[k]! * p.nResponseTokens;
-      tokens += p.nPromptTokens + p.nResponseTokens;
+      for (let k = 0; k < rest.length; k++) {
+        rest[k]! += p.promptAvg[k]! * p.nPromptTokens + p.responseAvg[k]! * p.nResponseTokens - p.promptLast[k]!;
+        last[k]! += p.promptLast[k]!;
+      }
+      tokens += p.nPromptTokens + p.nResponseTokens - 1;
     },
   });
   let k = 0;
-  return specs.map((s) => (s.mean === "data" ? { ...s, mean: sums[k++]! / tokens } : s));
+  return specs.map((s) => {
+    if (s.mean !== "data") return s;
+    const [mean, lastPromptMean] = [rest[k]! / tokens, last[k]! / samples.length];
+    k++;
+    return { ...s, mean, lastPromptMean };
+  });
 }
 
 /** A dataset file's samples; any broken record stops here, naming its line, before training starts. */
@@ -157,8 +168,8 @@ export interface FinetuneResult {
   seconds: number;
   /** The step a checkpoint was resumed from, when it was. */
   resumedFromStep?: number;
-  /** The kept mean of each `mean: "data"` ablation, in the steering's order. */
-  ablationMeans?: { layer: number; mean: number }[];
+  /** The kept means of each `mean: "data"` ablation, in the steering's order. */
+  ablationMeans?: { layer: number; mean: number; lastPromptMean: number }[];
 }
 
 export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
@@ -222,6 +233,6 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   const result: FinetuneResult = { out: o.out, train_loss: r.losses, val_loss: r.valLosses ?? [], tokens: r.tokens, seconds: r.seconds };
   if (r.resumedFromStep !== undefined) result.resumedFromStep = r.resumedFromStep;
   const kept = steering.filter((_, i) => o.steering![i]!.mean === "data");
-  if (kept.length) result.ablationMeans = kept.map((s) => ({ layer: s.layer, mean: s.mean as number }));
+  if (kept.length) result.ablationMeans = kept.map((s) => ({ layer: s.layer, mean: s.mean as number, lastPromptMean: s.lastPromptMean! }));
   return result;
 }

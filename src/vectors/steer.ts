@@ -22,7 +22,7 @@ export interface SteeringRef {
   mode: SteeringMode;
   /** For `cap`: keep the projection at most (`max`, the default) or at least (`min`) coef. */
   bound?: "max" | "min";
-  /** For `ablate`: keep the base model's mean projection over the training data (`finetune` measures it). */
+  /** For `ablate`: keep the base model's mean projections over the training data (`finetune` measures them). */
   mean?: "data";
 }
 

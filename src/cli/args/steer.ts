@@ -6,8 +6,8 @@
  *   COEF      a number (negative steers away from the trait)
  *   POSITIONS response (default) | prompt | all
  *   MODE      add (default) | ablate | ablate-mean (training only: keeps the base model's mean
- *             projection over the training data) | cap (projection on v̂ at most COEF) | cap-min
- *             (at least COEF)
+ *             projections over the training data, on last prompt tokens and on the others) | cap
+ *             (projection on v̂ at most COEF) | cap-min (at least COEF)
  * Parsed from the right so a SOURCE may itself contain ':' (Windows drive letters): the trailing
  * non-numeric fields (at most two) are POSITIONS and MODE, the field before them is COEF.
  */
@@ -23,7 +23,7 @@ import type { SteeringRef } from "../../vectors/steer.js";
 export const DEFAULT_POSITIONS: Positions = "response";
 
 export const STEER_SYNTAX =
-  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|ablate-mean|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; ablate-mean (finetune only) ablates toward the base model's mean projection on the training data instead of 0; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-8:1:all:ablate)";
+  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|ablate-mean|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; ablate-mean (finetune only) ablates toward the base model's mean projections on the training data (last prompt tokens, other tokens) instead of 0; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-8:1:all:ablate)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
 const MODES = ["add", "ablate", "ablate-mean", "cap", "cap-min"] as const;

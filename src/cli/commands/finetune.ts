@@ -87,7 +87,7 @@ export function register(program: Command): void {
       .option("--checkpoint <file>", "training checkpoint (weights or adapter, AdamW state, data position; default: OUT.ckpt), deleted once OUT is written")
       .option("--checkpoint-every <steps>", "write the checkpoint every this many steps (and on Ctrl-C / SIGTERM)", intArg(1), 50)
       .option("--resume", "continue an interrupted run from its checkpoint (same command line; starts afresh when there is none)")
-      .option("--json", 'print JSON: {"out", "train_loss": [...], "val_loss": [...], "tokens", "seconds"}, and "ablation_means": [{"layer", "mean"}...] with ablate-mean'),
+      .option("--json", 'print JSON: {"out", "train_loss": [...], "val_loss": [...], "tokens", "seconds"}, and "ablation_means": [{"layer", "mean", "last_prompt_mean"}...] with ablate-mean'),
   )
     .addHelpText(
       "after",
@@ -181,9 +181,9 @@ Examples:
             });
           if (r === null) return;
           if (r.resumedFromStep !== undefined && !opts.json) note(`resumed from the checkpoint at step ${r.resumedFromStep}`);
-          const means = r.ablationMeans;
+          const means = r.ablationMeans?.map((m) => ({ layer: m.layer, mean: m.mean, last_prompt_mean: m.lastPromptMean }));
           if (opts.json) return printJson({ out: r.out, train_loss: r.train_loss, val_loss: r.val_loss, tokens: r.tokens, seconds: r.seconds, ...(means ? { ablation_means: means } : {}) });
-          if (means) note(`ablate-mean kept the base model's mean projection: ${means.map((m) => `layer ${m.layer} ${m.mean.toFixed(2)}`).join(", ")}`);
+          if (means) note(`ablate-mean kept the base model's mean projection: ${means.map((m) => `layer ${m.layer} ${m.mean.toFixed(2)} (last prompt token ${m.last_prompt_mean.toFixed(2)})`).join(", ")}`);
           note(`wrote ${r.out}: train loss ${r.train_loss.map((l) => l.toFixed(4)).join(" → ")}${r.val_loss.length ? `, val loss ${r.val_loss.map((l) => l.toFixed(4)).join(" → ")}` : ""} (${r.tokens} tokens, ${r.seconds.toFixed(1)} s)`);
         },
         { noMmap: opts.loraRank === undefined },

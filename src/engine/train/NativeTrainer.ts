@@ -298,6 +298,16 @@ function batchRunner({ api, opt, result, weights, hp, spec, graphNodes, lora }: 
       api.ggml_backend_tensor_set(inputs.mask, mask, 0, mask.byteLength);
       spec.steering.forEach((op, i) => api.ggml_backend_tensor_set(inputs.steer[i]!, op.vec, 0, op.vec.byteLength));
       if (rows && inputs.rows) api.ggml_backend_tensor_set(inputs.rows, rows, 0, rows.byteLength);
+      if (inputs.lastPrompt) {
+        // A last prompt token is context whose next token is scored (a reply's first), as inference classes it.
+        const flags = new Float32Array(W * n);
+        const lm = spec.labelMask;
+        if (lm) Array.from(ids).forEach((w, b) => {
+          const s = spec.starts[w]!;
+          for (let i = 0; i < W; i++) if (lm[s + i] === 0 && lm[s + i + 1] === 1) flags[b * W + i] = 1;
+        });
+        api.ggml_backend_tensor_set(inputs.lastPrompt, flags, 0, flags.byteLength);
+      }
       const target = (r: number) => wins[Math.floor(r / W)]![(r % W) + 1]!;
       const hot = (k: number) => k * hp.nVocab + target(rows ? rows[k]! : k);
       for (let k = 0; k < nRows; k++) labels[hot(k)] = 1;

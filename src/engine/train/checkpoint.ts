@@ -46,7 +46,7 @@ export function trainFingerprint(spec: TrainSpec, hp: LlamaHParams): string {
   const h = createHash("sha256");
   const bytes = (a: ArrayBufferView | null) => h.update(a === null ? "null" : new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   const settings = { ...spec, tokens: undefined, starts: undefined, labelMask: undefined, documentStarts: undefined, checkpoint: undefined, steering: undefined };
-  h.update(JSON.stringify({ settings, hp, steering: spec.steering.map((s) => ({ layer: s.layer, kind: s.kind, coef: s.coef, ...(s.mean ? { mean: s.mean } : {}) })) }));
+  h.update(JSON.stringify({ settings, hp, steering: spec.steering.map((s) => ({ layer: s.layer, kind: s.kind, coef: s.coef, ...(s.mean ? { mean: s.mean } : {}), ...(s.lastPromptMean !== undefined ? { lastPromptMean: s.lastPromptMean } : {}) })) }));
   for (const a of [spec.tokens, spec.starts, spec.labelMask, spec.documentStarts, ...spec.steering.map((s) => s.vec)]) bytes(a);
   return h.digest("hex");
 }

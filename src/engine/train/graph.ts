@@ -39,6 +39,8 @@ export interface GraphSteer {
   coef: number;
   /** ablate: the projection kept (0 or absent = zero-ablation). */
   mean?: number;
+  /** ablate: the projection kept on last prompt tokens (the `lastPrompt` input's rows) instead. */
+  lastPromptMean?: number;
 }
 
 /** A LoRA pair on one weight: its product adds scale·B·(A·x). */
@@ -60,6 +62,8 @@ export interface GraphInputs {
   steer: TensorHandle[];
   /** I32 [M]: the rows (b·T + i) whose next token is scored; null = every row. */
   rows: TensorHandle | null;
+  /** F32 [T·B]: 1 on last prompt tokens, 0 elsewhere; only when an ablation keeps a mean there. */
+  lastPrompt: TensorHandle | null;
 }
 
 /** The names of the tensors the graph reads; `output.weight` falls back to `token_embd.weight` (tied). */
@@ -101,7 +105,8 @@ export function buildLlamaGraph(
   const mask = api.ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
   const steer = steering.map(() => api.ggml_new_tensor_1d(ctx, GGML_TYPE_F32, hp.nEmbd));
   const rows = scoredRows === null ? null : api.ggml_new_tensor_1d(ctx, GGML_TYPE_I32, scoredRows);
-  for (const t of [tokens, positions, mask, ...steer, ...(rows ? [rows] : [])]) api.ggml_set_input(t);
+  const lastPrompt = steering.some((op) => op.lastPromptMean !== undefined) ? api.ggml_new_tensor_1d(ctx, GGML_TYPE_F32, N) : null;
+  for (const t of [tokens, positions, mask, ...steer, ...(rows ? [rows] : []), ...(lastPrompt ? [lastPrompt] : [])]) api.ggml_set_input(t);
 
   const norm = (x: TensorHandle, weight: string) => api.ggml_mul(ctx, api.ggml_rms_norm(ctx, x, hp.rmsEps), w(weight));
   const mm = (weight: string, x: TensorHandle) => {
@@ -151,17 +156,24 @@ export function buildLlamaGraph(
       if (op.kind === "add") x = api.ggml_add(ctx, x, v);
       else {
         // (x·v̂) per row as [1, N], then the outer product v̂ ⊗ (x·v̂) as a K = 1 matrix product.
+        const column = api.ggml_reshape_2d(ctx, v, 1, hp.nEmbd);
         const along = api.ggml_mul_mat(ctx, v, x);
-        const component = api.ggml_mul_mat(ctx, api.ggml_reshape_2d(ctx, v, 1, hp.nEmbd), along);
+        const component = api.ggml_mul_mat(ctx, column, along);
         x = api.ggml_sub(ctx, x, api.ggml_scale(ctx, component, op.coef));
-        // Mean-preserving: coef·mean·v̂ back, so the projection moves toward mean instead of 0.
-        if (op.mean) x = api.ggml_add(ctx, x, api.ggml_scale(ctx, v, op.coef * op.mean));
+        // Mean-preserving: coef·mean·v̂ back, so the projection moves toward mean instead of 0; on
+        // last prompt tokens toward lastPromptMean (v̂ ⊗ the row flags adds the difference there).
+        const mean = op.mean ?? 0;
+        if (mean) x = api.ggml_add(ctx, x, api.ggml_scale(ctx, v, op.coef * mean));
+        if (lastPrompt && op.lastPromptMean !== undefined && op.lastPromptMean !== mean) {
+          const atLast = api.ggml_mul_mat(ctx, column, api.ggml_reshape_2d(ctx, lastPrompt, 1, N));
+          x = api.ggml_add(ctx, x, api.ggml_scale(ctx, atLast, op.coef * (op.lastPromptMean - mean)));
+        }
       }
     });
   }
   if (rows) x = api.ggml_get_rows(ctx, x, rows);
   const logits = mm("output.weight", norm(x, "output_norm.weight"));
-  return { inputs: { tokens, positions, mask, steer, rows }, logits };
+  return { inputs: { tokens, positions, mask, steer, rows, lastPrompt }, logits };
 }
 
 /**

@@ -343,7 +343,9 @@ export function validateSpec(s: TrainSpec, model: { nVocab: number; nCtxTrain: n
       throw new PersonaError("E_SHAPE", `steering #${i + 1}: vector has ${op.vec?.length ?? 0} values but the model's n_embd is ${model.nEmbd}`);
     }
     if ((op.kind !== "add" && op.kind !== "ablate") || !Number.isFinite(op.coef)) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: bad kind or coefficient`);
-    if (op.mean !== undefined && (op.kind !== "ablate" || !Number.isFinite(op.mean))) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: a kept mean must be a finite number on an ablation`);
+    for (const m of [op.mean, op.lastPromptMean]) {
+      if (m !== undefined && (op.kind !== "ablate" || !Number.isFinite(m))) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: a kept mean must be a finite number on an ablation`);
+    }
   });
 }
 
