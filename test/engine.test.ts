@@ -15,6 +15,7 @@ import type { SampleActivations } from "../src/engine/capture.js";
 import { PersonaError, reviveError, serializeError } from "../src/errors.js";
 import { reduce, referenceForward, relErr } from "./helpers/reference-forward.js";
 import { personaError } from "./helpers/errors.js";
+import { randomVector } from "./helpers/random-vector.js";
 import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../src/pipeline/activations.js";
 import { encodeSafetensors } from "../src/vectors/safetensors.js";
 
@@ -51,14 +52,6 @@ after(async () => {
 
 function layerRow(a: Float32Array, layer: number, nEmbd: number): Float32Array {
   return a.subarray(layer * nEmbd, (layer + 1) * nEmbd);
-}
-
-function randomVector(n: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2;
-  });
 }
 
 describe("capture", () => {

@@ -14,6 +14,7 @@ import { EVAL_FILTER_LIBRARY } from "../src/engine/ffi/discover.js";
 import { loadEvalFilter } from "../src/engine/ffi/llama.js";
 import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { personaError } from "./helpers/errors.js";
+import { randomVector } from "./helpers/random-vector.js";
 
 let dir: string;
 let modelPath: string;
@@ -28,26 +29,18 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function vector(n: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  });
-}
-
 /** Captures, projections and greedy generations that all run through hooks, and the engine's hook counts after them. */
 async function hookedWork(engine: Engine) {
   const model = await engine.loadModel(modelPath);
   const n = model.info.nEmbd;
-  const v = vector(n, 1);
+  const v = randomVector(n, 1);
   const add = model.steering([{ vector: v, layer: 2, coef: 3 }]);
-  const ablate = model.steering([{ vector: vector(n, 2), layer: 3, coef: 1, mode: "ablate" }]);
+  const ablate = model.steering([{ vector: randomVector(n, 2), layer: 3, coef: 1, mode: "ablate" }]);
   const cap = model.steering([{ vector: v, layer: 1, coef: 0.1, mode: "cap" }]);
   const samples = await Promise.all(["a short reply", "a much longer reply about the garden"].map((r, i) => model.encodePair(`question ${i}?`, r)));
   // Different steering per sample: the control vector cannot do it, the hooks do.
   const activations = await model.capture(samples.map((s, i) => ({ ...s, steering: i === 0 ? add : ablate })));
-  const probes = model.probes([{ layer: 1, vector: v }, { layer: 4, vector: vector(n, 3) }], { perToken: true });
+  const probes = model.probes([{ layer: 1, vector: v }, { layer: 4, vector: randomVector(n, 3) }], { perToken: true });
   const projections = await model.project(samples, probes, { steering: cap });
   const prompt = await model.tokenize("Once upon a time");
   const generations = await model.generate([{ prompt, steering: add }, { prompt, steering: ablate }, { prompt }], {
