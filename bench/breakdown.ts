@@ -144,7 +144,8 @@ export class Breakdown {
     parallelNow = parallel;
     const t0 = performance.now();
     const cpu0 = process.cpuUsage();
-    await this.core.run({ modelId: this.modelId, jobs, shape }, { onResult() {} });
+    // Every sequence decodes its own prompt, as llama-batched-bench's do.
+    await this.core.run({ modelId: this.modelId, jobs, shape, sharePrefixes: false }, { onResult() {} });
     const total = performance.now() - t0;
     const cpuTotal = cpuMs(process.cpuUsage(cpu0));
     timers.forceCallback = false;

@@ -6,6 +6,7 @@
  */
 export { Engine, type EngineOptions, type LoadModelOptions, type SystemInfo } from "./engine/Engine.js";
 export { Model } from "./engine/Model.js";
+export type { RunTotals } from "./engine/worker/core.js";
 export {
   DecodeLoop,
   GenerationStream,

@@ -40,8 +40,9 @@ export interface LoopRequest extends Omit<SamplingOptions, "seed"> {
   /**
    * From `model.probes(...)`: projections of the last prompt token (in the `prompt` event), per
    * token when the probes ask, and the means in the result. The prompt mean covers the prompt
-   * tokens that went through the model: a reused prefix is not among them (`nPromptTokens` of the
-   * projections says how many were).
+   * tokens that went through the model: a prefix reused from the slot's previous request is not
+   * among them (`nPromptTokens` of the projections says how many were); one shared with a request
+   * decoding the same prompt alongside is.
    */
   probes?: ResolvedProbes;
   /** Per generated token: its log-probability and this many most likely alternatives (0..20). Defaults to off. */
@@ -55,7 +56,7 @@ export type StreamEvent =
   | {
       type: "prompt";
       nPromptTokens: number;
-      /** Prompt tokens whose KV cells were reused from an earlier request in the slot. */
+      /** Prompt tokens whose KV cells were reused from an earlier request in the slot, or shared with a request decoding the same prompt. */
       reusedTokens: number;
       /** The last prompt token's projection per probe (known before any token is generated). */
       projections?: Float64Array;

@@ -22,9 +22,10 @@ import type {
   LogprobRequest,
   LogprobResult,
   ModelInfo,
+  PrefixOptions,
 } from "./types.js";
 import { DecodeLoop, type LoopOptions, type LoopRequest } from "./DecodeLoop.js";
-import type { ContextShape } from "./worker/core.js";
+import type { ContextShape, RunTotals } from "./worker/core.js";
 import type { WorkerHost } from "./worker/host.js";
 import type { WorkerEvent } from "./worker/protocol.js";
 
@@ -42,7 +43,7 @@ export interface CaptureCallbacks {
   signal?: AbortSignal;
 }
 
-export interface ProjectOptions {
+export interface ProjectOptions extends PrefixOptions {
   steering?: ResolvedSteering;
   /** Tokens per decode. Defaults to 512. */
   batchTokens?: number;
@@ -212,17 +213,51 @@ export class Model implements AsyncDisposable {
       exact: opts.exact ?? false,
     };
     const results: GenerationResult[] = new Array(jobs.length);
-    await this.run(jobs, shape, opts.signal, Boolean(opts.onToken), (e) => {
+    await this.run(jobs, shape, opts, Boolean(opts.onToken), (e) => {
       if (e.type === "token") return opts.onToken?.(e.index, e.token, e.piece);
       if (e.type !== "result") return;
-      const r = e.result;
-      const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
-      if (r.activations) g.activations = r.activations;
-      if (r.projections) g.projections = r.projections;
-      results[r.index] = g;
+      const g = generationResult(e.result);
+      results[g.index] = g;
       opts.onResult?.(g);
     });
     return results;
+  }
+
+  /**
+   * Each sample's projections (as `project`) and a reply sampled to its prompt with the same
+   * probes (as `generate`, seeded by the sample's `seed` or from (opts.seed, index)), in one engine
+   * call: a sample and its reply share the prompt's KV cells, so the prompt goes through the model
+   * once. Screening compares the two.
+   */
+  async projectAndReply(
+    samples: readonly (CaptureSample & { seed?: number })[],
+    probes: ResolvedProbes,
+    opts: Omit<GenerateOptions, "probes" | "capture" | "captureLayers"> & { signal?: AbortSignal } = {},
+  ): Promise<{ projections: SampleProjections; reply: GenerationResult }[]> {
+    this.ensureAlive();
+    const sampling = samplerSettings(opts);
+    const forced = this.forcedJobs(samples, opts.steering, { capture: false, probes });
+    // A sample, then its reply: the reply is admitted with its sample and forks its prompt.
+    const jobs = forced.flatMap((f, i): Job[] => [
+      f,
+      { prompt: f.prompt, sampling: { ...sampling, seed: samples[i]!.seed ?? requestSeed(sampling.seed, i) }, ops: f.ops, capture: false, probes },
+    ]);
+    if (jobs.length === 0) return [];
+    const scoring = this.scoringShape(forced, undefined, opts.exact ?? true);
+    const parallel = opts.parallel ?? Math.min(jobs.length, 16);
+    checkPositiveInt("parallel", parallel);
+    const longest = maxOf(forced, (j) => j.prompt.length + Math.max(j.forced!.length, sampling.maxTokens));
+    const shape: ContextShape = { ...scoring, nSeqMax: parallel, nCtxPerSeq: longest + 1, nBatch: Math.max(scoring.nBatch, parallel) };
+    const projections: SampleProjections[] = new Array(forced.length);
+    const replies: GenerationResult[] = new Array(forced.length);
+    await this.run(jobs, shape, opts, false, (e) => {
+      if (e.type !== "result") return;
+      const r = e.result;
+      const i = r.index >> 1;
+      if (r.index % 2 === 0) projections[i] = r.projections!;
+      else replies[i] = { ...generationResult(r), index: i };
+    });
+    return projections.map((p, i) => ({ projections: p, reply: replies[i]! }));
   }
 
   /** Residual reductions (prompt mean, last prompt token, response mean) at every layer (or `captureLayers`) per sample. */
@@ -244,13 +279,28 @@ export class Model implements AsyncDisposable {
 
   private async forcedRun<T>(
     samples: readonly CaptureSample[],
-    opts: { steering?: ResolvedSteering; batchTokens?: number; exact?: boolean; signal?: AbortSignal },
+    opts: PrefixOptions & { steering?: ResolvedSteering; batchTokens?: number; exact?: boolean; signal?: AbortSignal },
     extra: Pick<Job, "capture" | "captureLayers" | "probes">,
     pick: (r: JobResult) => T,
     onSample: ((index: number, value: T) => void) | undefined,
   ): Promise<T[]> {
-    const shared = opts.steering ?? NO_STEERING;
-    const jobs: Job[] = samples.map((s, i) => {
+    const jobs = this.forcedJobs(samples, opts.steering, extra);
+    if (jobs.length === 0) return [];
+    const shape = this.scoringShape(jobs, opts.batchTokens, opts.exact ?? true);
+    const out: T[] = onSample ? [] : new Array(jobs.length);
+    await this.run(jobs, shape, opts, false, (e) => {
+      if (e.type !== "result") return;
+      const v = pick(e.result);
+      if (onSample) onSample(e.result.index, v);
+      else out[e.result.index] = v;
+    });
+    return out;
+  }
+
+  /** Teacher-forced jobs for samples (checked), steered by their own steering or `steering`. */
+  private forcedJobs(samples: readonly CaptureSample[], steering: ResolvedSteering | undefined, extra: Pick<Job, "capture" | "captureLayers" | "probes">): Job[] {
+    const shared = steering ?? NO_STEERING;
+    return samples.map((s, i) => {
       if (!(s.tokens instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `sample ${i}: tokens must be an Int32Array`);
       checkPositiveInt(`sample ${i}: promptLength`, s.promptLength);
       if (s.promptLength > s.tokens.length) {
@@ -263,20 +313,10 @@ export class Model implements AsyncDisposable {
         ...extra,
       };
     });
-    if (jobs.length === 0) return [];
-    const shape = this.scoringShape(jobs, opts.batchTokens, opts.exact ?? true);
-    const out: T[] = onSample ? [] : new Array(jobs.length);
-    await this.run(jobs, shape, opts.signal, false, (e) => {
-      if (e.type !== "result") return;
-      const v = pick(e.result);
-      if (onSample) onSample(e.result.index, v);
-      else out[e.result.index] = v;
-    });
-    return out;
   }
 
   /** log P(continuation | prompt) token by token, and/or the top-k next tokens after the prompt. */
-  async logprobs(requests: readonly LogprobRequest[], opts: { signal?: AbortSignal; exact?: boolean } = {}): Promise<LogprobResult[]> {
+  async logprobs(requests: readonly LogprobRequest[], opts: PrefixOptions & { signal?: AbortSignal; exact?: boolean } = {}): Promise<LogprobResult[]> {
     this.ensureAlive();
     const jobs: Job[] = requests.map((r, i) => {
       if (!(r.prompt instanceof Int32Array)) throw new PersonaError("E_BAD_INPUT", `request ${i}: prompt must be an Int32Array`);
@@ -292,7 +332,7 @@ export class Model implements AsyncDisposable {
     });
     if (jobs.length === 0) return [];
     const out: LogprobResult[] = new Array(jobs.length);
-    await this.run(jobs, this.scoringShape(jobs, undefined, opts.exact ?? false), opts.signal, false, (e) => {
+    await this.run(jobs, this.scoringShape(jobs, undefined, opts.exact ?? false), opts, false, (e) => {
       if (e.type !== "result") return;
       const c = e.result.continuationLogprobs ?? new Float64Array(0);
       out[e.result.index] = { continuation: c, total: c.reduce((a, b) => a + b, 0), top: e.result.top ?? [] };
@@ -314,6 +354,16 @@ export class Model implements AsyncDisposable {
     const r = await this.host.call<{ scores: PathScore[]; reused: number }>({ op: "scoreTree", modelId: this.id, prompt, paths: [...paths] });
     if (opts.stats) opts.stats.reusedTokens = r.reused;
     return r.scores;
+  }
+
+  /**
+   * What this model's batch calls (generate, capture, project, logprobs) decoded so far: tokens
+   * through the model, and prompt tokens whose KV cells were shared instead (a slot's previous
+   * job, or a prefix forked from another request of the same call).
+   */
+  runStats(): Promise<RunTotals> {
+    this.ensureAlive();
+    return this.host.call({ op: "runTotals", modelId: this.id });
   }
 
   /**
@@ -436,10 +486,12 @@ export class Model implements AsyncDisposable {
   private async run(
     jobs: Job[],
     shape: ContextShape,
-    signal: AbortSignal | undefined,
+    opts: PrefixOptions & { signal?: AbortSignal },
     streamTokens: boolean,
     onEvent: (e: WorkerEvent) => void,
   ): Promise<void> {
+    const { signal } = opts;
+    const sharePrefixes = opts.sharePrefixes ?? true;
     signal?.throwIfAborted();
     const abort = new SharedArrayBuffer(4);
     const flag = new Int32Array(abort);
@@ -450,7 +502,7 @@ export class Model implements AsyncDisposable {
       // (structured clone) and held by the worker until done, so its size must not grow with the input.
       for (let start = 0; start < jobs.length; start += JOBS_PER_MESSAGE) {
         const slice = jobs.slice(start, start + JOBS_PER_MESSAGE);
-        await this.host.call({ op: "run", modelId: this.id, jobs: slice, shape, streamTokens, abort }, (e) => onEvent(offsetEvent(e, start)));
+        await this.host.call({ op: "run", modelId: this.id, jobs: slice, shape, sharePrefixes, streamTokens, abort }, (e) => onEvent(offsetEvent(e, start)));
       }
     } finally {
       signal?.removeEventListener("abort", onAbort);
@@ -475,6 +527,13 @@ function offsetEvent(e: WorkerEvent, start: number): WorkerEvent {
   if (e.type === "result") return { ...e, result: { ...e.result, index: e.result.index + start } };
   if (e.type === "token") return { ...e, index: e.index + start };
   return e;
+}
+
+function generationResult(r: JobResult): GenerationResult {
+  const g: GenerationResult = { index: r.index, tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason };
+  if (r.activations) g.activations = r.activations;
+  if (r.projections) g.projections = r.projections;
+  return g;
 }
 
 function joinSample(prompt: Int32Array, response: Int32Array): CaptureSample {

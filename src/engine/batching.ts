@@ -7,11 +7,15 @@
  * capture, log-probabilities) or sampled ones.
  *
  * With `reusePrefix`, a slot keeps its KV cells after its job, and a later job whose tokens start
- * the same way (and were steered the same way) skips them.
+ * the same way (and were steered the same way) skips them. With `fork`, a job whose prompt starts
+ * like a running job's (the n rollouts of one question, a sample and the base reply to its prompt)
+ * shares that job's KV cells for the common prefix (llama_memory_seq_cp) instead of decoding it
+ * again; a job that observes its prompt rows (capture, probes) forks only from a job that has not
+ * yet decoded them, and takes those rows from the donor's decode as they pass.
  */
 import { PersonaError } from "../errors.js";
 import { CaptureAccumulator, ProjectionAccumulator, type ResolvedProbes, type RowSink, type SampleActivations, type SampleProjections } from "./capture.js";
-import type { NativeContext, RowPlan, SlotHooks } from "./native/NativeContext.js";
+import type { NativeContext, RowPlan, SlotHooks, Tee } from "./native/NativeContext.js";
 import { ROW_LAST_PROMPT, ROW_PROMPT, ROW_RESPONSE, type SteeringOp } from "./steering.js";
 import type { TokenLogprob } from "./types.js";
 
@@ -93,6 +97,14 @@ export interface SchedulerOptions {
   slots: number;
   /** Keep each slot's KV cells after its job and reuse a matching prefix. */
   reusePrefix: boolean;
+  /**
+   * A job with probes may reuse a slot's cached prefix, its prompt mean then covering only the
+   * prompt tokens it fed (the loop's choice). Otherwise a job that observes its prompt rows
+   * reuses only by forking, which keeps every row.
+   */
+  partialPrompts: boolean;
+  /** Share a prompt prefix with a running job's cells (see the file comment). */
+  fork: boolean;
 }
 
 export interface SchedulerStats {
@@ -101,13 +113,18 @@ export interface SchedulerStats {
   queued: number;
   /** Tokens that went through the model (prompt and generated). */
   tokensDecoded: number;
-  /** Prompt tokens skipped because their KV cells were reused. */
+  /** Prompt (and teacher-forced) tokens that went through the model. */
+  promptTokensDecoded: number;
+  /** Prompt tokens skipped because their slot's KV cells were reused. */
   tokensReused: number;
+  /** Prompt tokens skipped because another sequence's KV cells were shared (forked). */
+  tokensForked: number;
   steps: number;
 }
 
 interface Active {
   key: number;
+  seq: number;
   job: Job;
   events: JobEvents;
   input: Int32Array;
@@ -132,13 +149,21 @@ interface Active {
   held: TokenEvent | null;
   /** The last token is fed only for its projection; the job ends after that step. */
   draining: boolean;
+  /** Waiting, without decoding, for `donor` to decode its first `n` tokens, whose cells it then shares. */
+  waitFor: { donor: Active; n: number } | null;
+  /** Waiting forks whose sinks take this job's rows below their `n`. */
+  tees: Active[];
 }
 
-/** What a slot's KV cells hold once its job left (prefix reuse). */
-interface Cached {
+/** What a sequence's KV cells hold, or will once its prompt is decoded. */
+interface Prefix {
   tokens: Int32Array;
   ops: readonly SteeringOp[];
   promptLength: number;
+}
+
+/** What a slot's KV cells hold once its job left (prefix reuse). */
+interface Cached extends Prefix {
   lastUsed: number;
 }
 
@@ -199,16 +224,14 @@ const everywhere = (ops: readonly SteeringOp[]) => ops.every((op) => op.mask ===
 const onPlainPrompt = (ops: readonly SteeringOp[]) => ops.filter((op) => (op.mask & (1 << ROW_PROMPT)) !== 0);
 
 /**
- * How many leading tokens of `input` a slot's cache can stand in for: cells are reused only where
- * the same steering edited them. Steering on every position edits all tokens alike; other steering
- * edits a token by its class (prompt, last prompt, response), which changes when the prompt
- * boundary moves, so then only tokens that were and stay plain prompt tokens are reused, and only
- * the ops that touch plain prompt tokens must agree (response-only steering reuses an unsteered
- * prompt). At least the last prompt token is always fed: its logits and row are needed. Capture
- * needs every prompt row (prompt means), so it reuses nothing.
+ * How many leading tokens of `input` cells holding `cached` can stand in for: cells are shared only
+ * where the same steering edited them. Steering on every position edits all tokens alike; other
+ * steering edits a token by its class (prompt, last prompt, response), which changes when the
+ * prompt boundary moves, so then only tokens that were and stay plain prompt tokens are shared,
+ * and only the ops that touch plain prompt tokens must agree (response-only steering reuses an
+ * unsteered prompt). At least the last prompt token is always fed: its logits and row are needed.
  */
-function reusableLength(cached: Cached, job: Job, input: Int32Array): number {
-  if (job.capture) return 0;
+function sharedLength(cached: Prefix, job: Job, input: Int32Array): number {
   let limit = Math.min(cached.tokens.length, job.prompt.length - 1);
   if (!(everywhere(job.ops) && everywhere(cached.ops) && sameOps(cached.ops, job.ops))) {
     if (!sameOps(onPlainPrompt(cached.ops), onPlainPrompt(job.ops))) return 0;
@@ -229,7 +252,9 @@ export class Scheduler {
   private readonly nEmbd: number;
   private active = 0;
   private tokensDecoded = 0;
+  private promptTokensDecoded = 0;
   private tokensReused = 0;
+  private tokensForked = 0;
   private steps = 0;
 
   constructor(
@@ -242,7 +267,7 @@ export class Scheduler {
     this.slots = new Array(n).fill(undefined);
     this.cached = new Array(n).fill(undefined);
     const nBatch = ctx.options.nBatch;
-    this.rows = { nTokens: 0, owner: new Int32Array(nBatch), cls: new Uint8Array(nBatch), outputs: new Int32Array(nBatch), nOutputs: 0 };
+    this.rows = { nTokens: 0, owner: new Int32Array(nBatch), pos: new Int32Array(nBatch), cls: new Uint8Array(nBatch), outputs: new Int32Array(nBatch), nOutputs: 0 };
     this.nLayers = ctx.model.info.nLayer + 1;
     this.nEmbd = ctx.model.info.nEmbd;
   }
@@ -275,7 +300,9 @@ export class Scheduler {
       active: this.active,
       queued: this.queue.length,
       tokensDecoded: this.tokensDecoded,
+      promptTokensDecoded: this.promptTokensDecoded,
       tokensReused: this.tokensReused,
+      tokensForked: this.tokensForked,
       steps: this.steps,
     };
   }
@@ -307,6 +334,7 @@ export class Scheduler {
     const add = (seq: number, token: number, pos: number, cls: number, logits: boolean) => {
       const i = batch.add(token, pos, seq, logits);
       rows.owner[i] = seq;
+      rows.pos[i] = pos;
       rows.cls[i] = cls;
       if (logits) rows.outputs[rows.nOutputs++] = i;
       return i;
@@ -323,7 +351,7 @@ export class Scheduler {
     }
     for (let seq = 0; seq < nSlots && batch.size < nBatch; seq++) {
       const s = this.slots[seq];
-      if (!s || s.fed >= s.input.length) continue;
+      if (!s || s.waitFor || s.fed >= s.input.length) continue;
       const promptLen = s.job.prompt.length;
       const scoring = s.logprobs !== null;
       s.pendingOutput = -1;
@@ -334,15 +362,20 @@ export class Scheduler {
         const needsNext = s.fed === s.input.length && (s.sampler !== null || (s.job.logprobs?.topK ?? 0) > 0);
         const i = add(seq, s.input[p]!, p, cls, s.wantAllRows || predictsForced || needsNext || p === promptLen - 1);
         if (predictsForced || p === promptLen - 1 || needsNext) this.collectLater(s, i, p - (promptLen - 1));
+        this.promptTokensDecoded++;
       }
-      hookSlots[seq] = s.hooks;
+      hookSlots[seq] = s.tees.length === 0 ? s.hooks : { ...s.hooks, tees: s.tees.map((f): Tee => ({ below: f.waitFor!.n, sinks: f.hooks.sinks })) };
     }
     rows.nTokens = batch.size;
+    // Every waiting job waits on one that decodes (the first of a chain never waits).
+    if (batch.size === 0) throw new PersonaError("E_INTERNAL", "a decode step with nothing to decode");
 
     this.ctx.decode(rows, hookSlots);
     this.steps++;
     this.tokensDecoded += batch.size;
 
+    // Forks first: a donor that finishes below gives its cells up.
+    for (const s of this.slots) if (s?.waitFor && s.waitFor.donor.fed >= s.waitFor.n) this.share(s);
     for (let seq = 0; seq < nSlots; seq++) {
       const s = this.slots[seq];
       if (s) this.afterDecode(seq, s);
@@ -402,24 +435,56 @@ export class Scheduler {
       const q = this.queue.shift()!;
       const input = concat(q.job.prompt, q.job.forced);
       const target = this.options.reusePrefix ? this.bestSlot(q.job, input) : { seq: this.slots.indexOf(undefined), reuse: 0 };
-      this.start(target.seq, q, input, target.reuse);
+      const fork = this.options.fork ? this.bestDonor(q.job, input) : null;
+      if (fork && fork.n > target.reuse) this.start(target.seq, q, input, 0, fork);
+      else this.start(target.seq, q, input, target.reuse, null);
     }
+  }
+
+  /** Whether a job's sinks read the last layer, whose block keeps only rows that ask for logits. */
+  private readsLastLayer(job: Job): boolean {
+    const last = this.nLayers - 1;
+    return (job.capture && (job.captureLayers === undefined || job.captureLayers.includes(last))) || (job.probes?.layers.includes(last) ?? false);
+  }
+
+  /**
+   * The running job whose cells (decoded or about to be) cover most of `input`; the first among
+   * equals, so a plan depends on the job list alone. A job that observes its prompt rows takes
+   * them from the donor's decode, so the donor must not have decoded any yet, nor wait itself,
+   * and must ask for every row of the last layer if the job reads it; and it forks only a whole
+   * prompt (all but its last token), since a waiting job cannot pass rows on: a fork of a shared
+   * system prompt alone would keep the next job with the same question from forking all of it.
+   */
+  private bestDonor(job: Job, input: Int32Array): { donor: Active; n: number } | null {
+    const observes = job.capture || job.probes !== undefined;
+    const lastLayer = observes && this.readsLastLayer(job);
+    let best: { donor: Active; n: number } | null = null;
+    for (const s of this.slots) {
+      if (!s) continue;
+      if (observes && (s.fed > 0 || s.waitFor || (lastLayer && !s.wantAllRows))) continue;
+      const n = sharedLength({ tokens: s.input, ops: s.job.ops, promptLength: s.job.prompt.length }, job, input);
+      if (observes && n < job.prompt.length - 1) continue;
+      if (n > (best?.n ?? 0)) best = { donor: s, n };
+    }
+    return best;
   }
 
   /** The free slot whose cache covers most of `input`; among equals, the one unused longest. */
   private bestSlot(job: Job, input: Int32Array): { seq: number; reuse: number } {
+    // Capture needs every prompt row; probes too, unless partial prompt means are accepted.
+    const reuses = !job.capture && (this.options.partialPrompts || job.probes === undefined);
     let best = { seq: -1, reuse: -1, lastUsed: Infinity };
     for (let seq = 0; seq < this.slots.length; seq++) {
       if (this.slots[seq]) continue;
       const c = this.cached[seq];
-      const reuse = c ? reusableLength(c, job, input) : 0;
+      const reuse = c && reuses ? sharedLength(c, job, input) : 0;
       const lastUsed = c?.lastUsed ?? -1;
       if (reuse > best.reuse || (reuse === best.reuse && lastUsed < best.lastUsed)) best = { seq, reuse, lastUsed };
     }
     return best;
   }
 
-  private start(seq: number, q: Queued, input: Int32Array, reuse: number): void {
+  private start(seq: number, q: Queued, input: Int32Array, reuse: number, fork: { donor: Active; n: number } | null): void {
     const { job } = q;
     // Drops the cells past the reused prefix (all of them when nothing is reused); partial removal
     // fails on recurrent memory, and then nothing is reused.
@@ -429,13 +494,9 @@ export class Scheduler {
     }
     this.cached[seq] = undefined;
     this.tokensReused += reuse;
-    const capture = job.capture ? new CaptureAccumulator(this.nLayers, this.nEmbd, job.captureLayers) : null;
-    const projection = job.probes ? new ProjectionAccumulator(this.nLayers, this.nEmbd, job.probes) : null;
-    const sinks: RowSink[] = [];
-    if (capture) sinks.push(capture);
-    if (projection) sinks.push(projection);
-    this.slots[seq] = {
+    const s: Active = {
       key: q.key,
+      seq,
       job,
       events: q.events,
       input,
@@ -443,10 +504,7 @@ export class Scheduler {
       generated: [],
       generatedFed: 0,
       sampler: job.sampling ? this.makeSampler(job.sampling) : null,
-      hooks: { ops: job.ops, sinks },
-      capture,
-      projection,
-      wantAllRows: sinks.some((k) => k.mask[this.nLayers - 1] === 1),
+      ...this.sinks(job),
       logprobs: job.logprobs?.continuation ? new Float64Array(job.forced?.length ?? 0) : null,
       top: undefined,
       tokenLogprobs: job.tokenLogprobs !== undefined ? [] : null,
@@ -455,13 +513,55 @@ export class Scheduler {
       promptDone: false,
       held: null,
       draining: false,
+      waitFor: null,
+      tees: [],
     };
+    this.slots[seq] = s;
     this.active++;
+    if (!fork) return;
+    s.waitFor = fork;
+    if (fork.donor.fed >= fork.n) this.share(s);
+    else if (s.hooks.sinks.length > 0) fork.donor.tees.push(s);
+  }
+
+  /** A job's capture and projection accumulators, fresh. */
+  private sinks(job: Job): Pick<Active, "hooks" | "capture" | "projection" | "wantAllRows"> {
+    const capture = job.capture ? new CaptureAccumulator(this.nLayers, this.nEmbd, job.captureLayers) : null;
+    const projection = job.probes ? new ProjectionAccumulator(this.nLayers, this.nEmbd, job.probes) : null;
+    const sinks: RowSink[] = [];
+    if (capture) sinks.push(capture);
+    if (projection) sinks.push(projection);
+    return { hooks: { ops: job.ops, sinks }, capture, projection, wantAllRows: sinks.some((k) => k.mask[this.nLayers - 1] === 1) };
+  }
+
+  /**
+   * A waiting fork takes its donor's first n cells now that they are decoded. Where the memory
+   * cannot share them (see sharePrefix) or the donor left before decoding them, the fork decodes
+   * its prompt itself, with fresh sinks (a tee may have fed them part of the donor's rows).
+   */
+  private share(s: Active): void {
+    const { donor, n } = s.waitFor!;
+    s.waitFor = null;
+    const tee = donor.tees.indexOf(s);
+    if (tee >= 0) donor.tees.splice(tee, 1);
+    if (donor.fed >= n && this.slots[donor.seq] === donor && this.ctx.sharePrefix(donor.seq, s.seq, n)) {
+      s.fed = s.reused = n;
+      this.tokensForked += n;
+    } else if (tee >= 0) {
+      Object.assign(s, this.sinks(s.job));
+    }
   }
 
   /** Frees slot `seq`; its KV cells stay for the next job when prefixes are reused. */
   private release(seq: number): Active {
     const s = this.slots[seq]!;
+    // Forks waiting on it take its cells if they are there, else decode their prompts themselves.
+    for (const f of this.slots) if (f?.waitFor?.donor === s) this.share(f);
+    if (s.waitFor) {
+      const tees = s.waitFor.donor.tees;
+      if (tees.includes(s)) tees.splice(tees.indexOf(s), 1);
+      s.waitFor = null;
+    }
     this.slots[seq] = undefined;
     this.active--;
     this.pending.delete(s);
@@ -525,16 +625,21 @@ export interface RunHooks {
 /** Lets queued worker messages (loop requests, cancels) in between two decode steps. */
 export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** Runs a job list to completion on a fresh scheduler; `parallel` ≤ the context's n_seq_max. */
+/**
+ * Runs a job list to completion on a fresh scheduler; `parallel` ≤ the context's n_seq_max. With
+ * `sharePrefixes`, jobs share prompt prefixes (a slot's cache, forks) but keep every prompt row;
+ * the plan depends on the job list alone, so a run reproduces wherever it runs.
+ */
 export async function runJobs(
   ctx: NativeContext,
   makeSampler: SamplerFactory,
   eogTokens: Int32Array,
   jobs: readonly Job[],
   hooks: RunHooks,
-  parallel: number,
-): Promise<void> {
-  const scheduler = new Scheduler(ctx, makeSampler, eogTokens, { slots: parallel, reusePrefix: false });
+  opts: { parallel: number; sharePrefixes: boolean },
+): Promise<SchedulerStats> {
+  const share = opts.sharePrefixes;
+  const scheduler = new Scheduler(ctx, makeSampler, eogTokens, { slots: opts.parallel, reusePrefix: share, partialPrompts: false, fork: share });
   jobs.forEach((job, i) => {
     const onToken = hooks.onToken;
     scheduler.submit(i, job, { onResult: hooks.onResult, onToken: onToken ? (t) => onToken(i, t.token) : undefined });
@@ -546,6 +651,7 @@ export async function runJobs(
       scheduler.step();
       await yieldToEventLoop();
     }
+    return scheduler.stats();
   } finally {
     scheduler.clear();
   }

@@ -118,7 +118,7 @@ export function scoreTree(ctx: NativeContext, prompt: Int32Array, plan: TreePlan
   const treeSeqs = nSeqMax - PROMPT_CACHE;
   if (plan.sequences > treeSeqs) throw new PersonaError("E_BAD_INPUT", `the paths need ${plan.sequences} sequences; the context has ${treeSeqs}`);
   const batch = ctx.batch;
-  const rows: RowPlan = { nTokens: 0, owner: new Int32Array(0), cls: new Uint8Array(0), outputs: new Int32Array(0), nOutputs: 0 };
+  const rows: RowPlan = { nTokens: 0, owner: new Int32Array(0), pos: new Int32Array(0), cls: new Uint8Array(0), outputs: new Int32Array(0), nOutputs: 0 };
   const decode = () => {
     rows.nTokens = batch.size;
     ctx.decode(rows, []);

@@ -30,6 +30,14 @@ export interface ModelInfo {
   adapters: readonly { path: string; scale: number }[];
 }
 
+export interface PrefixOptions {
+  /**
+   * Requests whose prompts start alike (n rollouts of one question) decode the common prefix once
+   * and share its KV cells. Defaults to true; false decodes every prompt whole (for comparisons).
+   */
+  sharePrefixes?: boolean;
+}
+
 export interface SamplingOptions {
   /** 0 = greedy. Defaults to 1. */
   temperature?: number;
@@ -56,7 +64,7 @@ export interface GenerateRequest {
   steering?: ResolvedSteering;
 }
 
-export interface GenerateOptions extends SamplingOptions {
+export interface GenerateOptions extends SamplingOptions, PrefixOptions {
   steering?: ResolvedSteering;
   /** Also capture the residual reductions of each request (prompt and generated tokens). */
   capture?: boolean;
@@ -94,7 +102,7 @@ export interface CaptureSample {
   steering?: ResolvedSteering;
 }
 
-export interface CaptureOptions {
+export interface CaptureOptions extends PrefixOptions {
   steering?: ResolvedSteering;
   /** Tokens per decode. Defaults to 512. */
   batchTokens?: number;

@@ -472,6 +472,8 @@ function bind(paths: LibraryPaths) {
       llama,
       "void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)",
     ),
+    llama_memory_seq_pos_min: fn<(mem: MemoryHandle, seqId: number) => number>(llama, "int32_t llama_memory_seq_pos_min(void *mem, int32_t seq_id)"),
+    llama_memory_seq_pos_max: fn<(mem: MemoryHandle, seqId: number) => number>(llama, "int32_t llama_memory_seq_pos_max(void *mem, int32_t seq_id)"),
     llama_batch_init: fn<(nTokens: number, embd: number, nSeqMax: number) => LlamaBatch>(
       llama,
       "llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max)",

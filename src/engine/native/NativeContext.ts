@@ -32,7 +32,7 @@ import {
   type ProcHandle,
   type TensorHandle,
 } from "../ffi/llama.js";
-import { applyOpsToRow, type RowClass, type SteeringOp } from "../steering.js";
+import { applyOpsToRow, ROW_PROMPT, type RowClass, type SteeringOp } from "../steering.js";
 import { Batch } from "./Batch.js";
 import { Threadpool } from "./Threadpool.js";
 import type { NativeModel } from "./NativeModel.js";
@@ -74,10 +74,11 @@ interface EvalHook {
   filter?: { api: EvalFilterApi; handle: EvalFilterHandle; wanted: Uint8Array };
 }
 
-/** What one decode's batch rows are: which slot owns each row and which kind of token it is. */
+/** What one decode's batch rows are: which slot owns each row, its position and which kind of token it is. */
 export interface RowPlan {
   nTokens: number;
   owner: Int32Array;
+  pos: Int32Array;
   cls: Uint8Array;
   /** Batch indices that request logits, in order (the last block only computes these rows). */
   outputs: Int32Array;
@@ -87,6 +88,17 @@ export interface RowPlan {
 export interface SlotHooks {
   ops: readonly SteeringOp[];
   /** Capture and projection accumulators fed the rows of the layers each one's mask names. */
+  sinks: readonly RowSink[];
+  /**
+   * Sinks of other sequences that will share this slot's KV cells below position `below` (a
+   * forked prompt prefix): they take those rows too, as plain prompt rows, since they never
+   * decode them themselves.
+   */
+  tees?: readonly Tee[];
+}
+
+export interface Tee {
+  below: number;
   sinks: readonly RowSink[];
 }
 
@@ -230,7 +242,7 @@ export class NativeContext {
     let any = false;
     for (const s of slots) {
       if (!s) continue;
-      for (const sink of s.sinks) {
+      for (const sink of [...s.sinks, ...(s.tees ?? []).flatMap((t) => t.sinks)]) {
         for (let l = 0; l < nLayers; l++) wanted[l]! |= sink.mask[l]!;
         any = true;
       }
@@ -240,7 +252,7 @@ export class NativeContext {
         any = true;
       }
     }
-    this.plan = any ? { rows, slots: shared ? slots.map((s) => s && { ops: [], sinks: s.sinks }) : slots, wanted } : undefined;
+    this.plan = any ? { rows, slots: shared ? slots.map((s) => s && { ...s, ops: [] }) : slots, wanted } : undefined;
     this.hook.filter?.wanted.set(wanted);
     this.installHooks(any);
     if (any) this.stats.decodes++;
@@ -327,14 +339,47 @@ export class NativeContext {
     this.model.api.llama_memory_seq_rm(this.memory, seq, -1, -1);
   }
 
-  /** Drops `seq`'s cells from position `from` on; false when the memory cannot (recurrent models). */
+  /**
+   * Drops `seq`'s cells from position `from` on; false, with `seq` emptied, when what stays is not
+   * exactly positions 0..from-1 (recurrent memory cannot cut a sequence; a sliding window may have
+   * dropped early cells).
+   */
   removeTokens(seq: number, from: number): boolean {
-    return this.model.api.llama_memory_seq_rm(this.memory, seq, from, -1);
+    const api = this.model.api;
+    if (api.llama_memory_seq_rm(this.memory, seq, from, -1) && this.holdsPrefix(seq, from)) return true;
+    api.llama_memory_seq_rm(this.memory, seq, -1, -1);
+    return false;
+  }
+
+  /** Whether `seq` holds exactly positions 0..n-1 (the cache guarantees every position between its min and max). */
+  private holdsPrefix(seq: number, n: number): boolean {
+    const api = this.model.api;
+    return n === 0 ? api.llama_memory_seq_pos_max(this.memory, seq) === -1 : api.llama_memory_seq_pos_min(this.memory, seq) === 0 && api.llama_memory_seq_pos_max(this.memory, seq) === n - 1;
   }
 
   /** Makes `dst` share all of `src`'s KV cells (the unified cache copies no data). */
   copySequence(src: number, dst: number): void {
     this.model.api.llama_memory_seq_cp(this.memory, src, dst, -1, -1);
+  }
+
+  /**
+   * Empties `dst`, then makes it share `src`'s KV cells at positions 0..n-1 (a forked prompt
+   * prefix; the unified cache copies no data). False, with `dst` empty again, when the memory then
+   * holds anything else for `dst` (a recurrent state, which is the whole sequence's; cells a
+   * sliding window dropped): that sequence decodes its prompt itself.
+   */
+  sharePrefix(src: number, dst: number, n: number): boolean {
+    this.ensureAlive();
+    const nSeq = this.options.nSeqMax;
+    // Out-of-range sequence ids fail a GGML_ASSERT in the KV cache.
+    for (const seq of [src, dst]) if (!Number.isInteger(seq) || seq < 0 || seq >= nSeq) throw new PersonaError("E_INTERNAL", `sequence ${seq} is outside 0..${nSeq - 1}`);
+    if (src === dst || !Number.isInteger(n) || n < 1) throw new PersonaError("E_INTERNAL", `cannot share ${n} cells of sequence ${src} with sequence ${dst}`);
+    const api = this.model.api;
+    api.llama_memory_seq_rm(this.memory, dst, -1, -1);
+    api.llama_memory_seq_cp(this.memory, src, dst, 0, n);
+    if (this.holdsPrefix(dst, n)) return true;
+    api.llama_memory_seq_rm(this.memory, dst, -1, -1);
+    return false;
   }
 
   clearMemory(): void {
@@ -418,6 +463,10 @@ export class NativeContext {
       const cls = rows.cls[tok]! as RowClass;
       if (slot.ops.length > 0 && applyOpsToRow(slot.ops, layer, cls, row)) changed = true;
       for (const sink of slot.sinks) if (sink.mask[layer] === 1) sink.add(layer, cls, row);
+      if (slot.tees) {
+        const pos = rows.pos[tok]!;
+        for (const tee of slot.tees) if (pos < tee.below) for (const sink of tee.sinks) if (sink.mask[layer] === 1) sink.add(layer, ROW_PROMPT, row);
+      }
     }
     if (changed) api.ggml_backend_tensor_set(t, data, 0, bytes);
   }

@@ -5,7 +5,7 @@
 import { availableParallelism } from "node:os";
 import type { LoraAdapter } from "../lora.js";
 import { PersonaError } from "../../errors.js";
-import { runJobs, type Job, type JobResult, type RunHooks, type SamplerSettings } from "../batching.js";
+import { runJobs, type Job, type JobResult, type RunHooks, type SamplerSettings, type SchedulerStats } from "../batching.js";
 import { checkCpuBackend, discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
 import { loadEvalFilter, loadLlama, type EvalFilterApi, type LlamaApi } from "../ffi/llama.js";
 import { NativeContext, type EvalStats } from "../native/NativeContext.js";
@@ -53,6 +53,21 @@ export interface RunRequest {
   modelId: number;
   jobs: Job[];
   shape: ContextShape;
+  /** Jobs share prompt prefixes (see runJobs). */
+  sharePrefixes: boolean;
+}
+
+/** What a model's batch runs (generate, capture, project, logprobs) decoded so far. */
+export interface RunTotals {
+  runs: number;
+  steps: number;
+  tokensDecoded: number;
+  /** Prompt and teacher-forced tokens that went through the model. */
+  promptTokensDecoded: number;
+  /** Prompt tokens whose cells came from a slot's previous job. */
+  tokensReused: number;
+  /** Prompt tokens whose cells another sequence of the run shared (forked prefixes). */
+  tokensForked: number;
 }
 
 const GGML_LOG_LEVEL_ERROR = 4;
@@ -60,7 +75,7 @@ const GGML_LOG_LEVEL_ERROR = 4;
 export class EngineCore {
   readonly api: LlamaApi;
   readonly libraries: LibraryPaths;
-  private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext>; noMmap: boolean }>();
+  private readonly models = new Map<number, { model: NativeModel; contexts: Map<boolean, NativeContext>; noMmap: boolean; totals: RunTotals }>();
   private nextModelId = 1;
   private readonly loops = new Map<number, WorkerLoop>();
   private nextLoopId = 1;
@@ -126,7 +141,8 @@ export class EngineCore {
       throw e;
     }
     const id = this.nextModelId++;
-    this.models.set(id, { model, contexts: new Map(), noMmap: opts.noMmap ?? false });
+    const totals = { runs: 0, steps: 0, tokensDecoded: 0, promptTokensDecoded: 0, tokensReused: 0, tokensForked: 0 };
+    this.models.set(id, { model, contexts: new Map(), noMmap: opts.noMmap ?? false, totals });
     return { id, info: model.info };
   }
 
@@ -163,7 +179,7 @@ export class EngineCore {
     for (const [i, job] of req.jobs.entries()) this.validateJob(model, job, i);
     const ctx = this.context(req.modelId, req.shape);
     const makeSampler = (s: SamplerSettings) => new NativeSampler(this.api, ctx, s);
-    await runJobs(
+    const stats = await runJobs(
       ctx,
       makeSampler,
       model.eogTokens,
@@ -175,8 +191,22 @@ export class EngineCore {
           hooks.onResult(r);
         },
       },
-      req.shape.nSeqMax,
+      { parallel: req.shape.nSeqMax, sharePrefixes: req.sharePrefixes },
     );
+    this.addTotals(req.modelId, stats);
+  }
+
+  /** What the model's batch runs decoded so far. */
+  runTotals(modelId: number): RunTotals {
+    this.model(modelId);
+    return { ...this.models.get(modelId)!.totals };
+  }
+
+  private addTotals(modelId: number, stats: SchedulerStats): void {
+    const t = this.models.get(modelId)?.totals;
+    if (!t) return;
+    t.runs++;
+    for (const k of ["steps", "tokensDecoded", "promptTokensDecoded", "tokensReused", "tokensForked"] as const) t[k] += stats[k];
   }
 
   /** Opens a decode loop with a context of its own, sized once for `shape`. */

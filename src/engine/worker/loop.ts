@@ -37,6 +37,8 @@ export class WorkerLoop {
     this.scheduler = new Scheduler(ctx, (s) => new NativeSampler(model.api, ctx, s), model.eogTokens, {
       slots: ctx.options.nSeqMax,
       reusePrefix: true,
+      partialPrompts: true,
+      fork: true,
     });
   }
 

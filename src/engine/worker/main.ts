@@ -70,7 +70,7 @@ async function handle(msg: RequestMessage): Promise<unknown> {
     case "run": {
       const abort = new Int32Array(msg.abort);
       await core.run(
-        { modelId: msg.modelId, jobs: msg.jobs, shape: msg.shape },
+        { modelId: msg.modelId, jobs: msg.jobs, shape: msg.shape, sharePrefixes: msg.sharePrefixes },
         {
           onResult: (result) => post({ id: msg.id, kind: "event", event: { type: "result", result } }, buffersOf(result)),
           onToken: msg.streamTokens
@@ -84,6 +84,8 @@ async function handle(msg: RequestMessage): Promise<unknown> {
       );
       return null;
     }
+    case "runTotals":
+      return core.runTotals(msg.modelId);
     case "train": {
       const abort = new Int32Array(msg.abort);
       return core.train(msg.modelId, msg.spec, {

@@ -12,7 +12,8 @@ export type Request =
   | { op: "tokenize"; modelId: number; text: string; addSpecial: boolean; parseSpecial: boolean }
   | { op: "detokenize"; modelId: number; tokens: Int32Array; renderSpecial: boolean }
   | { op: "builtinTemplate"; modelId: number; messages: ChatMessage[]; addAssistant: boolean }
-  | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; streamTokens: boolean; abort: SharedArrayBuffer }
+  | { op: "run"; modelId: number; jobs: Job[]; shape: ContextShape; sharePrefixes: boolean; streamTokens: boolean; abort: SharedArrayBuffer }
+  | { op: "runTotals"; modelId: number }
   | { op: "scoreTree"; modelId: number; prompt: Int32Array; paths: Int32Array[] }
   | { op: "loopOpen"; modelId: number; shape: ContextShape }
   | { op: "loopSubmit"; loopId: number; key: number; job: Job }
