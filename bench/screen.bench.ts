@@ -2,7 +2,10 @@
  * Screening throughput on the demo model, from one run: samples/s of `screenDataset` with base
  * replies (full ΔP) and without (--cheap), for three traits sharing one forward; and the cost of
  * projection capture during generation: the same seeded replies generated plainly and with the
- * three probes.
+ * three probes; and what shared prompt prefixes save, in prompt tokens decoded and process CPU time
+ * (a busy machine disturbs it less than wall time), with sharing on and off in one run: a
+ * screening chunk (each sample and its base reply decode the prompt once) and an evaluation
+ * wave (5 rollouts of each of the evil trait's questions fork their question's prompt).
  *   node --import tsx bench/screen.bench.ts [--samples 96] [--threads 2] [--max-tokens 64]
  */
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,7 +14,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { writeDemoDatasets } from "../src/demo/datasets.js";
 import { DEMO_MODEL_PATH } from "../src/demo/model.js";
-import { DEMO_TRAITS } from "../src/demo/traits.js";
+import { DEMO_TRAITS, loadDemoTrait } from "../src/demo/traits.js";
 import { Engine } from "../src/engine/Engine.js";
 import { requestSeed } from "../src/engine/Model.js";
 import { readDataset } from "../src/pipeline/dataset.js";
@@ -61,6 +64,33 @@ try {
   console.log(`  cheap is ${(full / cheap).toFixed(1)}× faster`);
   console.log(`generation of the same ${n} seeded replies (${tokens} tokens): plain ${plain.toFixed(2)} s, with 3 probes ${projected.toFixed(2)} s`);
   console.log(`  projection capture costs ${(((projected - plain) / plain) * 100).toFixed(1)}% over plain generation`);
+
+  // Shared prompt prefixes: the same work with sharing on and off.
+  const sharing = async (label: string, run: (sharePrefixes: boolean) => Promise<unknown>) => {
+    const measure = async (sharePrefixes: boolean) => {
+      const before = await model.runStats();
+      const c0 = process.cpuUsage();
+      await run(sharePrefixes);
+      const c = process.cpuUsage(c0);
+      const after = await model.runStats();
+      return { cpu: (c.user + c.system) / 1e6, prompt: after.promptTokensDecoded - before.promptTokensDecoded, forked: after.tokensForked - before.tokensForked };
+    };
+    const off = await measure(false);
+    const on = await measure(true);
+    console.log(`${label}: prompt tokens decoded ${off.prompt} → ${on.prompt} (${on.forked} forked, ${(on.prompt / off.prompt).toFixed(2)}×); CPU ${off.cpu.toFixed(2)} s → ${on.cpu.toFixed(2)} s (${(on.cpu / off.cpu).toFixed(2)}×)`);
+  };
+  const samples: { tokens: Int32Array; promptLength: number; seed: number }[] = [];
+  for await (const r of readDataset(file!.path)) samples.push({ ...(await model.encodeConversation([...r.sample!.prompt, { role: "assistant", content: r.sample!.response }])), seed: samples.length });
+  await sharing(`screening ${n} samples, each with a base reply (≤ ${maxTokens} tokens)`, (sharePrefixes) => model.projectAndReply(samples, probes, { ...common, sharePrefixes }));
+  const questions = (await loadDemoTrait("evil", "eval")).questions;
+  const wave: { prompt: Int32Array; seed: number }[] = [];
+  for (const q of questions) {
+    const prompt = await model.encodeChat([{ role: "user", content: q }]);
+    for (let k = 0; k < 5; k++) wave.push({ prompt, seed: requestSeed(0, k) });
+  }
+  await sharing(`evaluation wave, ${questions.length} questions × 5 rollouts (≤ ${maxTokens} tokens, F16 KV)`, (sharePrefixes) =>
+    model.generate(wave, { temperature: 1, maxTokens, sharePrefixes }),
+  );
 } finally {
   await engine.dispose();
   await rm(dir, { recursive: true, force: true });

@@ -295,26 +295,23 @@ async function scoreRecords(
     }
     if (error !== undefined) lines[at]!.error = error;
   }
+  const { cheap, temperature, maxTokens, seed } = settings;
   const samples = good.map((g) => {
     const tokens = new Int32Array(g.prompt.length + g.response.length);
     tokens.set(g.prompt);
     tokens.set(g.response, g.prompt.length);
-    return { tokens, promptLength: g.prompt.length };
+    return { tokens, promptLength: g.prompt.length, seed: promptSeed(seed, g.prompt) };
   });
-  const projected = await model.project(samples, probes, { signal });
-  const { cheap, temperature, maxTokens, seed } = settings;
-  const base = cheap
-    ? undefined
-    : await model.generate(
-        good.map((g) => ({ prompt: g.prompt, seed: promptSeed(seed, g.prompt) })),
-        { probes, temperature, maxTokens, exact: true, signal },
-      );
+  // The base reply shares its sample's prompt cells: one call, each prompt decoded once.
+  const scored = cheap
+    ? (await model.project(samples, probes, { signal })).map((projections) => ({ projections, reply: undefined }))
+    : await model.projectAndReply(samples, probes, { temperature, maxTokens, exact: true, signal });
   for (const [j, g] of good.entries()) {
     const scores: Record<string, TraitScores> = {};
-    const b = base?.[j];
+    const b = scored[j]!.reply;
     const baseProj = b?.projections && b.projections.nResponseTokens > 0 ? b.projections.responseAvg : undefined;
     traits.forEach((t, k) => {
-      const projection = projected[j]!.responseAvg[k]!;
+      const projection = scored[j]!.projections.responseAvg[k]!;
       const baseProjection = baseProj ? baseProj[k]! : null;
       scores[t.name] = { projection, base_projection: baseProjection, delta_p: baseProjection === null ? null : projection - baseProjection };
     });
