@@ -1,7 +1,8 @@
 /**
  * Checks the demo model's steering against issue 17's bounds and prints what explains the result:
- *   npm run demo:steerability [-- --model PATH --vectors DIR --tensor prompt_last --layer L
- *     --coefs 0,1,2,3,4,5,6,7,8 --positions response --questions 10 --samples 4 --threads N --json]
+ *   npm run demo:steerability [-- --model PATH --vectors DIR --tensor prompt_last --layer L|A-B|L1,L2
+ *     --coefs 0,1,2,3,4,5,6,7,8 --positions response --traits evil,sycophantic --questions 10 --samples 4 --threads N --json]
+ * Several layers spread each coefficient evenly over them (coef/n of each layer's vector at each).
  * For each trait: +coef·v on the default assistant and −coef·v under the pos prompts (demo judge),
  * the norms of the file's three reductions against the residual norm per layer; then the cosines between the three vectors.
  */
@@ -9,7 +10,7 @@ import { parseArgs } from "node:util";
 import { steerabilityTables } from "../src/demo/steerability-report.js";
 import { DEMO_MODEL_PATH } from "../src/demo/model.js";
 import { demoSteerability } from "../src/demo/steerability.js";
-import { DEMO_TRAITS } from "../src/demo/traits.js";
+import { DEMO_TRAITS, isDemoTrait } from "../src/demo/traits.js";
 import { Engine } from "../src/engine/Engine.js";
 import type { Positions } from "../src/engine/steering.js";
 import { isTensorName } from "../src/vectors/format.js";
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     layer: { type: "string" },
     coefs: { type: "string", default: "0,1,2,3,4,5,6,7,8" },
     positions: { type: "string", default: "response" },
+    traits: { type: "string", default: DEMO_TRAITS.join(",") },
     questions: { type: "string", default: "10" },
     samples: { type: "string", default: "4" },
     threads: { type: "string" },
@@ -30,13 +32,18 @@ const { values } = parseArgs({
 });
 if (values.tensor !== undefined && !isTensorName(values.tensor)) throw new Error(`unknown tensor ${values.tensor}`);
 if (!["response", "prompt", "all"].includes(values.positions)) throw new Error(`unknown positions ${values.positions}`);
+const traits = values.traits.split(",");
+if (!traits.every(isDemoTrait)) throw new Error(`unknown trait in ${values.traits}; the demo traits are ${DEMO_TRAITS.join(", ")}`);
+const range = values.layer?.match(/^(\d+)-(\d+)$/);
+const layers = range ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i) : values.layer?.split(",").map(Number);
 const tensor = values.tensor ? `#${values.tensor}` : "";
 await using engine = await Engine.create({ gpu: "cpu", threads: values.threads ? Number(values.threads) : undefined });
 const model = await engine.loadModel(values.model);
 const t0 = performance.now();
 const result = await demoSteerability(model, {
   vectors: Object.fromEntries(DEMO_TRAITS.map((t) => [t, `${values.vectors}/${t}.safetensors${tensor}`])) as Record<(typeof DEMO_TRAITS)[number], string>,
-  ...(values.layer ? { layer: Number(values.layer) } : {}),
+  traits,
+  ...(layers ? { layers } : {}),
   coefs: values.coefs.split(",").map(Number),
   positions: values.positions as Positions,
   questions: Number(values.questions),

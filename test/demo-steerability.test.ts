@@ -23,7 +23,7 @@ let result: SteerabilityResult;
 before(async () => {
   engine = await Engine.create({ gpu: "cpu" });
   model = await engine.loadModel(DEMO_MODEL_PATH);
-  result = await demoSteerability(model, { vectors, layer: 2, coefs: [0, 3], questions: 3, samples: 2, seed: 3 });
+  result = await demoSteerability(model, { vectors, layers: [2], coefs: [0, 3], questions: 3, samples: 2, seed: 3 });
 });
 
 after(async () => {
@@ -41,7 +41,7 @@ describe("demo steerability", () => {
   it("steers every trait both ways at the given layer and reports the bounds it computed", async () => {
     assert.equal(result.traits.length, 3);
     for (const t of result.traits) {
-      assert.equal(t.layer, 2);
+      assert.deepEqual(t.layers, [2]);
       assert.deepEqual(t.plus.map((c) => c.coef), [0, 3]);
       // 3 questions × 2 samples on the default assistant; under the pos prompts one sample per instruction pair.
       assert.equal(t.plus[0]!.traitScore.n + t.plus[0]!.traitScore.nulls, 6);
@@ -59,6 +59,13 @@ describe("demo steerability", () => {
     assert.match(steerabilityTables(result), /evil \(response_avg, layer 2\)/);
   });
 
+  it("checks only the traits asked for, spreading the coefficient over several layers", async () => {
+    const r = await demoSteerability(model, { vectors, traits: ["evil"], layers: [2, 3], coefs: [0, 3], questions: 1, samples: 1, seed: 3 });
+    assert.deepEqual(r.traits.map((t) => [t.trait, t.layers]), [["evil", [2, 3]]]);
+    assert.deepEqual(r.cosines, []);
+    assert.match(steerabilityTables(r), /evil \(response_avg, layers 2,3, coef spread evenly\)/);
+  });
+
   it("checks the bounds as issue 17 states them", () => {
     const minusOk = [cell(0, 80, 90), cell(4, 10, 75)];
     assert.deepEqual(checkSteeringBounds([cell(0, 5, 99), cell(2, 30, 90), cell(4, 65, 62)], minusOk), { plusMonotone: true, plusCoef: 4, minusCoef: 4, pass: true });
@@ -71,7 +78,7 @@ describe("demo steerability", () => {
 
   it("refuses coefficients that do not start at 0 or do not ascend", async () => {
     for (const coefs of [[1, 2], [0, 2, 2], [0, -1]]) {
-      await assert.rejects(demoSteerability(model, { vectors, layer: 2, coefs, questions: 1, samples: 1 }), { code: "E_BAD_INPUT" });
+      await assert.rejects(demoSteerability(model, { vectors, layers: [2], coefs, questions: 1, samples: 1 }), { code: "E_BAD_INPUT" });
     }
   });
 });

@@ -37,8 +37,13 @@ export const STEERING_BOUNDS = {
 export interface SteerabilityOptions {
   /** Vectors file of each trait (`FILE[#TENSOR]`, or a trait name registered for the model). */
   vectors: Readonly<Record<DemoTrait, string>>;
-  /** Steered layer; undefined = each file's stored best layer. */
-  layer?: number;
+  /** The traits checked, in this order. Defaults to all three. */
+  traits?: readonly DemoTrait[];
+  /**
+   * Steered layers, the coefficient spread evenly over them (coef/n of each layer's row at each);
+   * undefined = each file's stored best layer alone.
+   */
+  layers?: readonly number[];
   /** Non-negative coefficients, ascending, starting at 0; added on the default assistant and subtracted under the pos prompts. */
   coefs: readonly number[];
   positions?: Positions;
@@ -59,7 +64,7 @@ export interface SteerCell {
 
 export interface TraitSteerability {
   trait: DemoTrait;
-  layer: number;
+  layers: number[];
   tensor: VectorTensorName;
   /** +coef·v on the default assistant (no system prompt), one cell per coefficient. */
   plus: SteerCell[];
@@ -89,7 +94,7 @@ export interface SteeringBoundsCheck {
 
 export interface SteerabilityResult {
   traits: TraitSteerability[];
-  /** Cosine between two traits' vectors at each one's steered layer (the same layer when `layer` is given). */
+  /** Cosine between two traits' vectors at the first trait's (first) steered layer. */
   cosines: { a: DemoTrait; b: DemoTrait; layer: number; cosine: number }[];
 }
 
@@ -139,15 +144,20 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
   checkCoefs(opts.coefs);
   const judge = new DemoJudge();
   const traits: TraitSteerability[] = [];
+  const names = opts.traits ?? DEMO_TRAITS;
   const matrices = new Map<DemoTrait, { matrix: LayerMatrix; layer: number }>();
-  for (const name of DEMO_TRAITS) {
+  for (const name of names) {
     const trait = await loadTrait(name);
     const v = await loadVectorSource(opts.vectors[name], model.info);
-    const layer = opts.layer ?? v.meta.bestLayer;
-    if (layer === undefined) throw new PersonaError("E_BAD_INPUT", `${v.path} has no best layer; give one with --layer`);
-    if (!Number.isInteger(layer) || layer < 1 || layer > model.info.nLayer) throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.info.nLayer}`);
-    matrices.set(name, { matrix: v.matrix, layer });
-    const steer = (coef: number) => model.steering([{ vector: Float32Array.from(row(v.matrix, layer)), layer, coef, positions: opts.positions ?? "response" }]);
+    const layers = opts.layers ? [...opts.layers] : v.meta.bestLayer === undefined ? [] : [v.meta.bestLayer];
+    if (layers.length === 0) throw new PersonaError("E_BAD_INPUT", `${v.path} has no best layer; give one with --layer`);
+    for (const layer of layers) {
+      if (!Number.isInteger(layer) || layer < 1 || layer > model.info.nLayer) throw new PersonaError("E_SHAPE", `layer ${layer} is out of range 1..${model.info.nLayer}`);
+    }
+    matrices.set(name, { matrix: v.matrix, layer: layers[0]! });
+    const positions = opts.positions ?? "response";
+    const steer = (coef: number) =>
+      model.steering(layers.map((layer) => ({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: coef / layers.length, positions })));
     const questions = trait.eval.questions.slice(0, opts.questions);
     const samples = opts.samples ?? 4;
     const common = { trait, judge, questions, maxTokens: opts.maxTokens ?? 64, seed: opts.seed ?? 0 };
@@ -167,7 +177,7 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
     const minus = opts.coefs.map((c) => cell(`minus/${c}`, c));
     traits.push({
       trait: name,
-      layer,
+      layers,
       tensor: v.tensor,
       plus,
       minus,
@@ -178,8 +188,8 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
     });
   }
   const cosines: SteerabilityResult["cosines"] = [];
-  DEMO_TRAITS.forEach((a, i) => {
-    for (const b of DEMO_TRAITS.slice(i + 1)) {
+  names.forEach((a, i) => {
+    for (const b of names.slice(i + 1)) {
       const va = matrices.get(a)!;
       const vb = matrices.get(b)!;
       const layer = va.layer;
