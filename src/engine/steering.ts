@@ -50,8 +50,11 @@ export const ROW_LAST_PROMPT = 1;
 export const ROW_RESPONSE = 2;
 export type RowClass = typeof ROW_PROMPT | typeof ROW_LAST_PROMPT | typeof ROW_RESPONSE;
 
+/** The RowClass bit set of positions "all". */
+export const ALL_POSITIONS = 0b111;
+
 const POSITION_MASKS: Record<Positions, number> = {
-  all: 0b111,
+  all: ALL_POSITIONS,
   prompt: (1 << ROW_PROMPT) | (1 << ROW_LAST_PROMPT),
   response: (1 << ROW_LAST_PROMPT) | (1 << ROW_RESPONSE),
 };
