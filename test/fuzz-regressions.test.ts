@@ -81,9 +81,10 @@ describe("fuzz regressions", () => {
 
   it("a chat template that exhausts memory is stopped in its renderer, and rendering goes on", async () => {
     const o = { addGenerationPrompt: true, bosToken: "", eosToken: "" };
+    // Its heap limit stops it, or on a loaded machine the time limit first: either way it is stopped.
     await assert.rejects(
       renderJinjaChat("{% for i in range(100000000) %}{% endfor %}", [{ role: "user", content: "hi" }], o),
-      isCode("E_BAD_MODEL", /chat template could not be rendered/),
+      isCode("E_BAD_MODEL", /chat template (could not be rendered|did not finish rendering within)/),
     );
     assert.equal(await renderJinjaChat("{{ messages[0].content }}!", [{ role: "user", content: "hi" }], o), "hi!");
   });
