@@ -16,6 +16,7 @@ import { Engine } from "../src/engine/Engine.js";
 import type { Model } from "../src/engine/Model.js";
 import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import type { RunTotals } from "../src/engine/worker/core.js";
+import { randomVector as vector } from "./helpers/random-vector.js";
 
 let dir: string;
 let engine: Engine;
@@ -33,14 +34,6 @@ after(async () => {
   await engine?.dispose();
   await rm(dir, { recursive: true, force: true });
 });
-
-function vector(n: number, seed: number): Float32Array {
-  let s = seed;
-  return Float32Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    return (s / 2 ** 32 - 0.5) * 2;
-  });
-}
 
 const prompts = (texts: string[]) => Promise.all(texts.map((t) => model.encodeChat([{ role: "system", content: "You are terse." }, { role: "user", content: t }])));
 

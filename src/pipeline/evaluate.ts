@@ -76,7 +76,10 @@ export interface EvaluateCommonOptions {
    * Defaults to 0.
    */
   seed?: number;
-  /** Exact numerics (F32 KV cache): bit-identical results whatever the batch. Defaults to false. */
+  /**
+   * Exact numerics (F32 KV cache, no flash attention): another batch (size, shared prefixes) moves
+   * values by ~1e-6, not ~1e-3, so replies hardly ever change with it. Defaults to false.
+   */
   exact?: boolean;
   /** Sequences decoded together. Defaults to the engine's default. */
   parallel?: number;
