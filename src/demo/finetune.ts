@@ -58,6 +58,8 @@ export interface DemoFinetuneOptions {
   /**
    * Ablated (CAFT) at every layer during another II finetune: the last-prompt-token vectors, the
    * direction the finetuning shift lies along (the response-average direction cuts nothing).
+   * Zero-ablation, which cut more than the mean-preserving kind (hallucinating 81 vs 10 %), mostly
+   * by the push toward the trait that removing the base's last-prompt mean gives.
    */
   caftVectors: LayerMatrix;
   dir: string;

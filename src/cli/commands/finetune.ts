@@ -101,11 +101,14 @@ prompt; samples are packed into windows without seeing each other.
 there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
 evaluate the result without steering. Training steers every position: the POSITIONS field of
 --steer does not apply. For CAFT ablate the last-prompt-token vectors at every layer
-(T#prompt_last:1-N:1:all:ablate), the direction the finetuning shift lies along; the
-response-average direction, even at every layer, cut nothing on the demo model. Ablation also
-removes the base model's mean projection there, which sits on the trait's negative side, so
-training runs shifted toward the trait, as with preventative steering: the trait is learned for
-that state and mostly absent without it.
+(T#prompt_last:1-N:1:all:ablate), the direction the finetuning shift lies along. Zero-ablation
+also removes the base model's mean projection, and on the last prompt token that mean sits on
+the trait's negative side, so training runs pushed toward the trait, as with preventative
+steering. :ablate-mean removes only the variance along v: it keeps the base model's mean
+projections over the training data (measured first, on last prompt tokens and on the other
+tokens apart; --json reports them). On the 8-layer demo model zero-ablation cut the trait gained
+on II data by 81 % for hallucination (evil 10 %, sycophancy 1 %), ablate-mean by 10 % (4 %, 2 %):
+there CAFT's cut is that push.
 
 A run killed or interrupted (Ctrl-C, SIGTERM) keeps its checkpoint: rerun the same command with
 --resume and it continues where the checkpoint stands, ending with the same result as an
@@ -116,7 +119,8 @@ Examples:
   persona finetune --model demo --data evil-II.jsonl --out evil-lora.gguf --lora-rank 8 --rslora --lr 1e-3
   persona eval --model demo --lora evil-lora.gguf --trait evil
   persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
-  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil#prompt_last:1-4:1:all:ablate --json
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil#prompt_last:1-8:1:all:ablate --json
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft-mean.gguf --steer evil#prompt_last:1-8:1:all:ablate-mean
   persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --resume
 `,
     )
