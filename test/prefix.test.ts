@@ -174,4 +174,23 @@ describe("shared prompt prefixes", () => {
     assert.equal(r.projections!.nPromptTokens, p!.length);
     t.diagnostic(`the fork ${r.reusedTokens === 0 ? "decoded its prompt itself after the donor's cancel" : `shared ${r.reusedTokens} cells (the cancel came after the donor's prompt)`}`);
   });
+
+  it("in a decode loop, a monitored request forks a prompt another request has part decoded (as a server's would); its prompt mean covers the tokens it fed", async () => {
+    const [p] = await prompts(["another long question that wanders through many topics in turn ".repeat(3)]);
+    const req = { prompt: p!, temperature: 0, maxTokens: 6 };
+    const observed = { ...req, probes: model.probes([{ layer: 2, vector: vector(model.info.nEmbd, 7) }]) };
+    await using alone = await model.openLoop({ slots: 1, ctxPerSlot: 256, exact: true });
+    const ref = await alone.submit(observed).result;
+    await using loop = await model.openLoop({ slots: 2, ctxPerSlot: 256, exact: true, batchTokens: 2 });
+    const donor = loop.submit(req);
+    // The donor is part way through its prompt (2 tokens a step): it can no longer pass every row.
+    while ((await loop.stats()).steps < 2);
+    const r = await loop.submit(observed).result;
+    await donor.result;
+    assert.equal(r.reusedTokens, p!.length - 1, "it shared the donor's prompt cells");
+    assert.equal(r.projections!.nPromptTokens, 1);
+    assert.deepEqual(list(r.tokens), list(ref.tokens));
+    assertClose(r.projections!.promptLast, ref.projections!.promptLast, "the last prompt token's projection (monitoring's)");
+    assertClose(r.projections!.responseAvg, ref.projections!.responseAvg, "the reply's mean projection");
+  });
 });

@@ -449,19 +449,18 @@ export class Scheduler {
 
   /**
    * The running job whose cells (decoded or about to be) cover most of `input`; the first among
-   * equals, so a plan depends on the job list alone. A job that observes its prompt rows takes
+   * equals, so a plan depends on the job list alone. A job that needs all its prompt rows takes
    * them from the donor's decode, so the donor must not have decoded any yet, nor wait itself,
    * and must ask for every row of the last layer if the job reads it; and it forks only a whole
    * prompt (all but its last token), since a waiting job cannot pass rows on: a fork of a shared
    * system prompt alone would keep the next job with the same question from forking all of it.
    */
   private bestDonor(job: Job, input: Int32Array): { donor: Active; n: number } | null {
-    const observes = job.capture || job.probes !== undefined;
-    const lastLayer = observes && this.readsLastLayer(job);
+    const observes = this.takesPromptRows(job);
     let best: { donor: Active; n: number } | null = null;
     for (const s of this.slots) {
       if (!s) continue;
-      if (observes && (s.fed > 0 || s.waitFor || (lastLayer && !s.wantAllRows))) continue;
+      if (observes && !this.canTee(job, s)) continue;
       const n = sharedLength({ tokens: s.input, ops: s.job.ops, promptLength: s.job.prompt.length }, job, input);
       if (observes && n < job.prompt.length - 1) continue;
       if (n > (best?.n ?? 0)) best = { donor: s, n };
@@ -471,8 +470,7 @@ export class Scheduler {
 
   /** The free slot whose cache covers most of `input`; among equals, the one unused longest. */
   private bestSlot(job: Job, input: Int32Array): { seq: number; reuse: number } {
-    // Capture needs every prompt row; probes too, unless partial prompt means are accepted.
-    const reuses = !job.capture && (this.options.partialPrompts || job.probes === undefined);
+    const reuses = !this.takesPromptRows(job);
     let best = { seq: -1, reuse: -1, lastUsed: Infinity };
     for (let seq = 0; seq < this.slots.length; seq++) {
       if (this.slots[seq]) continue;
@@ -521,7 +519,23 @@ export class Scheduler {
     if (!fork) return;
     s.waitFor = fork;
     if (fork.donor.fed >= fork.n) this.share(s);
-    else if (s.hooks.sinks.length > 0) fork.donor.tees.push(s);
+    // bestDonor picked a donor that can pass the rows for a job that needs them all; a loop's
+    // monitored request (partial prompt means) takes them too where the donor can.
+    else if (s.hooks.sinks.length > 0 && this.canTee(job, fork.donor)) fork.donor.tees.push(s);
+  }
+
+  /** Whether donor `s` can still pass `job` its prompt rows: it has decoded none, waits for no one, and keeps the last layer's rows if the job reads them. */
+  private canTee(job: Job, s: Active): boolean {
+    return s.fed === 0 && !s.waitFor && (!this.readsLastLayer(job) || s.wantAllRows);
+  }
+
+  /**
+   * Whether a job needs every prompt row observed: capture does; probes too, unless partial prompt
+   * means are accepted (the loop's choice: a monitored request then reuses and forks prompts as a
+   * plain one does, its prompt mean covering the tokens it fed, its last prompt token always among them).
+   */
+  private takesPromptRows(job: Job): boolean {
+    return job.capture || (job.probes !== undefined && !this.options.partialPrompts);
   }
 
   /** A job's capture and projection accumulators, fresh. */
