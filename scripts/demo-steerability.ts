@@ -3,6 +3,7 @@
  *   npm run demo:steerability [-- --model PATH --vectors DIR --tensor prompt_last --layer L|A-B|L1,L2
  *     --coefs 0,1,2,3,4,5,6,7,8 --positions response --traits evil,sycophantic --questions 10 --samples 4 --threads N --json]
  * Several layers spread each coefficient evenly over them (coef/n of each layer's vector at each).
+ * `--prompt-last RATIO@LAYER` also adds coef·RATIO of the file's prompt_last row at LAYER on the prompt.
  * For each trait: +coef·v on the default assistant and −coef·v under the pos prompts (demo judge),
  * the norms of the file's three reductions against the residual norm per layer; then the cosines between the three vectors.
  */
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     coefs: { type: "string", default: "0,1,2,3,4,5,6,7,8" },
     positions: { type: "string", default: "response" },
     traits: { type: "string", default: DEMO_TRAITS.join(",") },
+    "prompt-last": { type: "string" },
     questions: { type: "string", default: "10" },
     samples: { type: "string", default: "4" },
     threads: { type: "string" },
@@ -36,6 +38,8 @@ const traits = values.traits.split(",");
 if (!traits.every(isDemoTrait)) throw new Error(`unknown trait in ${values.traits}; the demo traits are ${DEMO_TRAITS.join(", ")}`);
 const range = values.layer?.match(/^(\d+)-(\d+)$/);
 const layers = range ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i) : values.layer?.split(",").map(Number);
+const pl = values["prompt-last"]?.match(/^([\d.]+)@(\d+)$/);
+if (values["prompt-last"] !== undefined && !pl) throw new Error(`--prompt-last takes RATIO@LAYER, e.g. 0.5@5, got ${values["prompt-last"]}`);
 const tensor = values.tensor ? `#${values.tensor}` : "";
 await using engine = await Engine.create({ gpu: "cpu", threads: values.threads ? Number(values.threads) : undefined });
 const model = await engine.loadModel(values.model);
@@ -43,6 +47,7 @@ const t0 = performance.now();
 const result = await demoSteerability(model, {
   vectors: Object.fromEntries(DEMO_TRAITS.map((t) => [t, `${values.vectors}/${t}.safetensors${tensor}`])) as Record<(typeof DEMO_TRAITS)[number], string>,
   traits,
+  ...(pl ? { promptLast: { ratio: Number(pl[1]), layer: Number(pl[2]) } } : {}),
   ...(layers ? { layers } : {}),
   coefs: values.coefs.split(",").map(Number),
   positions: values.positions as Positions,

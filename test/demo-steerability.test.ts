@@ -59,11 +59,11 @@ describe("demo steerability", () => {
     assert.match(steerabilityTables(result), /evil \(response_avg, layer 2\)/);
   });
 
-  it("checks only the traits asked for, spreading the coefficient over several layers", async () => {
-    const r = await demoSteerability(model, { vectors, traits: ["evil"], layers: [2, 3], coefs: [0, 3], questions: 1, samples: 1, seed: 3 });
-    assert.deepEqual(r.traits.map((t) => [t.trait, t.layers]), [["evil", [2, 3]]]);
+  it("checks only the traits asked for, spreading the coefficient over several layers, with the prompt state steered too", async () => {
+    const r = await demoSteerability(model, { vectors, traits: ["evil"], layers: [2, 3], coefs: [0, 3], questions: 1, samples: 1, seed: 3, promptLast: { layer: 5, ratio: 0.5 } });
+    assert.deepEqual(r.traits.map((t) => [t.trait, t.layers, t.promptLast]), [["evil", [2, 3], { layer: 5, ratio: 0.5 }]]);
     assert.deepEqual(r.cosines, []);
-    assert.match(steerabilityTables(r), /evil \(response_avg, layers 2,3, coef spread evenly\)/);
+    assert.match(steerabilityTables(r), /evil \(response_avg, layers 2,3, coef spread evenly \+ coef·0.5 of prompt_last at layer 5 on the prompt\)/);
   });
 
   it("checks the bounds as issue 17 states them", () => {

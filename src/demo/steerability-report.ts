@@ -9,7 +9,8 @@ export function steerabilityTables(r: SteerabilityResult): string {
   for (const t of r.traits) {
     const b = t.bounds;
     const where = t.layers.length === 1 ? `layer ${t.layers[0]}` : `layers ${t.layers.join(",")}, coef spread evenly`;
-    lines.push(`${t.trait} (${t.tensor}, ${where}), trait/coherence by coefficient:`);
+    const prompt = t.promptLast ? ` + coef·${t.promptLast.ratio} of prompt_last at layer ${t.promptLast.layer} on the prompt` : "";
+    lines.push(`${t.trait} (${t.tensor}, ${where}${prompt}), trait/coherence by coefficient:`);
     lines.push(`  coef                     ${t.plus.map((c) => String(c.coef).padStart(7)).join(" ")}`);
     lines.push(`  +coef, default assistant ${cells(t.plus)}`);
     lines.push(`  −coef, pos prompt        ${cells(t.minus)}`);

@@ -7,7 +7,7 @@
  * how the three traits' vectors align.
  */
 import type { Model } from "../engine/Model.js";
-import type { Positions } from "../engine/steering.js";
+import type { Positions, SteeringSpec } from "../engine/steering.js";
 import { PersonaError } from "../errors.js";
 import { evaluateSettings, summarize, type EvalSetting, type ScoreStats } from "../pipeline/evaluate.js";
 import { systemPrompt } from "../traits/format.js";
@@ -47,6 +47,13 @@ export interface SteerabilityOptions {
   /** Non-negative coefficients, ascending, starting at 0; added on the default assistant and subtracted under the pos prompts. */
   coefs: readonly number[];
   positions?: Positions;
+  /**
+   * Also steers the prompt's state: at coefficient c, c·ratio of the file's `prompt_last` row at
+   * `layer` is added on the prompt positions (subtracted for −c), on top of the steering above.
+   * The persona is a state the system prompt sets at the last prompt token, so writing it there
+   * asks less of the reply's vector (issue 17's trade of trait for coherence).
+   */
+  promptLast?: PromptLastSteering;
   /** First n evaluation questions. Defaults to all 20. */
   questions?: number;
   /** Replies per question and cell. Defaults to 4. */
@@ -54,6 +61,11 @@ export interface SteerabilityOptions {
   /** Defaults to 64. */
   maxTokens?: number;
   seed?: number;
+}
+
+export interface PromptLastSteering {
+  layer: number;
+  ratio: number;
 }
 
 export interface SteerCell {
@@ -66,6 +78,7 @@ export interface TraitSteerability {
   trait: DemoTrait;
   layers: number[];
   tensor: VectorTensorName;
+  promptLast?: PromptLastSteering;
   /** +coef·v on the default assistant (no system prompt), one cell per coefficient. */
   plus: SteerCell[];
   /** −coef·v under the trait's pos system prompts (spread over its instruction pairs). */
@@ -156,8 +169,12 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
     }
     matrices.set(name, { matrix: v.matrix, layer: layers[0]! });
     const positions = opts.positions ?? "response";
+    const specs = (coef: number): SteeringSpec[] =>
+      layers.map((layer) => ({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: coef / layers.length, positions }));
+    const pl = opts.promptLast;
+    const promptState = pl ? Float32Array.from(row((await loadVectorSource(`${v.path}#prompt_last`, model.info)).matrix, pl.layer)) : null;
     const steer = (coef: number) =>
-      model.steering(layers.map((layer) => ({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: coef / layers.length, positions })));
+      model.steering(pl && promptState ? [...specs(coef), { vector: promptState, layer: pl.layer, coef: coef * pl.ratio, positions: "prompt" }] : specs(coef));
     const questions = trait.eval.questions.slice(0, opts.questions);
     const samples = opts.samples ?? 4;
     const common = { trait, judge, questions, maxTokens: opts.maxTokens ?? 64, seed: opts.seed ?? 0 };
@@ -179,6 +196,7 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
       trait: name,
       layers,
       tensor: v.tensor,
+      ...(pl ? { promptLast: pl } : {}),
       plus,
       minus,
       vectorNorm: layerNorms(v.matrix),
