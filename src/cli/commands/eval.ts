@@ -82,6 +82,8 @@ Examples:
   persona eval --model demo --trait evil
   persona eval --model demo --trait evil --steer evil::3:response --samples 5 --json
   persona eval --model demo --trait evil --system-pos 1 --steer evil::-3:response   # −coef under a pos prompt
+  persona eval --model demo --trait sycophantic --system-pos 1 --steer sycophantic:5:-1.5 \\
+    --steer 'sycophantic#prompt_last:5:-0.75:prompt'   # also steer the prompt's persona state
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --out runs/eval-evil
   persona eval --model qwen.gguf --trait traits/evil --judge openai:gpt-4.1-mini --samples 50 --chunk 100 \
     --queue redis://10.0.0.5:6379 --out runs/eval-evil      # shards of 100 rollouts on persona workers
