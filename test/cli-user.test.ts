@@ -187,7 +187,7 @@ describe("help and summaries", () => {
     const row = (trait: "evil" | "hallucinating") => ({
       trait,
       extraction: { vectorsPath: `/abs/runs/${trait}/vectors.safetensors`, counts: { total: 100, kept: 88, dropped: 12 }, scores: { pos: { trait: 85.2, coherence: 98.3, rollouts: 100 }, neg: { trait: 0.9, coherence: 99.6, rollouts: 100 } } },
-      sweep: { grid: [{ layer: 4, coef: -4, traitScore: stats(67.6), coherence: stats(88.1) }], baseline: { traitScore: stats(18.1), coherence: stats(99.9) }, bestLayer: 4, bestCoef: -4, coherenceFloor: 50, positions: "response" },
+      sweep: { grid: [{ layer: 4, coef: -4, traitScore: stats(67.6), coherence: stats(88.1) }], baseline: { traitScore: stats(18.1), coherence: stats(99.9) }, bestLayer: 4, bestCoef: -4, coherenceFloor: 50, positions: "response", promptStateRatio: null },
       report: `/abs/runs/demo/${trait}/sweep.html`,
       suppression: { coef: -4, unsteered: stats(67.6), steered: stats(29.5), coherence: stats(77.7) },
       monitoring: { layer: 3, pearsonR: 0.8123, prompts: 40, report: `/abs/runs/demo/${trait}/monitor.html` },

@@ -18,7 +18,7 @@ import { evaluateSettings, evaluateTrait, evaluateTraitRun, summarize } from "..
 import { RunDir } from "../src/pipeline/rundir.js";
 import { pickBestLayer, type SweepCell, type SweepRecord, sweepSteering } from "../src/pipeline/sweep.js";
 import type { TraitDefinition } from "../src/traits/format.js";
-import { layerMatrix, readVectors, writeVectors } from "../src/vectors/format.js";
+import { layerMatrix, readVectors, row, writeVectors } from "../src/vectors/format.js";
 import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 import { runCli } from "./helpers/cli.js";
@@ -242,6 +242,23 @@ describe("sweepSteering", () => {
     await records.close();
     assert.equal(resumedJudge.calls, 0, "finished cells are not redone");
     assert.deepEqual(resumed.grid, whole.grid);
+  });
+
+  it("with a prompt-state term, steers each cell as its vector on the reply plus ratio × coef × the second vector on the prompt", async () => {
+    const promptLast = layerMatrix(N_LAYER + 1, N_EMBD, Float32Array.from({ length: (N_LAYER + 1) * N_EMBD }, (_, i) => Math.cos(i * 1.3) * 4));
+    const opts = { trait, vectors, layers: [2], coefs: [3], coherenceFloor: 0, baseline: false, ...GEN };
+    const both = await sweepSteering(model, { ...opts, promptState: { matrix: promptLast, ratio: 0.5 }, judge: new TextJudge() });
+    assert.equal(both.promptStateRatio, 0.5);
+    const v = (m: typeof vectors) => Float32Array.from(row(m, 2));
+    const specs = [
+      { vector: v(vectors), layer: 2, coef: 3, positions: "response" as const },
+      { vector: v(promptLast), layer: 2, coef: 1.5, positions: "prompt" as const },
+    ];
+    const direct = await evaluateTrait(model, { trait, judge: new TextJudge(), steering: model.steering(specs), ...GEN });
+    assert.deepEqual(both.grid[0]!.traitScore, direct.traitScore);
+    const alone = await evaluateTrait(model, { trait, judge: new TextJudge(), steering: model.steering(specs.slice(0, 1)), ...GEN });
+    assert.notDeepEqual(direct.samples.map((s) => s.answer), alone.samples.map((s) => s.answer), "the prompt-state term changes the rollouts");
+    await assert.rejects(sweepSteering(model, { ...opts, promptState: { matrix: promptLast, ratio: Number.NaN }, judge: new TextJudge() }), /prompt-state ratio/);
   });
 
   it("rejects vectors of another shape and repeated coefficients", async () => {

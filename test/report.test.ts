@@ -163,7 +163,7 @@ describe("sweep report", () => {
   const stats = (m: number) => summarize([m - 5, m + 5]);
   const grid = [1, 2].flatMap((layer) => [0, 2, 4].map((coef) => ({ layer, coef, traitScore: stats(10 + coef * layer * layer * 5), coherence: stats(90 - coef * layer * layer * 5) })));
   const picked = pickBestLayer(grid, 10, 50);
-  const result: SweepResult = { grid, baseline: { traitScore: stats(10), coherence: stats(90) }, coherenceFloor: 50, positions: "response", ...picked };
+  const result: SweepResult = { grid, baseline: { traitScore: stats(10), coherence: stats(90) }, coherenceFloor: 50, positions: "response", promptStateRatio: null, ...picked };
   const meta = { trait: `ev<i>l & co`, model: "tiny", vectors: "v.safetensors#response_avg", judge: "demo", questions: 2, samplesPerQuestion: 2, temperature: 1, maxTokens: 8, seed: 0, createdAt: "2025-01-01T00:00:00Z" };
 
   it("is one well-formed, self-contained HTML page with plots and escaped text", () => {

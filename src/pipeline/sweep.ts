@@ -5,7 +5,7 @@
  * its own steering. Finished cells can be kept in a record log so a re-run resumes.
  */
 import type { Model } from "../engine/Model.js";
-import type { Positions } from "../engine/steering.js";
+import type { Positions, SteeringSpec } from "../engine/steering.js";
 import { PersonaError } from "../errors.js";
 import { createHash } from "node:crypto";
 import type { ModelInfo } from "../engine/types.js";
@@ -62,6 +62,19 @@ export interface SweepResult extends BestLayer {
   baseline: SweepScores | null;
   coherenceFloor: number;
   positions: Positions;
+  /** The prompt-state term's ratio, or null when the sweep steered with `vectors` alone. */
+  promptStateRatio: number | null;
+}
+
+/**
+ * A second vector per layer (usually `prompt_last`) added on the prompt's positions at each cell's
+ * layer with `ratio` × its coefficient: a system prompt sets a persona as a state at the prompt, so
+ * steering that state too moves the trait further at the same coherence (on the demo model it is
+ * what brings every trait within issue 17's bounds; ratio 0.5 there).
+ */
+export interface PromptStateSteering {
+  matrix: LayerMatrix;
+  ratio: number;
 }
 
 export interface SweepProgress extends EvalProgress {
@@ -78,6 +91,7 @@ export interface SweepOptions extends Omit<EvaluateCommonOptions, "onProgress"> 
   coefs: readonly number[];
   /** Where the vector is added. Defaults to "response", the reference's steering type. */
   positions?: Positions;
+  promptState?: PromptStateSteering;
   /** Least mean coherence for a cell to count when picking the layer. Defaults to 50. */
   coherenceFloor?: number;
   /** Evaluate unsteered once and measure changes against it (otherwise against 0). Defaults to true. */
@@ -126,18 +140,27 @@ export function pickBestLayer(grid: readonly SweepCell[], reference: number, coh
   return { bestLayer: best?.layer ?? null, bestCoef: best?.coef ?? null, layers };
 }
 
+/** A cell's steering: coef × `vectors` at `layer` on `positions`, plus the prompt-state term if any. */
+export function cellSteering(vectors: LayerMatrix, promptState: PromptStateSteering | undefined, layer: number, coef: number, positions: Positions = "response"): SteeringSpec[] {
+  const specs: SteeringSpec[] = [{ vector: Float32Array.from(row(vectors, layer)), layer, coef, positions }];
+  if (promptState) specs.push({ vector: Float32Array.from(row(promptState.matrix, layer)), layer, coef: coef * promptState.ratio, positions: "prompt" });
+  return specs;
+}
+
 export async function sweepSteering(model: Model, opts: SweepOptions): Promise<SweepResult> {
-  const { vectors, records, onProgress, layers, coefs, positions = "response", coherenceFloor = 50, baseline: withBaseline = true, chunkRequests = 4096, ...common } =
+  const { vectors, promptState, records, onProgress, layers, coefs, positions = "response", coherenceFloor = 50, baseline: withBaseline = true, chunkRequests = 4096, ...common } =
     opts;
   if (layers.length === 0 || coefs.length === 0) throw new PersonaError("E_BAD_INPUT", "a sweep needs at least one layer and one coefficient");
   if (new Set(layers).size !== layers.length) throw new PersonaError("E_BAD_INPUT", "sweep layers repeat");
   if (new Set(coefs).size !== coefs.length) throw new PersonaError("E_BAD_INPUT", "sweep coefficients repeat");
   if (!Number.isInteger(chunkRequests) || chunkRequests < 1) throw new PersonaError("E_BAD_INPUT", `chunk size must be a positive integer, got ${chunkRequests}`);
-  if (vectors.nLayerPlus1 !== model.info.nLayer + 1 || vectors.nEmbd !== model.info.nEmbd) {
-    throw new PersonaError(
-      "E_SHAPE",
-      `vectors are [${vectors.nLayerPlus1}, ${vectors.nEmbd}] but the model needs [${model.info.nLayer + 1}, ${model.info.nEmbd}]`,
-    );
+  for (const [what, m] of [["vectors", vectors], ["prompt-state vectors", promptState?.matrix]] as const) {
+    if (m && (m.nLayerPlus1 !== model.info.nLayer + 1 || m.nEmbd !== model.info.nEmbd)) {
+      throw new PersonaError("E_SHAPE", `${what} are [${m.nLayerPlus1}, ${m.nEmbd}] but the model needs [${model.info.nLayer + 1}, ${model.info.nEmbd}]`);
+    }
+  }
+  if (promptState && !(Number.isFinite(promptState.ratio) && promptState.ratio !== 0)) {
+    throw new PersonaError("E_BAD_INPUT", `the prompt-state ratio must be a finite non-zero number, got ${promptState.ratio}`);
   }
 
   // Coefficient 0 steers nothing: those cells are the baseline, evaluated once.
@@ -146,7 +169,7 @@ export async function sweepSteering(model: Model, opts: SweepOptions): Promise<S
   for (const layer of layers) {
     for (const coef of coefs) {
       if (coef === 0) continue;
-      const steering = model.steering([{ vector: Float32Array.from(row(vectors, layer)), layer, coef, positions }]);
+      const steering = model.steering(cellSteering(vectors, promptState, layer, coef, positions));
       settings.push({ key: cellKey(layer, coef), steering });
     }
   }
@@ -187,16 +210,17 @@ export async function sweepSteering(model: Model, opts: SweepOptions): Promise<S
   }
   const baseline = withBaseline ? scores(BASELINE_KEY) : null;
   const reference = baseline?.traitScore.mean ?? 0;
-  return { grid, baseline, coherenceFloor, positions, ...pickBestLayer(grid, reference, coherenceFloor) };
+  return { grid, baseline, coherenceFloor, positions, promptStateRatio: promptState?.ratio ?? null, ...pickBestLayer(grid, reference, coherenceFloor) };
 }
 
-export interface SweepRunOptions extends Omit<SweepOptions, "records" | "vectors" | "judge"> {
+export interface SweepRunOptions extends Omit<SweepOptions, "records" | "vectors" | "promptState" | "judge"> {
   /** Run directory: created, or resumed when its configuration matches (see RunDir). */
   out: string;
   /** Set aside a run with another configuration instead of refusing. Defaults to false. */
   restart?: boolean;
   /** The vectors to steer with and which tensor they are (part of the run's configuration). */
   vectors: { matrix: LayerMatrix; tensor: string };
+  promptState?: PromptStateSteering & { tensor: string };
   /** The judge's spec, part of the run's configuration. */
   judgeSpec: string;
   /** Opens the judge once the run directory exists (a judge cache lives in it). */
@@ -211,14 +235,14 @@ export interface SweepRunOptions extends Omit<SweepOptions, "records" | "vectors
  * and never redone, so a killed sweep resumes where it stopped.
  */
 export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ result: SweepResult; judgeId: string; resumed: boolean }> {
-  const { out, restart, vectors, judgeSpec, openJudge, onResume, ...sweep } = opts;
-  const data = vectors.matrix.data;
-  // Results depend on the vector's values, not on the file's metadata (which a sweep rewrites).
-  const vectorHash = createHash("sha256").update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest("hex").slice(0, 32);
+  const { out, restart, vectors, promptState, judgeSpec, openJudge, onResume, ...sweep } = opts;
+  // Results depend on the vectors' values, not on the file's metadata (which a sweep rewrites).
+  const hash = ({ data }: LayerMatrix) => createHash("sha256").update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)).digest("hex").slice(0, 32);
   const config = {
     model: await fingerprintModel(model.info),
     trait: sweep.trait.name,
-    vector: `${vectors.tensor}:${vectorHash}`,
+    vector: `${vectors.tensor}:${hash(vectors.matrix)}`,
+    ...(promptState ? { prompt_state: `${promptState.tensor}:${hash(promptState.matrix)}×${promptState.ratio}` } : {}),
     judge: judgeSpec,
     questions: sweep.questions,
     samples: sweep.samplesPerQuestion,
@@ -233,7 +257,7 @@ export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ r
   try {
     const { judge, close } = await openJudge(out);
     try {
-      const result = await sweepSteering(model, { ...sweep, judge, judgeSpec, vectors: vectors.matrix, records });
+      const result = await sweepSteering(model, { ...sweep, judge, judgeSpec, vectors: vectors.matrix, ...(promptState ? { promptState } : {}), records });
       return { result, judgeId: judge.id, resumed: run.resumed };
     } finally {
       await close();

@@ -31,6 +31,7 @@ interface SweepFlags {
   questions?: number;
   coherenceFloor: number;
   positions: Positions;
+  promptState?: number;
   temperature: number;
   maxTokens: number;
   seed: number;
@@ -60,6 +61,7 @@ export function register(program: Command): void {
       .option("--questions <n>", "use only the first n evaluation questions", intArg(1))
       .option("--coherence-floor <x>", "least mean coherence for a cell to count toward the best layer", floatArg(0, 100), 50)
       .addOption(new Option("--positions <where>", "where the vector is added (response: the last prompt token and every generated token, the reference's steering)").choices(["response", "prompt", "all"]).default(DEFAULT_POSITIONS))
+      .option("--prompt-state <ratio>", "also steer the prompt's persona state: each cell adds ratio × coef × the same file's prompt_last at its layer on the prompt (0.5 on the demo model)", floatArg(-100, 100))
       .option("--chunk <n>", "most rollouts per batched generate call, and per shard with --queue, in whole cells (default 4096)", intArg(1))
       .option("-o, --out <dir>", "run directory: report, finished cells, judge cache (default runs/sweep-<trait>)")
       .option("--restart", "discard a run in --out that used another configuration")
@@ -80,6 +82,7 @@ the best layer goes into your copy in the data directory, which then stands for 
 Examples:
   persona sweep --model demo --trait evil --coefs 0,2,4,6,8
   persona sweep --model demo --trait evil --layers 2-5 --coefs=-4,-2,2,4 --samples 4 --json
+  persona sweep --model demo --trait sycophantic --layers 5 --coefs=-2,-1.5,1.5,2 --prompt-state 0.5
   persona sweep --model qwen.gguf --trait traits/evil --vectors evil.safetensors --layers 12,16,20 \\
     --coefs 0.5,1,1.5,2 --judge openai:gpt-4.1-mini --out runs/sweep-evil
   persona sweep --model qwen.gguf --trait traits/evil --layers 8-24 --coefs 1,2,4 --chunk 100 \
@@ -96,6 +99,8 @@ Examples:
       await withModel(this, opts, async (model, engine) => withQueue(opts.queue, async (runner) => {
         const source = opts.vectors ?? trait.name;
         const vectors = await loadVectorSource(source, model.info);
+        const promptState =
+          opts.promptState === undefined ? undefined : { ...(await loadVectorSource(`${vectors.path}#prompt_last`, model.info)), ratio: opts.promptState };
         const { nLayer } = model.info;
         const layers = opts.layers === "all" ? Array.from({ length: nLayer }, (_, i) => i + 1) : opts.layers;
         for (const l of layers) {
@@ -110,6 +115,7 @@ Examples:
             out,
             restart: opts.restart,
             vectors: { matrix: vectors.matrix, tensor: vectors.tensor },
+            ...(promptState ? { promptState: { matrix: promptState.matrix, tensor: promptState.tensor, ratio: promptState.ratio } } : {}),
             judgeSpec,
             openJudge: (dir) => openJudge(judgeSpec, dir, engine),
             onResume: (dir) => note(`resuming the sweep in ${dir}`),
@@ -135,7 +141,7 @@ Examples:
         const meta = {
           trait: trait.name,
           model: model.info.name,
-          vectors: `${vectors.path}#${vectors.tensor}`,
+          vectors: `${vectors.path}#${vectors.tensor}` + (promptState ? ` + ${promptState.ratio}×coef ${promptState.path}#${promptState.tensor} on the prompt` : ""),
           judge: run.judgeId,
           questions: questions.length,
           samplesPerQuestion: opts.samples,
