@@ -116,6 +116,8 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       continue;
     }
     const vectors = await readVectors(extraction.vectorsPath);
+    const responseAvg = selectTensor(vectors, "response_avg");
+    const promptState = { matrix: selectTensor(vectors, "prompt_last"), tensor: "prompt_last", ratio: DEMO_PROMPT_STATE_RATIO };
     const layers = Array.from({ length: model.info.nLayer }, (_, i) => i + 1);
     const questions = trait.eval.questions.slice(0, opts.questions ?? 10);
     const common = { trait, judge, questions, samplesPerQuestion: opts.samples ?? 2, maxTokens, seed };
@@ -125,8 +127,8 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
     const { judge: _judge, ...sweepCommon } = common;
     const { result: sweep } = await runSweep(model, {
       ...sweepCommon,
-      vectors: { matrix: selectTensor(vectors, "response_avg"), tensor: "response_avg" },
-      promptState: { matrix: selectTensor(vectors, "prompt_last"), tensor: "prompt_last", ratio: DEMO_PROMPT_STATE_RATIO },
+      vectors: { matrix: responseAvg, tensor: "response_avg" },
+      promptState,
       layers,
       coefs,
       out: sweepDir,
@@ -153,10 +155,9 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
       const pair = trait.eval.instruction[0]!;
       const system = systemPrompt(trait.name, trait.antonym, pair.pos, "pos");
       const coef = -Math.abs(sweep.bestCoef);
-      const promptState = { matrix: selectTensor(vectors, "prompt_last"), ratio: DEMO_PROMPT_STATE_RATIO };
       const [unsteered, steered] = await Promise.all([
         evaluateTrait(model, { ...common, system }),
-        evaluateTrait(model, { ...common, system, steering: model.steering(cellSteering(selectTensor(vectors, "response_avg"), promptState, sweep.bestLayer, coef)) }),
+        evaluateTrait(model, { ...common, system, steering: model.steering(cellSteering(responseAvg, promptState, sweep.bestLayer, coef)) }),
       ]);
       suppression = { coef, unsteered: unsteered.traitScore, steered: steered.traitScore, coherence: steered.coherence };
     }
@@ -165,7 +166,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
     const monitored = await monitorTrait(model, {
       trait,
       judge,
-      vectors: selectTensor(vectors, "response_avg"),
+      vectors: responseAvg,
       vectorsSource: `${extraction.vectorsPath}#response_avg`,
       prompts: gradedMonitorPrompts(trait, trait.eval.questions.slice(0, opts.monitorQuestions ?? 2)),
       samples: opts.monitorSamples ?? 2,
@@ -185,7 +186,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
     const rows = opts.screenRows ?? 80;
     const files = await writeDemoDatasets({ out: path.join(dir, "datasets"), traits: [name], rows, mixed: [10], seed });
     const layer = sweep.bestLayer ?? model.info.nLayer;
-    const screenTraits = [{ name, layer, vector: Float32Array.from(row(selectTensor(vectors, "response_avg"), layer)), source: extraction.vectorsPath }];
+    const screenTraits = [{ name, layer, vector: Float32Array.from(row(responseAvg, layer)), source: extraction.vectorsPath }];
     const screenOne = async (which: string) => {
       const file = files.find((f) => f.name === which)!;
       const r = await screenDataset(model, { data: file.path, traits: screenTraits, runDir: path.join(dir, `screen-${which}`), maxTokens, seed, labels: file.labels });
@@ -207,11 +208,11 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         base: model,
         trait,
         judge,
-        shiftVectors: selectTensor(vectors, "response_avg"),
+        shiftVectors: responseAvg,
         shiftLayer: monitored.layer,
-        steerVectors: selectTensor(vectors, "response_avg"),
+        steerVectors: responseAvg,
         preventative: opts.full.preventative ?? DEMO_PREVENTATIVE[name],
-        caftVectors: selectTensor(vectors, "prompt_last"),
+        caftVectors: promptState.matrix,
         dir: path.join(dir, "finetune"),
         rows: opts.full.rows ?? 300,
         epochs: opts.full.epochs ?? 2,

@@ -8,6 +8,7 @@
  */
 import type { Model } from "../engine/Model.js";
 import type { Positions, SteeringSpec } from "../engine/steering.js";
+import { promptStateSpec } from "../pipeline/sweep.js";
 import { PersonaError } from "../errors.js";
 import { evaluateSettings, summarize, type EvalSetting, type ScoreStats } from "../pipeline/evaluate.js";
 import { systemPrompt } from "../traits/format.js";
@@ -172,9 +173,8 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
     const specs = (coef: number): SteeringSpec[] =>
       layers.map((layer) => ({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: coef / layers.length, positions }));
     const pl = opts.promptLast;
-    const promptState = pl ? Float32Array.from(row((await loadVectorSource(`${v.path}#prompt_last`, model.info)).matrix, pl.layer)) : null;
-    const steer = (coef: number) =>
-      model.steering(pl && promptState ? [...specs(coef), { vector: promptState, layer: pl.layer, coef: coef * pl.ratio, positions: "prompt" }] : specs(coef));
+    const promptState = pl ? { matrix: (await loadVectorSource(`${v.path}#prompt_last`, model.info)).matrix, ratio: pl.ratio } : null;
+    const steer = (coef: number) => model.steering(pl && promptState ? [...specs(coef), promptStateSpec(promptState, pl.layer, coef)] : specs(coef));
     const questions = trait.eval.questions.slice(0, opts.questions);
     const samples = opts.samples ?? 4;
     const common = { trait, judge, questions, maxTokens: opts.maxTokens ?? 64, seed: opts.seed ?? 0 };

@@ -159,6 +159,8 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     judge: opts.judge.id,
     vectors: { source: opts.vectorsSource ?? null, hash: hashOf(Array.from(opts.vectors.data)) },
     prompts: hashOf(opts.prompts),
+    // Shards are generation batches, and inexact replies depend on the batch.
+    shard: opts.shardRequests ?? null,
     samples,
     temperature,
     maxTokens,

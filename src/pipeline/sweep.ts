@@ -104,6 +104,7 @@ export interface SweepOptions extends Omit<EvaluateCommonOptions, "onProgress"> 
 }
 
 export const BASELINE_KEY = "baseline";
+const DEFAULT_CHUNK_REQUESTS = 4096;
 
 export function cellKey(layer: number, coef: number): string {
   return `${layer}:${coef}`;
@@ -143,12 +144,17 @@ export function pickBestLayer(grid: readonly SweepCell[], reference: number, coh
 /** A cell's steering: coef × `vectors` at `layer` on `positions`, plus the prompt-state term if any. */
 export function cellSteering(vectors: LayerMatrix, promptState: PromptStateSteering | undefined, layer: number, coef: number, positions: Positions = "response"): SteeringSpec[] {
   const specs: SteeringSpec[] = [{ vector: Float32Array.from(row(vectors, layer)), layer, coef, positions }];
-  if (promptState) specs.push({ vector: Float32Array.from(row(promptState.matrix, layer)), layer, coef: coef * promptState.ratio, positions: "prompt" });
+  if (promptState) specs.push(promptStateSpec(promptState, layer, coef));
   return specs;
 }
 
+/** The prompt-state term at coefficient `coef`: ratio × coef × the matrix's row at `layer`, on the prompt. */
+export function promptStateSpec(promptState: PromptStateSteering, layer: number, coef: number): SteeringSpec {
+  return { vector: Float32Array.from(row(promptState.matrix, layer)), layer, coef: coef * promptState.ratio, positions: "prompt" };
+}
+
 export async function sweepSteering(model: Model, opts: SweepOptions): Promise<SweepResult> {
-  const { vectors, promptState, records, onProgress, layers, coefs, positions = "response", coherenceFloor = 50, baseline: withBaseline = true, chunkRequests = 4096, ...common } =
+  const { vectors, promptState, records, onProgress, layers, coefs, positions = "response", coherenceFloor = 50, baseline: withBaseline = true, chunkRequests = DEFAULT_CHUNK_REQUESTS, ...common } =
     opts;
   if (layers.length === 0 || coefs.length === 0) throw new PersonaError("E_BAD_INPUT", "a sweep needs at least one layer and one coefficient");
   if (new Set(layers).size !== layers.length) throw new PersonaError("E_BAD_INPUT", "sweep layers repeat");
@@ -247,6 +253,8 @@ export async function runSweep(model: Model, opts: SweepRunOptions): Promise<{ r
     questions: sweep.questions,
     samples: sweep.samplesPerQuestion,
     positions: sweep.positions,
+    // Generation batches are cut at whole cells of this size, and inexact replies depend on the batch.
+    chunk: sweep.chunkRequests ?? DEFAULT_CHUNK_REQUESTS,
     temperature: sweep.temperature,
     max_tokens: sweep.maxTokens,
     seed: sweep.seed,
