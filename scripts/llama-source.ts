@@ -5,7 +5,7 @@
  * `npm run build:llama` (the engine's libraries built here).
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { BINARIES_VERSION, LOCAL_CPU_BACKEND } from "../src/engine/ffi/discover.js";
 
@@ -18,15 +18,23 @@ export function sh(cmd: string, args: string[], cwd?: string): string {
   return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
 }
 
-/** The source tree's path, fetched (npm pack, tar, git clone) on first use. */
+/**
+ * The source tree's path, fetched (npm pack, tar, git clone) on first use and again when the pinned
+ * version changes: build:llama stamps its library with BINARIES_VERSION, so the source must be that
+ * version's (an older tree would pass the stamp check with other struct layouts).
+ */
 export function fetchLlamaSource(): string {
   const src = path.join(LLAMA_SRC_CACHE, "llama.cpp");
-  if (existsSync(path.join(src, "include", "llama.h"))) return src;
+  const versionFile = path.join(LLAMA_SRC_CACHE, "source-version");
+  const cached = existsSync(versionFile) ? readFileSync(versionFile, "utf8").trim() : undefined;
+  if (cached === BINARIES_VERSION && existsSync(path.join(src, "include", "llama.h"))) return src;
+  for (const old of [src, path.join(LLAMA_SRC_CACHE, "package")]) rmSync(old, { recursive: true, force: true });
   mkdirSync(LLAMA_SRC_CACHE, { recursive: true });
-  sh("npm", ["pack", `node-llama-cpp@${BINARIES_VERSION}`, "--silent"], LLAMA_SRC_CACHE);
-  const tgz = readdirSync(LLAMA_SRC_CACHE).find((f) => f.endsWith(".tgz"))!;
+  const tgz = `node-llama-cpp-${BINARIES_VERSION}.tgz`;
+  if (!existsSync(path.join(LLAMA_SRC_CACHE, tgz))) sh("npm", ["pack", `node-llama-cpp@${BINARIES_VERSION}`, "--silent"], LLAMA_SRC_CACHE);
   sh("tar", ["xzf", tgz], LLAMA_SRC_CACHE);
-  sh("git", ["clone", "--quiet", path.join(LLAMA_SRC_CACHE, "package", "llama", "gitRelease.bundle"), src]);
+  sh("git", ["-c", "advice.detachedHead=false", "clone", "--quiet", path.join(LLAMA_SRC_CACHE, "package", "llama", "gitRelease.bundle"), src]);
+  writeFileSync(versionFile, `${BINARIES_VERSION}\n`);
   return src;
 }
 

@@ -173,6 +173,9 @@ export class Engine implements AsyncDisposable {
     if (!Number.isInteger(poll) || poll < 0 || poll > 100) throw new PersonaError("E_BAD_INPUT", `poll must be an integer in 0..100, got ${poll}`);
     const evalFilter = resolveEvalFilter(options.nativeHooks);
     const onLog = options.onLog ?? ((t: string) => process.stderr.write(t));
+    // Recorded before the worker loads anything: ggml's backend registry is filled inside the load,
+    // before steps that can still fail, and a concurrent create must see the choice too.
+    processCpuBackend = cpuBackend ?? "";
     const host = new WorkerHost({ gpu, cpuBackend, verbose: options.verbose ?? false, threads, poll, evalFilter }, onLog);
     const engine = new Engine(host, threads);
     try {
@@ -182,7 +185,6 @@ export class Engine implements AsyncDisposable {
       await host.close();
       throw e;
     }
-    processCpuBackend = cpuBackend ?? "";
     return engine;
   }
 

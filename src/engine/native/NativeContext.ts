@@ -240,12 +240,16 @@ export class NativeContext {
     this.setControlVector(shared);
     const wanted = new Uint8Array(nLayers);
     let any = false;
-    for (const s of slots) {
-      if (!s) continue;
-      for (const sink of [...s.sinks, ...(s.tees ?? []).flatMap((t) => t.sinks)]) {
+    const want = (sinks: readonly RowSink[]) => {
+      for (const sink of sinks) {
         for (let l = 0; l < nLayers; l++) wanted[l]! |= sink.mask[l]!;
         any = true;
       }
+    };
+    for (const s of slots) {
+      if (!s) continue;
+      want(s.sinks);
+      for (const t of s.tees ?? []) want(t.sinks);
       if (shared) continue;
       for (const op of s.ops) {
         wanted[op.layer] = 1;

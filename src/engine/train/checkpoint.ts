@@ -15,6 +15,7 @@ import { PersonaError } from "../../errors.js";
 import { getArray, getNumber, getString, readGguf, readTensorF32 } from "../gguf/reader.js";
 import { GgufValueType } from "../gguf/types.js";
 import { GgufWriter } from "../gguf/writer.js";
+import { keptMeans } from "../steering.js";
 import type { LlamaHParams } from "./graph.js";
 import type { TrainSpec } from "./options.js";
 
@@ -46,7 +47,7 @@ export function trainFingerprint(spec: TrainSpec, hp: LlamaHParams): string {
   const h = createHash("sha256");
   const bytes = (a: ArrayBufferView | null) => h.update(a === null ? "null" : new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   const settings = { ...spec, tokens: undefined, starts: undefined, labelMask: undefined, documentStarts: undefined, checkpoint: undefined, steering: undefined };
-  h.update(JSON.stringify({ settings, hp, steering: spec.steering.map((s) => ({ layer: s.layer, kind: s.kind, coef: s.coef, ...(s.mean ? { mean: s.mean } : {}), ...(s.lastPromptMean !== undefined ? { lastPromptMean: s.lastPromptMean } : {}) })) }));
+  h.update(JSON.stringify({ settings, hp, steering: spec.steering.map((s) => ({ layer: s.layer, kind: s.kind, coef: s.coef, ...keptMeans(s) })) }));
   for (const a of [spec.tokens, spec.starts, spec.labelMask, spec.documentStarts, ...spec.steering.map((s) => s.vec)]) bytes(a);
   return h.digest("hex");
 }
