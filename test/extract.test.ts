@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -24,6 +24,7 @@ import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/f
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { spyGenerate } from "./helpers/generate-spy.js";
 // Built-in traits, --model demo and --judge demo come from the demo world's registration.
 import "../src/demo/register.js";
 import { runCli } from "./helpers/cli.js";
@@ -219,6 +220,29 @@ describe("extractPersonaVectors", () => {
       `batching reproducibility: exact mode ${differing}/${items.length} rollouts differ (parallel 1 vs 8); ` +
         `non-exact ${changed}/${items.length} differ (parallel 1 vs 8), ${vsExact}/${items.length} differ from exact mode`,
     );
+  });
+
+  it("resumes a run killed during rollouts by generating only the rollouts it had not stored, and ends with the same vectors", async () => {
+    // What a run killed during rollouts leaves: its run.json, some rollouts, fewer judgements.
+    const runE = path.join(dir, "run-e");
+    await mkdir(runE);
+    await copyFile(path.join(runA, "run.json"), path.join(runE, "run.json"));
+    const head = async (log: string, n: number) => {
+      const lines = (await readFile(path.join(runA, log), "utf8")).split("\n").slice(0, n);
+      await writeFile(path.join(runE, log), `${lines.join("\n")}\n`);
+    };
+    const stored = 20;
+    await head("rollouts.jsonl", stored);
+    await head("judgements.jsonl", 7);
+
+    const generated = spyGenerate(model);
+    const resumed = await extractPersonaVectors(model, options(runE)).finally(() => generated.restore());
+    assert.equal(generated.requests, 2 * ROWS - stored, "the stored rollouts are not generated again");
+    assert.equal(resumed.timings.newRollouts, 2 * ROWS - stored);
+    const [a, e] = [await records<RolloutRecord>(path.join(runA, "rollouts.jsonl")), await records<RolloutRecord>(path.join(runE, "rollouts.jsonl"))];
+    assert.deepEqual(e, a);
+    assert.deepEqual(resumed.counts, resultA.counts);
+    assertSameTensors(await readVectors(resumed.vectorsPath), await readVectors(resultA.vectorsPath));
   });
 
   it("explains an empty filter result with the counts per reason", async () => {

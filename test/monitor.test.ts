@@ -17,6 +17,10 @@ import { pearson } from "../src/report/scatter.js";
 import type { TraitDefinition } from "../src/traits/format.js";
 import { layerMatrix } from "../src/vectors/format.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
+import { personaError } from "./helpers/errors.js";
+import { spyGenerate } from "./helpers/generate-spy.js";
+import { PersonaError } from "../src/errors.js";
+import { DEMO_MODEL_PATH } from "../src/demo/model.js";
 
 const N_LAYER = 3;
 const N_EMBD = 32;
@@ -24,8 +28,10 @@ const N_EMBD = 32;
 class CountingJudge implements Judge {
   readonly id = "test:count";
   calls = 0;
+  /** Fails every call after this many. */
+  constructor(private readonly failAfter = Infinity) {}
   async score(input: JudgeInput): Promise<number | null> {
-    this.calls++;
+    if (++this.calls > this.failAfter) throw new PersonaError("E_JUDGE", "the judge went away");
     const h = createHash("sha256").update(input.metric.kind).update(input.answer).digest();
     return h.readUInt32BE(0) % 101;
   }
@@ -118,6 +124,35 @@ describe("monitoring", () => {
     assert.equal(json.points[3]!.projection, again.points[3]!.projections[2]);
     const report = await writeMonitorReport(runDir, again, { model: "tiny", vectors: "v", judge: judge.id, samples: 2 });
     assert.match(await readFile(report.html, "utf8"), /<svg[\s\S]*Pearson r/);
+  });
+
+  it("resumes a run stopped part-way by generating and judging only the missing replies, and ends with an uninterrupted run's result", async () => {
+    // The demo model, on which a reply sampled with the fast numerics can change with its batch.
+    const demo = await engine.loadModel(DEMO_MODEL_PATH);
+    try {
+      const { nLayer, nEmbd } = demo.info;
+      const vectors = layerMatrix(nLayer + 1, nEmbd, Float32Array.from({ length: (nLayer + 1) * nEmbd }, (_, i) => Math.sin(i * 0.37)));
+      const prompts = gradedMonitorPrompts(trait);
+      const opts = { trait, vectors, prompts, samples: 3, maxTokens: 32 };
+      const total = prompts.length * 3;
+      const fresh = await monitorTrait(demo, { ...opts, judge: new CountingJudge(), runDir: path.join(dir, "fresh") });
+      // The judge fails part-way (as a process killed part-way would stop): what was judged is kept.
+      const runDir = path.join(dir, "stopped");
+      await assert.rejects(monitorTrait(demo, { ...opts, judge: new CountingJudge(2 * 12), runDir }), personaError("E_JUDGE"));
+      const stored = new Set((await readFile(path.join(runDir, "rollouts.jsonl"), "utf8")).split("\n").filter(Boolean).map((l) => JSON.parse(l).key)).size;
+      assert.ok(stored > 0 && stored < total, `${stored} of ${total} replies stored before the judge failed`);
+
+      const judge = new CountingJudge();
+      const generated = spyGenerate(demo);
+      const resumed = await monitorTrait(demo, { ...opts, judge, runDir }).finally(() => generated.restore());
+      assert.equal(resumed.resumed, true);
+      assert.equal(generated.requests, total - stored, "only the missing replies are generated");
+      assert.equal(judge.calls, 2 * (total - stored), "and judged");
+      assert.deepEqual(resumed.points, fresh.points);
+      assert.deepEqual(resumed.perLayer, fresh.perLayer);
+    } finally {
+      await demo.dispose();
+    }
   });
 
   it("reads a prompts file and refuses broken lines by number", async () => {

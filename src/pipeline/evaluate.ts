@@ -282,10 +282,10 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
     },
     stored: (opts.storedSetting || opts.storedSamples) && ((i) => isStored(Math.floor(i / perSetting)) || (opts.storedSamples?.has(i) ?? false)),
     onShard: async (start, replies) => {
-      ran += replies.length;
-      // A stored rollout in a shard that had to run again: the stored one stays.
       for (const [i, r] of replies.entries()) {
-        samples[start + i] = opts.storedSamples?.get(start + i) ?? { question: questionOf(start + i), answer: r.text, trait: r.trait, coherence: r.coherence };
+        if (!r) continue;
+        ran++;
+        samples[start + i] = { question: questionOf(start + i), answer: r.text, trait: r.trait, coherence: r.coherence };
       }
       await opts.onShardSamples?.(start, samples.slice(start, start + replies.length));
       merged = start + replies.length;
@@ -293,7 +293,7 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       progress.generated = Math.max(progress.generated, merged);
       progress.judged = Math.max(progress.judged, merged);
       report();
-      scoredAny ||= replies.some((r) => r.trait !== null || r.coherence !== null);
+      scoredAny ||= replies.some((r) => r !== undefined && (r.trait !== null || r.coherence !== null));
       // Held back until the judge has scored something: a judge that scores nothing fails the run below.
       if (scoredAny) await flushSettings();
     },

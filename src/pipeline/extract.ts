@@ -342,20 +342,17 @@ async function rolloutAndJudge(
           stored: (i) => storedBefore.has(items[i]!.key),
           runner: opts.runner,
           signal: ctl.signal,
-          // Stored before (and judged, or being judged above): the stored one stays. A rollout is
-          // stored before its judgement, so a stored judgement always has its rollout.
+          // Only rollouts not stored before come back (exact numerics: the others are not
+          // generated again). A rollout is stored before its judgement, so a stored judgement
+          // always has its rollout.
           onRollout: (index, r) =>
             rolloutWrites.run(async () => {
-              const key = items[index]!.key;
-              if (storedBefore.has(key)) return;
-              await rollouts.append(key, r);
+              await rollouts.append(items[index]!.key, r);
               progress("rollouts", ++generated);
             }),
           onReply: (index, r) =>
             rolloutWrites.run(async () => {
-              const key = items[index]!.key;
-              if (storedBefore.has(key)) return;
-              await judgements.append(key, { trait: r.trait, coherence: r.coherence });
+              await judgements.append(items[index]!.key, { trait: r.trait, coherence: r.coherence });
               newJudgements++;
               progress("judging", ++judged);
             }),

@@ -10,7 +10,8 @@
  *   rollouts.jsonl    `p/k` → {text, trait, coherence}, appended as each reply is judged
  *   judge-cache.jsonl (when the caller wraps the judge) every judge answer
  *   monitor.json      the result (the `--json` contract), monitor.html the report (atomic)
- * Projections are cheap and deterministic, so a resumed run recomputes them and redoes no reply.
+ * Projections are cheap and deterministic, so a resumed run recomputes them; it generates and
+ * judges only the replies not stored yet (exact numerics: a reply does not depend on its batch).
  */
 import type { Model } from "../engine/Model.js";
 import { requestSeed } from "../engine/Model.js";
@@ -159,8 +160,9 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     judge: opts.judge.id,
     vectors: { source: opts.vectorsSource ?? null, hash: hashOf(Array.from(opts.vectors.data)) },
     prompts: hashOf(opts.prompts),
-    // Shards are generation batches, and inexact replies depend on the batch.
-    shard: opts.shardRequests ?? null,
+    // Replies are generated with exact numerics: they do not depend on their batch, so neither
+    // --chunk nor a resume (which generates only the missing replies) changes them.
+    exact: true,
     samples,
     temperature,
     maxTokens,
@@ -190,15 +192,13 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
         judge: opts.judge,
         judgeSpec: opts.judgeSpec ?? opts.judge.id,
         rubric: { trait: opts.trait.name, rubric: opts.trait.eval.eval_prompt },
-        sampling: { temperature, maxTokens },
+        sampling: { temperature, maxTokens, exact: true },
         judgeConcurrency: opts.judgeConcurrency ?? 16,
         shardSize: opts.shardRequests ?? total,
         stored: (i) => storedBefore.has(all[i]!.key),
         runner: opts.runner,
         signal: opts.signal,
         onReply: async (i, r) => {
-          // A stored reply in a shard that had to run again: the stored one stays.
-          if (storedBefore.has(all[i]!.key)) return;
           await log.append(all[i]!.key, { text: r.text, trait: r.trait, coherence: r.coherence });
           opts.onProgress?.({ judged: ++judged, total });
         },

@@ -73,9 +73,11 @@ export interface JudgedRolloutsOptions {
   /** Requests per shard, and so per generate call. */
   shardSize: number;
   /**
-   * Requests already stored by an earlier run. A shard whose every request is stored is skipped;
-   * any other runs whole, so shards (and batches) stay where a fresh run cuts them; the caller
-   * ignores the replies it already has.
+   * Requests already stored by an earlier run, never handed back again. Shards stay where a fresh
+   * run cuts them, and a shard whose every request is stored is skipped. With exact numerics a
+   * reply does not depend on its batch, so a shard runs only its missing requests; otherwise it
+   * runs whole, so its batch (and so its new replies) is a fresh run's, and the stored requests'
+   * replies are dropped.
    */
   stored?(index: number): boolean;
   runner?: ShardRunner;
@@ -86,8 +88,11 @@ export interface JudgedRolloutsOptions {
    */
   onRollout?(index: number, reply: GeneratedReply): Promise<void> | void;
   onReply?(index: number, reply: JudgedReply): Promise<void> | void;
-  /** A finished shard, in shard order, after its replies: the index of its first request and its replies. */
-  onShard?(start: number, replies: JudgedReply[]): Promise<void> | void;
+  /**
+   * A finished shard, in shard order, after its replies: the index of its first request and a
+   * reply per request of the shard, undefined for the stored ones.
+   */
+  onShard?(start: number, replies: (JudgedReply | undefined)[]): Promise<void> | void;
 }
 
 /** How shards name `model` to workers; only a queue needs the content hash (it reads the file). */
@@ -110,15 +115,27 @@ export async function runJudgedRollouts(model: Model, requests: readonly Planned
     sampling: opts.sampling,
     judgeConcurrency: opts.judgeConcurrency,
   };
-  // Where each shard starts in `requests`, by key (merging) and by data (running here).
-  const starts = new Map<string, number>();
-  const dataStarts = new WeakMap<RolloutShardData, number>();
+  // Where each shard starts in `requests`, how many requests it spans, which of them it runs and
+  // which of those are new (not stored), by key (merging) and by data (running here).
+  interface Planned {
+    start: number;
+    span: number;
+    indices: number[];
+    fresh: boolean[];
+  }
+  const plans = new Map<string, Planned>();
+  const dataPlans = new WeakMap<RolloutShardData, Planned>();
   // Shards run here hand their replies over as they are judged, not again when merged.
   const deliveredHere = new Set<number>();
   async function* shards(): AsyncGenerator<Shard<RolloutShardData>> {
     for (let start = 0; start < requests.length; start += opts.shardSize) {
-      const part = requests.slice(start, start + opts.shardSize);
-      if (opts.stored && part.every((_, i) => opts.stored!(start + i))) continue;
+      const span = Math.min(opts.shardSize, requests.length - start);
+      const all = Array.from({ length: span }, (_, i) => start + i);
+      const missing = all.filter((i) => !opts.stored?.(i));
+      if (missing.length === 0) continue;
+      const indices = opts.sampling.exact ? missing : all;
+      const plan: Planned = { start, span, indices, fresh: indices.map((i) => missing.includes(i)) };
+      const part = plan.indices.map((i) => requests[i]!);
       const distinct: ResolvedSteering[] = [];
       const data: RolloutShardData = {
         requests: part.map((r) => {
@@ -132,34 +149,46 @@ export async function runJudgedRollouts(model: Model, requests: readonly Planned
       // Named by content, not position (a resumed run's remaining rollouts fall into other
       // positions): the same key is the same work, so a queue may hand back an earlier run's result.
       const key = `${part[0]!.key}+${part.length}.${hashOf(data)}`;
-      starts.set(key, start);
-      dataStarts.set(data, start);
+      plans.set(key, plan);
+      dataPlans.set(data, plan);
       yield { key, data };
     }
   }
+  // The request a shard's i-th reply answers; none for a stored one's (in a shard run whole).
+  const target = (plan: Planned, i: number): number | undefined => (plan.fresh[i] ? plan.indices[i] : undefined);
   return runner.run({
     kind: ROLLOUT_SHARD_KIND,
     runId: `${opts.name}-${hashOf(common)}`,
     common,
     shards: shards(),
     local: async (data) => {
-      const start = dataStarts.get(data)!;
+      const plan = dataPlans.get(data)!;
       const replies = await judgedShard(model, opts.judge, common, data, opts.signal, {
-        onRollout: (i, r) => opts.onRollout?.(start + i, r),
-        onReply: (i, r) => opts.onReply?.(start + i, r),
+        onRollout: (i, r) => {
+          const at = target(plan, i);
+          if (at !== undefined) return opts.onRollout?.(at, r);
+        },
+        onReply: (i, r) => {
+          const at = target(plan, i);
+          if (at !== undefined) return opts.onReply?.(at, r);
+        },
       });
-      deliveredHere.add(start);
+      deliveredHere.add(plan.start);
       return replies;
     },
     onResult: async (key, replies: JudgedReply[]) => {
-      const start = starts.get(key)!;
-      if (!deliveredHere.delete(start)) {
-        for (const [i, r] of replies.entries()) {
-          await opts.onRollout?.(start + i, { text: r.text, tokens: r.tokens, finish: r.finish });
-          await opts.onReply?.(start + i, r);
-        }
+      const plan = plans.get(key)!;
+      const here = deliveredHere.delete(plan.start);
+      const byPosition: (JudgedReply | undefined)[] = new Array(plan.span).fill(undefined);
+      for (const [i, r] of replies.entries()) {
+        const at = target(plan, i);
+        if (at === undefined) continue;
+        byPosition[at - plan.start] = r;
+        if (here) continue;
+        await opts.onRollout?.(at, { text: r.text, tokens: r.tokens, finish: r.finish });
+        await opts.onReply?.(at, r);
       }
-      await opts.onShard?.(start, replies);
+      await opts.onShard?.(plan.start, byPosition);
     },
     signal: opts.signal,
   });
