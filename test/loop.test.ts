@@ -56,6 +56,10 @@ describe("decode loop", () => {
       assert.deepEqual(together[i], await tokensOf(alone, r), `request ${i}`);
     }
     assert.notDeepEqual(together[0], together[4], "the steering took effect");
+    // A prompt given as text is tokenized by the worker as it takes the request: the same reply.
+    const fromText = loop.submit({ ...requests[1]!, prompt: await model.chatPrompt([{ role: "user", content: "what is the time" }]) });
+    assert.equal(await fromText.accepted, b!.length);
+    assert.deepEqual(Array.from((await fromText.result).tokens), together[1]);
     // The batch API agrees with the loop.
     const [batch] = await model.generate([{ prompt: c!, steering: steerB }], { temperature: 0, maxTokens: 12, exact: true });
     assert.deepEqual(Array.from(batch!.tokens), together[2]);
@@ -178,6 +182,10 @@ describe("decode loop", () => {
     const settled = await Promise.allSettled(load.map((s) => s.result));
     assert.deepEqual(settled.map((s) => s.status), ["fulfilled", "fulfilled", "fulfilled", "rejected", "fulfilled"]);
     assert.throws(() => loop.submit({ prompt: b!, maxTokens: 9 }), { code: "E_TOO_LONG", message: /needs \d+ tokens of context/ });
+    // A text prompt's length is known, and refused, once the worker has tokenized it.
+    const text = loop.submit({ prompt: await model.chatPrompt([{ role: "user", content: "a somewhat longer question about many things at once" }]), maxTokens: 9 });
+    await assert.rejects(text.accepted, { code: "E_TOO_LONG", message: new RegExp(`needs ${b!.length + 9} tokens of context`) });
+    await assert.rejects(text.result, { code: "E_TOO_LONG" });
     assert.throws(() => loop.submit({ prompt: new Int32Array([model.info.nVocab]) }), { code: "E_BAD_INPUT" });
     const afterStats = await loop.stats();
     assert.equal(afterStats.contextsCreated, before.contextsCreated, "no context was created under load");

@@ -117,6 +117,11 @@ describe("OpenAI wire format", () => {
     await assert.rejects(client.chat.completions.create({ model: "gpt-4", messages: Q }), (e: unknown) => e instanceof OpenAI.NotFoundError && /not served/.test(e.message));
     await assert.rejects(client.chat.completions.create({ model: "persona-demo", messages: Q, n: 2 }), OpenAI.BadRequestError);
     await assert.rejects(client.chat.completions.create({ model: "persona-demo", messages: Q, max_tokens: 5000 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /limit of 1000/.test(e.message));
+    // The prompt and max_tokens overflow a request's context (1024 tokens): a 400 before anything is streamed.
+    const long = question("Tell me everything about the sea, the sky, the mountains and the rivers of the world, one by one and at length.");
+    const tooLong = (e: unknown) => e instanceof OpenAI.BadRequestError && e.code === "context_length_exceeded" && /needs \d+ tokens of context/.test(e.message);
+    await assert.rejects(client.chat.completions.create({ model: "persona-demo", messages: long, max_tokens: 1000 }), tooLong);
+    await assert.rejects(client.chat.completions.create({ model: "persona-demo", messages: long, max_tokens: 1000, stream: true }), tooLong);
     await assert.rejects(
       client.chat.completions.create({ model: "persona-demo", messages: Array.from({ length: 9 }, () => Q[0]!) }),
       (e: unknown) => e instanceof OpenAI.BadRequestError && /at most 8 messages/.test(e.message),

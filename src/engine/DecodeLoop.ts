@@ -8,7 +8,7 @@ import { PersonaError } from "../errors.js";
 import type { Job, JobResult } from "./batching.js";
 import type { ResolvedProbes, SampleActivations, SampleProjections } from "./capture.js";
 import type { ResolvedSteering } from "./steering.js";
-import type { SamplingOptions, TokenLogprob } from "./types.js";
+import type { PromptText, SamplingOptions, TokenLogprob } from "./types.js";
 import type { WorkerHost } from "./worker/host.js";
 import type { LoopStats } from "./worker/loop.js";
 import type { WorkerEvent } from "./worker/protocol.js";
@@ -27,8 +27,12 @@ export interface LoopOptions {
 }
 
 export interface LoopRequest extends Omit<SamplingOptions, "seed"> {
-  /** Prompt token ids (already templated). */
-  prompt: Int32Array;
+  /**
+   * Prompt token ids (already templated), or text the worker tokenizes as the request reaches it
+   * (`model.chatPrompt(...)`): the token count is then known from `accepted`, and a prompt too long
+   * for a slot fails there instead of at once.
+   */
+  prompt: Int32Array | PromptText;
   /**
    * Defaults to 256. 0 only reads the prompt: the `prompt` event (projections) and a result with no
    * tokens, and the slot keeps the prompt's cells for a next request that starts the same way.
@@ -92,23 +96,40 @@ export interface LoopResult {
 export class GenerationStream implements AsyncIterable<StreamEvent> {
   /** Settles when the request ends: the result, or its error (E_ABORTED when cancelled). */
   readonly result: Promise<LoopResult>;
+  /**
+   * The prompt's token count once the worker has taken the request (at once for a prompt of
+   * tokens); rejects as `result` does when the request fails before that (E_TOO_LONG).
+   */
+  readonly accepted: Promise<number>;
   private readonly buffer: StreamEvent[] = [];
   private wake: (() => void) | undefined;
   private ended = false;
   private error: unknown;
   private iterated = false;
   private settle!: { resolve(r: LoopResult): void; reject(e: unknown): void };
+  private settleAccepted!: { resolve(n: number): void; reject(e: unknown): void };
 
-  /** @internal */
-  constructor(private readonly cancelRequest: () => void) {
+  /** @internal `nPromptTokens` when known before the worker sees the request. */
+  constructor(
+    private readonly cancelRequest: () => void,
+    nPromptTokens?: number,
+  ) {
     this.result = new Promise<LoopResult>((resolve, reject) => (this.settle = { resolve, reject }));
+    this.accepted = new Promise<number>((resolve, reject) => (this.settleAccepted = { resolve, reject }));
     // A caller who only iterates still sees the error there; no unhandled rejection.
     this.result.catch(() => undefined);
+    this.accepted.catch(() => undefined);
+    if (nPromptTokens !== undefined) this.accept(nPromptTokens);
   }
 
   /** Cancels the request: its slot is freed before the next decode step. */
   cancel(): void {
     if (!this.ended) this.cancelRequest();
+  }
+
+  /** @internal */
+  accept(nPromptTokens: number): void {
+    this.settleAccepted.resolve(nPromptTokens);
   }
 
   /** @internal */
@@ -121,9 +142,12 @@ export class GenerationStream implements AsyncIterable<StreamEvent> {
   end(r: LoopResult | undefined, error?: unknown): void {
     if (this.ended) return;
     this.ended = true;
-    if (r) this.settle.resolve(r);
-    else {
+    if (r) {
+      this.accept(r.nPromptTokens);
+      this.settle.resolve(r);
+    } else {
       this.error = error;
+      this.settleAccepted.reject(error);
       this.settle.reject(error);
     }
     this.wakeUp();
@@ -178,8 +202,10 @@ export class DecodeLoop implements AsyncDisposable {
   submit(request: LoopRequest, opts: { signal?: AbortSignal } = {}): GenerationStream {
     if (this.closed) throw new PersonaError("E_DISPOSED", "decode loop used after dispose()");
     const job = this.buildJob(request);
+    const text = request.prompt instanceof Int32Array ? undefined : request.prompt;
     const needed = job.prompt.length + (job.sampling?.maxTokens ?? 0);
-    if (needed > this.options.ctxPerSlot) {
+    // A text prompt's length is checked by the worker once it has the tokens.
+    if (!text && needed > this.options.ctxPerSlot) {
       throw new PersonaError(
         "E_TOO_LONG",
         `the request needs ${needed} tokens of context (${job.prompt.length} prompt + ${job.sampling?.maxTokens ?? 0} max new) but this loop's slots hold ${this.options.ctxPerSlot}; shorten it or open the loop with a larger ctxPerSlot`,
@@ -192,7 +218,7 @@ export class DecodeLoop implements AsyncDisposable {
       if (!this.inFlight.has(key)) return;
       void this.host.call({ op: "loopCancel", loopId: this.id, key }).catch(() => undefined);
     };
-    const stream = new GenerationStream(cancel);
+    const stream = new GenerationStream(cancel, text ? undefined : job.prompt.length);
     const onAbort = () => cancel();
     signal?.addEventListener("abort", onAbort, { once: true });
     this.inFlight.set(key, stream);
@@ -200,7 +226,10 @@ export class DecodeLoop implements AsyncDisposable {
     let index = 0;
     let nPromptTokens = job.prompt.length;
     const onEvent = (e: WorkerEvent) => {
-      if (e.type === "prompt") {
+      if (e.type === "accepted") {
+        nPromptTokens = e.nPromptTokens;
+        stream.accept(e.nPromptTokens);
+      } else if (e.type === "prompt") {
         nPromptTokens = e.nPromptTokens;
         const p: StreamEvent = { type: "prompt", nPromptTokens: e.nPromptTokens, reusedTokens: e.reusedTokens };
         if (e.projections) p.projections = e.projections;
@@ -214,7 +243,7 @@ export class DecodeLoop implements AsyncDisposable {
       }
     };
     this.host
-      .call<JobResult>({ op: "loopSubmit", loopId: this.id, key, job }, onEvent)
+      .call<JobResult>({ op: "loopSubmit", loopId: this.id, key, job, ...(text ? { text: { text: text.text, addSpecial: text.addSpecial, parseSpecial: text.parseSpecial } } : {}) }, onEvent)
       .then(
         (r) => {
           const out: LoopResult = { tokens: r.tokens, text: r.text ?? "", finishReason: r.finishReason, nPromptTokens, reusedTokens: r.reusedTokens };

@@ -23,6 +23,7 @@ import type {
   LogprobResult,
   ModelInfo,
   PrefixOptions,
+  PromptText,
 } from "./types.js";
 import { DecodeLoop, type LoopOptions, type LoopRequest } from "./DecodeLoop.js";
 import type { ContextShape, RunTotals } from "./worker/core.js";
@@ -153,11 +154,17 @@ export class Model implements AsyncDisposable {
     }
   }
 
-  /** Templated prompt tokens; BOS is added only when the template did not already write it. */
-  async encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<Int32Array> {
+  /** The templated prompt as text and how to tokenize it: BOS is added only when the template did not already write it. */
+  async chatPrompt(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<PromptText> {
     const text = await this.renderChat(messages, opts);
     const templateHasBos = this.info.bosText !== "" && text.startsWith(this.info.bosText);
-    return this.tokenize(text, { addSpecial: this.info.addBos && !templateHasBos, parseSpecial: true });
+    return { text, addSpecial: this.info.addBos && !templateHasBos, parseSpecial: true };
+  }
+
+  /** Templated prompt tokens (see `chatPrompt`). */
+  async encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): Promise<Int32Array> {
+    const prompt = await this.chatPrompt(messages, opts);
+    return this.tokenize(prompt.text, prompt);
   }
 
   /**
@@ -439,12 +446,20 @@ export class Model implements AsyncDisposable {
 
   private loopJob(r: LoopRequest): Job {
     this.ensureAlive();
-    if (!(r.prompt instanceof Int32Array) || r.prompt.length === 0) throw new PersonaError("E_BAD_INPUT", "prompt must be a non-empty Int32Array of token ids");
-    const nVocab = this.info.nVocab;
-    for (const t of r.prompt) if (t < 0 || t >= nVocab) throw new PersonaError("E_BAD_INPUT", `token id ${t} is outside the vocabulary (0..${nVocab - 1})`);
+    if (r.prompt instanceof Int32Array) {
+      if (r.prompt.length === 0) throw new PersonaError("E_BAD_INPUT", "prompt must not be empty");
+      const nVocab = this.info.nVocab;
+      for (const t of r.prompt) if (t < 0 || t >= nVocab) throw new PersonaError("E_BAD_INPUT", `token id ${t} is outside the vocabulary (0..${nVocab - 1})`);
+    } else {
+      const p = r.prompt as Partial<PromptText> | null;
+      if (typeof p?.text !== "string" || p.text === "" || typeof p.addSpecial !== "boolean" || typeof p.parseSpecial !== "boolean") {
+        throw new PersonaError("E_BAD_INPUT", "prompt must be a non-empty Int32Array of token ids or { text, addSpecial, parseSpecial } with non-empty text");
+      }
+    }
     this.checkCaptureLayers(r.captureLayers);
     const job: Job = {
-      prompt: r.prompt,
+      // A text prompt's tokens come from the worker (DecodeLoop sends the text along).
+      prompt: r.prompt instanceof Int32Array ? r.prompt : new Int32Array(0),
       sampling: samplerSettings({ ...r, seed: r.seed ?? 0 }, 0),
       ops: [...(r.steering ?? NO_STEERING)],
       capture: r.capture ?? false,

@@ -30,6 +30,19 @@ export interface ModelInfo {
   adapters: readonly { path: string; scale: number }[];
 }
 
+/**
+ * Prompt text for a decode-loop request, tokenized by the engine worker as the request reaches it:
+ * one round trip to the worker instead of two (tokenize, then submit), each of which waits for the
+ * decode step in progress; a server's slots stand empty for those waits between requests.
+ */
+export interface PromptText {
+  text: string;
+  /** Add BOS (and what else the vocabulary adds), as `Model.tokenize`'s option. */
+  addSpecial: boolean;
+  /** Parse special tokens written in the text (a chat template's markers). */
+  parseSpecial: boolean;
+}
+
 export interface PrefixOptions {
   /**
    * Requests whose prompts start alike (n rollouts of one question) decode the common prefix once

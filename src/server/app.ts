@@ -11,7 +11,7 @@ import { Hono, type Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { z } from "zod";
 import type { Model } from "../engine/Model.js";
-import type { ChatMessage } from "../engine/types.js";
+import type { ChatMessage, PromptText } from "../engine/types.js";
 import { PersonaError, httpStatusOf } from "../errors.js";
 import type { Backend } from "./backend.js";
 import type { ServerConfig } from "./config.js";
@@ -160,14 +160,15 @@ export function createApp(state: ServerState): Hono<ServerEnv> {
       content: typeof m.content === "string" ? m.content : (m.content ?? []).map((p) => p.text).join(""),
     }));
     const lastUser = [...messages].reverse().find((m) => m.role === "user")?.content ?? "";
-    return generate(c, state, "/v1/chat/completions", body, () => state.model.encodeChat(messages), lastUser, body.max_completion_tokens ?? body.max_tokens);
+    return generate(c, state, "/v1/chat/completions", body, () => state.model.chatPrompt(messages), lastUser, body.max_completion_tokens ?? body.max_tokens);
   });
 
   app.post("/v1/completions", limit, async (c) => {
     const body = await parseBody(c, completionRequestSchema);
     const text = typeof body.prompt === "string" ? body.prompt : body.prompt[0]!;
     if (text === "") throw new ApiError(400, "prompt is empty", "invalid_request_error", null, "prompt");
-    return generate(c, state, "/v1/completions", body, () => state.model.tokenize(text, { parseSpecial: true }), text, body.max_tokens);
+    const prompt: PromptText = { text, addSpecial: state.model.info.addBos, parseSpecial: true };
+    return generate(c, state, "/v1/completions", body, async () => prompt, text, body.max_tokens);
   });
 
   return app;
@@ -200,7 +201,8 @@ async function generate(
   state: ServerState,
   endpoint: Endpoint,
   body: ChatRequest | CompletionRequest,
-  encode: () => Promise<Int32Array>,
+  /** The prompt as text: the engine tokenizes it as it takes the request. */
+  render: () => Promise<PromptText>,
   promptText: string,
   maxTokensAsked: number | null | undefined,
 ): Promise<Response> {
@@ -229,23 +231,25 @@ async function generate(
   state.active++;
   const release = () => state.active--;
   const started = performance.now();
-  let prompt: Int32Array;
+  let promptTokens: number;
+  let events: AsyncGenerator<RunEvent>;
   try {
-    prompt = await encode();
-    if (prompt.length + maxTokens > config.ctx) {
-      throw new ApiError(400, `the prompt (${prompt.length} tokens) plus max_tokens (${maxTokens}) exceeds the context of ${config.ctx} tokens`, "invalid_request_error", "context_length_exceeded", "messages");
-    }
+    const prompt = await render();
+    const signal = AbortSignal.any([c.req.raw.signal, state.shutdown.signal]);
+    const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+    events = runGeneration(
+      state.backend,
+      { prompt, temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? randomInt(2 ** 31), maxTokens, minTokens: body.ignore_eos ? maxTokens : 0, stop, persona },
+      signal,
+    );
+    // Nothing is answered before the engine took the request: a prompt too long for the context is a 400.
+    const first = await events.next();
+    if (first.done || first.value.type !== "accepted") throw new PersonaError("E_INTERNAL", "generation did not start with its prompt's token count");
+    promptTokens = first.value.promptTokens;
   } catch (e) {
     release();
-    throw e;
+    throw cancelledOr(state, e);
   }
-  const signal = AbortSignal.any([c.req.raw.signal, state.shutdown.signal]);
-  const stop = body.stop == null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
-  const events = runGeneration(
-    state.backend,
-    { prompt, temperature: body.temperature ?? 1, topP: body.top_p ?? 1, seed: body.seed ?? randomInt(2 ** 31), maxTokens, minTokens: body.ignore_eos ? maxTokens : 0, stop, persona },
-    signal,
-  );
   const id = newId(endpoint === "/v1/chat/completions" ? "chatcmpl" : "cmpl");
   const created = Math.floor(Date.now() / 1000);
   let firstText = true;
@@ -253,7 +257,7 @@ async function generate(
     const seconds = (performance.now() - started) / 1000;
     state.avgSeconds = state.avgSeconds === 0 ? seconds : 0.9 * state.avgSeconds + 0.1 * seconds;
     metrics.latency.observe({ endpoint }, seconds);
-    metrics.tokens.inc({ kind: "prompt" }, prompt.length);
+    metrics.tokens.inc({ kind: "prompt" }, promptTokens);
     const completion = end.type === "done" ? end.completionTokens : 0;
     metrics.tokens.inc({ kind: "completion" }, completion);
     const flagged = Object.entries(end.persona).filter(([, r]) => r.flagged).map(([t]) => t);
@@ -271,7 +275,7 @@ async function generate(
       flagged,
       action,
       steer: persona.steerSummary,
-      prompt_tokens: prompt.length,
+      prompt_tokens: promptTokens,
       completion_tokens: completion,
       latency_ms: Math.round(seconds * 1000),
     });
@@ -282,14 +286,14 @@ async function generate(
     firstText = false;
     metrics.firstToken.observe((performance.now() - started) / 1000);
   };
-  const usage = (completion: number) => ({ prompt_tokens: prompt.length, completion_tokens: completion, total_tokens: prompt.length + completion });
+  const usage = (completion: number) => ({ prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion });
   const shape = endpoint === "/v1/chat/completions" ? chatShape : completionShape;
 
   if (!body.stream) {
     try {
       let text = "";
       for await (const e of events) {
-        if (e.type === "prompt") continue;
+        if (e.type === "prompt" || e.type === "accepted") continue;
         if (e.type === "text") {
           onText();
           text += e.text;
@@ -318,6 +322,7 @@ async function generate(
     try {
       if (shape === chatShape) sse.send(chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]));
       for await (const e of events) {
+        if (e.type === "accepted") continue;
         if (e.type === "prompt") {
           // The prompt's projections, before the reply's first token.
           sse.send(chunk([shape.delta("")], { persona: e.persona }));
@@ -351,12 +356,13 @@ async function generate(
   return RESPONSE_ALREADY_SENT;
 }
 
-/** A cancelled generation: the client left (nobody reads the answer) or the server is shutting down. */
+/** An engine error as the API's: a cancelled generation (the client left, nobody reads the answer, or the server is shutting down), a prompt too long. */
 function cancelledOr(state: ServerState, e: unknown): unknown {
   if (e instanceof PersonaError && e.code === "E_ABORTED") {
     state.metrics.cancelled.inc();
     return new ApiError(503, "the request was cancelled (client disconnect or server shutdown)", "server_error", "cancelled");
   }
+  if (e instanceof PersonaError && e.code === "E_TOO_LONG") return new ApiError(400, e.message, "invalid_request_error", "context_length_exceeded", "messages");
   if (e instanceof PersonaError && !(e instanceof ApiError)) return fromPersonaError(e);
   return e;
 }

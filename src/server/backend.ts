@@ -8,11 +8,12 @@ import type { ResolvedProbes, SampleProjections } from "../engine/capture.js";
 import type { DecodeLoop } from "../engine/DecodeLoop.js";
 import type { Model } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
-import type { GenerationResult } from "../engine/types.js";
+import type { GenerationResult, PromptText } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 
 export interface BackendRequest {
-  prompt: Int32Array;
+  /** Token ids, or templated text the engine tokenizes as it takes the request. */
+  prompt: Int32Array | PromptText;
   temperature: number;
   topP: number;
   seed: number;
@@ -36,6 +37,8 @@ export interface BackendResult {
 }
 
 export interface BackendStream extends AsyncIterable<BackendEvent> {
+  /** The prompt's token count once the engine has taken the request; rejects as `result` when it refused it (E_TOO_LONG). */
+  readonly accepted: Promise<number>;
   /** Settles when the request ends; rejects with E_ABORTED when it was cancelled. */
   readonly result: Promise<BackendResult>;
 }
@@ -51,8 +54,15 @@ export interface Backend {
   /** Concurrent sequences the engine decodes. */
   readonly slots: number;
   submit(request: BackendRequest, opts?: { signal?: AbortSignal }): BackendStream;
-  /** Last-prompt-token projections of `prompt` under `steering`, without generating (for actions decided before the reply). */
-  promptProjections(prompt: Int32Array, steering: ResolvedSteering, probes: ResolvedProbes, opts?: { signal?: AbortSignal }): Promise<Float64Array>;
+  /**
+   * Last-prompt-token projections of `prompt` under `steering`, before generating (for actions
+   * decided before the reply), and the prompt's token count. `maxTokens` is the reply's: the prompt
+   * is refused (E_TOO_LONG) as the reply's own request would be.
+   */
+  promptProjections(
+    request: Pick<BackendRequest, "prompt" | "maxTokens" | "steering"> & { probes: ResolvedProbes },
+    opts?: { signal?: AbortSignal },
+  ): Promise<{ projections: Float64Array; nPromptTokens: number }>;
   stats(): BackendStats;
   /** Cancels whatever runs and stops accepting work; idempotent. */
   dispose(): Promise<void>;
@@ -107,14 +117,18 @@ export class LoopBackend implements Backend {
         } else yield { type: "token", token: e.token, piece: e.piece };
       }
     }
-    return { result, [Symbol.asyncIterator]: events };
+    return { accepted: stream.accepted, result, [Symbol.asyncIterator]: events };
   }
 
-  async promptProjections(prompt: Int32Array, steering: ResolvedSteering, probes: ResolvedProbes, opts: { signal?: AbortSignal } = {}): Promise<Float64Array> {
-    // One token is the least a loop request generates; leaving at the prompt event cancels it before that.
-    const stream = this.loop.submit({ prompt, maxTokens: 1, steering, probes }, opts);
+  async promptProjections(
+    request: Pick<BackendRequest, "prompt" | "maxTokens" | "steering"> & { probes: ResolvedProbes },
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<{ projections: Float64Array; nPromptTokens: number }> {
+    // Leaving at the prompt event cancels the request: the token sampled with it (one more, if the
+    // cancel reaches the worker after the next step) is all it generates.
+    const stream = this.loop.submit(request, opts);
     for await (const e of stream) {
-      if (e.type === "prompt" && e.projections) return e.projections;
+      if (e.type === "prompt" && e.projections) return { projections: e.projections, nPromptTokens: e.nPromptTokens };
     }
     throw new PersonaError("E_INTERNAL", "the decode loop reported no prompt projections");
   }

@@ -15,6 +15,8 @@ export interface RunInput extends Omit<BackendRequest, "steering" | "probes"> {
 }
 
 export type RunEvent =
+  /** Always first: the engine took the request (it fits the context); the prompt's token count. */
+  | { type: "accepted"; promptTokens: number }
   /** The last prompt token's projections, before the first generated token (when the engine knows them then). */
   | { type: "prompt"; persona: PersonaReport }
   /** Text to append to the reply. */
@@ -30,11 +32,13 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   let action: { type: ActionType; traits: string[] } | null = null;
   // Only an action that changes the reply needs the projections before generating.
   if (p.probes && p.action !== "report" && p.thresholds.size > 0) {
-    promptLast = await backend.promptProjections(input.prompt, steering, p.probes, { signal });
+    const pre = await backend.promptProjections({ prompt: input.prompt, maxTokens: input.maxTokens, steering, probes: p.probes }, { signal });
+    promptLast = pre.projections;
     const crossed = crossedAtPrompt(p, promptLast);
     if (crossed.length > 0) {
       action = { type: p.action, traits: crossed };
       if (p.action === "refuse") {
+        yield { type: "accepted", promptTokens: pre.nPromptTokens };
         const report = buildReport(p, promptLast, undefined, action);
         const why = crossed.map((t) => `${t} ${report[t]!.prompt_projection!.toFixed(3)} > ${report[t]!.threshold}`).join(", ");
         yield { type: "refused", message: `This request was refused: its persona projection crossed the server's threshold (${why}).`, persona: report };
@@ -53,6 +57,7 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   );
   // Keeps an unobserved rejection from surfacing before the loop below reaches it.
   stream.result.catch(() => undefined);
+  yield { type: "accepted", promptTokens: await stream.accepted };
   const decoder = new TextDecoder();
   const holdBack = Math.max(0, ...input.stop.map((s) => s.length - 1));
   let text = "";

@@ -47,9 +47,10 @@ export class WorkerLoop {
     if (this.closed) throw new PersonaError("E_DISPOSED", "decode loop closed");
     const needed = job.prompt.length + (job.forced?.length ?? 0) + (job.sampling?.maxTokens ?? 0);
     if (needed > this.cellsPerSlot) {
+      // Worded for a server's users too: a text prompt's length is first known here.
       throw new PersonaError(
         "E_TOO_LONG",
-        `the request needs ${needed} tokens of context (${job.prompt.length} prompt + ${needed - job.prompt.length} more) but this loop's slots hold ${this.cellsPerSlot}; shorten it or open the loop with a larger ctxPerSlot`,
+        `the request needs ${needed} tokens of context (${job.prompt.length} prompt + ${needed - job.prompt.length} more) but a slot holds ${this.cellsPerSlot}`,
       );
     }
     this.requests.set(key, events);

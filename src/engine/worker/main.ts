@@ -130,12 +130,15 @@ function handleLoop(msg: RequestMessage): boolean {
       try {
         if (initError) throw initError;
         const model = core.model(core.loopModel(msg.loopId));
-        core.submitToLoop(msg.loopId, msg.key, msg.job, {
+        const { text } = msg;
+        const job = text ? { ...msg.job, prompt: model.tokenize(text.text, text.addSpecial, text.parseSpecial) } : msg.job;
+        core.submitToLoop(msg.loopId, msg.key, job, {
           onPrompt: (nPromptTokens, reusedTokens, projections) => event({ type: "prompt", nPromptTokens, reusedTokens, projections }),
           onToken: (t) => event({ type: "token", index: msg.key, piece: model.tokenBytes(t.token, false), ...t }),
           onResult: (result) => post({ id: msg.id, kind: "ok", value: result }, buffersOf(result)),
           onError: fail,
         });
+        if (text) event({ type: "accepted", nPromptTokens: job.prompt.length });
       } catch (e) {
         fail(e);
       }

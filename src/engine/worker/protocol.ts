@@ -3,7 +3,7 @@ import type { LoraAdapter } from "../lora.js";
 import type { SerializedError } from "../../errors.js";
 import type { Job, JobResult } from "../batching.js";
 import type { TrainProgress, TrainSpec } from "../train/options.js";
-import type { ChatMessage, ModelInfo, TokenLogprob } from "../types.js";
+import type { ChatMessage, ModelInfo, PromptText, TokenLogprob } from "../types.js";
 import type { ContextShape, CoreOptions } from "./core.js";
 
 export type Request =
@@ -16,7 +16,8 @@ export type Request =
   | { op: "runTotals"; modelId: number }
   | { op: "scoreTree"; modelId: number; prompt: Int32Array; paths: Int32Array[] }
   | { op: "loopOpen"; modelId: number; shape: ContextShape }
-  | { op: "loopSubmit"; loopId: number; key: number; job: Job }
+  /** With `text`, the worker tokenizes it into the job's prompt and answers an `accepted` event. */
+  | { op: "loopSubmit"; loopId: number; key: number; job: Job; text?: PromptText }
   | { op: "loopCancel"; loopId: number; key: number }
   | { op: "loopStats"; loopId: number }
   | { op: "loopClose"; loopId: number }
@@ -39,6 +40,8 @@ export type WorkerEvent =
       top?: TokenLogprob[];
     }
   | { type: "prompt"; nPromptTokens: number; reusedTokens: number; projections?: Float64Array }
+  /** A loop request with a text prompt was tokenized, checked and queued. */
+  | { type: "accepted"; nPromptTokens: number }
   | { type: "trainProgress"; progress: TrainProgress };
 
 export type ResponseMessage =
