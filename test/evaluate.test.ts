@@ -16,12 +16,13 @@ import { PersonaError } from "../src/errors.js";
 import type { Judge, JudgeInput } from "../src/judge/types.js";
 import { evaluateSettings, evaluateTrait, evaluateTraitRun, summarize } from "../src/pipeline/evaluate.js";
 import { RunDir } from "../src/pipeline/rundir.js";
-import { pickBestLayer, type SweepCell, type SweepRecord, sweepSteering } from "../src/pipeline/sweep.js";
+import { BASELINE_KEY, pickBestLayer, type SweepCell, type SweepRecord, sweepSteering } from "../src/pipeline/sweep.js";
 import type { TraitDefinition } from "../src/traits/format.js";
 import { layerMatrix, readVectors, row, writeVectors } from "../src/vectors/format.js";
 import { chatCompletion, type FakeLLMServer, startFakeLLMServer } from "./helpers/fake-llm-server.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
 import { runCli } from "./helpers/cli.js";
+import { spyGenerate } from "./helpers/generate-spy.js";
 import { personaError } from "./helpers/errors.js";
 // Built-in traits, --model demo and --judge demo come from the demo world's registration.
 import "../src/demo/register.js";
@@ -156,9 +157,12 @@ describe("evaluateTrait / evaluateSettings", () => {
     );
     const judge = new TextJudge();
     const merged: number[] = [];
-    const resumed = await evaluateTraitRun(model, { ...opts, judge, out, onShardSamples: (start) => void merged.push(start) });
+    const reports: unknown[] = [];
+    const resumed = await evaluateTraitRun(model, { ...opts, judge, out, onShardSamples: (start) => void merged.push(start), onProgress: (p) => reports.push(p) });
     assert.equal(resumed.resumed, true);
     assert.deepEqual(resumed.evaluation, fresh);
+    assert.deepEqual(reports[0], { generated: 2, judged: 2, total: 6 }, "progress starts at the stored shard");
+    assert.deepEqual(reports.at(-1), { generated: 6, judged: 6, total: 6 });
     // 6 rollouts in shards of 2: the first was stored, only the other two ran (two judge calls a rollout).
     assert.deepEqual(merged, [2, 4]);
     assert.equal(judge.calls, 8);
@@ -242,6 +246,36 @@ describe("sweepSteering", () => {
     await records.close();
     assert.equal(resumedJudge.calls, 0, "finished cells are not redone");
     assert.deepEqual(resumed.grid, whole.grid);
+  });
+
+  it("resumed, counts progress from the stored cells and never again for a stored rollout of a shard that runs whole", async () => {
+    // Fast numerics: a shard holding a stored cell and a missing one runs whole (the batch a fresh run had).
+    const opts = { trait, vectors, layers: [1], coefs: [5], coherenceFloor: 0, ...GEN, exact: false, chunkRequests: 8 };
+    const perCell = trait.eval.questions.length * GEN.samplesPerQuestion;
+    const first = await RunDir.open(path.join(dir, "sweep-whole"), "sweep", { test: 2 });
+    const done = await first.records<SweepRecord>("cells.jsonl");
+    const whole = await sweepSteering(model, { ...opts, judge: new TextJudge(), records: done });
+    // What a run killed between storing the two cells of its one shard leaves: the baseline.
+    const run = await RunDir.open(path.join(dir, "sweep-partial"), "sweep", { test: 2 });
+    const records = await run.records<SweepRecord>("cells.jsonl");
+    await records.append(BASELINE_KEY, done.get(BASELINE_KEY)!);
+    await done.close();
+
+    const generated = spyGenerate(model);
+    const reports: { generated: number; judged: number; total: number; newGenerated: number }[] = [];
+    const resumed = await sweepSteering(model, {
+      ...opts,
+      judge: new TextJudge(),
+      records,
+      // The steered cell's requests follow the baseline's in the shard's one generate call.
+      onProgress: (p) => reports.push({ generated: p.generated, judged: p.judged, total: p.total, newGenerated: generated.results.filter((i) => i >= perCell).length }),
+    }).finally(() => generated.restore());
+    await records.close();
+    assert.equal(generated.requests, 2 * perCell, "the shard ran whole");
+    assert.deepEqual(resumed.grid, whole.grid);
+    assert.deepEqual(reports[0], { generated: perCell, judged: perCell, total: 2 * perCell, newGenerated: 0 }, "the bar starts at the stored cell");
+    for (const p of reports) assert.ok(p.generated <= perCell + p.newGenerated && p.judged <= p.generated, `counted a stored rollout again: ${JSON.stringify(p)}`);
+    assert.deepEqual(reports.at(-1), { generated: 2 * perCell, judged: 2 * perCell, total: 2 * perCell, newGenerated: perCell });
   });
 
   it("with a prompt-state term, steers each cell as its vector on the reply plus ratio × coef × the second vector on the prompt", async () => {

@@ -144,10 +144,12 @@ describe("monitoring", () => {
 
       const judge = new CountingJudge();
       const generated = spyGenerate(demo);
-      const resumed = await monitorTrait(demo, { ...opts, judge, runDir }).finally(() => generated.restore());
+      const reports: number[] = [];
+      const resumed = await monitorTrait(demo, { ...opts, judge, runDir, onProgress: (p) => reports.push(p.judged) }).finally(() => generated.restore());
       assert.equal(resumed.resumed, true);
       assert.equal(generated.requests, total - stored, "only the missing replies are generated");
       assert.equal(judge.calls, 2 * (total - stored), "and judged");
+      assert.deepEqual(reports, Array.from({ length: total - stored + 1 }, (_, i) => stored + i), "progress starts at the stored replies");
       assert.deepEqual(resumed.points, fresh.points);
       assert.deepEqual(resumed.perLayer, fresh.perLayer);
     } finally {

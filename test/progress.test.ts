@@ -85,6 +85,9 @@ describe("ETA", () => {
     assert.equal(etaText(60_000, 20, 100), "ETA 4m00s");
     // A burst of completions moves it in proportion, not by orders of magnitude.
     assert.equal(etaText(61_000, 40, 100), "ETA 1m32s");
+    // A resumed run's bar starts at its stored work, which is not part of this run's rate.
+    assert.equal(etaText(60_000, 60, 100, 40), "ETA 2m00s");
+    assert.equal(etaText(60_000, 40, 100, 40), "", "nothing done yet in this run");
   });
 
   it("formats durations for people", () => {

@@ -27,10 +27,14 @@ export function formatDuration(ms: number): string {
 /**
  * Time left at the run's average rate so far (steady where a recent-window rate jumps with
  * bursty work such as batched judging), or "" while too little is done for it to mean anything.
+ * `start` is what was already done when the bar started (a resumed run's stored work): the rate
+ * counts only the work done since.
  */
-export function etaText(elapsedMs: number, done: number, total: number): string {
-  if (done <= 0 || done >= total || done < total * ETA_MIN_FRACTION || elapsedMs < ETA_MIN_MS) return "";
-  return `ETA ${formatDuration((elapsedMs / done) * (total - done))}`;
+export function etaText(elapsedMs: number, done: number, total: number, start = 0): string {
+  const now = done - start;
+  const left = total - start;
+  if (now <= 0 || done >= total || now < left * ETA_MIN_FRACTION || elapsedMs < ETA_MIN_MS) return "";
+  return `ETA ${formatDuration((elapsedMs / now) * (total - done))}`;
 }
 
 const active = new Set<cliProgress.SingleBar>();
@@ -66,12 +70,13 @@ function uninstall(): void {
   process.off("exit", stopAllProgress);
 }
 
-export function progress(label: string, total: number): Progress {
+/** A bar over `total` items, `start` of them already done (a resumed run's). */
+export function progress(label: string, total: number, start = 0): Progress {
   if (!process.stderr.isTTY || total <= 1) return { tick() {}, stop() {} };
   const bar = new cliProgress.SingleBar(
     {
       format: (options, params) => {
-        const eta = etaText(Date.now() - params.startTime, params.value, params.total);
+        const eta = etaText(Date.now() - params.startTime, params.value, params.total, start);
         const pct = Math.floor(params.progress * 100);
         return `${label} [${cliProgress.Format.BarFormat(params.progress, options)}] ${params.value}/${params.total} ${pct}%${eta ? ` | ${eta}` : ""}`;
       },
@@ -82,7 +87,7 @@ export function progress(label: string, total: number): Progress {
   );
   install();
   active.add(bar);
-  bar.start(total, 0);
+  bar.start(total, start);
   return {
     tick: (n = 1) => bar.increment(n),
     stop: () => {
@@ -122,13 +127,19 @@ export function downloadProgress(): (p: { file: string; received: number; total:
   };
 }
 
-/** A progress bar over judged rollouts, created on the first report (when the total is known). */
-export function rolloutProgress(label: string): { update(p: EvalProgress): void; stop(): void } {
+/**
+ * A progress bar over judged rollouts, created on the first report (when the total is known), at
+ * what that report says is done (a resumed run's stored rollouts).
+ */
+export function rolloutProgress(label: string): { update(p: Pick<EvalProgress, "judged" | "total">): void; stop(): void } {
   let bar: Progress | undefined;
   let shown = 0;
   return {
     update(p) {
-      bar ??= progress(label, p.total);
+      if (!bar) {
+        bar = progress(label, p.total, p.judged);
+        shown = p.judged;
+      }
       if (p.judged > shown) bar.tick(p.judged - shown);
       shown = p.judged;
     },

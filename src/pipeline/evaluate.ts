@@ -235,8 +235,10 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
   for (const [i, sample] of opts.storedSamples ?? []) samples[i] = sample;
   const storedCount = opts.storedSamples?.size ?? 0;
   const alreadyStored = opts.settings.filter((x) => opts.storedSetting?.(x.key)).length * perSetting + storedCount;
+  // Counts stored rollouts once, up front: the shards hand back only the others.
   const progress: EvalProgress = { generated: alreadyStored, judged: alreadyStored, total };
-  const report = () => opts.onProgress?.({ generated: Math.min(total, progress.generated), judged: Math.min(total, progress.judged), total });
+  const report = () => opts.onProgress?.({ ...progress });
+  report();
   const questionOf = (index: number) => questions[Math.floor((index % perSetting) / perQuestion)]!;
   const evaluation = (s: number): SettingEvaluation => {
     const mine = samples.slice(s * perSetting, (s + 1) * perSetting);
@@ -289,10 +291,6 @@ export async function evaluateSettings(model: Model, opts: EvaluateSettingsOptio
       }
       await opts.onShardSamples?.(start, samples.slice(start, start + replies.length));
       merged = start + replies.length;
-      // A queue's shards were generated elsewhere: they count once merged.
-      progress.generated = Math.max(progress.generated, merged);
-      progress.judged = Math.max(progress.judged, merged);
-      report();
       scoredAny ||= replies.some((r) => r !== undefined && (r.trait !== null || r.coherence !== null));
       // Held back until the judge has scored something: a judge that scores nothing fails the run below.
       if (scoredAny) await flushSettings();

@@ -184,6 +184,7 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
     const storedBefore = new Set(all.filter((t) => log.has(t.key)).map((t) => t.key));
     const total = all.length;
     let judged = storedBefore.size;
+    opts.onProgress?.({ judged, total });
     const stats = await runJudgedRollouts(
       model,
       all.map((t) => ({ key: t.key, messages: opts.prompts[t.p]!.messages, seed: requestSeed(seed, t.p * samples + t.k) })),

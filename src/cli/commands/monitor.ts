@@ -11,7 +11,7 @@ import { intArg } from "../args/numbers.js";
 import { withEngineFlags, withModel } from "../engine.js";
 import { judgeSpecFor, loadTraitRef } from "../judge.js";
 import { note, print, printJson, table } from "../output.js";
-import { progress, type Progress } from "../progress.js";
+import { rolloutProgress } from "../progress.js";
 import { withSamplingFlags } from "../args/sampling.js";
 import { noteShards, refuseUntravelled, withQueue, withQueueFlag } from "../args/queue.js";
 import type { LoraAdapter } from "../../engine/lora.js";
@@ -91,8 +91,7 @@ With --queue the replies are generated and judged on \`persona worker\` processe
         const v = await loadVectorSource(source, model.info);
         const tensor = (opts.vectors ? parseVectorRef(opts.vectors).tensor : undefined) ?? "response_avg";
         const vectors = `${v.path}#${tensor}`;
-        let bar: Progress | undefined;
-        let shown = 0;
+        const bar = rolloutProgress("monitoring");
         const result = await monitorTrait(model, {
           trait,
           judge,
@@ -109,12 +108,8 @@ With --queue the replies are generated and judged on \`persona worker\` processe
           runner,
           judgeSpec,
           shardRequests: opts.chunk,
-          onProgress: (p) => {
-            bar ??= progress("monitoring", p.total);
-            bar.tick(p.judged - shown);
-            shown = p.judged;
-          },
-        }).finally(() => bar?.stop());
+          onProgress: (p) => bar.update(p),
+        }).finally(() => bar.stop());
         const report = await writeMonitorReport(opts.out, result, { model: model.info.name, vectors, judge: judge.id, samples: opts.samples });
         // The most predictive layer is where `persona shift` projects by default.
         if (opts.layer === undefined && result.pearsonR !== null) {
