@@ -57,18 +57,11 @@ export interface RunRequest {
   sharePrefixes: boolean;
 }
 
-/** What a model's batch runs (generate, capture, project, logprobs) decoded so far. */
-export interface RunTotals {
-  runs: number;
-  steps: number;
-  tokensDecoded: number;
-  /** Prompt and teacher-forced tokens that went through the model. */
-  promptTokensDecoded: number;
-  /** Prompt tokens whose cells came from a slot's previous job. */
-  tokensReused: number;
-  /** Prompt tokens whose cells another sequence of the run shared (forked prefixes). */
-  tokensForked: number;
-}
+/** The scheduler's counters that a model's runs add up. */
+const TOTALLED = ["steps", "tokensDecoded", "promptTokensDecoded", "tokensReused", "tokensForked"] as const;
+
+/** What a model's batch runs (generate, capture, project, logprobs) decoded so far: their number and their counters' sums. */
+export type RunTotals = { runs: number } & Pick<SchedulerStats, (typeof TOTALLED)[number]>;
 
 const GGML_LOG_LEVEL_ERROR = 4;
 
@@ -141,7 +134,7 @@ export class EngineCore {
       throw e;
     }
     const id = this.nextModelId++;
-    const totals = { runs: 0, steps: 0, tokensDecoded: 0, promptTokensDecoded: 0, tokensReused: 0, tokensForked: 0 };
+    const totals = { runs: 0, ...Object.fromEntries(TOTALLED.map((k) => [k, 0])) } as RunTotals;
     this.models.set(id, { model, contexts: new Map(), noMmap: opts.noMmap ?? false, totals });
     return { id, info: model.info };
   }
@@ -206,7 +199,7 @@ export class EngineCore {
     const t = this.models.get(modelId)?.totals;
     if (!t) return;
     t.runs++;
-    for (const k of ["steps", "tokensDecoded", "promptTokensDecoded", "tokensReused", "tokensForked"] as const) t[k] += stats[k];
+    for (const k of TOTALLED) t[k] += stats[k];
   }
 
   /** Opens a decode loop with a context of its own, sized once for `shape`. */
