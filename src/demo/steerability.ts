@@ -13,7 +13,7 @@ import { PersonaError } from "../errors.js";
 import { evaluateSettings, summarize, type EvalSetting, type ScoreStats } from "../pipeline/evaluate.js";
 import { systemPrompt } from "../traits/format.js";
 import { loadTrait } from "../traits/registry.js";
-import { presentTensors, row, type LayerMatrix, type VectorTensorName } from "../vectors/format.js";
+import { presentTensors, row, selectTensor, type LayerMatrix, type VectorTensorName } from "../vectors/format.js";
 import { loadVectorsFile } from "../vectors/load.js";
 import { cosine, layerNorms } from "../vectors/math.js";
 import { loadVectorSource } from "../vectors/steer.js";
@@ -173,7 +173,7 @@ export async function demoSteerability(model: Model, opts: SteerabilityOptions):
     const specs = (coef: number): SteeringSpec[] =>
       layers.map((layer) => ({ vector: Float32Array.from(row(v.matrix, layer)), layer, coef: coef / layers.length, positions }));
     const pl = opts.promptLast;
-    const promptState = pl ? { matrix: (await loadVectorSource(`${v.path}#prompt_last`, model.info)).matrix, ratio: pl.ratio } : null;
+    const promptState = pl ? { matrix: selectTensor(v.file, "prompt_last"), ratio: pl.ratio } : null;
     const steer = (coef: number) => model.steering(pl && promptState ? [...specs(coef), promptStateSpec(promptState, pl.layer, coef)] : specs(coef));
     const questions = trait.eval.questions.slice(0, opts.questions);
     const samples = opts.samples ?? 4;

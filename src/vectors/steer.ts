@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import type { Positions, ResolvedSteering, SteeringMode, SteeringSpec } from "../engine/steering.js";
 import type { ModelInfo } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
-import { type LayerMatrix, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseVectorRef, row, selectTensor } from "./format.js";
+import { type LayerMatrix, type PersonaVectors, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseVectorRef, row, selectTensor } from "./format.js";
 import { loadVectorsFile } from "./load.js";
 import { findTraitVectors, listTraitVectors } from "./registry.js";
 
@@ -32,6 +32,8 @@ export interface LoadedVector {
   tensor: VectorTensorName;
   matrix: LayerMatrix;
   meta: PersonaVectorsMeta;
+  /** Every tensor the file holds (all of `matrix`'s shape), so another reduction needs no second read. */
+  file: PersonaVectors;
 }
 
 /**
@@ -61,7 +63,7 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
       `${resolved} holds [${matrix.nLayerPlus1}, ${matrix.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`,
     );
   }
-  return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta };
+  return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta, file: v };
 }
 
 export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {

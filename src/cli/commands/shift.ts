@@ -3,7 +3,7 @@ import type { ModelInfo } from "../../engine/types.js";
 import { PersonaError } from "../../errors.js";
 import { JUDGE_SPEC_HELP } from "../../judge/resolve.js";
 import { measureShift } from "../../pipeline/shift.js";
-import { parseVectorRef, row } from "../../vectors/format.js";
+import { parseVectorRef, row, selectTensor } from "../../vectors/format.js";
 import { loadVectorSource } from "../../vectors/steer.js";
 import { intArg } from "../args/numbers.js";
 import { withModel } from "../engine.js";
@@ -132,6 +132,6 @@ async function shiftVector(source: string, layer: number | undefined, model: Mod
   }
   if (chosen > model.nLayer) throw new PersonaError("E_SHAPE", `layer ${chosen} is out of range 0..${model.nLayer}`);
   if (layer === undefined && !monitor) note(`${v.path} records no monitor layer; projecting at its best (steering) layer ${chosen}. persona monitor --graded records the layer that predicts the trait`);
-  const matrix = monitor && asked === undefined && monitor.tensor !== v.tensor ? (await loadVectorSource(`${v.path}#${monitor.tensor}`, model)).matrix : v.matrix;
+  const matrix = monitor && asked === undefined && monitor.tensor !== v.tensor ? selectTensor(v.file, monitor.tensor) : v.matrix;
   return { vector: Float32Array.from(row(matrix, chosen)), layer: chosen };
 }

@@ -5,6 +5,7 @@ import { PersonaError } from "../../errors.js";
 import { runSweep, storeBestLayer } from "../../pipeline/sweep.js";
 import { sweepJson, writeSweepReport } from "../../report/sweep.js";
 import { loadVectorSource } from "../../vectors/steer.js";
+import { selectTensor } from "../../vectors/format.js";
 import { floatArg, intArg } from "../args/numbers.js";
 import { DEFAULT_POSITIONS } from "../args/steer.js";
 import { withEngineFlags, withModel } from "../engine.js";
@@ -100,7 +101,7 @@ Examples:
         const source = opts.vectors ?? trait.name;
         const vectors = await loadVectorSource(source, model.info);
         const promptState =
-          opts.promptState === undefined ? undefined : { ...(await loadVectorSource(`${vectors.path}#prompt_last`, model.info)), ratio: opts.promptState };
+          opts.promptState === undefined ? undefined : { matrix: selectTensor(vectors.file, "prompt_last"), tensor: "prompt_last", ratio: opts.promptState };
         const { nLayer } = model.info;
         const layers = opts.layers === "all" ? Array.from({ length: nLayer }, (_, i) => i + 1) : opts.layers;
         for (const l of layers) {
@@ -115,7 +116,7 @@ Examples:
             out,
             restart: opts.restart,
             vectors: { matrix: vectors.matrix, tensor: vectors.tensor },
-            ...(promptState ? { promptState: { matrix: promptState.matrix, tensor: promptState.tensor, ratio: promptState.ratio } } : {}),
+            ...(promptState ? { promptState } : {}),
             judgeSpec,
             openJudge: (dir) => openJudge(judgeSpec, dir, engine),
             onResume: (dir) => note(`resuming the sweep in ${dir}`),
@@ -141,7 +142,7 @@ Examples:
         const meta = {
           trait: trait.name,
           model: model.info.name,
-          vectors: `${vectors.path}#${vectors.tensor}` + (promptState ? ` + ${promptState.ratio}×coef ${promptState.path}#${promptState.tensor} on the prompt` : ""),
+          vectors: `${vectors.path}#${vectors.tensor}` + (promptState ? ` + ${promptState.ratio}×coef ${vectors.path}#${promptState.tensor} on the prompt` : ""),
           judge: run.judgeId,
           questions: questions.length,
           samplesPerQuestion: opts.samples,
