@@ -484,12 +484,9 @@ export class Scheduler {
 
   private start(seq: number, q: Queued, input: Int32Array, reuse: number, fork: { donor: Active; n: number } | null): void {
     const { job } = q;
-    // Drops the cells past the reused prefix (all of them when nothing is reused); partial removal
-    // fails on recurrent memory, and then nothing is reused.
-    if (this.cached[seq] && (reuse === 0 || !this.ctx.removeTokens(seq, reuse))) {
-      this.ctx.removeSequence(seq);
-      reuse = 0;
-    }
+    // Drops the cells past the reused prefix (all of them when nothing is reused); a partial
+    // removal that fails (recurrent memory) empties the sequence, and then nothing is reused.
+    if (this.cached[seq] && !this.ctx.removeTokens(seq, reuse)) reuse = 0;
     this.cached[seq] = undefined;
     this.tokensReused += reuse;
     const s: Active = {

@@ -161,10 +161,8 @@ export function scoreTree(ctx: NativeContext, prompt: Int32Array, plan: TreePlan
   }
   if (best) {
     ctx.copySequence(best.seq, 0);
-    if (!ctx.removeTokens(0, reused)) {
-      ctx.removeSequence(0);
-      reused = 0;
-    }
+    // A failed partial removal (recurrent memory) empties the sequence: nothing is reused.
+    if (!ctx.removeTokens(0, reused)) reused = 0;
   }
   try {
     for (let at = reused; at < prompt.length; at += nBatch) {
