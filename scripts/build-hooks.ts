@@ -4,11 +4,11 @@
  * calls into JS once per hooked layer instead of once per graph node. The engine uses it whenever
  * it is built (PERSONA_NATIVE_HOOKS=0 or Engine.create({ nativeHooks: false }) turns it off).
  * `npm ci` runs this with --optional (no compiler: a note, and the engine's JS path); `npm run
- * build:llama` runs it too.
+ * build:llama` runs it too when the library is older than the source (or missing).
  *   npm run build:hooks [-- --optional]
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { EVAL_FILTER_LIBRARY } from "../src/engine/ffi/discover.js";
@@ -27,6 +27,11 @@ export function buildEvalFilter(): string {
     rmSync(tmp, { force: true });
   }
   return EVAL_FILTER_LIBRARY;
+}
+
+/** Whether `library` was built after the last change to the source (build:llama then leaves it). */
+export function evalFilterUpToDate(library = EVAL_FILTER_LIBRARY): boolean {
+  return existsSync(library) && statSync(library).mtimeMs >= statSync(SOURCE).mtimeMs;
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -15,11 +15,11 @@
  */
 import { existsSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { BINARIES_VERSION, CPU_BACKEND_STAMP } from "../src/engine/ffi/discover.js";
-import { buildEvalFilter } from "./build-hooks.js";
+import { BINARIES_VERSION, CPU_BACKEND_STAMP, EVAL_FILTER_LIBRARY } from "../src/engine/ffi/discover.js";
+import { buildEvalFilter, evalFilterUpToDate } from "./build-hooks.js";
 import { LOCAL_CPU_BACKEND, cmakeBuild, sh } from "./llama-source.js";
 
-console.error(`built the eval filter: ${buildEvalFilter()}`);
+console.error(evalFilterUpToDate() ? `the eval filter is up to date: ${EVAL_FILTER_LIBRARY}` : `built the eval filter: ${buildEvalFilter()}`);
 
 const binDir = path.dirname(LOCAL_CPU_BACKEND);
 const buildDir = path.dirname(binDir);

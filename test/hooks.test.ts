@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -14,6 +14,7 @@ import { EVAL_FILTER_LIBRARY } from "../src/engine/ffi/discover.js";
 import { loadEvalFilter } from "../src/engine/ffi/llama.js";
 import { writeSyntheticModel } from "../src/engine/gguf/synthetic.js";
 import { personaError } from "./helpers/errors.js";
+import { evalFilterUpToDate } from "../scripts/build-hooks.js";
 import { randomVector } from "./helpers/random-vector.js";
 
 let dir: string;
@@ -108,5 +109,14 @@ describe("eval filter", () => {
       else process.env.PERSONA_NATIVE_HOOKS = env;
     }
     assert.throws(() => loadEvalFilter(present), personaError("E_NO_LIBRARY", /does not load .*npm run build:hooks rebuilds it/));
+  });
+
+  it("is rebuilt by build:llama only when it is missing or older than its source", async () => {
+    const library = path.join(dir, "filter.so");
+    assert.equal(evalFilterUpToDate(library), false, "missing");
+    await writeFile(library, "");
+    assert.equal(evalFilterUpToDate(library), true, "newer than the source");
+    await utimes(library, 0, 0);
+    assert.equal(evalFilterUpToDate(library), false, "older than the source");
   });
 });
