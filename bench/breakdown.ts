@@ -5,6 +5,7 @@
  * duration of the measurement; this is the benchmark's instrument, not the engine's.
  */
 import { EngineCore } from "../src/engine/worker/core.js";
+import { checkCpuBackend } from "../src/engine/ffi/discover.js";
 import { NativeContext } from "../src/engine/native/NativeContext.js";
 import { NativeSampler } from "../src/engine/native/NativeSampler.js";
 import { resolveSteering, type SteeringOp } from "../src/engine/steering.js";
@@ -117,7 +118,8 @@ export class Breakdown {
       instrumented = true;
     }
     const evalFilter = opts.evalFilter === undefined ? undefined : { path: opts.evalFilter, required: true };
-    const core = new EngineCore({ gpu: "cpu", cpuBackend: opts.cpuBackend, verbose: false, threads, poll, evalFilter }, () => {});
+    const cpuBackend = opts.cpuBackend === undefined ? undefined : checkCpuBackend(opts.cpuBackend);
+    const core = new EngineCore({ gpu: "cpu", cpuBackend, verbose: false, threads, poll, evalFilter }, () => {});
     const { id, info } = await core.loadModel(modelPath, {});
     const vector = Float32Array.from({ length: info.nEmbd }, (_, i) => Math.sin(i));
     const layer = Math.floor(info.nLayer / 2);

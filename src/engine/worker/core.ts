@@ -6,7 +6,7 @@ import { availableParallelism } from "node:os";
 import type { LoraAdapter } from "../lora.js";
 import { PersonaError } from "../../errors.js";
 import { runJobs, type Job, type JobResult, type RunHooks, type SamplerSettings, type SchedulerStats } from "../batching.js";
-import { checkCpuBackend, discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
+import { discoverLibraries, isGpuVariant, type GpuChoice, type LibraryPaths } from "../ffi/discover.js";
 import { loadEvalFilter, loadLlama, type EvalFilterApi, type LlamaApi } from "../ffi/llama.js";
 import { NativeContext, type EvalStats } from "../native/NativeContext.js";
 import { NativeModel } from "../native/NativeModel.js";
@@ -26,7 +26,11 @@ const MAX_SEQUENCES = 256;
 
 export interface CoreOptions {
   gpu: GpuChoice;
-  /** A CPU backend built from the pinned source (`npm run build:llama`) to load instead of the prebuilt variants. */
+  /**
+   * A CPU backend built from the pinned source (`npm run build:llama`) to load instead of the
+   * prebuilt variants: a path `checkCpuBackend` accepted (Engine.create checks it before recording
+   * the process's choice).
+   */
   cpuBackend?: string;
   /** Forward llama.cpp's log lines (to stderr via the host). */
   verbose: boolean;
@@ -91,7 +95,7 @@ export class EngineCore {
     if (options.cpuBackend !== undefined && isGpuVariant(found.variant)) {
       throw new PersonaError("E_BAD_INPUT", `a self-built CPU backend goes with the CPU build of llama.cpp, not ${found.variant} (use gpu "cpu")`);
     }
-    this.libraries = options.cpuBackend === undefined ? found : { ...found, cpuBackend: checkCpuBackend(options.cpuBackend) };
+    this.libraries = options.cpuBackend === undefined ? found : { ...found, cpuBackend: options.cpuBackend };
     this.threads = options.threads > 0 ? options.threads : Math.max(1, availableParallelism());
     this.poll = options.poll;
     this.api = loadLlama(this.libraries, (level, text) => {
