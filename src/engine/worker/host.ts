@@ -37,7 +37,7 @@ export class WorkerHost {
           { eval: true, workerData: data },
         )
       : new Worker(WORKER_ENTRY, { workerData: data });
-    this.worker.on("message", (msg: ResponseMessage) => {
+    const dispatch = (msg: ResponseMessage) => {
       if (msg.kind === "log") return onLog(msg.text);
       const p = this.pending.get(msg.id);
       if (!p) return;
@@ -45,6 +45,11 @@ export class WorkerHost {
       this.pending.delete(msg.id);
       if (msg.kind === "ok") p.resolve(msg.value);
       else p.reject(reviveError(msg.error));
+    };
+    // The worker sends what one decode-loop step posted (a token per request) as one array.
+    this.worker.on("message", (msg: ResponseMessage | ResponseMessage[]) => {
+      if (!Array.isArray(msg)) return dispatch(msg);
+      for (const m of msg) dispatch(m);
     });
     const fail = (err: Error) => {
       this.dead ??= err;

@@ -17,6 +17,29 @@ function post(msg: ResponseMessage, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
 }
 
+/**
+ * Decode-loop messages posted while one step (or one message handler) runs leave together, as one
+ * array, when it ends: a step streams a token per request, and one message per step instead of one
+ * per token saves both threads the per-message cost (a server at 8 streams received 8 a step).
+ * Only the loop's: a long synchronous run (training) must send its progress as it goes.
+ */
+let outbox: ResponseMessage[] = [];
+let outboxTransfer: ArrayBuffer[] = [];
+
+function flushLoop(): void {
+  const msgs = outbox;
+  const transfer = outboxTransfer;
+  outbox = [];
+  outboxTransfer = [];
+  port.postMessage(msgs.length === 1 ? msgs[0] : msgs, transfer);
+}
+
+function postLoop(msg: ResponseMessage, transfer: ArrayBuffer[] = []): void {
+  if (outbox.length === 0) queueMicrotask(flushLoop);
+  outbox.push(msg);
+  for (const t of transfer) outboxTransfer.push(t);
+}
+
 function buffersOf(r: JobResult): ArrayBuffer[] {
   const out: ArrayBuffer[] = [r.tokens.buffer as ArrayBuffer];
   if (r.activations) {
@@ -125,8 +148,8 @@ function handleLoop(msg: RequestMessage): boolean {
       reply(() => core.closeLoop(msg.loopId));
       return true;
     case "loopSubmit": {
-      const event = (e: WorkerEvent, transfer: ArrayBuffer[] = []) => post({ id: msg.id, kind: "event", event: e }, transfer);
-      const fail = (e: unknown) => post({ id: msg.id, kind: "error", error: serializeError(e) });
+      const event = (e: WorkerEvent, transfer: ArrayBuffer[] = []) => postLoop({ id: msg.id, kind: "event", event: e }, transfer);
+      const fail = (e: unknown) => postLoop({ id: msg.id, kind: "error", error: serializeError(e) });
       try {
         if (initError) throw initError;
         const model = core.model(core.loopModel(msg.loopId));
@@ -135,7 +158,7 @@ function handleLoop(msg: RequestMessage): boolean {
         core.submitToLoop(msg.loopId, msg.key, job, {
           onPrompt: (nPromptTokens, reusedTokens, projections) => event({ type: "prompt", nPromptTokens, reusedTokens, projections }),
           onToken: (t) => event({ type: "token", index: msg.key, piece: model.tokenBytes(t.token, false), ...t }),
-          onResult: (result) => post({ id: msg.id, kind: "ok", value: result }, buffersOf(result)),
+          onResult: (result) => postLoop({ id: msg.id, kind: "ok", value: result }, buffersOf(result)),
           onError: fail,
         });
         if (text) event({ type: "accepted", nPromptTokens: job.prompt.length });

@@ -44,6 +44,7 @@ export type WorkerEvent =
   | { type: "accepted"; nPromptTokens: number }
   | { type: "trainProgress"; progress: TrainProgress };
 
+/** The worker posts one of these, or an array of them (what one decode-loop step posted). */
 export type ResponseMessage =
   | { id: number; kind: "ok"; value: unknown }
   | { id: number; kind: "error"; error: SerializedError }
