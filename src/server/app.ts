@@ -115,10 +115,17 @@ export function createApp(state: ServerState): Hono<ServerEnv> {
   app.use("/v1/*", auth);
   app.use("/metrics", auth);
   app.use("/persona/*", auth);
-  const limit = bodyLimit({
-    maxSize: config.limits.bodyBytes,
-    onError: (c) => errorResponse(c, new ApiError(413, `request body exceeds ${config.limits.bodyBytes} bytes`, "invalid_request_error", "request_too_large")),
-  });
+  const tooLarge = (c: Context) => errorResponse(c, new ApiError(413, `request body exceeds ${config.limits.bodyBytes} bytes`, "invalid_request_error", "request_too_large"));
+  const chunkedLimit = bodyLimit({ maxSize: config.limits.bodyBytes, onError: tooLarge });
+  // A declared length is checked from Node's headers: bodyLimit reads `c.req.raw.body`, which builds
+  // a web Request and a web stream over the body for every request (and c.req.json() then reads
+  // through them). A body without a length (chunked) goes through bodyLimit, which counts it.
+  const limit = async (c: Context<ServerEnv>, next: () => Promise<void>) => {
+    const { headers } = c.env.incoming;
+    if (headers["content-length"] === undefined || headers["transfer-encoding"] !== undefined) return chunkedLimit(c, next);
+    if (Number(headers["content-length"]) > config.limits.bodyBytes) return tooLarge(c);
+    await next();
+  };
 
   app.get("/", (c) => c.html(DASHBOARD_HTML));
   app.get("/health", (c) => c.json({ status: state.draining ? "draining" : "ok", model: state.modelId, active: state.active, ...state.backend.stats() }, state.draining ? 503 : 200));

@@ -48,13 +48,8 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
     }
   }
 
-  // Aborted by the caller, or by us when a stop sequence ends the reply.
-  const stopper = new AbortController();
   const { stop: _stop, persona: _persona, ...sampling } = input;
-  const stream = backend.submit(
-    { ...sampling, steering, ...(p.probes ? { probes: p.probes } : {}) },
-    { signal: AbortSignal.any([signal, stopper.signal]) },
-  );
+  const stream = backend.submit({ ...sampling, steering, ...(p.probes ? { probes: p.probes } : {}) }, { signal });
   // Keeps an unobserved rejection from surfacing before the loop below reaches it.
   stream.result.catch(() => undefined);
   yield { type: "accepted", promptTokens: await stream.accepted };
@@ -66,41 +61,36 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   let stopped = false;
   let finishReason: "stop" | "length" = "stop";
   let projections;
-  try {
-    for await (const e of stream) {
-      if (e.type === "prompt") {
-        promptLast ??= e.promptLast;
-        if (!action && p.thresholds.size > 0) {
-          const crossed = crossedAtPrompt(p, e.promptLast);
-          if (crossed.length) action = { type: "report", traits: crossed };
-        }
-        yield { type: "prompt", persona: buildReport(p, promptLast, undefined, action) };
-        continue;
+  for await (const e of stream) {
+    if (e.type === "prompt") {
+      promptLast ??= e.promptLast;
+      if (!action && p.thresholds.size > 0) {
+        const crossed = crossedAtPrompt(p, e.promptLast);
+        if (crossed.length) action = { type: "report", traits: crossed };
       }
-      if (stopped) continue;
-      tokens++;
-      text += decoder.decode(e.piece, { stream: true });
-      const hit = firstStop(text, input.stop);
-      if (hit >= 0) {
-        text = text.slice(0, hit);
-        stopped = true;
-        stopper.abort();
-      }
-      const ready = stopped ? text.length : text.length - holdBack;
-      if (ready > sent) {
-        yield { type: "text", text: text.slice(sent, ready) };
-        sent = ready;
-      }
+      yield { type: "prompt", persona: buildReport(p, promptLast, undefined, action) };
+      continue;
     }
+    tokens++;
+    text += decoder.decode(e.piece, { stream: true });
+    const hit = firstStop(text, input.stop);
+    if (hit >= 0) {
+      text = text.slice(0, hit);
+      stopped = true;
+    }
+    const ready = stopped ? text.length : text.length - holdBack;
+    if (ready > sent) {
+      yield { type: "text", text: text.slice(sent, ready) };
+      sent = ready;
+    }
+    // Leaving the stream cancels the request.
+    if (stopped) break;
+  }
+  if (!stopped) {
     const r = await stream.result;
     finishReason = r.finishReason;
     projections = r.projections;
     promptLast ??= r.projections?.promptLast;
-  } catch (e) {
-    // Our own cancellation for a stop sequence is a normal end; anything else is the caller's.
-    if (!stopped || signal.aborted) throw e;
-  }
-  if (!stopped) {
     text += decoder.decode();
     if (text.length > sent) yield { type: "text", text: text.slice(sent) };
   }

@@ -10,17 +10,23 @@ import type { ServerResponse } from "node:http";
 export class SseWriter {
   private pending = "";
   private scheduled = false;
+  /** Whether anything (the headers at least) went out. */
+  private started = false;
   private drain: Promise<void> | undefined;
 
   constructor(private readonly res: ServerResponse) {
     res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
-    // Clients see the status before the first event.
-    res.flushHeaders();
+    // Clients see the status at the end of this turn, with the events it queued (one write).
+    this.schedule();
   }
 
   /** Queues one event whose data is a single line (JSON text never contains a newline). */
   send(data: string): void {
     this.pending += `data: ${data}\n\n`;
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(this.flush);
@@ -33,13 +39,20 @@ export class SseWriter {
 
   /** Writes what is queued and ends the response. */
   end(): void {
-    this.flush();
+    if (this.pending !== "") this.flush();
+    this.started = true;
     this.res.end();
   }
 
   private readonly flush = (): void => {
     this.scheduled = false;
-    if (this.pending === "" || this.res.destroyed) return;
+    if (this.res.destroyed) return;
+    if (this.pending === "") {
+      if (!this.started) this.res.flushHeaders();
+      this.started = true;
+      return;
+    }
+    this.started = true;
     const full = !this.res.write(this.pending);
     this.pending = "";
     if (full && !this.drain) {
