@@ -409,7 +409,7 @@ export async function trainModel(model: NativeModel, spec: TrainSpec, hp: LlamaH
     }
     const setThreads = api.ggml_backend_reg_get_proc_address(api.ggml_backend_dev_backend_reg(device), "ggml_backend_set_n_threads");
     if (!isNull(setThreads)) callSetNThreads(setThreads, backend, threads);
-    const size = graphSize(hp.nLayer);
+    const size = graphSize(hp.nLayer, spec.steering.length);
     const scheduler = api.ggml_backend_sched_new([backend], null, 1, size, false, false);
     sched = scheduler;
     const optCtx = createOptimiser(api, scheduler, optPars, spec.optimizer);

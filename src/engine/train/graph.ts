@@ -22,9 +22,13 @@ export interface LlamaHParams {
   arch: "llama" | "qwen2";
 }
 
-/** Nodes the graph of an n-layer model may need, backward pass and optimiser steps included. */
-export function graphSize(nLayer: number): number {
-  return 512 + 256 * nLayer;
+/**
+ * Nodes the graph of an n-layer model may need, backward pass and optimiser steps included. Each
+ * steering op adds up to 11 forward nodes and their gradients (a fixed size made a finetune with
+ * dozens of --steer ablations die on a GGML_ASSERT).
+ */
+export function graphSize(nLayer: number, nSteer = 0): number {
+  return 512 + 256 * nLayer + 48 * nSteer;
 }
 
 /**
