@@ -21,6 +21,8 @@ import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "
 import { filterPairs } from "../src/pipeline/filter.js";
 import { writeTrait, type TraitDefinition } from "../src/traits/format.js";
 import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/format.js";
+import { dot } from "../src/vectors/math.js";
+import { spanLayerEmpty, spanRows, topDirections } from "../src/vectors/span.js";
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
 import { hashJudgeHandler, judgePromptOf } from "./helpers/hash-judge.js";
 import { writeTinyChatModel } from "./helpers/tiny-chat-model.js";
@@ -191,6 +193,35 @@ describe("extractPersonaVectors", () => {
     assert.equal(again.resumed, true);
     assert.deepEqual(again.counts, resultA.counts);
     assert.equal(server.requests.length, 0);
+  });
+
+  it("adds a span to a finished run by redoing only the capture: the top directions of the kept pairs' last-prompt-token differences", async () => {
+    server.reset();
+    const before = await readVectors(resultA.vectorsPath);
+    const withSpan = await extractPersonaVectors(model, { ...options(runA), span: 2 });
+    assert.equal(server.requests.length, 0);
+    assert.equal(withSpan.timings.newRollouts, 0);
+    const v = await readVectors(withSpan.vectorsPath);
+    assertSameTensors(v, before);
+    const span = v.spans?.prompt_last;
+    assert.ok(span && span.k === 2 && span.nLayerPlus1 === N_LAYER + 1);
+    // Independently: each kept pair's difference, then the top directions per layer.
+    const { rollouts, kept } = await refilter(runA);
+    const acts = await model.capture(
+      await Promise.all(kept.flatMap((row) => (["pos", "neg"] as const).map((pol) =>
+        model.encodeConversation([...rolloutMessages(TRAIT, { polarity: pol, pair: row.pair, question: row.question }), { role: "assistant", content: rollouts.get(row[pol])!.text }])))),
+    );
+    assert.ok(spanLayerEmpty(span, 0), "the last prompt token is the same token under both prompts at layer 0");
+    for (let l = 1; l <= N_LAYER; l++) {
+      const diffs = kept.map((_, i) => acts[2 * i]!.promptLast.subarray(l * N_EMBD, (l + 1) * N_EMBD).map((x, e) => x - acts[2 * i + 1]!.promptLast[l * N_EMBD + e]!));
+      const want = topDirections(diffs, 2, N_EMBD);
+      const got = spanRows(span, l);
+      const overlap = got.reduce((s, u) => s + want.reduce((t, w) => t + dot(u, w) ** 2, 0), 0);
+      assert.ok(2 - overlap < 1e-4, `layer ${l}: Σcos² ${overlap}`);
+    }
+    let complete: boolean | undefined;
+    await extractPersonaVectors(model, { ...options(runA), span: 2, onResume: (f) => (complete = f.complete) });
+    assert.equal(complete, true, "a run that has its span is finished");
   });
 
   it("reproduces every rollout with parallel 1 as with parallel 8 (exact mode)", async (t) => {

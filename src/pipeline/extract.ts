@@ -21,12 +21,13 @@ import { PersonaError } from "../errors.js";
 import { CachedJudge } from "../judge/cache.js";
 import type { Judge } from "../judge/types.js";
 import type { Polarity, TraitDefinition } from "../traits/format.js";
-import { layerMatrix, writeVectors } from "../vectors/format.js";
+import { layerMatrix, readVectors, writeVectors } from "../vectors/format.js";
 import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
+import { capturePromptLastSpan } from "./extract/span.js";
 import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./judging.js";
-import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord, type RolloutRow } from "./extract/rollouts.js";
+import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
 import type { ShardRunner, ShardStats } from "../queue/runner.js";
 import { runJudgedRollouts } from "./rollout-shards.js";
 import { filterPairs, type FilterCounts } from "./filter.js";
@@ -59,6 +60,12 @@ export interface ExtractOptions {
   parallel?: number;
   /** Judge calls in flight at once. Defaults to 8. */
   judgeConcurrency?: number;
+  /**
+   * Also store `prompt_last_span`: per layer the top K directions of the kept pairs' last-prompt-token
+   * differences, which CAFT ablates whole (`--steer FILE#prompt_last_span:1-N:1:all:ablate`). Not part
+   * of the run's configuration: a finished run asked for a span it lacks redoes only the capture.
+   */
+  span?: number;
   /** Set aside a run directory with another configuration instead of refusing it. Defaults to false. */
   restart?: boolean;
   /**
@@ -171,6 +178,7 @@ function settingsOf(opts: ExtractOptions): Settings {
   const concurrency = opts.judgeConcurrency ?? 8;
   checkInt("judge concurrency", concurrency, 1);
   if (opts.parallel !== undefined) checkInt("parallel", opts.parallel, 1);
+  if (opts.span !== undefined) checkInt("span", opts.span, 1);
   return { n, sampling, seed, thresholds, concurrency };
 }
 
@@ -224,7 +232,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
   const summaryPath = run.path(SUMMARY);
   if (run.resumed && existsSync(vectorsPath)) {
     const done = await readSummary(summaryPath, run.info.config_hash);
-    if (done) {
+    if (done && (opts.span === undefined || (await readVectors(vectorsPath)).spans?.prompt_last?.k === opts.span)) {
       opts.onResume?.({ complete: true, rollouts: 0, judgements: 0, total: 0 });
       return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
     }
@@ -244,7 +252,18 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     if (counts.kept === 0) throw noPairsKept(opts.trait, counts, s.thresholds);
 
     const captureStart = performance.now();
-    const means = await captureKept(model, opts, records.rollouts, keptRows, progress);
+    const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
+      (["pos", "neg"] as const).map((polarity) => ({
+        polarity,
+        messages: rolloutMessages(opts.trait, { polarity, pair: row.pair, question: row.question }),
+        response: records.rollouts.get(row[polarity])!.text,
+      })),
+    );
+    const means = await captureKept(model, opts, captureItems, progress);
+    const span =
+      opts.span === undefined
+        ? undefined
+        : await capturePromptLastSpan(model, captureItems, opts.span, { ...(opts.signal && { signal: opts.signal }), onSample: (done, of) => progress("capture", done, of) });
     const { info } = model;
     const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
     await writeVectors(vectorsPath, {
@@ -253,6 +272,7 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
         prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
         prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
       },
+      ...(span && { spans: { prompt_last: span } }),
       meta: {
         trait: opts.trait.name,
         source: "extract",
@@ -381,20 +401,7 @@ async function rolloutAndJudge(
 }
 
 /** One forward pass per kept pos and neg reply; residual means per polarity. */
-async function captureKept(
-  model: Model,
-  opts: ExtractOptions,
-  rollouts: { get(key: string): RolloutRecord | undefined },
-  keptRows: readonly RolloutRow[],
-  progress: Progress,
-) {
-  const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
-    (["pos", "neg"] as const).map((polarity) => ({
-      polarity,
-      messages: rolloutMessages(opts.trait, { polarity, pair: row.pair, question: row.question }),
-      response: rollouts.get(row[polarity])!.text,
-    })),
-  );
+async function captureKept(model: Model, opts: ExtractOptions, captureItems: readonly CaptureItem[], progress: Progress) {
   progress("capture", 0, captureItems.length);
   return captureMeans(model, captureItems, {
     // Shards of at most 64 samples (fewer with a smaller --chunk): forward passes are cheaper than rollouts.

@@ -291,7 +291,7 @@ export async function storeVectorsMeta(vectorsPath: string, patch: Partial<Perso
   if (isReadOnlyVectors(vectorsPath, model.path)) {
     const v = await loadVectorsFile(vectorsPath, { nLayer: model.nLayer });
     const copy = await userVectorsFile(model.path, trait);
-    await writeVectors(copy, { tensors: v.tensors, meta: { ...v.meta, ...patch } });
+    await writeVectors(copy, { ...v, meta: { ...v.meta, ...patch } });
     return { stored: "copy", path: copy };
   }
   await updateVectorsMeta(vectorsPath, patch);

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { PersonaError } from "../errors.js";
 import { type FloatTensor, type SafetensorsContent, readSafetensors, writeSafetensors } from "./safetensors.js";
+import { type SpanMatrix, orthonormalityError, spanLayerEmpty, spanRows } from "./span.js";
 
 /**
  * The persona vectors file (spec §3): a safetensors file with float32 tensors `response_avg`,
@@ -9,6 +10,8 @@ import { type FloatTensor, type SafetensorsContent, readSafetensors, writeSafete
  * `[n_layer+1, n_embd]` where row l is layer l
  * (l = 0: token embeddings, l ≥ 1: residual after block l−1), plus string metadata. Structured
  * metadata is stored as JSON strings with snake_case fields so Python tools can read it too.
+ * Optionally a span per reduction, `{name}_span` `[n_layer+1, k, n_embd]`: per layer an orthonormal
+ * basis of the trait's subspace (`persona extract --span K`), which CAFT ablates whole.
  */
 
 /** One row per layer, row-major: row l starts at `l * nEmbd`. */
@@ -65,7 +68,17 @@ export interface PersonaVectorsMeta {
 export interface PersonaVectors {
   /** At least one; all of the same shape. */
   tensors: Partial<Record<VectorTensorName, LayerMatrix>>;
+  /** Trait subspaces, stored as `{name}_span`; the same n_layer+1 and n_embd as the tensors. */
+  spans?: Partial<Record<VectorTensorName, SpanMatrix>>;
   meta: PersonaVectorsMeta;
+}
+
+const SPAN_SUFFIX = "_span";
+
+/** `prompt_last_span` → `prompt_last`; undefined for any other name. */
+export function spanTensorOf(name: string): VectorTensorName | undefined {
+  const base = name.endsWith(SPAN_SUFFIX) ? name.slice(0, -SPAN_SUFFIX.length) : "";
+  return isTensorName(base) ? base : undefined;
 }
 
 /** Builds a LayerMatrix, zero-filled when `data` is omitted. */
@@ -125,10 +138,20 @@ export function parseVectorRef(ref: string): { path: string; tensor?: VectorTens
   const tensor = ref.slice(hash + 1);
   const path = ref.slice(0, hash);
   if (!path) throw new PersonaError("E_BAD_INPUT", `vector reference "${ref}" has no file before '#'`);
+  if (spanTensorOf(tensor)) {
+    throw new PersonaError("E_BAD_INPUT", `"${ref}" names a subspace (${tensor}), which only ablation takes: --steer ${ref}:1-N:1:all:ablate`);
+  }
   if (!isTensorName(tensor)) {
     throw new PersonaError("E_BAD_INPUT", `unknown tensor "${tensor}" in "${ref}"; expected one of ${TENSOR_NAMES.join(", ")}`);
   }
   return { path, tensor };
+}
+
+/** `FILE#prompt_last_span` → the file and the reduction whose span it names; undefined for any other reference. */
+export function parseSpanRef(ref: string): { path: string; tensor: VectorTensorName } | undefined {
+  const hash = ref.lastIndexOf("#");
+  const tensor = hash > 0 ? spanTensorOf(ref.slice(hash + 1)) : undefined;
+  return tensor ? { path: ref.slice(0, hash), tensor } : undefined;
 }
 
 /** Reads a persona vectors file: our tensors plus our metadata (see `readForeignSafetensors` for other tools' files). */
@@ -141,8 +164,15 @@ export async function readVectors(path: string): Promise<PersonaVectors> {
 export function vectorsFromSafetensors(tensors: SafetensorsContent["tensors"], metadata: Record<string, string>, path: string): PersonaVectors {
   const bad = (why: string): PersonaError => new PersonaError("E_BAD_FORMAT", `${path}: not a persona vectors file: ${why}`);
   const out: Partial<Record<VectorTensorName, LayerMatrix>> = {};
+  const spans: Partial<Record<VectorTensorName, SpanMatrix>> = {};
   for (const [name, t] of tensors) {
-    if (!isTensorName(name)) throw bad(`unexpected tensor "${name}" (allowed: ${TENSOR_NAMES.join(", ")})`);
+    const spanOf = spanTensorOf(name);
+    if (spanOf) {
+      if (t.shape.length !== 3 || t.shape.some((d) => d < 1)) throw bad(`tensor "${name}" has shape [${t.shape.join(", ")}], expected [n_layer+1, k, n_embd]`);
+      spans[spanOf] = { nLayerPlus1: t.shape[0]!, k: t.shape[1]!, nEmbd: t.shape[2]!, data: t.data };
+      continue;
+    }
+    if (!isTensorName(name)) throw bad(`unexpected tensor "${name}" (allowed: ${TENSOR_NAMES.join(", ")}, and each with ${SPAN_SUFFIX})`);
     if (t.shape.length !== 2 || t.shape[0]! < 1 || t.shape[1]! < 1) {
       throw bad(`tensor "${name}" has shape [${t.shape.join(", ")}], expected [n_layer+1, n_embd]`);
     }
@@ -151,7 +181,7 @@ export function vectorsFromSafetensors(tensors: SafetensorsContent["tensors"], m
   if (presentTensors({ tensors: out, meta: { trait: "", source: "" } }).length === 0) {
     throw bad(`no tensor named ${TENSOR_NAMES.join(", ")} (found: ${[...tensors.keys()].join(", ") || "none"})`);
   }
-  const v: PersonaVectors = { tensors: out, meta: decodeMeta(metadata, path) };
+  const v: PersonaVectors = { tensors: out, ...(Object.keys(spans).length > 0 && { spans }), meta: decodeMeta(metadata, path) };
   validateVectors(v, path);
   return v;
 }
@@ -164,6 +194,7 @@ export async function writeVectors(path: string, v: PersonaVectors): Promise<voi
     const m = v.tensors[name]!;
     tensors.set(name, { shape: [m.nLayerPlus1, m.nEmbd], data: m.data });
   }
+  for (const [name, sp] of spanEntries(v)) tensors.set(`${name}${SPAN_SUFFIX}`, { shape: [sp.nLayerPlus1, sp.k, sp.nEmbd], data: sp.data });
   const meta: PersonaVectorsMeta = { ...v.meta, createdAt: v.meta.createdAt ?? new Date().toISOString(), toolVersion: v.meta.toolVersion ?? toolVersion() };
   await writeSafetensors(path, tensors, encodeMeta(meta));
 }
@@ -175,7 +206,7 @@ export async function writeVectors(path: string, v: PersonaVectors): Promise<voi
 export async function updateVectorsMeta(path: string, patch: Partial<PersonaVectorsMeta>): Promise<PersonaVectorsMeta> {
   const v = await readVectors(path);
   const meta: PersonaVectorsMeta = { ...v.meta, ...patch };
-  await writeVectors(path, { tensors: v.tensors, meta });
+  await writeVectors(path, { ...v, meta });
   return meta;
 }
 
@@ -194,6 +225,16 @@ export function validateVectors(v: PersonaVectors, label: string): void {
     if (m.nLayerPlus1 !== first.nLayerPlus1 || m.nEmbd !== first.nEmbd) throw bad(`tensor shapes differ: ${shapes.join(", ")}`);
     if (m.data.length !== m.nLayerPlus1 * m.nEmbd) throw bad(`tensor "${n}" [${m.nLayerPlus1}, ${m.nEmbd}] holds ${m.data.length} values`);
   }
+  for (const [name, sp] of spanEntries(v)) {
+    if (sp.nLayerPlus1 !== first.nLayerPlus1 || sp.nEmbd !== first.nEmbd || sp.k > sp.nEmbd || sp.data.length !== sp.nLayerPlus1 * sp.k * sp.nEmbd) {
+      throw bad(`span ${name}${SPAN_SUFFIX} [${sp.nLayerPlus1}, ${sp.k}, ${sp.nEmbd}] (${sp.data.length} values) does not fit the tensors [${first.nLayerPlus1}, ${first.nEmbd}] (k ≤ n_embd)`);
+    }
+    for (let l = 0; l < sp.nLayerPlus1; l++) {
+      const err = spanLayerEmpty(sp, l) ? 0 : orthonormalityError(spanRows(sp, l));
+      // Ablating a non-orthonormal basis one direction after another would leave part of the span.
+      if (!(err <= 1e-4)) throw bad(`span ${name}${SPAN_SUFFIX} at layer ${l} is not an orthonormal basis (off by ${err.toExponential(1)})`);
+    }
+  }
   if (!v.meta.trait) throw bad("metadata has no trait");
   const model = v.meta.model;
   if (model && (model.nLayer + 1 !== first.nLayerPlus1 || model.nEmbd !== first.nEmbd)) {
@@ -202,6 +243,11 @@ export function validateVectors(v: PersonaVectors, label: string): void {
   for (const [key, layer] of [["best_layer", v.meta.bestLayer], ["monitor_layer", v.meta.monitorLayer?.layer]] as const) {
     if (layer !== undefined && !(Number.isInteger(layer) && layer >= 0 && layer < first.nLayerPlus1)) throw bad(`${key} ${layer} is outside 0..${first.nLayerPlus1 - 1}`);
   }
+}
+
+/** The spans a file holds, by reduction. */
+export function spanEntries(v: Pick<PersonaVectors, "spans">): [VectorTensorName, SpanMatrix][] {
+  return TENSOR_NAMES.flatMap((n) => (v.spans?.[n] ? [[n, v.spans[n]] as [VectorTensorName, SpanMatrix]] : []));
 }
 
 /** `persona-vectors@<version>` of this package. */

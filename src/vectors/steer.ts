@@ -7,9 +7,10 @@ import { existsSync } from "node:fs";
 import type { Positions, ResolvedSteering, SteeringMode, SteeringSpec } from "../engine/steering.js";
 import type { ModelInfo } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
-import { type LayerMatrix, type PersonaVectors, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseVectorRef, row, selectTensor } from "./format.js";
+import { type LayerMatrix, type PersonaVectors, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseSpanRef, parseVectorRef, row, selectTensor } from "./format.js";
 import { loadVectorsFile } from "./load.js";
 import { findTraitVectors, listTraitVectors } from "./registry.js";
+import { spanLayerEmpty, spanRows } from "./span.js";
 
 /** Steering that names its vector by file or trait, as `--steer` and the server's requests do. */
 export interface SteeringRef {
@@ -42,6 +43,21 @@ export interface LoadedVector {
  */
 export async function loadVectorSource(source: string, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">, layer?: number): Promise<LoadedVector> {
   const { path: file, tensor } = parseVectorRef(source);
+  const resolved = resolveVectorsPath(file, model);
+  const v = await loadVectorsFile(resolved, { nLayer: model.nLayer, ...(layer !== undefined ? { layer } : {}) });
+  const matrix = selectTensor(v, tensor);
+  checkFits(resolved, matrix, model);
+  return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta, file: v };
+}
+
+function checkFits(file: string, m: { nLayerPlus1: number; nEmbd: number }, model: Pick<ModelInfo, "nLayer" | "nEmbd">): void {
+  if (m.nLayerPlus1 !== model.nLayer + 1 || m.nEmbd !== model.nEmbd) {
+    throw new PersonaError("E_SHAPE", `${file} holds [${m.nLayerPlus1}, ${m.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`);
+  }
+}
+
+/** A vectors file as given, else the file registered for the model under that trait name. */
+function resolveVectorsPath(file: string, model: Pick<ModelInfo, "path">): string {
   let resolved = file;
   if (!existsSync(file)) {
     const registered = findTraitVectors(model.path, file);
@@ -55,20 +71,34 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
     }
     resolved = registered.path;
   }
-  const v = await loadVectorsFile(resolved, { nLayer: model.nLayer, ...(layer !== undefined ? { layer } : {}) });
-  const matrix = selectTensor(v, tensor);
-  if (matrix.nLayerPlus1 !== model.nLayer + 1 || matrix.nEmbd !== model.nEmbd) {
-    throw new PersonaError(
-      "E_SHAPE",
-      `${resolved} holds [${matrix.nLayerPlus1}, ${matrix.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`,
-    );
-  }
-  return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta, file: v };
+  return resolved;
+}
+
+/**
+ * `FILE#TENSOR_span` ablated at one layer: one ablation per basis row (the rows are orthonormal,
+ * so one after another they remove the whole span). Only `ablate` takes a span.
+ */
+async function spanSpecs(a: SteeringRef, span: { path: string; tensor: VectorTensorName }, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
+  if (a.mode !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `${a.source} is a subspace: it can only be ablated (…:LAYER:1:all:ablate), not ${a.mode === "cap" ? `cap${a.bound === "min" ? "-min" : ""}` : "added"}`);
+  const resolved = resolveVectorsPath(span.path, model);
+  const v = await loadVectorsFile(resolved, { nLayer: model.nLayer });
+  const sp = v.spans?.[span.tensor];
+  if (!sp) throw new PersonaError("E_NOT_FOUND", `${resolved} holds no ${span.tensor}_span; write one with persona extract … --span K`);
+  checkFits(resolved, sp, model);
+  const layer = a.layer ?? v.meta.bestLayer;
+  if (layer === undefined || layer < 1 || layer > model.nLayer) throw new PersonaError("E_SHAPE", `a span is ablated at a layer in 1..${model.nLayer}, got ${layer ?? "none"}`);
+  if (spanLayerEmpty(sp, layer)) throw new PersonaError("E_BAD_STEER_ARG", `${resolved}'s ${span.tensor}_span is empty at layer ${layer}`);
+  return spanRows(sp, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: a.coef, positions: a.positions, mode: "ablate" as const, ...(a.mean ? { mean: a.mean } : {}) }));
 }
 
 export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
   const specs: SteeringSpec[] = [];
   for (const a of args) {
+    const span = parseSpanRef(a.source);
+    if (span) {
+      specs.push(...(await spanSpecs(a, span, model)));
+      continue;
+    }
     const v = await loadVectorSource(a.source, model, a.layer);
     const layer = a.layer ?? v.meta.bestLayer;
     if (layer === undefined) {

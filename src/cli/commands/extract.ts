@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
+import { PersonaError } from "../../errors.js";
 import { extractPersonaVectors, type ExtractResult, type ExtractStage, timingsJson } from "../../pipeline/extract.js";
 import { registerVectors } from "../../vectors/registry.js";
 import { floatArg, intArg } from "../args/numbers.js";
@@ -37,6 +38,7 @@ interface ExtractFlags {
   chunk?: number;
   queue?: string;
   lora?: LoraAdapter[];
+  span?: number;
 }
 
 const STAGE_LABELS: Record<ExtractStage, string> = { rollouts: "rollouts", judging: "judging ", capture: "capture " };
@@ -126,6 +128,7 @@ export function register(program: Command): void {
       .option("--parallel <n>", "sequences generated together (does not change results)", intArg(1))
       .option("--judge-concurrency <n>", "judge calls in flight at once", intArg(1), 8)
       .option("--chunk <n>", "rollouts per batched generate call, and per shard with --queue (does not change results)", intArg(1), 256)
+      .option("--span <k>", "also store prompt_last_span: per layer the top K directions of the kept pairs' last-prompt-token differences, the trait subspace CAFT ablates (--steer FILE#prompt_last_span:1-N:1:all:ablate); a finished run only redoes its capture", intArg(1))
       .option("--restart", "set aside a run directory with another configuration and start over (judge scores are kept)")
       .option("--register", "also register the vectors for the model in your data directory (see `persona vectors list`), so `--steer TRAIT:LAYER:COEF` finds them")
       .option("--json", "print {vectors, run_dir, counts, scores, timings, ...} as JSON"),
@@ -147,6 +150,15 @@ Examples:
       --trait-threshold 40 --restart --out runs/evil
   persona extract --model qwen.gguf --trait traits/humorous --judge openai:gpt-4.1-mini --chunk 64 \
       --queue redis://10.0.0.5:6379 --out runs/humorous    # rollouts and judging on persona workers
+  persona extract --model demo --trait evil --rollouts 2 --max-tokens 64 --out runs/evil --span 12
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf \
+      --steer runs/evil/vectors.safetensors#prompt_last_span:1-8:1:all:ablate
+
+--span K keeps every kept pair's last-prompt-token difference in memory (pairs × (n_layer+1) ×
+n_embd floats: 416 MB for 1,000 pairs of a 28-layer, 3,584-wide model) and runs here, so it does
+not combine with --queue. On the demo model K = 12 (of 128 dimensions) made CAFT cut the trait a
+finetune gains on II data by 88 / 52 / 94 % (evil / sycophantic / hallucinating) at +9 / +10 / +9 %
+training loss (see persona finetune --help).
 
 With --queue the rollouts are generated and judged on \`persona worker\` processes in shards of
 --chunk (workers need the judge too: the same --judge spec, with its API key in their
@@ -160,6 +172,7 @@ loads the vocabulary only). The vectors are the same bytes as a local run's.
       const { trait } = loaded;
       const judgeSpec = judgeSpecFor(loaded, opts.judge);
       refuseUntravelled(opts, judgeSpec);
+      if (opts.queue !== undefined && opts.span !== undefined) throw new PersonaError("E_BAD_INPUT", "--span needs every kept pair's activations here and does not combine with --queue; run it without --queue on the same --out (only the capture is redone)");
       // No run directory for the judge here: the pipeline keeps its own judge cache in the run.
       await withModel(this, { ...opts, judgeRef: { spec: judgeSpec } }, async (model, _engine, judge) => withQueue(opts.queue, async (runner) => {
         const bars = stageBars();
@@ -180,6 +193,7 @@ loads the vocabulary only). The vectors are the same bytes as a local run's.
             parallel: opts.parallel,
             judgeConcurrency: opts.judgeConcurrency,
             restart: opts.restart,
+            ...(opts.span !== undefined && { span: opts.span }),
             runner,
             judgeSpec,
             shardRollouts: opts.chunk,
