@@ -1,6 +1,7 @@
 /**
  * `--steer` flag grammar: SOURCE:LAYER:COEF[:POSITIONS[:MODE]]
- *   SOURCE    a vectors file (FILE.safetensors[#TENSOR], or a reference .pt) or a trait name
+ *   SOURCE    a vectors file (FILE.safetensors[#TENSOR], or a reference .pt) or a trait name;
+ *             FILE#prompt_last_span (or TRAIT#prompt_last_span) is the trait's span, ablated whole
  *   LAYER     1..n_layer, A-B for every layer from A to B (one steering op each, e.g. CAFT's
  *             ablation at every layer), or empty for the layer stored in the vectors' metadata
  *   COEF      a number (negative steers away from the trait)
@@ -23,7 +24,7 @@ import type { SteeringRef } from "../../vectors/steer.js";
 export const DEFAULT_POSITIONS: Positions = "response";
 
 export const STEER_SYNTAX =
-  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|ablate-mean|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; ablate-mean (finetune only) ablates toward the base model's mean projections on the training data (last prompt tokens, other tokens) instead of 0; cap clamps the projection to at most COEF, cap-min to at least (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last:1-8:1:all:ablate)";
+  "SOURCE:LAYER:COEF[:POSITIONS[:add|ablate|ablate-mean|cap|cap-min]] with LAYER a layer, A-B (each of them) or empty (the best layer), POSITIONS response (the default) | prompt | all; ablate-mean (finetune only) ablates toward the base model's mean projections on the training data (last prompt tokens, other tokens) instead of 0; cap clamps the projection to at most COEF, cap-min to at least; SOURCE#prompt_last_span (persona extract --span) ablates the trait's span, every direction of it (e.g. evil.safetensors:20:1.5, evil::3, evil:3:2:all:cap, evil#prompt_last_span:1-8:1:all:ablate)";
 
 const POSITIONS: readonly Positions[] = ["response", "prompt", "all"];
 const MODES = ["add", "ablate", "ablate-mean", "cap", "cap-min"] as const;

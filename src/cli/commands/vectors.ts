@@ -10,6 +10,7 @@ import {
   readVectors,
   defaultTensor,
   selectTensor,
+  spanEntries,
   vectorsShape,
   writeVectors,
 } from "../../vectors/format.js";
@@ -80,8 +81,9 @@ Examples:
       const names = presentTensors(v);
       const norms = Object.fromEntries(names.map((n) => [n, layerNorms(v.tensors[n]!)]));
       const { nLayerPlus1, nEmbd } = vectorsShape(v);
+      const spans = spanEntries(v);
       if (opts.json) {
-        print(JSON.stringify({ file, shape: [nLayerPlus1, nEmbd], tensors: names, meta: v.meta, norms }, null, 2));
+        print(JSON.stringify({ file, shape: [nLayerPlus1, nEmbd], tensors: names, spans: Object.fromEntries(spans.map(([n, sp]) => [`${n}_span`, sp.k])), meta: v.meta, norms }, null, 2));
         return;
       }
       const m = v.meta;
@@ -90,6 +92,7 @@ Examples:
         `trait:    ${m.trait}`,
         `source:   ${m.source}`,
         `tensors:  ${names.join(", ")}  [${nLayerPlus1}, ${nEmbd}] float32 (layers 0..${nLayerPlus1 - 1}, 0 = embeddings)`,
+        ...spans.map(([n, sp]) => `span:     ${n}_span  [${nLayerPlus1}, ${sp.k}, ${nEmbd}]: ${sp.k} orthonormal directions per layer (CAFT: --steer FILE#${n}_span:A-B:1:all:ablate)`),
       ];
       if (m.model) {
         const extra = [m.model.arch && `arch ${m.model.arch}`, `n_layer ${m.model.nLayer}`, `n_embd ${m.model.nEmbd}`, m.model.fileHash];
