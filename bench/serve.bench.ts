@@ -46,8 +46,22 @@ const { values: args } = parseArgs({
     repeats: { type: "string", default: "3" },
     /** Writes V8 CPU profiles of the server's threads (node --cpu-prof) into this directory. */
     "cpu-prof": { type: "string" },
+    help: { type: "boolean", short: "h" },
   },
 });
+if (args.help) {
+  console.log(`npm run bench:serve [-- options]
+  --models LIST    demo and/or bench-52m (default demo,bench-52m)
+  --clients LIST   concurrent streaming clients per cell (default 1,8,32; 8 adds the engine-only baseline)
+  --requests N     requests each client sends back to back (default 4; more means less of a cell is its
+                   start and its end, when fewer clients are left)
+  --tokens N       tokens per reply, exactly (default 32)
+  --parallel N     the server's --parallel, and the engine baseline's slots (default 8)
+  --threads N      decoding threads (default: the cores)
+  --repeats N      interleaved repeats; ratios are medians of per-repeat ratios (default 3)
+  --cpu-prof DIR   V8 CPU profiles of the server's threads`);
+  process.exit(0);
+}
 const MODELS = args.models.split(",");
 const CLIENTS = args.clients.split(",").map(Number);
 const REQUESTS = Number(args.requests);
