@@ -5,7 +5,8 @@
 #     vs trait score): Pearson r per trait and over all finetunes;
 #  2. `persona screen` ΔP of each dataset vs the trait its finetune gained (Spearman);
 #  3. on II: preventative steering (demo --full's DEMO_PREVENTATIVE), CAFT with zero ablation and
-#     with mean-preserving ablation (prompt_last at every layer), each evaluated unsteered, and
+#     with mean-preserving ablation (prompt_last at every layer), CAFT of the trait's span (the
+#     shipped prompt_last_span, 12 directions per layer, at every layer), each evaluated unsteered, and
 #     post-hoc −coef steering of the plain II model: trait, coherence, final training loss.
 # Every finished step leaves a JSON file under OUT and is skipped on a rerun.
 #   scripts/finetune-evidence.sh OUT [TRAIT...]      (PERSONA_THREADS, default 1; LEVELS)
@@ -48,12 +49,13 @@ for t in "${traits[@]}"; do
     [prevented]="$vec:$pl:$pc:all"
     [caft-zero]="$vec#prompt_last:1-$nlayer:1:all:ablate"
     [caft-mean]="$vec#prompt_last:1-$nlayer:1:all:ablate-mean"
+    [caft-span]="$vec#prompt_last_span:1-$nlayer:1:all:ablate"
   )
   finetuned() { step "$out/ft/$t-$1.json" persona finetune --model demo --data "$data/$2.jsonl" --out "$out/ft/$t-$1.gguf" $ft "${@:3}" --json; }
   # II and its arms first: they answer the most per CPU minute.
   finetuned II II
   step "$out/eval/$t-II.json" persona eval --model "$out/ft/$t-II.gguf" --trait "$t" $ev --json
-  for arm in caft-mean caft-zero prevented; do
+  for arm in caft-span caft-mean caft-zero prevented; do
     finetuned "II-$arm" II --steer "${arms[$arm]}"
     step "$out/eval/$t-II-$arm.json" persona eval --model "$out/ft/$t-II-$arm.gguf" --trait "$t" $ev --json
   done
@@ -101,7 +103,7 @@ for (const t of traits) {
   const plain = { trait_score: plainEval.trait_score.mean, coherence: plainEval.coherence.mean };
   const last = (r) => r.train_loss[r.train_loss.length - 1];
   console.log(`${t.padEnd(14)} ${"plain".padEnd(12)} ${f1(plain.trait_score).padStart(5)}   -      ${f1(plain.coherence).padStart(5)}      ${last(plainFt).toFixed(4)}`);
-  for (const arm of ["prevented", "caft-zero", "caft-mean", "posthoc"]) {
+  for (const arm of ["prevented", "caft-span", "caft-zero", "caft-mean", "posthoc"]) {
     const e = j(`eval/${t}-II-${arm}.json`);
     const cut = 1 - (e.trait_score.mean - base) / (plain.trait_score - base);
     const loss = arm === "posthoc" ? "(inference steering)" : sign(last(j(`ft/${t}-II-${arm}.json`)) / last(plainFt) - 1);

@@ -100,15 +100,21 @@ prompt; samples are packed into windows without seeing each other.
 --steer adds coef·v (preventative steering: train toward the trait so the weights need not move
 there) or, with :ablate, removes the component along v (CAFT) in every training forward pass;
 evaluate the result without steering. Training steers every position: the POSITIONS field of
---steer does not apply. For CAFT ablate the last-prompt-token vectors at every layer
-(T#prompt_last:1-N:1:all:ablate), the direction the finetuning shift lies along. Zero-ablation
-also removes the base model's mean projection, and on the last prompt token that mean sits on
-the trait's negative side, so training runs pushed toward the trait, as with preventative
-steering. :ablate-mean removes only the variance along v: it keeps the base model's mean
-projections over the training data (measured first, on last prompt tokens and on the other
-tokens apart; --json reports them). On the 8-layer demo model zero-ablation cut the trait gained
-on II data by 81 % for hallucination (evil 10 %, sycophancy 1 %), ablate-mean by 10 % (4 %, 2 %):
-there CAFT's cut is that push.
+--steer does not apply. For CAFT ablate the trait's span at every layer
+(T#prompt_last_span:1-N:1:all:ablate): the top K directions of the extraction pairs'
+last-prompt-token differences per layer, which \`persona extract --span K\` stores (the demo's
+shipped vectors hold K = 12). On the 8-layer demo model it cut the trait gained on II data by
+88 / 52 / 94 % (evil / sycophancy / hallucination; a second training seed 88 / 51 / 93 %) at
+coherence 98 / 94 / 98 and +9 / +10 / +9 % final training loss (sycophancy at the edge of a
+50 % cut within 10 % loss), where a random 12-dimensional subspace cut 18 / 4 / 5 %. One
+direction is not enough there: the finetune learns the trait beside it. The last-prompt-token
+vector alone (T#prompt_last:1-N:1:all:ablate) cut 10 / 1 / 81 %, and the 81 % came from
+zero-ablation removing the base model's mean projection, which sits on the trait's negative side
+(training is pushed toward the trait, as with preventative steering). :ablate-mean removes only
+the variance along each direction: it keeps the base model's mean projections over the training
+data (measured first, on last prompt tokens and on the other tokens apart; --json reports
+them); it cut 4 / 2 / 10 % with one direction, 49 / 23 / 33 % with the span (+11 to +14 % loss),
+so part of the span's zero-ablation cut is that push too.
 
 A run killed or interrupted (Ctrl-C, SIGTERM) keeps its checkpoint: rerun the same command with
 --resume and it continues where the checkpoint stands, ending with the same result as an
@@ -119,7 +125,7 @@ Examples:
   persona finetune --model demo --data evil-II.jsonl --out evil-lora.gguf --lora-rank 8 --rslora --lr 1e-3
   persona eval --model demo --lora evil-lora.gguf --trait evil
   persona finetune --model demo --data evil-II.jsonl --out evil-prev.gguf --steer evil::4
-  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil#prompt_last:1-8:1:all:ablate --json
+  persona finetune --model demo --data evil-II.jsonl --out evil-caft.gguf --steer evil#prompt_last_span:1-8:1:all:ablate --json
   persona finetune --model demo --data evil-II.jsonl --out evil-caft-mean.gguf --steer evil#prompt_last:1-8:1:all:ablate-mean
   persona finetune --model demo --data evil-II.jsonl --out evil-ft.gguf --epochs 2 --resume
 `,
