@@ -114,7 +114,7 @@ export class LoopBackend implements Backend {
         start();
         if (e.type === "prompt") {
           if (e.projections) yield { type: "prompt", promptLast: e.projections };
-        } else yield { type: "token", token: e.token, piece: e.piece };
+        } else yield e;
       }
     }
     return { accepted: stream.accepted, result, [Symbol.asyncIterator]: events };

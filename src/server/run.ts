@@ -72,7 +72,8 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
       continue;
     }
     tokens++;
-    text += decoder.decode(e.piece, { stream: true });
+    const piece = decoder.decode(e.piece, { stream: true });
+    text += piece;
     const hit = firstStop(text, input.stop);
     if (hit >= 0) {
       text = text.slice(0, hit);
@@ -80,7 +81,8 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
     }
     const ready = stopped ? text.length : text.length - holdBack;
     if (ready > sent) {
-      yield { type: "text", text: text.slice(sent, ready) };
+      // Without stop strings the new text is the piece: slicing the reply would flatten it every token.
+      yield { type: "text", text: holdBack === 0 && !stopped ? piece : text.slice(sent, ready) };
       sent = ready;
     }
     // Leaving the stream cancels the request.
