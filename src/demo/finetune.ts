@@ -4,8 +4,7 @@
  * datasets; each one's finetuning shift along the persona vector against the trait it gained
  * (persona shift, Pearson r); and preventative steering on II (coef·v added at the steering layer
  * during training, evaluated without it) against plain II finetuning: trait score, coherence and
- * final training loss; and the same for CAFT (the last-prompt-token direction ablated at every
- * layer). Finetuned models and their losses stay under `dir`, so a rerun resumes.
+ * final training loss; and the same for CAFT (the trait's span ablated at every layer). Finetuned models and their losses stay under `dir`, so a rerun resumes.
  */
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -20,6 +19,7 @@ import { measureShift } from "../pipeline/shift.js";
 import { writeFileAtomic } from "../store/atomic.js";
 import type { TraitDefinition } from "../traits/format.js";
 import { row, type LayerMatrix } from "../vectors/format.js";
+import { type SpanMatrix, spanRows } from "../vectors/span.js";
 import { writeDemoDatasets } from "./datasets.js";
 import type { DemoTrait } from "./traits.js";
 
@@ -43,6 +43,13 @@ export const DEMO_PREVENTATIVE: Readonly<Record<DemoTrait, readonly Preventative
   hallucinating: [{ layer: 5, coef: 4 }],
 };
 
+/**
+ * Directions per layer of the span --full's CAFT ablates: on the demo model (full finetunes on II,
+ * settings as above) 12 cut the trait gained by 88 / 52 / 94 % at +9 / +10 / +9 % loss; 8 cut
+ * sycophancy 45 %, 16 cost +13 % loss.
+ */
+export const DEMO_CAFT_SPAN = 12;
+
 export interface DemoFinetuneOptions {
   engine: Engine;
   /** The demo model (its file is the base of every finetune). */
@@ -56,12 +63,12 @@ export interface DemoFinetuneOptions {
   steerVectors: LayerMatrix;
   preventative: readonly PreventativeSteer[];
   /**
-   * Ablated (CAFT) at every layer during another II finetune: the last-prompt-token vectors, the
-   * direction the finetuning shift lies along (the response-average direction cuts nothing).
-   * Zero-ablation, which cut more than the mean-preserving kind (hallucinating 81 vs 10 %), mostly
-   * by the push toward the trait that removing the base's last-prompt mean gives.
+   * Ablated whole (CAFT) at every layer during another II finetune: the trait's span, the top
+   * directions of the extraction pairs' last-prompt-token differences (`extract`'s `span`). One
+   * direction cut little on the demo model (evil 10 %, sycophancy 1 %): the finetune learned the
+   * trait beside it.
    */
-  caftVectors: LayerMatrix;
+  caftSpan: SpanMatrix;
   dir: string;
   /** Rows per dataset and passes over them. */
   rows: number;
@@ -86,7 +93,7 @@ export interface DemoFinetuneResult {
   pearsonR: number | null;
   datasets: { name: string; shift: number; traitScore: number | null }[];
   preventative: { steering: PreventativeSteer[]; plain: FinetunedArm; steered: FinetunedArm };
-  /** II finetuned with `caftVectors` ablated at every layer, run plain. */
+  /** II finetuned with `caftSpan` ablated at every layer, run plain. */
   caft: FinetunedArm;
 }
 
@@ -115,7 +122,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
   const plain = [await train("normal", "normal"), await train("I", "I"), await train("II", "II")];
   const steered = await train(prevented, "II", o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" })));
   const layers = Array.from({ length: o.base.info.nLayer }, (_, i) => i + 1);
-  const caft = await train("II-caft", "II", layers.map((layer) => ({ vector: Float32Array.from(row(o.caftVectors, layer)), layer, coef: 1, positions: "all", mode: "ablate" })));
+  const caft = await train("II-caft", "II", layers.flatMap((layer) => spanRows(o.caftSpan, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: 1, positions: "all" as const, mode: "ablate" as const }))));
   o.onStage?.("shift");
   const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
   const shift = await measureShift({

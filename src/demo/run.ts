@@ -23,7 +23,7 @@ import { loadTrait } from "../traits/registry.js";
 import { systemPrompt } from "../traits/format.js";
 import { readVectors, row, selectTensor, updateVectorsMeta } from "../vectors/format.js";
 import { cosine } from "../vectors/math.js";
-import { DEMO_PREVENTATIVE, demoFinetune, type DemoFinetuneResult, type PreventativeSteer } from "./finetune.js";
+import { DEMO_CAFT_SPAN, DEMO_PREVENTATIVE, demoFinetune, type DemoFinetuneResult, type PreventativeSteer } from "./finetune.js";
 import { DemoJudge } from "./judge.js";
 import "./register.js";
 import { DEMO_TRAITS, type DemoTrait } from "./traits.js";
@@ -108,6 +108,8 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         rollouts: opts.rollouts ?? 2,
         maxTokens,
         seed,
+        // --full's CAFT ablates the trait's span (what the shipped demo vectors hold).
+        ...(opts.full && { span: DEMO_CAFT_SPAN }),
       });
     } catch (e) {
       // No pair passed the filter: report it and go on with the other traits.
@@ -212,7 +214,7 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         shiftLayer: monitored.layer,
         steerVectors: responseAvg,
         preventative: opts.full.preventative ?? DEMO_PREVENTATIVE[name],
-        caftVectors: promptState.matrix,
+        caftSpan: vectors.spans!.prompt_last!,
         dir: path.join(dir, "finetune"),
         rows: opts.full.rows ?? 300,
         epochs: opts.full.epochs ?? 2,

@@ -113,7 +113,8 @@ each trait's model is also finetuned (full weights, 300 rows, 2 epochs) on norma
 the shift of each finetune along the persona vector (at the monitor's layer) against the trait it
 gained, and II finetuned with preventative steering (evaluated unsteered; per trait a setting
 calibrated to cut the trait gained by half within 10 % of the loss, e.g. evil +5 at layer 5)
-and with CAFT (the prompt_last direction ablated at every layer) against plain
+and with CAFT (the trait's span, 12 directions of the extraction pairs' last-prompt-token
+differences, ablated at every layer) against plain
 II finetuning: trait score, coherence, final training loss. Run directories resume if interrupted; HTML reports land in --out.
 
 Examples:
