@@ -8,7 +8,7 @@ import type { DemoResult } from "./run.js";
 const fmt = (x: number | null | undefined) => (x === null || x === undefined ? "-" : x.toFixed(1));
 
 export const MONITOR_LEGEND = "r: prompt projection vs judged score | ΔP: mean projection shift of a dataset | AUC on mixed-10";
-export const CAFT_LEGEND = "CAFT: II trained with the trait's span (12 prompt_last directions per layer) ablated at every layer, run plain";
+export const CAFT_LEGEND = "CAFT: II trained with the trait's span ablated at every layer, run plain";
 export const FINETUNE_LEGEND = "finetuned on normal/I/II: shift vs trait gained (r) | prevented: trained with +coef·v, run plain";
 export const DEMO_LEGEND = "judge scores 0-100 | steered: at layer × coef, no system prompt | suppressed: pos prompt, 0 → −coef";
 
