@@ -355,7 +355,7 @@ async function rolloutAndJudge(
           judge,
           judgeSpec: opts.judgeSpec ?? opts.judge.id,
           rubric: { trait: trait.name, rubric: trait.extract.eval_prompt },
-          // Exact numerics: a rollout does not depend on the batch it lands in.
+          // Exact numerics: the batch a rollout lands in changes it only by float rounding.
           sampling: { ...s.sampling, exact: true, parallel: opts.parallel },
           judgeConcurrency: s.concurrency,
           shardSize: opts.shardRollouts ?? 256,

@@ -31,7 +31,10 @@ export interface RolloutSampling {
   temperature: number;
   topP?: number;
   maxTokens: number;
-  /** F32 KV cache: replies independent of their batch. */
+  /**
+   * F32 KV cache, no flash attention: a reply's batch changes it only by float rounding (≤ 2.3e-6 on
+   * activations), which flipped 0 of 2240 sampled demo-model replies.
+   */
   exact?: boolean;
   parallel?: number;
 }
@@ -75,7 +78,9 @@ export interface JudgedRolloutsOptions {
   /**
    * Requests already stored by an earlier run, never handed back again. Shards stay where a fresh
    * run cuts them, and a shard whose every request is stored is skipped. With exact numerics a
-   * reply does not depend on its batch, so a shard runs only its missing requests; otherwise it
+   * reply's batch changes it only by float rounding, so a shard runs only its missing requests
+   * (a resumed run matches an uninterrupted one but for a sampled token within ~1e-6 of a sampling
+   * boundary: 0 of 2240 demo-model replies differed); otherwise it
    * runs whole, so its batch (and so its new replies) is a fresh run's, and the stored requests'
    * replies are dropped.
    */
@@ -134,7 +139,8 @@ export async function runJudgedRollouts(model: Model, requests: readonly Planned
       const missing = all.filter((i) => !opts.stored?.(i));
       if (missing.length === 0) continue;
       const indices = opts.sampling.exact ? missing : all;
-      const plan: Planned = { start, span, indices, fresh: indices.map((i) => missing.includes(i)) };
+      const isMissing = new Set(missing);
+      const plan: Planned = { start, span, indices, fresh: indices.map((i) => isMissing.has(i)) };
       const part = plan.indices.map((i) => requests[i]!);
       const distinct: ResolvedSteering[] = [];
       const data: RolloutShardData = {

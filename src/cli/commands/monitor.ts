@@ -66,6 +66,10 @@ For every prompt the projection of the last prompt token (the chat template with
 prompt) on the trait's unit vector is taken at every layer before anything is generated; then
 --samples replies are generated and judged. Pearson r between projection and mean trait score
 across prompts says how well the model's state predicts the trait it is about to show.
+Replies are generated with exact numerics (F32 KV cache, no flash attention; about 1.7× the CPU
+time of eval's default on the demo model, and twice the KV memory), so a killed run resumes with
+only the missing replies and ends as an uninterrupted run would. Run directories made before
+this (their run.json records a shard size) resume only with --restart.
 
 Examples:
   persona monitor --model demo --trait evil --graded --questions 5 --out runs/monitor-evil
