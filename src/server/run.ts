@@ -73,8 +73,9 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
     }
     tokens++;
     const piece = decoder.decode(e.piece, { stream: true });
+    const searched = text.length;
     text += piece;
-    const hit = firstStop(text, input.stop);
+    const hit = firstStop(text, input.stop, searched);
     if (hit >= 0) {
       text = text.slice(0, hit);
       stopped = true;
@@ -99,11 +100,12 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   yield { type: "done", finishReason: stopped ? "stop" : finishReason, completionTokens: tokens, text, persona: buildReport(p, promptLast, projections, action), action };
 }
 
-function firstStop(text: string, stops: readonly string[]): number {
+function firstStop(text: string, stops: readonly string[], searched: number): number {
   let best = -1;
   for (const s of stops) {
     if (s === "") continue;
-    const i = text.indexOf(s);
+    // text[0, searched) held no stop, so a match ends past it: rescanning the reply made stops quadratic.
+    const i = text.indexOf(s, Math.max(0, searched - (s.length - 1)));
     if (i >= 0 && (best < 0 || i < best)) best = i;
   }
   return best;

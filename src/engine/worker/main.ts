@@ -27,6 +27,7 @@ let outbox: ResponseMessage[] = [];
 let outboxTransfer: ArrayBuffer[] = [];
 
 function flushLoop(): void {
+  if (outbox.length === 0) return;
   const msgs = outbox;
   const transfer = outboxTransfer;
   outbox = [];
@@ -129,8 +130,12 @@ function handleLoop(msg: RequestMessage): boolean {
   const reply = (fn: () => unknown) => {
     try {
       if (initError) throw initError;
-      post({ id: msg.id, kind: "ok", value: fn() ?? null });
+      const value = fn() ?? null;
+      // What the loop posted before (results, cancellations' errors) must not be overtaken.
+      flushLoop();
+      post({ id: msg.id, kind: "ok", value });
     } catch (e) {
+      flushLoop();
       post({ id: msg.id, kind: "error", error: serializeError(e) });
     }
   };
@@ -184,6 +189,7 @@ port.on("message", (msg: RequestMessage | { op: "dispose" }) => {
     void Promise.all(queues.values()).then(() => {
       core?.dispose();
       releaseLogs();
+      flushLoop();
       port.close();
     });
     return;
