@@ -20,7 +20,7 @@ import type { Judgement } from "../src/pipeline/judging.js";
 import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "../src/pipeline/extract/rollouts.js";
 import { filterPairs } from "../src/pipeline/filter.js";
 import { writeTrait, type TraitDefinition } from "../src/traits/format.js";
-import { readVectors, TENSOR_NAMES, type PersonaVectors } from "../src/vectors/format.js";
+import { readVectors, TENSOR_NAMES, type PersonaVectors, updateVectorsMeta } from "../src/vectors/format.js";
 import { dot } from "../src/vectors/math.js";
 import { spanLayerEmpty, spanRows, topDirections } from "../src/vectors/span.js";
 import { startFakeLLMServer, type FakeLLMServer } from "./helpers/fake-llm-server.js";
@@ -197,12 +197,20 @@ describe("extractPersonaVectors", () => {
 
   it("adds a span to a finished run by redoing only the capture: the top directions of the kept pairs' last-prompt-token differences", async () => {
     server.reset();
+    // What sweep and monitor --graded stored in the finished run's file must survive the span.
+    await updateVectorsMeta(resultA.vectorsPath, { bestLayer: 2, monitorLayer: { tensor: "prompt_last", layer: 1, pearsonR: 0.5 } });
     const before = await readVectors(resultA.vectorsPath);
+    // K is checked before any work: above n_embd at once, above the kept pairs before the capture (the file untouched).
+    await assert.rejects(extractPersonaVectors(model, { ...options(path.join(dir, "never")), span: N_EMBD + 1 }), { code: "E_BAD_INPUT", message: /at most/ });
+    assert.equal(existsSync(path.join(dir, "never")), false);
+    await assert.rejects(extractPersonaVectors(model, { ...options(runA), span: resultA.counts.kept + 1 }), { code: "E_BAD_INPUT", message: /needs at least .* kept pairs/ });
+    assert.deepEqual(await readVectors(resultA.vectorsPath), before);
     const withSpan = await extractPersonaVectors(model, { ...options(runA), span: 2 });
     assert.equal(server.requests.length, 0);
     assert.equal(withSpan.timings.newRollouts, 0);
     const v = await readVectors(withSpan.vectorsPath);
     assertSameTensors(v, before);
+    assert.deepEqual(v.meta, before.meta);
     const span = v.spans?.prompt_last;
     assert.ok(span && span.k === 2 && span.nLayerPlus1 === N_LAYER + 1);
     // Independently: each kept pair's difference, then the top directions per layer.

@@ -17,6 +17,8 @@ import { layerMatrix, parseVectorRef, readVectors, writeVectors, type PersonaVec
 import { dot } from "../src/vectors/math.js";
 import { type SpanMatrix, orthonormalityError, spanRows, symmetricEigen, topDirections } from "../src/vectors/span.js";
 import { steeringSpecs } from "../src/vectors/steer.js";
+import { MAX_TRAIN_STEERING } from "../src/engine/train/options.js";
+import { finetune } from "../src/pipeline/finetune.js";
 import { parseSteeringRef } from "../src/cli/args/steer.js";
 import { personaError } from "./helpers/errors.js";
 import { randomVector } from "./helpers/random-vector.js";
@@ -125,6 +127,12 @@ describe("ablating a span on a tiny model", () => {
   });
 
   const specsOf = (...args: string[]) => steeringSpecs(args.flatMap(parseSteeringRef), model.info);
+
+  it("refuses more training steering ops than the graph can hold, before reading any data", async () => {
+    const [op] = await specsOf(`${spanFile}#prompt_last_span:1:1:all:ablate`);
+    const steering = Array.from({ length: MAX_TRAIN_STEERING + 1 }, () => op!);
+    await assert.rejects(finetune({ model, data: path.join(dir, "absent.jsonl"), out: path.join(dir, "never.gguf"), steering }), personaError("E_BAD_STEER_ARG", /at most 8192/));
+  });
 
   it("equals one ablation per basis row, and every row keeps no component in the span", async () => {
     const specs = await specsOf(`${spanFile}#prompt_last_span:1-${N_LAYER}:1:all:ablate`);

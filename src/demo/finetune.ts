@@ -104,6 +104,8 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
   // The settings name the files, so a rerun with other settings trains afresh instead of reusing.
   const tag = `${o.rows}x${o.epochs}`;
   const prevented = `II-prevented-${o.preventative.map((p) => `L${p.layer}+${p.coef}`).join("")}`;
+  // Named by what it ablates: a dir from when CAFT ablated one direction must not resume that model.
+  const caftName = `II-caft-span${o.caftSpan.k}`;
   const train = async (name: string, dataset: string, steering: SteeringSpec[] = []): Promise<{ file: string; loss: number }> => {
     const file = path.join(o.dir, `${name}-${tag}.gguf`);
     const done = `${file}.json`;
@@ -122,7 +124,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
   const plain = [await train("normal", "normal"), await train("I", "I"), await train("II", "II")];
   const steered = await train(prevented, "II", o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" })));
   const layers = Array.from({ length: o.base.info.nLayer }, (_, i) => i + 1);
-  const caft = await train("II-caft", "II", layers.flatMap((layer) => spanRows(o.caftSpan, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: 1, positions: "all" as const, mode: "ablate" as const }))));
+  const caft = await train(caftName, "II", layers.flatMap((layer) => spanRows(o.caftSpan, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: 1, positions: "all" as const, mode: "ablate" as const }))));
   o.onStage?.("shift");
   const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
   const shift = await measureShift({
@@ -151,6 +153,6 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
       plain: { traitScore: ii.trait_score, coherence: ii.coherence, loss: plain[2]!.loss },
       steered: await evaluated(prevented, steered),
     },
-    caft: await evaluated("II-caft", caft),
+    caft: await evaluated(caftName, caft),
   };
 }

@@ -11,8 +11,7 @@
 import path from "node:path";
 import type { Engine } from "../engine/Engine.js";
 import type { Model } from "../engine/Model.js";
-import { PersonaError } from "../errors.js";
-import { extractPersonaVectors, type ExtractResult } from "../pipeline/extract.js";
+import { extractPersonaVectors, type ExtractResult, TooFewPairsError } from "../pipeline/extract.js";
 import { evaluateTrait, type ScoreStats } from "../pipeline/evaluate.js";
 import { gradedMonitorPrompts, monitorTrait, writeMonitorReport } from "../pipeline/monitor.js";
 import { screenDataset } from "../pipeline/screen.js";
@@ -112,9 +111,10 @@ export async function runDemo(model: Model, opts: DemoOptions): Promise<DemoResu
         ...(opts.full && { span: DEMO_CAFT_SPAN }),
       });
     } catch (e) {
-      // No pair passed the filter: report it and go on with the other traits.
-      if (!(e instanceof PersonaError) || e.code !== "E_BAD_INPUT") throw e;
-      failed.push({ trait: name, reason: e.message });
+      // Too few pairs passed the filter: report it and go on with the other traits.
+      if (!(e instanceof TooFewPairsError)) throw e;
+      const reason = e.kept === 0 ? e.message : `${e.kept} pairs passed the filter, fewer than the ${DEMO_CAFT_SPAN} directions --full's CAFT span needs; try more --rollouts`;
+      failed.push({ trait: name, reason });
       continue;
     }
     const vectors = await readVectors(extraction.vectorsPath);

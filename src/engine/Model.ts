@@ -9,7 +9,7 @@ import { type ProbeSpec, type ResolvedProbes, resolveProbes, type SampleActivati
 import { renderJinjaChat, validateMessages } from "./chat.js";
 import { readGguf } from "./gguf/reader.js";
 import { maxOf } from "../util/extent.js";
-import { packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
+import { checkTrainSteeringCount, packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
 import type { PathScore } from "./tree.js";
 import { keptMeans, NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
 import type {
@@ -397,6 +397,7 @@ export class Model implements AsyncDisposable {
       const gguf = await readGguf(this.info.path, { maxArrayItems: 0 });
       trainable = gguf.tensors.map((t) => t.name).filter((n) => pick(n));
     }
+    checkTrainSteeringCount(opts.steering?.length ?? 0);
     const steering = resolveSteering(opts.steering ?? [], this.info).map((op, i) => {
       if (op.mask !== 0b111) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training steers every position; positions must be "all"`);
       if (op.kind !== "add" && op.kind !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training supports add and ablate, not cap`);

@@ -21,7 +21,8 @@ import { PersonaError } from "../errors.js";
 import { CachedJudge } from "../judge/cache.js";
 import type { Judge } from "../judge/types.js";
 import type { Polarity, TraitDefinition } from "../traits/format.js";
-import { layerMatrix, readVectors, writeVectors } from "../vectors/format.js";
+import { layerMatrix, type PersonaVectors, readVectors, writeVectors } from "../vectors/format.js";
+import { MAX_SPAN_K, type SpanMatrix } from "../vectors/span.js";
 import { meanDiff } from "../vectors/math.js";
 import { captureMeans, type CaptureItem } from "./extract/capture.js";
 import { capturePromptLastSpan } from "./extract/span.js";
@@ -165,7 +166,7 @@ interface Settings {
 }
 
 /** Options with their defaults, each checked before any work starts. */
-function settingsOf(opts: ExtractOptions): Settings {
+function settingsOf(opts: ExtractOptions, nEmbd: number): Settings {
   const n = opts.rollouts ?? 10;
   const sampling = { temperature: opts.temperature ?? 1, topP: opts.topP ?? 1, maxTokens: opts.maxTokens ?? 1000 };
   const seed = opts.seed ?? 0;
@@ -178,7 +179,12 @@ function settingsOf(opts: ExtractOptions): Settings {
   const concurrency = opts.judgeConcurrency ?? 8;
   checkInt("judge concurrency", concurrency, 1);
   if (opts.parallel !== undefined) checkInt("parallel", opts.parallel, 1);
-  if (opts.span !== undefined) checkInt("span", opts.span, 1);
+  if (opts.span !== undefined) {
+    checkInt("span", opts.span, 1);
+    // The kept pairs bound K too, but they are known only after judging (checked then, before the capture).
+    const most = Math.min(nEmbd, MAX_SPAN_K);
+    if (opts.span > most) throw new PersonaError("E_BAD_INPUT", `--span ${opts.span}: a span holds at most ${most} directions (n_embd ${nEmbd}, at most ${MAX_SPAN_K})`);
+  }
   return { n, sampling, seed, thresholds, concurrency };
 }
 
@@ -224,17 +230,23 @@ interface RunRecords {
 
 export async function extractPersonaVectors(model: Model, opts: ExtractOptions): Promise<ExtractResult> {
   const started = performance.now();
-  const s = settingsOf(opts);
+  const s = settingsOf(opts, model.info.nEmbd);
   opts.signal?.throwIfAborted();
   const fileHash = await fingerprintFile(model.info.path);
   const run = await openRun(opts, await runConfig(model, opts, s, fileHash));
   const vectorsPath = run.path(VECTORS);
   const summaryPath = run.path(SUMMARY);
+  /** The finished run's vectors when only a span is asked of it: kept as they are (tensors, best and monitor layers), the span added. */
+  let finished: PersonaVectors | undefined;
   if (run.resumed && existsSync(vectorsPath)) {
     const done = await readSummary(summaryPath, run.info.config_hash);
-    if (done && (opts.span === undefined || (await readVectors(vectorsPath)).spans?.prompt_last?.k === opts.span)) {
-      opts.onResume?.({ complete: true, rollouts: 0, judgements: 0, total: 0 });
-      return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
+    if (done) {
+      const stored = await readVectors(vectorsPath);
+      if (opts.span === undefined || stored.spans?.prompt_last?.k === opts.span) {
+        opts.onResume?.({ complete: true, rollouts: 0, judgements: 0, total: 0 });
+        return { ...done, vectorsPath, summaryPath, runDir: run.dir, resumed: true };
+      }
+      finished = stored;
     }
   }
 
@@ -250,6 +262,8 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
     }
     const { counts, keptRows, scores } = filterRuns(opts.trait, s.n, records.rollouts, records.judgements, s.thresholds);
     if (counts.kept === 0) throw noPairsKept(opts.trait, counts, s.thresholds);
+    // Before the capture: nothing stored is lost, and a rerun without --span redoes only the capture.
+    if (opts.span !== undefined && opts.span > counts.kept) throw spanTooWide(opts.span, counts.kept);
 
     const captureStart = performance.now();
     const captureItems: CaptureItem[] = keptRows.flatMap((row) =>
@@ -259,30 +273,12 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
         response: records.rollouts.get(row[polarity])!.text,
       })),
     );
-    const means = await captureKept(model, opts, captureItems, progress);
     const span =
       opts.span === undefined
         ? undefined
         : await capturePromptLastSpan(model, captureItems, opts.span, { ...(opts.signal && { signal: opts.signal }), onSample: (done, of) => progress("capture", done, of) });
-    const { info } = model;
-    const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
-    await writeVectors(vectorsPath, {
-      tensors: {
-        response_avg: matrix(meanDiff(means.pos.responseAvg, means.neg.responseAvg)),
-        prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
-        prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
-      },
-      ...(span && { spans: { prompt_last: span } }),
-      meta: {
-        trait: opts.trait.name,
-        source: "extract",
-        model: { name: info.name, arch: info.architecture, nLayer: info.nLayer, nEmbd: info.nEmbd, fileHash },
-        counts: { kept: counts.kept, dropped: counts.dropped },
-        judge: judge.id,
-        thresholds: s.thresholds,
-        extra: { filter_counts: JSON.stringify(snakeCounts(counts)), run_config_hash: run.info.config_hash },
-      },
-    });
+    const written = { fileHash, counts, judge: judge.id, thresholds: s.thresholds, configHash: run.info.config_hash };
+    await writeVectors(vectorsPath, finished && span ? { ...finished, spans: { ...finished.spans, prompt_last: span } } : await freshVectors(model, opts, captureItems, progress, span, written));
 
     const timings: ExtractTimings = { ...generated, captureSeconds: (performance.now() - captureStart) / 1000, totalSeconds: (performance.now() - started) / 1000 };
     const result = { counts, scores, timings, judge: judge.id };
@@ -400,6 +396,37 @@ async function rolloutAndJudge(
   }
 }
 
+/** The kept samples' mean differences at every layer, with the run's metadata (and `span` when asked for). */
+async function freshVectors(
+  model: Model,
+  opts: ExtractOptions,
+  captureItems: readonly CaptureItem[],
+  progress: Progress,
+  span: SpanMatrix | undefined,
+  r: { fileHash: string; counts: ExtractCounts; judge: string; thresholds: { trait: number; coherence: number }; configHash: string },
+): Promise<PersonaVectors> {
+  const means = await captureKept(model, opts, captureItems, progress);
+  const { info } = model;
+  const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
+  return {
+    tensors: {
+      response_avg: matrix(meanDiff(means.pos.responseAvg, means.neg.responseAvg)),
+      prompt_avg: matrix(meanDiff(means.pos.promptAvg, means.neg.promptAvg)),
+      prompt_last: matrix(meanDiff(means.pos.promptLast, means.neg.promptLast)),
+    },
+    ...(span && { spans: { prompt_last: span } }),
+    meta: {
+      trait: opts.trait.name,
+      source: "extract",
+      model: { name: info.name, arch: info.architecture, nLayer: info.nLayer, nEmbd: info.nEmbd, fileHash: r.fileHash },
+      counts: { kept: r.counts.kept, dropped: r.counts.dropped },
+      judge: r.judge,
+      thresholds: r.thresholds,
+      extra: { filter_counts: JSON.stringify(snakeCounts(r.counts)), run_config_hash: r.configHash },
+    },
+  };
+}
+
 /** One forward pass per kept pos and neg reply; residual means per polarity. */
 async function captureKept(model: Model, opts: ExtractOptions, captureItems: readonly CaptureItem[], progress: Progress) {
   progress("capture", 0, captureItems.length);
@@ -462,7 +489,26 @@ function snakeCounts(c: ExtractCounts): Record<string, number> {
   };
 }
 
-function noPairsKept(trait: TraitDefinition, c: ExtractCounts, t: { trait: number; coherence: number }): PersonaError {
+/** The filter kept too few pairs: none (`kept` 0), or fewer than `--span`'s K. */
+export class TooFewPairsError extends PersonaError {
+  constructor(
+    message: string,
+    readonly kept: number,
+  ) {
+    super("E_BAD_INPUT", message);
+  }
+}
+
+function spanTooWide(k: number, kept: number): TooFewPairsError {
+  return new TooFewPairsError(
+    `--span ${k} needs at least ${k} kept pairs (its directions come from their differences) but ${kept} passed the filter; ` +
+      `nothing was captured: rerun with --span ${kept} or less, or without --span (the stored rollouts and judgements are reused, only the capture is redone), ` +
+      `or with more rollouts (--rollouts, with --restart)`,
+    kept,
+  );
+}
+
+function noPairsKept(trait: TraitDefinition, c: ExtractCounts, t: { trait: number; coherence: number }): TooFewPairsError {
   const reasons = [
     `${c.nullScore} had a null score (refusal or no number)`,
     `${c.posTraitLow} pos replies scored below ${t.trait} for ${trait.name}`,
@@ -470,11 +516,11 @@ function noPairsKept(trait: TraitDefinition, c: ExtractCounts, t: { trait: numbe
     `${c.incoherent} had a coherence below ${t.coherence}`,
   ];
   if (c.emptyResponse > 0) reasons.push(`${c.emptyResponse} had an empty reply`);
-  return new PersonaError(
-    "E_BAD_INPUT",
+  return new TooFewPairsError(
     `no rollout pair passed the filter: of ${c.total} pos/neg pairs, ${reasons.join(", ")}. ` +
       `Try a lower trait or coherence threshold (--trait-threshold, --coherence-threshold) or more rollouts (--rollouts), ` +
       `with --restart: the judge scores already paid for are reused.`,
+    0,
   );
 }
 

@@ -9,7 +9,7 @@ import { unlink } from "node:fs/promises";
 import { PersonaError } from "../errors.js";
 import type { Model } from "../engine/Model.js";
 import type { SteeringSpec } from "../engine/steering.js";
-import type { LoraOptions, TrainProgress } from "../engine/train/options.js";
+import { checkTrainSteeringCount, type LoraOptions, type TrainProgress } from "../engine/train/options.js";
 import { saveLora } from "../engine/train/save.js";
 import { readDataset, type TrainingSample } from "./dataset.js";
 
@@ -182,6 +182,7 @@ export async function finetune(o: FinetuneOptions): Promise<FinetuneResult> {
   if (o.valSplit !== undefined && !(o.valSplit > 0 && o.valSplit < 1)) throw new PersonaError("E_BAD_INPUT", `validation split must be in (0, 1), got ${o.valSplit}`);
   // Validate the steering before any long work (the trainer validates it again). A mean still to
   // be measured stands in as a non-zero number, which only an ablation accepts.
+  checkTrainSteeringCount(o.steering?.length ?? 0);
   model.steering((o.steering ?? []).map((s) => (s.mean === "data" ? { ...s, mean: 1 } : s)));
 
   const data = await loadSamples(o.data);

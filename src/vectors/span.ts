@@ -7,6 +7,12 @@
 import { PersonaError } from "../errors.js";
 import { dot } from "./math.js";
 
+/**
+ * Most directions per layer a span may hold (`persona extract --span K`): each is one ablation op
+ * per layer, in inference and inside the training graph, whose size grows with the ops.
+ */
+export const MAX_SPAN_K = 256;
+
 /** `[n_layer+1, k, n_embd]` row-major: layer l's k unit rows; a layer with no differences (layer 0 of prompt_last) has k zero rows. */
 export interface SpanMatrix {
   nLayerPlus1: number;

@@ -78,10 +78,17 @@ function resolveVectorsPath(file: string, model: Pick<ModelInfo, "path">): strin
  * `FILE#TENSOR_span` ablated at one layer: one ablation per basis row (the rows are orthonormal,
  * so one after another they remove the whole span). Only `ablate` takes a span.
  */
-async function spanSpecs(a: SteeringRef, span: { path: string; tensor: VectorTensorName }, model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
+async function spanSpecs(
+  a: SteeringRef,
+  span: { path: string; tensor: VectorTensorName },
+  model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">,
+  loaded: Map<string, Promise<PersonaVectors>>,
+): Promise<SteeringSpec[]> {
   if (a.mode !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `${a.source} is a subspace: it can only be ablated (…:LAYER:1:all:ablate), not ${a.mode === "cap" ? `cap${a.bound === "min" ? "-min" : ""}` : "added"}`);
   const resolved = resolveVectorsPath(span.path, model);
-  const v = await loadVectorsFile(resolved, { nLayer: model.nLayer });
+  // A layer range A-B is one ref per layer: the file is read and validated once.
+  if (!loaded.has(resolved)) loaded.set(resolved, loadVectorsFile(resolved, { nLayer: model.nLayer }));
+  const v = await loaded.get(resolved)!;
   const sp = v.spans?.[span.tensor];
   if (!sp) throw new PersonaError("E_NOT_FOUND", `${resolved} holds no ${span.tensor}_span; write one with persona extract … --span K`);
   checkFits(resolved, sp, model);
@@ -93,10 +100,11 @@ async function spanSpecs(a: SteeringRef, span: { path: string; tensor: VectorTen
 
 export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
   const specs: SteeringSpec[] = [];
+  const spanFiles = new Map<string, Promise<PersonaVectors>>();
   for (const a of args) {
     const span = parseSpanRef(a.source);
     if (span) {
-      specs.push(...(await spanSpecs(a, span, model)));
+      specs.push(...(await spanSpecs(a, span, model, spanFiles)));
       continue;
     }
     const v = await loadVectorSource(a.source, model, a.layer);

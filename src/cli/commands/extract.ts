@@ -158,7 +158,8 @@ Examples:
 n_embd floats: 416 MB for 1,000 pairs of a 28-layer, 3,584-wide model) and runs here, so it does
 not combine with --queue. On the demo model K = 12 (of 128 dimensions) made CAFT cut the trait a
 finetune gains on II data by 88 / 52 / 94 % (evil / sycophantic / hallucinating) at +9 / +10 / +9 %
-training loss (see persona finetune --help).
+training loss (see persona finetune --help). K is at most 256, n_embd and the kept pairs (checked
+before the capture); a finished run keeps its vectors and metadata and only gains the span.
 
 With --queue the rollouts are generated and judged on \`persona worker\` processes in shards of
 --chunk (workers need the judge too: the same --judge spec, with its API key in their

@@ -216,6 +216,19 @@ function packFlags(name: string, flags: Uint8Array | readonly Uint8Array[] | und
   return out;
 }
 
+/**
+ * Most steering ops one training graph takes: each adds ~48 graph nodes (`graphSize`), and a graph
+ * too large for ggml to allocate aborts the process. 8,192 covers a 256-direction span at 32 layers.
+ */
+export const MAX_TRAIN_STEERING = 8192;
+
+/** Refuses more training steering ops than `MAX_TRAIN_STEERING`, before any long work. */
+export function checkTrainSteeringCount(n: number): void {
+  if (n > MAX_TRAIN_STEERING) {
+    throw new PersonaError("E_BAD_STEER_ARG", `${n} steering ops during training (a span ablates one per direction and layer); at most ${MAX_TRAIN_STEERING}: use fewer layers or a narrower span`);
+  }
+}
+
 /** Packs the user's options into a TrainSpec (shapes only; token ids are checked against the model by validateSpec). */
 export function packTrainOptions(o: TrainOptions, trainable: string[] | null, steering: GraphSteer[] = []): TrainSpec {
   const W = int("contextLength", o.contextLength, 1);
