@@ -17,6 +17,7 @@ import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Model } from "../engine/Model.js";
+import type { ModelInfo } from "../engine/types.js";
 import { PersonaError } from "../errors.js";
 import { CachedJudge } from "../judge/cache.js";
 import type { Judge } from "../judge/types.js";
@@ -24,8 +25,8 @@ import type { Polarity, TraitDefinition } from "../traits/format.js";
 import { layerMatrix, type PersonaVectors, readVectors, writeVectors } from "../vectors/format.js";
 import { MAX_SPAN_K, type SpanMatrix } from "../vectors/span.js";
 import { meanDiff } from "../vectors/math.js";
-import { captureMeans, type CaptureItem } from "./extract/capture.js";
-import { capturePromptLastSpan } from "./extract/span.js";
+import { captureMeans, type CaptureItem, type CaptureMeansOptions, type ReductionMeans } from "./extract/capture.js";
+import { promptLastSpanCollector } from "./extract/span.js";
 import { Serial } from "../store/serial.js";
 import { JudgePool, type Judgement } from "./judging.js";
 import { rolloutItems, rolloutMessages, rolloutRows, type RolloutRecord } from "./extract/rollouts.js";
@@ -181,6 +182,7 @@ function settingsOf(opts: ExtractOptions, nEmbd: number): Settings {
   if (opts.parallel !== undefined) checkInt("parallel", opts.parallel, 1);
   if (opts.span !== undefined) {
     checkInt("span", opts.span, 1);
+    if (opts.runner) throw new PersonaError("E_BAD_INPUT", "a span needs every kept pair's activations here: it does not run on a queue's workers");
     // The kept pairs bound K too, but they are known only after judging (checked then, before the capture).
     const most = Math.min(nEmbd, MAX_SPAN_K);
     if (opts.span > most) throw new PersonaError("E_BAD_INPUT", `--span ${opts.span}: a span holds at most ${most} directions (n_embd ${nEmbd}, at most ${MAX_SPAN_K})`);
@@ -273,12 +275,12 @@ export async function extractPersonaVectors(model: Model, opts: ExtractOptions):
         response: records.rollouts.get(row[polarity])!.text,
       })),
     );
-    const span =
-      opts.span === undefined
-        ? undefined
-        : await capturePromptLastSpan(model, captureItems, opts.span, { ...(opts.signal && { signal: opts.signal }), onSample: (done, of) => progress("capture", done, of) });
+    // The span's pair differences are collected in the same capture pass as the means.
+    const spanOf = opts.span === undefined ? undefined : promptLastSpanCollector(model.info, captureItems, opts.span);
+    const means = await captureKept(model, opts, captureItems, progress, spanOf?.add);
+    const span = spanOf?.finish();
     const written = { fileHash, counts, judge: judge.id, thresholds: s.thresholds, configHash: run.info.config_hash };
-    await writeVectors(vectorsPath, finished && span ? { ...finished, spans: { ...finished.spans, prompt_last: span } } : await freshVectors(model, opts, captureItems, progress, span, written));
+    await writeVectors(vectorsPath, finished && span ? { ...finished, spans: { ...finished.spans, prompt_last: span } } : freshVectors(model.info, opts, means, span, written));
 
     const timings: ExtractTimings = { ...generated, captureSeconds: (performance.now() - captureStart) / 1000, totalSeconds: (performance.now() - started) / 1000 };
     const result = { counts, scores, timings, judge: judge.id };
@@ -397,16 +399,13 @@ async function rolloutAndJudge(
 }
 
 /** The kept samples' mean differences at every layer, with the run's metadata (and `span` when asked for). */
-async function freshVectors(
-  model: Model,
+function freshVectors(
+  info: ModelInfo,
   opts: ExtractOptions,
-  captureItems: readonly CaptureItem[],
-  progress: Progress,
+  means: Record<Polarity, ReductionMeans>,
   span: SpanMatrix | undefined,
   r: { fileHash: string; counts: ExtractCounts; judge: string; thresholds: { trait: number; coherence: number }; configHash: string },
-): Promise<PersonaVectors> {
-  const means = await captureKept(model, opts, captureItems, progress);
-  const { info } = model;
+): PersonaVectors {
   const matrix = (a: Float32Array) => layerMatrix(info.nLayer + 1, info.nEmbd, a);
   return {
     tensors: {
@@ -428,7 +427,7 @@ async function freshVectors(
 }
 
 /** One forward pass per kept pos and neg reply; residual means per polarity. */
-async function captureKept(model: Model, opts: ExtractOptions, captureItems: readonly CaptureItem[], progress: Progress) {
+async function captureKept(model: Model, opts: ExtractOptions, captureItems: readonly CaptureItem[], progress: Progress, onActivations?: CaptureMeansOptions["onActivations"]) {
   progress("capture", 0, captureItems.length);
   return captureMeans(model, captureItems, {
     // Shards of at most 64 samples (fewer with a smaller --chunk): forward passes are cheaper than rollouts.
@@ -437,6 +436,7 @@ async function captureKept(model: Model, opts: ExtractOptions, captureItems: rea
     onShardStats: opts.onShardStats,
     ...(opts.signal && { signal: opts.signal }),
     onSample: (done, of) => progress("capture", done, of),
+    ...(onActivations && { onActivations }),
   });
 }
 

@@ -9,6 +9,7 @@
 import type { SampleActivations } from "../../engine/capture.js";
 import type { Model } from "../../engine/Model.js";
 import type { ChatMessage } from "../../engine/types.js";
+import { PersonaError } from "../../errors.js";
 import type { ModelRef } from "../../queue/models.js";
 import { LOCAL_RUNNER, type Shard, type ShardRunner, type ShardStats } from "../../queue/runner.js";
 import type { ShardContext, ShardHandler } from "../../queue/worker.js";
@@ -48,6 +49,8 @@ export interface CaptureMeansOptions {
   onShardStats?(stats: ShardStats): void;
   /** Called as samples are added (here: each; from a queue: each merged chunk). */
   onSample?(done: number, total: number): void;
+  /** Each sample's activations, by its index in `items`; only here (a queue's workers send sums). */
+  onActivations?(index: number, acts: SampleActivations): void;
   signal?: AbortSignal;
 }
 
@@ -56,6 +59,7 @@ function newMeans(size: number): ReductionMeans {
 }
 
 export async function captureMeans(model: Model, items: readonly CaptureItem[], opts: CaptureMeansOptions = {}): Promise<Record<Polarity, ReductionMeans>> {
+  if (opts.onActivations && opts.runner) throw new PersonaError("E_INTERNAL", "per-sample activations are only captured here, not on a runner");
   const size = (model.info.nLayer + 1) * model.info.nEmbd;
   const means: Record<Polarity, ReductionMeans> = { pos: newMeans(size), neg: newMeans(size) };
   const chunk = opts.chunk ?? 64;
@@ -77,7 +81,11 @@ export async function captureMeans(model: Model, items: readonly CaptureItem[], 
     runId: `extract-capture-${hashOf(common)}`,
     common,
     shards: shards(),
-    local: (part) => chunkSums(model, part, opts.signal, (i) => report(merged + i)),
+    local: (part) => {
+      const first = items.indexOf(part[0]!);
+      const onActivations = opts.onActivations;
+      return chunkSums(model, part, opts.signal, (i) => report(merged + i), onActivations && ((i, a) => onActivations(first + i, a)));
+    },
     onResult: async (_key, sums: ChunkSums) => {
       for (const p of POLARITIES) {
         for (const r of REDUCTIONS) {
@@ -95,7 +103,13 @@ export async function captureMeans(model: Model, items: readonly CaptureItem[], 
 }
 
 /** One chunk's sums: its samples added in input order, whatever order they finish in. */
-async function chunkSums(model: Model, part: readonly CaptureItem[], signal: AbortSignal | undefined, onSample?: (done: number) => void): Promise<ChunkSums> {
+async function chunkSums(
+  model: Model,
+  part: readonly CaptureItem[],
+  signal: AbortSignal | undefined,
+  onSample?: (done: number) => void,
+  onActivations?: (i: number, acts: SampleActivations) => void,
+): Promise<ChunkSums> {
   const size = (model.info.nLayer + 1) * model.info.nEmbd;
   const means: Record<Polarity, ReductionMeans> = { pos: newMeans(size), neg: newMeans(size) };
   const samples = [];
@@ -111,6 +125,7 @@ async function chunkSums(model: Model, part: readonly CaptureItem[], signal: Abo
         waiting.delete(next);
         const m = means[part[next]!.polarity];
         for (const r of REDUCTIONS) m[r].add(w[r]);
+        onActivations?.(next, w);
         next++;
         onSample?.(next);
       }
