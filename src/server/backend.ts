@@ -5,7 +5,7 @@
  * is engine-agnostic, so the decode loop underneath can change without the HTTP layer noticing.
  */
 import type { ResolvedProbes, SampleProjections } from "../engine/capture.js";
-import type { DecodeLoop } from "../engine/DecodeLoop.js";
+import type { DecodeLoop, StreamEvent } from "../engine/DecodeLoop.js";
 import type { Model } from "../engine/Model.js";
 import type { ResolvedSteering } from "../engine/steering.js";
 import type { GenerationResult, PromptText } from "../engine/types.js";
@@ -24,10 +24,12 @@ export interface BackendRequest {
   probes?: ResolvedProbes;
 }
 
-export type BackendEvent =
-  /** The last prompt token's projections (one per probe), before the first generated token where the engine knows them then. */
-  | { type: "prompt"; promptLast: Float64Array }
-  | { type: "token"; token: number; piece: Uint8Array };
+/**
+ * The loop's own events, passed on as they are (a copy per token was measurable on the server's
+ * main thread): `prompt` first, with the last prompt token's projections when there are probes,
+ * then one `token` per generated token.
+ */
+export type BackendEvent = StreamEvent;
 
 export interface BackendResult {
   tokens: Int32Array;
@@ -109,15 +111,23 @@ export class LoopBackend implements Backend {
         phase = "done";
       });
     result.catch(() => undefined);
-    async function* events(): AsyncGenerator<BackendEvent> {
-      for await (const e of stream) {
-        start();
-        if (e.type === "prompt") {
-          if (e.projections) yield { type: "prompt", promptLast: e.projections };
-        } else yield e;
-      }
-    }
-    return { accepted: stream.accepted, result, [Symbol.asyncIterator]: events };
+    // The loop's iterator, not a generator around it: each generator layer costs promises per token.
+    // Leaving early still reaches the loop's `return`, which cancels the request.
+    const iterator = (): AsyncIterator<BackendEvent> => {
+      const inner = stream[Symbol.asyncIterator]();
+      return {
+        next: () => {
+          const next = inner.next();
+          if (phase !== "waiting") return next;
+          return next.then((r) => {
+            if (!r.done) start();
+            return r;
+          });
+        },
+        return: (value?: unknown) => inner.return!(value),
+      };
+    };
+    return { accepted: stream.accepted, result, [Symbol.asyncIterator]: iterator };
   }
 
   async promptProjections(

@@ -63,9 +63,10 @@ export async function* runGeneration(backend: Backend, input: RunInput, signal: 
   let projections;
   for await (const e of stream) {
     if (e.type === "prompt") {
-      promptLast ??= e.promptLast;
+      if (!e.projections) continue;
+      promptLast ??= e.projections;
       if (!action && p.thresholds.size > 0) {
-        const crossed = crossedAtPrompt(p, e.promptLast);
+        const crossed = crossedAtPrompt(p, e.projections);
         if (crossed.length) action = { type: "report", traits: crossed };
       }
       yield { type: "prompt", persona: buildReport(p, promptLast, undefined, action) };
