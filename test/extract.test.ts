@@ -407,17 +407,20 @@ describe("persona extract (CLI)", () => {
     }
     assert.deepEqual(await records(rolloutsFile), clean.rollouts);
 
-    // Each judge prompt was asked once, except at most the calls in flight at each kill.
+    // Each judge prompt was asked once, except at most the calls not stored at each kill: a reply's
+    // judgement is stored once both its calls (trait, coherence) answered, so beside the calls in
+    // flight each may have a finished sibling waiting for it.
+    const unstoredAtKill = 2 * CONCURRENCY;
     const prompts = slow.requests.map(judgePromptOf);
     const unique = new Set(prompts).size;
     assert.deepEqual(new Set(prompts), clean.prompts);
     t.diagnostic(`kills: ${JSON.stringify(kills)}; judge requests ${prompts.length}, distinct ${unique}`);
-    assert.ok(prompts.length - unique <= kills.filter((k) => !k.exitedFirst).length * CONCURRENCY, `${prompts.length - unique} repeated judge calls`);
+    assert.ok(prompts.length - unique <= kills.filter((k) => !k.exitedFirst).length * unstoredAtKill, `${prompts.length - unique} repeated judge calls`);
     // ...and each repeated call was first made right before a kill (it was in flight when the process died).
     prompts.forEach((p, i) => {
       const first = prompts.indexOf(p);
       if (first === i) return;
-      assert.ok(kills.some((k) => Math.abs(first - k.requestsAtKill) <= CONCURRENCY), `judge call #${first} repeated as #${i}, far from any kill`);
+      assert.ok(kills.some((k) => Math.abs(first - k.requestsAtKill) <= unstoredAtKill), `judge call #${first} repeated as #${i}, far from any kill`);
     });
 
     const json = JSON.parse(r.stdout) as { vectors: string; counts: unknown; registered: string; resumed: boolean };
