@@ -131,6 +131,10 @@ describe("shared prompt prefixes", () => {
     const opts = { temperature: 0, maxTokens: 6, exact: true, parallel: 4 };
     const other = await measured(() => model.generate([{ prompt: p! }, { prompt: p!, steering: everywhere }], opts));
     assert.equal(other.totals.tokensForked, 0);
+    // The same ablation keeping other means steers the prompt's cells differently.
+    const ablation = (mean: number) => model.steering([{ layer: 2, vector: vector(n, 5), coef: 1, mode: "ablate", mean, positions: "all" }]);
+    const means = await measured(() => model.generate([{ prompt: p!, steering: ablation(0.5) }, { prompt: p!, steering: ablation(-0.5) }], opts));
+    assert.equal(means.totals.tokensForked, 0);
     const response = await measured(() => model.generate([{ prompt: p! }, { prompt: p!, steering: onResponse }], opts));
     assert.equal(response.totals.tokensForked, p!.length - 1);
     const alone = await model.generate([{ prompt: p!, steering: onResponse }], opts);

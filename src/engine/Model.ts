@@ -11,7 +11,7 @@ import { readGguf } from "./gguf/reader.js";
 import { maxOf } from "../util/extent.js";
 import { checkTrainSteeringCount, packTrainOptions, type TrainOptions, type TrainResult } from "./train/options.js";
 import type { PathScore } from "./tree.js";
-import { keptMeans, NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
+import { ALL_POSITIONS, keptMeans, NO_STEERING, type ResolvedSteering, type SteeringSpec, resolveSteering } from "./steering.js";
 import type {
   CaptureOptions,
   CaptureSample,
@@ -399,7 +399,7 @@ export class Model implements AsyncDisposable {
     }
     checkTrainSteeringCount(opts.steering?.length ?? 0);
     const steering = resolveSteering(opts.steering ?? [], this.info).map((op, i) => {
-      if (op.mask !== 0b111) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training steers every position; positions must be "all"`);
+      if (op.mask !== ALL_POSITIONS) throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training steers every position; positions must be "all"`);
       if (op.kind !== "add" && op.kind !== "ablate") throw new PersonaError("E_BAD_STEER_ARG", `steering #${i + 1}: training supports add and ablate, not cap`);
       return { layer: op.layer, kind: op.kind, vec: op.vec, coef: op.coef, ...keptMeans(op) };
     });

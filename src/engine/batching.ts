@@ -16,7 +16,7 @@
 import { PersonaError } from "../errors.js";
 import { CaptureAccumulator, ProjectionAccumulator, type ResolvedProbes, type RowSink, type SampleActivations, type SampleProjections } from "./capture.js";
 import type { NativeContext, RowPlan, SlotHooks, Tee } from "./native/NativeContext.js";
-import { ROW_LAST_PROMPT, ROW_PROMPT, ROW_RESPONSE, type SteeringOp } from "./steering.js";
+import { ALL_POSITIONS, ROW_LAST_PROMPT, ROW_PROMPT, ROW_RESPONSE, type SteeringOp } from "./steering.js";
 import type { TokenLogprob } from "./types.js";
 
 export interface SamplerSettings {
@@ -215,12 +215,14 @@ function sameOps(a: readonly SteeringOp[], b: readonly SteeringOp[]): boolean {
     const x = a[i]!;
     const y = b[i]!;
     if (x.layer !== y.layer || x.kind !== y.kind || x.coef !== y.coef || x.mask !== y.mask || x.vec.length !== y.vec.length) return false;
+    // Ablations keeping other means steer the same cells differently.
+    if (x.mean !== y.mean || x.lastPromptMean !== y.lastPromptMean) return false;
     for (let j = 0; j < x.vec.length; j++) if (x.vec[j] !== y.vec[j]) return false;
   }
   return true;
 }
 
-const everywhere = (ops: readonly SteeringOp[]) => ops.every((op) => op.mask === 0b111);
+const everywhere = (ops: readonly SteeringOp[]) => ops.every((op) => op.mask === ALL_POSITIONS);
 const onPlainPrompt = (ops: readonly SteeringOp[]) => ops.filter((op) => (op.mask & (1 << ROW_PROMPT)) !== 0);
 
 /**

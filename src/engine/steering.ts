@@ -192,7 +192,7 @@ export function steeringFromJson(ops: readonly SteeringOpJson[], model: { nLayer
   return ops.map((op) => {
     const ok =
       Number.isInteger(op.layer) && op.layer >= 1 && op.layer <= model.nLayer &&
-      kinds.includes(op.kind) && Number.isFinite(op.coef) && Number.isInteger(op.mask) && op.mask >= 1 && op.mask <= 0b111 &&
+      kinds.includes(op.kind) && Number.isFinite(op.coef) && Number.isInteger(op.mask) && op.mask >= 1 && op.mask <= ALL_POSITIONS &&
       Array.isArray(op.vec) && op.vec.length === model.nEmbd && op.vec.every((x) => Number.isFinite(x)) &&
       [op.mean, op.lastPromptMean].every((m) => m === undefined || (op.kind === "ablate" && Number.isFinite(m)));
     if (!ok) throw new PersonaError("E_BAD_STEER_ARG", `steering op for layer ${op.layer} does not fit this model (${model.nLayer} layers, n_embd ${model.nEmbd})`);
