@@ -16,6 +16,7 @@ import { PersonaError, reviveError, serializeError } from "../src/errors.js";
 import { reduce, referenceForward, relErr } from "./helpers/reference-forward.js";
 import { personaError } from "./helpers/errors.js";
 import { randomVector } from "./helpers/random-vector.js";
+import { unit as unitVector } from "../src/vectors/math.js";
 import { captureActivationsToFile, countCaptureInputs, readCaptureInputs } from "../src/pipeline/activations.js";
 import { encodeSafetensors } from "../src/vectors/safetensors.js";
 
@@ -304,8 +305,7 @@ describe("steering", () => {
     const model = models.llama;
     const n = model.info.nEmbd;
     const v = randomVector(n, 3);
-    const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-    const unit = v.map((x) => x / norm);
+    const unit = unitVector(v);
     const [mean, lastPromptMean] = [0.75, -1.25];
     const p = sample.promptLength;
     const [s] = await model.capture([sample], { steering: model.steering([{ vector: v, layer: L, coef: 1, mode: "ablate", mean, lastPromptMean, positions: "all" }]) });
@@ -325,8 +325,7 @@ describe("steering", () => {
     const model = models.llama;
     const n = model.info.nEmbd;
     const v = randomVector(n, 3);
-    const norm = Math.sqrt(v.reduce((a, x) => a + x * x, 0));
-    const unit = v.map((x) => x / norm);
+    const unit = unitVector(v);
     const baseRow = layerRow(base.promptLast, L, n);
     const baseDot = baseRow.reduce((a, x, j) => a + x * unit[j]!, 0);
     assert.ok(Math.abs(baseDot) > 1e-2);
