@@ -19,7 +19,8 @@ import { measureShift } from "../pipeline/shift.js";
 import { writeFileAtomic } from "../store/atomic.js";
 import type { TraitDefinition } from "../traits/format.js";
 import { row, type LayerMatrix } from "../vectors/format.js";
-import { type SpanMatrix, spanRows } from "../vectors/span.js";
+import type { SpanMatrix } from "../vectors/span.js";
+import { spanAblations } from "../vectors/steer.js";
 import { writeDemoDatasets } from "./datasets.js";
 import type { DemoTrait } from "./traits.js";
 
@@ -124,7 +125,7 @@ export async function demoFinetune(o: DemoFinetuneOptions): Promise<DemoFinetune
   const plain = [await train("normal", "normal"), await train("I", "I"), await train("II", "II")];
   const steered = await train(prevented, "II", o.preventative.map(({ layer, coef }) => ({ vector: Float32Array.from(row(o.steerVectors, layer)), layer, coef, positions: "all" })));
   const layers = Array.from({ length: o.base.info.nLayer }, (_, i) => i + 1);
-  const caft = await train(caftName, "II", layers.flatMap((layer) => spanRows(o.caftSpan, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: 1, positions: "all" as const, mode: "ablate" as const }))));
+  const caft = await train(caftName, "II", layers.flatMap((layer) => spanAblations(o.caftSpan, layer, { coef: 1, positions: "all" })));
   o.onStage?.("shift");
   const common = { judge: o.judge, questions: o.questions, samplesPerQuestion: o.samples, maxTokens: o.maxTokens, seed: o.seed };
   const shift = await measureShift({

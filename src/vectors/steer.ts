@@ -10,7 +10,7 @@ import { PersonaError } from "../errors.js";
 import { type LayerMatrix, type PersonaVectors, type PersonaVectorsMeta, type VectorTensorName, defaultTensor, parseSpanRef, parseVectorRef, row, selectTensor } from "./format.js";
 import { loadVectorsFile } from "./load.js";
 import { findTraitVectors, listTraitVectors } from "./registry.js";
-import { spanLayerEmpty, spanRows } from "./span.js";
+import { type SpanMatrix, spanLayerEmpty, spanRows } from "./span.js";
 
 /** Steering that names its vector by file or trait, as `--steer` and the server's requests do. */
 export interface SteeringRef {
@@ -50,9 +50,10 @@ export async function loadVectorSource(source: string, model: Pick<ModelInfo, "p
   return { path: resolved, tensor: tensor ?? defaultTensor(v), matrix, meta: v.meta, file: v };
 }
 
-function checkFits(file: string, m: { nLayerPlus1: number; nEmbd: number }, model: Pick<ModelInfo, "nLayer" | "nEmbd">): void {
+/** Refuses vectors (a file, or what a pipeline was given) whose shape is not [n_layer+1, n_embd] of the model. */
+export function checkFits(what: string, m: { nLayerPlus1: number; nEmbd: number }, model: Pick<ModelInfo, "nLayer" | "nEmbd">): void {
   if (m.nLayerPlus1 !== model.nLayer + 1 || m.nEmbd !== model.nEmbd) {
-    throw new PersonaError("E_SHAPE", `${file} holds [${m.nLayerPlus1}, ${m.nEmbd}] vectors but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`);
+    throw new PersonaError("E_SHAPE", `${what}: [${m.nLayerPlus1}, ${m.nEmbd}] vectors, but the model needs [${model.nLayer + 1}, ${model.nEmbd}]`);
   }
 }
 
@@ -94,8 +95,18 @@ async function spanSpecs(
   checkFits(resolved, sp, model);
   const layer = a.layer ?? v.meta.bestLayer;
   if (layer === undefined || layer < 1 || layer > model.nLayer) throw new PersonaError("E_SHAPE", `a span is ablated at a layer in 1..${model.nLayer}, got ${layer ?? "none"}`);
-  if (spanLayerEmpty(sp, layer)) throw new PersonaError("E_BAD_STEER_ARG", `${resolved}'s ${span.tensor}_span is empty at layer ${layer}`);
-  return spanRows(sp, layer).map((r) => ({ vector: Float32Array.from(r), layer, coef: a.coef, positions: a.positions, mode: "ablate" as const, ...(a.mean ? { mean: a.mean } : {}) }));
+  return spanAblations(sp, layer, { coef: a.coef, positions: a.positions, ...(a.mean ? { mean: a.mean } : {}) }, `${resolved}'s ${span.tensor}_span`);
+}
+
+/** A span ablated at one layer as engine steering: one ablation per basis row. */
+export function spanAblations(
+  sp: SpanMatrix,
+  layer: number,
+  how: Pick<SteeringSpec, "coef" | "positions" | "mean">,
+  name = "the span",
+): SteeringSpec[] {
+  if (spanLayerEmpty(sp, layer)) throw new PersonaError("E_BAD_STEER_ARG", `${name} is empty at layer ${layer}`);
+  return spanRows(sp, layer).map((r) => ({ vector: Float32Array.from(r), layer, mode: "ablate", ...how }));
 }
 
 export async function steeringSpecs(args: readonly SteeringRef[], model: Pick<ModelInfo, "path" | "nLayer" | "nEmbd">): Promise<SteeringSpec[]> {
