@@ -15,6 +15,7 @@ import { DEMO_TRAITS, isDemoTrait } from "../src/demo/traits.js";
 import { Engine } from "../src/engine/Engine.js";
 import type { Positions } from "../src/engine/steering.js";
 import { isTensorName } from "../src/vectors/format.js";
+import { parseCoefList, parseLayerList } from "../src/cli/args/lists.js";
 
 const { values } = parseArgs({
   options: {
@@ -36,8 +37,8 @@ if (values.tensor !== undefined && !isTensorName(values.tensor)) throw new Error
 if (!["response", "prompt", "all"].includes(values.positions)) throw new Error(`unknown positions ${values.positions}`);
 const traits = values.traits.split(",");
 if (!traits.every(isDemoTrait)) throw new Error(`unknown trait in ${values.traits}; the demo traits are ${DEMO_TRAITS.join(", ")}`);
-const range = values.layer?.match(/^(\d+)-(\d+)$/);
-const layers = range ? Array.from({ length: Number(range[2]) - Number(range[1]) + 1 }, (_, i) => Number(range[1]) + i) : values.layer?.split(",").map(Number);
+const layers = values.layer === undefined ? undefined : parseLayerList(values.layer);
+if (layers === "all") throw new Error("--layer takes layers like 5, 5-6 or 4,6 (not all)");
 const pl = values["prompt-last"]?.match(/^([\d.]+)@(\d+)$/);
 if (values["prompt-last"] !== undefined && !pl) throw new Error(`--prompt-last takes RATIO@LAYER, e.g. 0.5@5, got ${values["prompt-last"]}`);
 const tensor = values.tensor ? `#${values.tensor}` : "";
@@ -49,7 +50,7 @@ const result = await demoSteerability(model, {
   traits,
   ...(pl ? { promptLast: { ratio: Number(pl[1]), layer: Number(pl[2]) } } : {}),
   ...(layers ? { layers } : {}),
-  coefs: values.coefs.split(",").map(Number),
+  coefs: parseCoefList(values.coefs),
   positions: values.positions as Positions,
   questions: Number(values.questions),
   samples: Number(values.samples),
