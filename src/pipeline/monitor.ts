@@ -31,6 +31,7 @@ import type { ShardRunner, ShardStats } from "../queue/runner.js";
 import { runJudgedRollouts } from "./rollout-shards.js";
 import { systemPrompt, type TraitDefinition } from "../traits/format.js";
 import { type LayerMatrix, row } from "../vectors/format.js";
+import { checkFits } from "../vectors/steer.js";
 import { fingerprintFile, hashOf, RunDir } from "./rundir.js";
 import { judgeScoredNothing } from "./evaluate.js";
 
@@ -139,9 +140,7 @@ export async function monitorTrait(model: Model, opts: MonitorOptions): Promise<
   const seed = opts.seed ?? 0;
   if (!Number.isInteger(samples) || samples < 1) throw new PersonaError("E_BAD_INPUT", `samples must be a positive integer, got ${samples}`);
   if (opts.prompts.length < 2) throw new PersonaError("E_BAD_INPUT", "monitoring needs at least two prompts to correlate");
-  if (opts.vectors.nLayerPlus1 !== nLayer + 1 || opts.vectors.nEmbd !== model.info.nEmbd) {
-    throw new PersonaError("E_SHAPE", `vectors are [${opts.vectors.nLayerPlus1}, ${opts.vectors.nEmbd}] but the model needs [${nLayer + 1}, ${model.info.nEmbd}]`);
-  }
+  checkFits("the monitored vectors", opts.vectors, model.info);
   if (opts.layer !== undefined && (!Number.isInteger(opts.layer) || opts.layer < 0 || opts.layer > nLayer)) {
     throw new PersonaError("E_SHAPE", `layer ${opts.layer} is outside 0..${nLayer}`);
   }

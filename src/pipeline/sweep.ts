@@ -14,6 +14,7 @@ import type { LayerMatrix, PersonaVectorsMeta } from "../vectors/format.js";
 import { row, updateVectorsMeta, writeVectors } from "../vectors/format.js";
 import { loadVectorsFile } from "../vectors/load.js";
 import { isReadOnlyVectors, userVectorsFile } from "../vectors/registry.js";
+import { checkFits } from "../vectors/steer.js";
 import { fingerprintModel, type RecordLog, RunDir } from "./rundir.js";
 import {
   type EvalProgress,
@@ -160,11 +161,8 @@ export async function sweepSteering(model: Model, opts: SweepOptions): Promise<S
   if (new Set(layers).size !== layers.length) throw new PersonaError("E_BAD_INPUT", "sweep layers repeat");
   if (new Set(coefs).size !== coefs.length) throw new PersonaError("E_BAD_INPUT", "sweep coefficients repeat");
   if (!Number.isInteger(chunkRequests) || chunkRequests < 1) throw new PersonaError("E_BAD_INPUT", `chunk size must be a positive integer, got ${chunkRequests}`);
-  for (const [what, m] of [["vectors", vectors], ["prompt-state vectors", promptState?.matrix]] as const) {
-    if (m && (m.nLayerPlus1 !== model.info.nLayer + 1 || m.nEmbd !== model.info.nEmbd)) {
-      throw new PersonaError("E_SHAPE", `${what} are [${m.nLayerPlus1}, ${m.nEmbd}] but the model needs [${model.info.nLayer + 1}, ${model.info.nEmbd}]`);
-    }
-  }
+  checkFits("the sweep's vectors", vectors, model.info);
+  if (promptState) checkFits("the prompt-state vectors", promptState.matrix, model.info);
   if (promptState && !(Number.isFinite(promptState.ratio) && promptState.ratio !== 0)) {
     throw new PersonaError("E_BAD_INPUT", `the prompt-state ratio must be a finite non-zero number, got ${promptState.ratio}`);
   }
