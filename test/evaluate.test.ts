@@ -297,7 +297,7 @@ describe("sweepSteering", () => {
 
   it("rejects vectors of another shape and repeated coefficients", async () => {
     const judge = new TextJudge();
-    await assert.rejects(sweepSteering(model, { trait, judge, vectors: layerMatrix(N_LAYER + 1, 16), layers: [1], coefs: [1] }), /E_SHAPE|vectors are/);
+    await assert.rejects(sweepSteering(model, { trait, judge, vectors: layerMatrix(N_LAYER + 1, 16), layers: [1], coefs: [1] }), personaError("E_SHAPE", /the sweep.s vectors: \[4, 16\] vectors/));
     await assert.rejects(sweepSteering(model, { trait, judge, vectors, layers: [1], coefs: [1, 1] }), /repeat/);
   });
 });
